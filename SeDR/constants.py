@@ -1,0 +1,38 @@
+"""Constants of the original pipeline, each with the SPEC section it comes from."""
+
+# RoBERTa special ids of the released STAR checkpoint (SPEC §0). Our code reads the ids
+# from the tokenizer/config where it can; these are the defaults and the oracle values.
+CLS_ID = 0
+PAD_ID = 1
+EOS_ID = 2
+
+# Segmentation (SPEC §2): content budget L = Lraw - 12 when M > 1, else Lraw - 2.
+MULTI_SEGMENT_RESERVE = 12
+SINGLE_SEGMENT_RESERVE = 2
+# A trailing piece shorter than min(floor(0.3 * L), 50) tokens is dropped (SPEC §2.1).
+SHORT_TAIL_FRACTION = 0.3
+SHORT_TAIL_CAP = 50
+
+# Preprocessing (SPEC §1.3).
+DOC_FIELD_SEPARATOR = "</s>"
+DEFAULT_MAX_DOC_CHARACTER = 10000
+DEFAULT_MAX_SEQ_LENGTH = 2048
+DEFAULT_MAX_QUERY_LENGTH = 64
+
+# Split name -> (queries file, qrels file) (SPEC §1.3).
+SPLIT_FILES = {
+    "train": ("msmarco-doctrain-queries.tsv", "msmarco-doctrain-qrels.tsv"),
+    "dev": ("msmarco-docdev-queries.tsv", "msmarco-docdev-qrels.tsv"),
+    "test": ("msmarco-test2019-queries.tsv", "2019qrels-docs.txt"),
+    "2020test": ("msmarco-test2020-queries.tsv", "2020qrels-docs.txt"),
+}
+CORPUS_FILE = "msmarco-docs.tsv"
+
+# Retrieval (SPEC §7.3): segment hits per query, documents kept for dev / TREC-DL.
+SEGMENT_HITS = 1024
+DEV_DOCS_KEPT = 101
+TREC_DOCS_KEPT = 100
+MRR_CUTOFF = 100
+
+# Hard negatives (SPEC §6).
+HARDNEG_KEEP = 300
