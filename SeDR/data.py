@@ -1,0 +1,428 @@
+"""Data layer: memmap readers, the query view, segmentation, collation and segment-budget batching.
+
+Everything here follows SPEC §1.4-§1.5 (readers), §2 (segment rows, placeholders, fuse matrix)
+and §5.2 (packing micro-batches by segment count). The functions are pure and operate on
+numpy token arrays; tensors are only built by the collators.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+import random
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from SeDR.batch import QueryBatch, SegmentBatch, TrainBatch
+from SeDR.constants import (
+    CLS_ID,
+    EOS_ID,
+    MULTI_SEGMENT_RESERVE,
+    PAD_ID,
+    SHORT_TAIL_CAP,
+    SHORT_TAIL_FRACTION,
+    SINGLE_SEGMENT_RESERVE,
+)
+from SeDR.errors import DataFormatError, MissingInputError
+
+logger = logging.getLogger(__name__)
+
+PREPROCESS_HINT = "run `python SeDR_preprocess.py --data_path ./data --max_seq_length 2048` first"
+
+
+# --------------------------------------------------------------------------------------------
+# Readers (SPEC §1.4)
+# --------------------------------------------------------------------------------------------
+
+
+class TokenCache:
+    """Read-only view of a preprocessed ``<prefix>.memmap`` (int32 ``[N, maxlen]``).
+
+    ``cache[i]`` returns ``ids[i, :length[i]]``. Like the original, falls back to a ``memmap/``
+    sub-folder when the files are not found directly under the folder.
+    """
+
+    def __init__(self, folder: str | Path, prefix: str):
+        folder = Path(folder)
+        if not (folder / f"{prefix}_meta").exists() and (folder / "memmap" / f"{prefix}_meta").exists():
+            folder = folder / "memmap"
+        meta_path = folder / f"{prefix}_meta"
+        if not meta_path.exists():
+            raise MissingInputError(meta_path, PREPROCESS_HINT)
+        meta = json.loads(meta_path.read_text())
+        self.path = folder / f"{prefix}.memmap"
+        self.total, self.width = int(meta["total_number"]), int(meta["embedding_size"])
+        self.ids = np.memmap(self.path, dtype=np.dtype(meta.get("type", "int32")), mode="r",
+                             shape=(self.total, self.width))
+        self.lengths = np.load(folder / f"{prefix}_length.npy").astype(np.int64)
+        if len(self.lengths) != self.total:
+            raise DataFormatError(folder / f"{prefix}_length.npy", None,
+                                  f"{len(self.lengths)} lengths for {self.total} rows in {meta_path}")
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.ids[i, : self.lengths[i]], dtype=np.int64)
+
+
+def passages(preprocess_dir: str | Path) -> TokenCache:
+    return TokenCache(preprocess_dir, "passages")
+
+
+def queries(preprocess_dir: str | Path, split: str) -> TokenCache:
+    return TokenCache(preprocess_dir, f"{split}-query")
+
+
+def load_rel(path: str | Path) -> dict[int, list[int]]:
+    """Offset qrels ``qoffset \\t 0 \\t doffset \\t rel`` → ``{qoffset: [doffset, ...]}``.
+
+    Every line counts, whatever its ``rel`` (SPEC §1.4, §10 #35): this dict only feeds the
+    train/dev masks and labels, whose qrels are binary. TREC metrics read the file themselves.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(path, PREPROCESS_HINT)
+    rel: dict[int, list[int]] = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 4:
+                raise DataFormatError(path, line_no, f"expected 4 fields, got {len(parts)}")
+            q, d = int(parts[0]), int(parts[2])
+            rel.setdefault(q, []).append(d)
+    return rel
+
+
+def load_id_map(path: str | Path) -> dict[int, int]:
+    """``pid2offset.pickle`` / ``{split}-qid2offset.pickle``: original integer id → offset."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(path, PREPROCESS_HINT)
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+# --------------------------------------------------------------------------------------------
+# Query view (SPEC §1.5)
+# --------------------------------------------------------------------------------------------
+
+
+def truncate_query(ids: np.ndarray, max_query_length: int) -> np.ndarray:
+    """Keep ``CLS``, the next ``Lq - 2`` tokens and the final ``EOS`` (unchanged if short enough)."""
+    n = len(ids)
+    s = min(max_query_length - 1, n - 1)
+    return np.concatenate([ids[:1], ids[1:s], ids[n - 1:]])
+
+
+def collate_queries(items: Sequence[np.ndarray], offsets: Sequence[int], max_query_length: int,
+                    pad_id: int = PAD_ID, pad_to_max_length: bool = True) -> QueryBatch:
+    """Truncate (§1.5) and pad with ``PAD`` (mask 0) to ``max_query_length`` or to the batch maximum."""
+    views = [truncate_query(np.asarray(x), max_query_length) for x in items]
+    width = max_query_length if pad_to_max_length else max(len(v) for v in views)
+    ids = torch.full((len(views), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(views), width), dtype=torch.long)
+    for i, v in enumerate(views):
+        ids[i, : len(v)] = torch.from_numpy(v)
+        mask[i, : len(v)] = 1
+    return QueryBatch(ids, mask, torch.as_tensor(list(offsets), dtype=torch.long))
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation (SPEC §2)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """Shape of the segment rows for ``--max_seg_length Lraw`` and ``--max_seg_num M``.
+
+    ``extra_reserve`` shrinks the content budget further; STAR_Multi uses ``K - 1`` so that its
+    row stays within 512 positions after the view tokens are inserted (SPEC §10 #23).
+    """
+
+    max_seg_length: int
+    max_seg_num: int
+    extra_reserve: int = 0
+
+    def __post_init__(self):
+        if self.max_seg_num < 1:
+            raise ValueError(f"max_seg_num must be >= 1, got {self.max_seg_num}")
+        if self.content_len < 1:
+            raise ValueError(f"max_seg_length {self.max_seg_length} leaves no room for content "
+                             f"(max_seg_num {self.max_seg_num}, extra reserve {self.extra_reserve})")
+
+    @property
+    def content_len(self) -> int:
+        """``L``: content tokens per segment (512,4 → 500; 512,1 → 510)."""
+        reserve = MULTI_SEGMENT_RESERVE if self.max_seg_num > 1 else SINGLE_SEGMENT_RESERVE
+        return self.max_seg_length - reserve - self.extra_reserve
+
+    @property
+    def num_placeholders(self) -> int:
+        """``P = M - 1`` placeholder slots at the end of every row."""
+        return self.max_seg_num - 1
+
+    @property
+    def row_len(self) -> int:
+        """``T = L + M + 1`` (512,4 → 505; 512,1 → 512)."""
+        return self.content_len + self.max_seg_num + 1
+
+    @property
+    def ignore_len(self) -> int:
+        """``g``: a trailing piece shorter than this is dropped."""
+        return min(math.floor(SHORT_TAIL_FRACTION * self.content_len), SHORT_TAIL_CAP)
+
+
+def num_segments(length, spec: SegmentSpec):
+    """Segments ``s`` of a document with ``length`` stored tokens (SPEC §2.1); works on arrays too."""
+    L, M, g = spec.content_len, spec.max_seg_num, spec.ignore_len
+    n = np.minimum(np.asarray(length, dtype=np.int64), L * M)
+    s = -(-n // L)
+    tail = n - (s - 1) * L
+    s = s - ((s > 1) & (tail < g))
+    return int(s) if np.ndim(s) == 0 else s
+
+
+def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], spec: SegmentSpec,
+                      seg_caps: Sequence[int] | None = None, cls_id: int = CLS_ID, eos_id: int = EOS_ID,
+                      pad_id: int = PAD_ID, compact: bool = False) -> SegmentBatch:
+    """Build the segment rows, masks and fuse matrix of a batch of documents (SPEC §2.2-§2.3).
+
+    Args:
+        docs: stored token ids of each document (no CLS/EOS).
+        doc_offsets: corpus offsets of the documents, carried along.
+        seg_caps: optional per-document cap on the segment count (hard negatives, SPEC §5.2 step 3);
+            a cap removes trailing segments.
+        compact: drop the all-padding columns between the longest content and the placeholders.
+            Those positions are masked out, so outputs are unchanged up to float summation order;
+            rows then have ``max_c + 2 + P`` columns instead of ``T``.
+    """
+    L, P = spec.content_len, spec.num_placeholders
+    counts = num_segments(np.array([len(d) for d in docs], dtype=np.int64), spec) if len(docs) else np.zeros(0, int)
+    counts = np.atleast_1d(counts)
+    if seg_caps is not None:
+        counts = np.minimum(counts, np.asarray(seg_caps, dtype=np.int64))
+    n_seg = int(counts.sum())
+    pieces = []
+    for d, s in zip(docs, counts):
+        for k in range(int(s)):
+            pieces.append(np.asarray(d[k * L: (k + 1) * L]))
+    width = (max((len(p) for p in pieces), default=0) if compact else L) + 2
+    T = width + P
+    ids = np.full((n_seg, T), pad_id, dtype=np.int64)
+    mask = np.zeros((n_seg, T), dtype=np.int64)
+    for r, p in enumerate(pieces):
+        c = len(p)
+        ids[r, 0] = cls_id
+        ids[r, 1: c + 1] = p
+        ids[r, c + 1] = eos_id
+        mask[r, : c + 2] = 1
+    fuse = None
+    if P > 0:
+        fuse = np.zeros((n_seg, P), dtype=np.int64)
+        row = 0
+        for s in counts:
+            s = int(s)
+            table, valid = fuse_table(s, P)
+            fuse[row: row + s] = table + row
+            mask[row: row + s, T - P:] = valid
+            row += s
+    return SegmentBatch(
+        input_ids=torch.from_numpy(ids),
+        attention_mask=torch.from_numpy(mask),
+        seg_counts=torch.from_numpy(counts.astype(np.int64)),
+        fuse_mat=None if fuse is None else torch.from_numpy(fuse),
+        doc_offsets=torch.as_tensor(list(doc_offsets), dtype=torch.long),
+        max_seg_num=spec.max_seg_num,
+    )
+
+
+def fuse_table(s: int, num_placeholders: int) -> tuple[np.ndarray, np.ndarray]:
+    """Local fuse table ``F_s`` and placeholder mask ``A_s`` of an ``s``-segment document (SPEC §2.3).
+
+    ``F_s[i, j]`` is the ``j``-th other segment of segment ``i`` (skipping ``i``) for ``j < s - 1``,
+    else 0; ``A_s[i, j] = 1[j < s - 1]``.
+    """
+    P = num_placeholders
+    j = np.arange(P)[None, :]
+    i = np.arange(s)[:, None]
+    valid = np.broadcast_to(j < s - 1, (s, P)).astype(np.int64)
+    table = np.where(j < i, j, j + 1) * valid
+    return table.astype(np.int64), valid
+
+
+# --------------------------------------------------------------------------------------------
+# Training batches (SPEC §5.2)
+# --------------------------------------------------------------------------------------------
+
+
+def cap_hard_negative_segments(counts: Sequence[int], budget: int) -> list[int]:
+    """Cap segment counts in order so the total stays within ``budget``; later ones keep >= 1 (T6)."""
+    caps, left, H = [], int(budget), len(counts)
+    for k, s in enumerate(counts):
+        c = max(1, min(int(s), left - (H - k - 1)))
+        caps.append(c)
+        left -= c
+    return caps
+
+
+def pack_by_segment_budget(seg_counts: Sequence[int], max_bsize: int) -> list[list[int]]:
+    """Group indices ``0..n-1`` in order, popping from the front while the total fits (T7).
+
+    No look-ahead and no reordering; an item larger than the budget forms a group on its own.
+    """
+    groups: list[list[int]] = []
+    stream = deque(range(len(seg_counts)))
+    while stream:
+        group = [stream.popleft()]
+        used = int(seg_counts[group[0]])
+        while stream and used + int(seg_counts[stream[0]]) <= max_bsize:
+            used += int(seg_counts[stream[0]])
+            group.append(stream.popleft())
+        groups.append(group)
+    return groups
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One drawn training query with its sampled positive and hard negatives (document offsets)."""
+
+    query: int
+    positive: int
+    negatives: tuple[int, ...]
+
+
+class SegmentBudgetBatchSampler:
+    """Packs training queries into micro-batches whose positives hold at most ``max_bsize`` segments.
+
+    Per epoch: a permutation of the training queries from a seeded RNG (replacing the original's
+    ``random.sample`` on a set, SPEC §10 #19); each query draws, in order, a positive uniformly from
+    its relevant documents and ``hard_num`` negatives uniformly from the first ``hardneg_topk``
+    entries of its hard-negative list. Items are popped from the front of that stream while the
+    positives' segment total fits the budget; no look-ahead, no reordering (SPEC §5.2).
+    A single item larger than the budget forms a batch on its own.
+    """
+
+    def __init__(self, query_offsets: Sequence[int], rel: dict[int, list[int]],
+                 hard_negatives: dict[int, list[int]], doc_seg_counts: np.ndarray, max_bsize: int,
+                 hardneg_topk: int, hard_num: int = 1, seed: int = 42):
+        self.query_offsets = [int(q) for q in query_offsets]
+        self.rel, self.hard_negatives = rel, hard_negatives
+        self.doc_seg_counts = np.asarray(doc_seg_counts)
+        self.max_bsize, self.hardneg_topk, self.hard_num = int(max_bsize), int(hardneg_topk), int(hard_num)
+        self.seed = seed
+        self.epoch = 0
+        self._plan: list[list[TrainItem]] | None = None
+        missing = [q for q in self.query_offsets if not hard_negatives.get(q)]
+        if missing:
+            raise ValueError(f"{len(missing)} training queries have no hard negatives (e.g. query offset "
+                             f"{missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`")
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._plan = None
+        self.epoch = epoch
+
+    def _draw(self, rng: random.Random, q: int) -> TrainItem:
+        pos = rng.choice(self.rel[q])
+        pool = self.hard_negatives[q][: self.hardneg_topk]
+        if self.hard_num == 1:
+            negs = (rng.choice(pool),)
+        else:
+            negs = tuple(rng.sample(pool, self.hard_num) if len(pool) >= self.hard_num
+                         else rng.choices(pool, k=self.hard_num))
+        return TrainItem(q, int(pos), tuple(int(n) for n in negs))
+
+    def plan(self) -> list[list[TrainItem]]:
+        """The epoch's micro-batches (deterministic in ``seed`` and ``epoch``)."""
+        if self._plan is None:
+            rng = random.Random(self.seed * 1_000_003 + self.epoch)
+            order = list(self.query_offsets)
+            rng.shuffle(order)
+            items = [self._draw(rng, q) for q in order]
+            groups = pack_by_segment_budget([int(self.doc_seg_counts[it.positive]) for it in items], self.max_bsize)
+            batches = [[items[i] for i in g] for g in groups]
+            self._plan = batches
+        return self._plan
+
+    def __iter__(self) -> Iterator[list[TrainItem]]:
+        return iter(self.plan())
+
+    def __len__(self) -> int:
+        return len(self.plan())
+
+
+class TrainCollator:
+    """Turns a list of :class:`TrainItem` into a :class:`TrainBatch` (SPEC §5.2 steps 3-4)."""
+
+    def __init__(self, passage_cache: TokenCache, query_cache: TokenCache, rel: dict[int, list[int]],
+                 spec: SegmentSpec, max_query_length: int, max_bsize: int, hard_num: int = 1,
+                 cls_id: int = CLS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID, compact: bool = False):
+        self.passages, self.queries, self.rel, self.spec = passage_cache, query_cache, rel, spec
+        self.max_query_length, self.max_bsize, self.hard_num = max_query_length, max_bsize, hard_num
+        self.ids = {"cls_id": cls_id, "eos_id": eos_id, "pad_id": pad_id}
+        self.compact = compact
+
+    def __call__(self, items: Sequence[TrainItem]) -> TrainBatch:
+        qs = [it.query for it in items]
+        pos = [it.positive for it in items]
+        negs = [n for it in items for n in it.negatives]
+        queries = collate_queries([self.queries[q] for q in qs], qs, self.max_query_length,
+                                  pad_id=self.ids["pad_id"], pad_to_max_length=True)
+        positives = collate_documents([self.passages[d] for d in pos], pos, self.spec,
+                                      compact=self.compact, **self.ids)
+        neg_docs = [self.passages[d] for d in negs]
+        caps = cap_hard_negative_segments(num_segments(np.array([len(d) for d in neg_docs]), self.spec),
+                                          self.max_bsize * self.hard_num)
+        negatives = collate_documents(neg_docs, negs, self.spec, seg_caps=caps, compact=self.compact, **self.ids)
+        rel_sets = [set(self.rel.get(q, ())) for q in qs]
+        rel_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in pos] for r in rel_sets])
+        hard_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in negs] for r in rel_sets])
+        return TrainBatch(queries, positives, negatives, rel_pair_mask, hard_pair_mask)
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """Identity dataset so a :class:`SegmentBudgetBatchSampler` can drive a ``DataLoader``."""
+
+    def __getitem__(self, item):
+        return item
+
+    def __len__(self) -> int:  # pragma: no cover - never called with a batch sampler
+        raise TypeError("ItemDataset is indexed by the batch sampler's items")
+
+
+# --------------------------------------------------------------------------------------------
+# Inference batches (SPEC §7.2)
+# --------------------------------------------------------------------------------------------
+
+
+def document_batches(seg_counts: np.ndarray, max_bsize: int, start: int = 0,
+                     end: int | None = None) -> Iterator[list[int]]:
+    """Offsets ``start..end-1`` in order, packed while the segment total stays within ``max_bsize``."""
+    end = len(seg_counts) if end is None else end
+    batch: list[int] = []
+    used = 0
+    for d in range(start, end):
+        s = int(seg_counts[d])
+        if batch and used + s > max_bsize:
+            yield batch
+            batch, used = [], 0
+        batch.append(d)
+        used += s
+    if batch:
+        yield batch
+
+
+def query_batches(n: int, batch_size: int) -> Iterator[list[int]]:
+    for i in range(0, n, batch_size):
+        yield list(range(i, min(n, i + batch_size)))

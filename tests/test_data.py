@@ -1,0 +1,190 @@
+"""Data-layer oracles of SPEC §11 (T1, T2, T6, T7, T8) and the readers of §1.4."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from SeDR import data
+from SeDR.data import SegmentSpec
+
+SPEC_512_4 = SegmentSpec(512, 4)
+
+
+def test_spec_shapes():
+    assert (SPEC_512_4.content_len, SPEC_512_4.num_placeholders, SPEC_512_4.row_len, SPEC_512_4.ignore_len) == (500, 3, 505, 50)
+    one = SegmentSpec(512, 1)
+    assert (one.content_len, one.num_placeholders, one.row_len) == (510, 0, 512)
+    # STAR_Multi with K = 4: budget 512 - 2 - 3 = 507 content tokens (SPEC §10 #23).
+    assert SegmentSpec(512, 1, extra_reserve=3).content_len == 507
+
+
+@pytest.mark.parametrize("n,s,ranges", [
+    (30, 1, [(0, 30)]),
+    (520, 1, [(0, 500)]),
+    (549, 1, [(0, 500)]),
+    (550, 2, [(0, 500), (500, 550)]),
+    (1300, 3, [(0, 500), (500, 1000), (1000, 1300)]),
+    (1520, 3, [(0, 500), (500, 1000), (1000, 1500)]),
+    (2048, 4, [(0, 500), (500, 1000), (1000, 1500), (1500, 2000)]),
+])
+def test_T1_segment_count_and_ranges(n, s, ranges):
+    assert data.num_segments(n, SPEC_512_4) == s
+    doc = np.arange(100, 100 + n)
+    batch = data.collate_documents([doc], [0], SPEC_512_4)
+    assert batch.seg_counts.tolist() == [s]
+    for r, (a, b) in enumerate(ranges):
+        row = batch.input_ids[r]
+        assert row[1: 1 + b - a].tolist() == doc[a:b].tolist()
+        assert row[1 + b - a].item() == 2  # EOS right after the content
+
+
+def test_T1_inference_formula_agrees_for_every_length():
+    """SPEC §2.1: the inference formula (untruncated n, cap at M) gives the same s for every n."""
+    spec = SPEC_512_4
+    L, M, g = spec.content_len, spec.max_seg_num, spec.ignore_len
+    n = np.arange(1, 2049)
+    s_inf = -(-n // L)
+    over = s_inf > M
+    short = (~over) & (s_inf > 1) & (n - (s_inf - 1) * L < g)
+    s_inf = np.where(over, M, np.where(short, s_inf - 1, s_inf))
+    assert (data.num_segments(n, spec) == s_inf).all()
+    assert data.num_segments(1300, SegmentSpec(512, 1)) == 1
+
+
+def test_T2_rows_of_a_1300_token_document_after_a_2_segment_document():
+    x = np.arange(1000, 2300)  # content ids x0..x1299
+    first = np.arange(5, 5 + 600)  # a 2-segment document (600 tokens)
+    b = data.collate_documents([first, x], [7, 9], SPEC_512_4)
+    assert b.input_ids.shape == (5, 505)
+    assert b.seg_counts.tolist() == [2, 3]
+    seg0, seg2 = b.input_ids[2], b.input_ids[4]
+    assert seg0[0] == 0 and seg0[1:501].tolist() == x[:500].tolist() and seg0[501] == 2
+    assert seg0[502:].tolist() == [1, 1, 1]
+    assert b.attention_mask[2, :502].all() and b.attention_mask[2, 502:].tolist() == [1, 1, 0]
+    assert seg2[0] == 0 and seg2[1:301].tolist() == x[1000:].tolist() and seg2[301] == 2
+    assert (seg2[302:] == 1).all()
+    assert b.attention_mask[4, 302:502].sum() == 0 and b.attention_mask[4, 502:].tolist() == [1, 1, 0]
+    assert b.fuse_mat.tolist() == [[1, 0, 0], [0, 0, 0], [3, 4, 2], [2, 4, 2], [2, 3, 2]]
+    assert b.attention_mask[:, 502:].tolist() == [[1, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]]
+    assert b.seg_sep.tolist() == [0, 2, 5]
+    assert b.segment_types().tolist() == [0, 1, 0, 1, 2]
+    assert b.doc_offsets.tolist() == [7, 9]
+
+
+@pytest.mark.parametrize("s,rows,valid", [
+    (1, [[0, 0, 0]], [[0, 0, 0]]),
+    (2, [[1, 0, 0], [0, 0, 0]], [[1, 0, 0]] * 2),
+    (3, [[1, 2, 0], [0, 2, 0], [0, 1, 0]], [[1, 1, 0]] * 3),
+    (4, [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], [[1, 1, 1]] * 4),
+])
+def test_fuse_tables(s, rows, valid):
+    table, mask = data.fuse_table(s, 3)
+    assert table.tolist() == rows and mask.tolist() == valid
+
+
+def test_single_segment_spec_has_no_placeholders_or_fuse():
+    b = data.collate_documents([np.arange(10, 1310)], [0], SegmentSpec(512, 1))
+    assert b.fuse_mat is None and b.input_ids.shape == (1, 512)
+    assert b.input_ids[0, 511] == 2 and b.attention_mask[0].sum() == 512
+
+
+def test_compact_rows_keep_content_and_placeholders():
+    docs = [np.arange(10, 40), np.arange(10, 50)]
+    full = data.collate_documents(docs, [0, 1], SegmentSpec(64, 4))
+    small = data.collate_documents(docs, [0, 1], SegmentSpec(64, 4), compact=True)
+    assert full.input_ids.shape[1] == 57 and small.input_ids.shape[1] == 40 + 2 + 3
+    c = small.input_ids.shape[1] - 3
+    assert torch.equal(small.input_ids[:, :c], full.input_ids[:, :c])
+    assert torch.equal(small.input_ids[:, -3:], full.input_ids[:, -3:])
+    assert torch.equal(small.attention_mask[:, -3:], full.attention_mask[:, -3:])
+    assert torch.equal(small.fuse_mat, full.fuse_mat)
+
+
+def test_T6_hard_negative_caps():
+    assert data.cap_hard_negative_segments([4, 4, 4, 4, 4], 17) == [4, 4, 4, 4, 1]
+    assert data.cap_hard_negative_segments([2, 1, 3], 17) == [2, 1, 3]
+
+
+def test_T7_positive_packing():
+    counts = [4, 4, 4, 4, 3, 1, 2, 4, 4, 4, 1, 1, 20]
+    groups = data.pack_by_segment_budget(counts, 17)
+    sizes = [[counts[i] for i in g] for g in groups]
+    assert sizes[0] == [4, 4, 4, 4]       # adding the 3 would give 19
+    assert sizes[1] == [3, 1, 2, 4, 4]    # 14; adding the next 4 would give 18 > 17
+    assert sizes[2] == [4, 1, 1]
+    assert sizes[3] == [20]               # larger than the budget: alone
+    assert [i for g in groups for i in g] == list(range(len(counts)))
+
+
+def test_sampler_epoch_is_a_seeded_permutation():
+    n = 50
+    rel = {q: [q, q + 100] for q in range(n)}
+    hard = {q: list(range(200, 210)) for q in range(n)}
+    counts = np.ones(300, dtype=int) * 2
+    s1 = data.SegmentBudgetBatchSampler(range(n), rel, hard, counts, max_bsize=7, hardneg_topk=3, seed=1)
+    s2 = data.SegmentBudgetBatchSampler(range(n), rel, hard, counts, max_bsize=7, hardneg_topk=3, seed=1)
+    e0 = [it for b in s1 for it in b]
+    assert sorted(it.query for it in e0) == list(range(n))
+    assert [it for b in s2 for it in b] == e0
+    assert all(it.positive in rel[it.query] and it.negatives[0] in range(200, 203) for it in e0)
+    assert all(len(b) == 3 for b in list(s1)[:-1])  # 3 positives of 2 segments fit in 7
+    s1.set_epoch(1)
+    e1 = [it.query for b in s1 for it in b]
+    assert sorted(e1) == list(range(n)) and e1 != [it.query for it in e0]
+
+
+def test_T8_query_truncation():
+    t = np.arange(40)
+    assert data.truncate_query(t, 32).tolist() == list(range(31)) + [39]
+    assert data.truncate_query(np.arange(20), 32).tolist() == list(range(20))
+    assert data.truncate_query(np.arange(64), 64).tolist() == list(range(64))
+    qb = data.collate_queries([np.arange(40), np.arange(5)], [3, 4], 32)
+    assert qb.input_ids.shape == (2, 32) and qb.attention_mask[1].tolist() == [1] * 5 + [0] * 27
+    assert (qb.input_ids[1, 5:] == 1).all()
+    qb = data.collate_queries([np.arange(40), np.arange(5)], [3, 4], 32, pad_to_max_length=False)
+    assert qb.input_ids.shape == (2, 32)
+    assert data.collate_queries([np.arange(5)], [0], 32, pad_to_max_length=False).input_ids.shape == (1, 5)
+
+
+def test_train_collator_masks_and_caps(tmp_path):
+    # Hand-made preprocess folder: 4 docs, 2 queries.
+    lengths = np.array([1300, 40, 2048, 600], dtype=np.int32)
+    ids = np.zeros((4, 2048), dtype=np.int32)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = 10 + i
+    ids.tofile(tmp_path / "passages.memmap")
+    np.save(tmp_path / "passages_length.npy", lengths)
+    (tmp_path / "passages_meta").write_text(json.dumps({"type": "int32", "total_number": 4, "embedding_size": 2048}))
+    q = np.zeros((2, 64), dtype=np.int32)
+    q[:, :5] = [0, 7, 8, 9, 2]
+    q.tofile(tmp_path / "train-query.memmap")
+    np.save(tmp_path / "train-query_length.npy", np.array([5, 5]))
+    (tmp_path / "train-query_meta").write_text(json.dumps({"type": "int32", "total_number": 2, "embedding_size": 64}))
+    (tmp_path / "train-qrel.tsv").write_text("0\t0\t0\t1\n1\t0\t1\t1\n1\t0\t2\t1\n")
+    rel = data.load_rel(tmp_path / "train-qrel.tsv")
+    assert rel == {0: [0], 1: [1, 2]}
+    pc, qc = data.passages(tmp_path), data.queries(tmp_path, "train")
+    assert pc[1].tolist() == [11] * 40
+    coll = data.TrainCollator(pc, qc, rel, SPEC_512_4, max_query_length=32, max_bsize=5)
+    batch = coll([data.TrainItem(0, 0, (2,)), data.TrainItem(1, 1, (3,))])
+    assert batch.positives.seg_counts.tolist() == [3, 1]
+    # Hard negatives: doc 2 has 4 segments, doc 3 has 2; budget 5 → caps [min(4, 5-1)=4, 1].
+    assert batch.negatives.seg_counts.tolist() == [4, 1]
+    assert batch.rel_pair_mask.tolist() == [[0, 1], [1, 0]]
+    assert batch.hard_pair_mask.tolist() == [[1, 1], [0, 1]]  # doc 2 is relevant to query 1
+    assert batch.queries.input_ids.shape == (2, 32)
+
+
+def test_missing_preprocess_names_the_file(tmp_path):
+    from SeDR.errors import MissingInputError
+
+    with pytest.raises(MissingInputError, match="passages_meta"):
+        data.passages(tmp_path)
+
+
+def test_document_batches_pack_in_offset_order():
+    counts = np.array([4, 4, 1, 3, 2, 4])
+    assert list(data.document_batches(counts, 8)) == [[0, 1], [2, 3, 4], [5]]
+    assert list(data.document_batches(counts, 8, start=2, end=5)) == [[2, 3, 4]]
