@@ -1,0 +1,179 @@
+"""Command-line flags of every script, declared once (SPEC §5.1, §7.1, §8).
+
+Flag names and defaults are the original's, so the README commands run verbatim. Argparse
+prefix matching stays on: the README's ``--learning 5e-5`` means ``--learning_rate 5e-5``
+(``tests/test_args.py`` parses every README command with these parsers, so a new flag that
+makes a README prefix ambiguous fails the suite). Flags the original accepted but never read
+(``--padding``, ``--topk``, ``--neg_topk``, HF ``TrainingArguments`` leftovers) are gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, allow_abbrev=True,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def model_class_names() -> list[str]:
+    from SeDR.modeling import MODEL_REGISTRY
+
+    return sorted(MODEL_REGISTRY)
+
+
+def add_data_args(parser, *, required: bool = True, query_length_default: int | None = None):
+    g = parser.add_argument_group("data")
+    g.add_argument("--max_query_length", type=int, required=query_length_default is None and required,
+                   default=query_length_default,
+                   help="query tokens used, CLS and EOS included (queries are stored at 64; SPEC §1.5)")
+    g.add_argument("--preprocess_dir", default="./data/preprocess",
+                   help="folder written by SeDR_preprocess.py")
+    return g
+
+
+def add_segment_args(parser, *, seg_length_default: int | None, seg_num_default: int | None,
+                     max_bsize_default: int):
+    g = parser.add_argument_group("segmentation (SPEC §2)")
+    g.add_argument("--max_seg_length", type=int, required=seg_length_default is None, default=seg_length_default,
+                   help="segment row budget Lraw in tokens; content per segment is Lraw-12 (Lraw-2 when max_seg_num=1)")
+    g.add_argument("--max_seg_num", type=int, required=seg_num_default is None, default=seg_num_default,
+                   help="maximum number of segments per document M")
+    g.add_argument("--max_bsize", type=int, default=max_bsize_default,
+                   help="segment budget per forward pass (positives' segments in training)")
+    return g
+
+
+def add_runtime_args(parser):
+    g = parser.add_argument_group("runtime")
+    g.add_argument("--no_cuda", action="store_true", help="run on CPU even when a GPU is visible")
+    g.add_argument("--fp16", action="store_true",
+                   help="float16 autocast (+ GradScaler in training) on a GPU; on CPU: warn once, run fp32")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast on a GPU; on CPU: warn once, run fp32")
+    g.add_argument("--seed", type=int, default=42, help="seed of python, numpy and torch")
+    g.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", -1)),
+                   help="set by older launchers; torchrun sets LOCAL_RANK instead")
+    return g
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    p = _parser("Train a SeDR model class (SPEC §5).")
+    add_data_args(p)
+    add_segment_args(p, seg_length_default=None, seg_num_default=None, max_bsize_default=512)
+    g = p.add_argument_group("model")
+    g.add_argument("--model_class", default="SeDR", help="one of the registered model classes (README names)")
+    g.add_argument("--init_path", required=True, help="checkpoint to start from (STAR, or ./data/starlongformer)")
+    g.add_argument("--cache_size", type=int, default=50, help="Late-Cache capacity in queries (cached classes)")
+    g.add_argument("--use_gradient_checkpointing", action="store_true",
+                   help="recompute each encoder layer in the backward pass (memory only, same numbers)")
+    g = p.add_argument_group("negatives")
+    g.add_argument("--hardneg_path", required=True, help="hard_negative.json written by inference.py --gen_hardneg")
+    g.add_argument("--hardneg_topk", type=int, default=200,
+                   help="sample hard negatives from the first k entries of each list")
+    g = p.add_argument_group("optimisation (SPEC §5.3)")
+    g.add_argument("--optimizer_str", choices=["lamb", "adamw"], default="lamb", help="optimizer")
+    g.add_argument("--learning_rate", type=float, default=1e-4, help="peak learning rate")
+    g.add_argument("--weight_decay", type=float, default=0.01,
+                   help="decay of every parameter whose name has neither 'bias' nor 'LayerNorm.weight'")
+    g.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1 (LAMB uses 0.9)")
+    g.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2 (LAMB uses 0.999)")
+    g.add_argument("--adam_epsilon", type=float, default=1e-8, help="epsilon of both optimizers")
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="clipping threshold; -1 disables clipping")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--num_train_epochs", type=int, default=25,
+                   help="epochs of the LR schedule's horizon, and epochs run unless --epochs_to_run is set")
+    g.add_argument("--epochs_to_run", type=int, default=None,
+                   help="stop after this many epochs with the schedule of --num_train_epochs (README evaluates epoch 4)")
+    g.add_argument("--warmup_steps", type=int, default=1000, help="linear warm-up, in optimizer steps")
+    g = p.add_argument_group("output")
+    g.add_argument("--output_dir", default="./data/models",
+                   help="checkpoints go to OUTPUT_DIR/epoch-{e}-{max_seg_length}-{max_seg_num}-{max_bsize}-{class}{postfix}")
+    g.add_argument("--postfix", default="", help="appended to checkpoint folder names")
+    g.add_argument("--logging_dir", default="./data/log", help="TensorBoard event files")
+    g.add_argument("--logging_steps", type=int, default=200, help="log every N micro-steps")
+    g.add_argument("--overwrite_output_dir", action="store_true",
+                   help="replace existing checkpoint folders of this run instead of refusing to start")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the newest epoch checkpoint of this run (optimizer, scheduler, RNG, Late-Cache)")
+    add_runtime_args(p)
+    g = p.add_argument_group("distributed")
+    g.add_argument("--negatives_x_device", action="store_true",
+                   help="under torchrun, gather query/document embeddings across ranks for in-batch negatives")
+    return p
+
+
+def build_inference_parser() -> argparse.ArgumentParser:
+    p = _parser("Encode every segment, search with faiss, rank documents by their best segment, evaluate (SPEC §6-7).")
+    add_data_args(p, query_length_default=32)
+    add_segment_args(p, seg_length_default=512, seg_num_default=4, max_bsize_default=100)
+    g = p.add_argument_group("model")
+    g.add_argument("--model_path", required=True, help="checkpoint folder")
+    g.add_argument("--model_class", default=None,
+                   help="model class; default: the class recorded in the checkpoint, else SeDR")
+    g.add_argument("--eval_batch_size", type=int, default=32, help="queries per encoding/search batch")
+    g = p.add_argument_group("retrieval")
+    g.add_argument("--faiss_gpus", type=int, nargs="*", default=None,
+                   help="GPU ids for the faiss index (several = sharded); none or no GPU: CPU search")
+    g.add_argument("--faiss_fp16", action="store_true", help="store the GPU index in float16 (half the memory)")
+    g.add_argument("--output_dir", default=None,
+                   help="default ./data/evaluate/{basename(model_path)}-inf{max_seg_length}-{max_seg_num}")
+    g.add_argument("--gen_hardneg", action="store_true",
+                   help="also write hard negatives of every training query to --hardneg_path")
+    g.add_argument("--hardneg_path", default="./data/hard_negative.json", help="where --gen_hardneg writes")
+    g.add_argument("--num_shards", type=int, default=1, help="encode only shard --shard_id of this many")
+    g.add_argument("--shard_id", type=int, default=0, help="which contiguous document range to encode")
+    add_runtime_args(p)
+    return p
+
+
+def build_adore_parser() -> argparse.ArgumentParser:
+    p = _parser("ADORE: fine-tune the query encoder against a frozen segment index (SPEC §8).")
+    g = p.add_argument_group("data")
+    g.add_argument("--init_path", required=True, help="trained checkpoint (its own model class is loaded)")
+    g.add_argument("--pembed_dir", required=True, help="folder with passages.memmap and passages-id.memmap")
+    g.add_argument("--model_save_dir", required=True, help="where improved checkpoints are saved")
+    g.add_argument("--log_dir", required=True, help="TensorBoard event files")
+    g.add_argument("--preprocess_dir", required=True, help="folder written by SeDR_preprocess.py")
+    g.add_argument("--max_seq_length", type=int, default=64, help="query tokens in training and evaluation")
+    g.add_argument("--metric_cut", type=int, default=200, help="unique retrieved documents used per query")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--per_gpu_batch_size", type=int, default=32, help="queries per step")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--learning_rate", type=float, default=5e-6, help="peak learning rate (AdamW)")
+    g.add_argument("--weight_decay", type=float, default=0.01, help="weight decay (no bias / LayerNorm.weight)")
+    g.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon")
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="clipping threshold")
+    g.add_argument("--warmup_steps", type=int, default=2000, help="linear warm-up, in optimizer steps")
+    g.add_argument("--num_train_epochs", type=int, default=6, help="epochs")
+    g.add_argument("--save_steps", type=int, default=3000, help="evaluate (and save if better) every N optimizer steps")
+    g.add_argument("--logging_steps", type=int, default=1000, help="log every N optimizer steps")
+    g = p.add_argument_group("devices")
+    g.add_argument("--model_gpu_index", type=int, default=0, help="GPU of the query encoder (CPU if none)")
+    g.add_argument("--faiss_gpu_index", type=int, nargs="*", default=[], help="GPU ids of the faiss index")
+    g.add_argument("--faiss_omp_num_threads", type=int, default=32, help="faiss CPU threads")
+    g.add_argument("--no_cuda", action="store_true", help="run on CPU even when a GPU is visible")
+    g.add_argument("--seed", type=int, default=42, help="seed")
+    return p
+
+
+def validate_train_args(args) -> None:
+    """Cross-flag checks; each error says how to fix the command."""
+    if args.gradient_accumulation_steps < 1:
+        raise SystemExit("--gradient_accumulation_steps must be >= 1")
+    if args.max_bsize < 1:
+        raise SystemExit("--max_bsize must be >= 1 (segments per micro-batch)")
+    if args.fp16 and args.bf16:
+        raise SystemExit("--fp16 and --bf16 are exclusive")
+    if args.epochs_to_run is not None and not 1 <= args.epochs_to_run <= args.num_train_epochs:
+        raise SystemExit("--epochs_to_run must lie in 1..--num_train_epochs")
+    if args.hardneg_topk < 1:
+        raise SystemExit("--hardneg_topk must be >= 1")
+
+
+def validate_inference_args(args) -> None:
+    if not 0 <= args.shard_id < args.num_shards:
+        raise SystemExit("--shard_id must lie in 0..--num_shards-1")
+    if args.fp16 and args.bf16:
+        raise SystemExit("--fp16 and --bf16 are exclusive")

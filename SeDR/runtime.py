@@ -1,0 +1,82 @@
+"""Device, precision, seeding and logging: one explicit switch each, with a CPU fallback.
+
+``--fp16``/``--bf16`` and ``--faiss_gpus`` on a machine without a GPU log one warning and run
+fp32 / faiss-cpu (never crash). Scores, masks and losses stay fp32 inside the models (SPEC §10 #3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(rank: int = 0) -> None:
+    """One format for every script; ranks other than 0 only log warnings."""
+    level = logging.INFO if rank in (-1, 0) else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=level, force=True)
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch; ``rank`` offsets the seed so ranks draw different streams."""
+    s = seed + max(rank, 0)
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)
+
+
+def resolve_device(no_cuda: bool = False, local_rank: int = -1) -> torch.device:
+    if no_cuda or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", max(local_rank, 0))
+
+
+@dataclass
+class Precision:
+    """Autocast context and grad scaler for the chosen precision on the chosen device."""
+
+    device: torch.device
+    dtype: torch.dtype | None  # None = fp32
+    scaler: torch.amp.GradScaler | None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+
+
+def resolve_precision(device: torch.device, fp16: bool = False, bf16: bool = False, training: bool = True) -> Precision:
+    """fp16 → autocast + GradScaler on CUDA; bf16 → autocast; on CPU both warn once and give fp32."""
+    if not (fp16 or bf16):
+        return Precision(device, None, None)
+    flag = "--fp16" if fp16 else "--bf16"
+    if device.type != "cuda":
+        logger.warning("%s needs a CUDA GPU; none is in use, so this run is fp32", flag)
+        return Precision(device, None, None)
+    if bf16:
+        if not torch.cuda.is_bf16_supported():
+            logger.warning("--bf16: this GPU has no bfloat16 support; running fp32")
+            return Precision(device, None, None)
+        return Precision(device, torch.bfloat16, None)
+    scaler = torch.amp.GradScaler("cuda") if training else None
+    return Precision(device, torch.float16, scaler)
+
+
+def env_rank() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment; (0, -1, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return 0, -1, 1
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), world
