@@ -311,11 +311,15 @@ class SegmentBudgetBatchSampler:
     entries of its hard-negative list. Items are popped from the front of that stream while the
     positives' segment total fits the budget; no look-ahead, no reordering (SPEC §5.2).
     A single item larger than the budget forms a batch on its own.
+
+    Under DDP every rank computes the same epoch plan and takes micro-batches
+    ``rank, rank + world_size, ...``, cut to a common count so all ranks step together.
     """
 
     def __init__(self, query_offsets: Sequence[int], rel: dict[int, list[int]],
                  hard_negatives: dict[int, list[int]], doc_seg_counts: np.ndarray, max_bsize: int,
-                 hardneg_topk: int, hard_num: int = 1, seed: int = 42):
+                 hardneg_topk: int, hard_num: int = 1, seed: int = 42, rank: int = 0, world_size: int = 1):
+        self.rank, self.world_size = rank, world_size
         self.query_offsets = [int(q) for q in query_offsets]
         self.rel, self.hard_negatives = rel, hard_negatives
         self.doc_seg_counts = np.asarray(doc_seg_counts)
@@ -355,11 +359,19 @@ class SegmentBudgetBatchSampler:
             self._plan = batches
         return self._plan
 
+    def local_plan(self) -> list[list[TrainItem]]:
+        """This rank's share of the epoch plan (all of it in a single process)."""
+        plan = self.plan()
+        if self.world_size == 1:
+            return plan
+        per_rank = len(plan) // self.world_size
+        return plan[self.rank: per_rank * self.world_size: self.world_size]
+
     def __iter__(self) -> Iterator[list[TrainItem]]:
-        return iter(self.plan())
+        return iter(self.local_plan())
 
     def __len__(self) -> int:
-        return len(self.plan())
+        return len(self.local_plan())
 
 
 class TrainCollator:

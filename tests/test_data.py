@@ -188,3 +188,16 @@ def test_document_batches_pack_in_offset_order():
     counts = np.array([4, 4, 1, 3, 2, 4])
     assert list(data.document_batches(counts, 8)) == [[0, 1], [2, 3, 4], [5]]
     assert list(data.document_batches(counts, 8, start=2, end=5)) == [[2, 3, 4]]
+
+
+def test_sampler_shards_the_plan_across_ranks():
+    n = 40
+    rel = {q: [q] for q in range(n)}
+    hard = {q: [n + q] for q in range(n)}
+    counts = np.array([1, 2, 3, 4] * 40)
+    full = data.SegmentBudgetBatchSampler(range(n), rel, hard, counts, max_bsize=6, hardneg_topk=1, seed=3)
+    ranks = [data.SegmentBudgetBatchSampler(range(n), rel, hard, counts, max_bsize=6, hardneg_topk=1, seed=3,
+                                            rank=r, world_size=2) for r in range(2)]
+    plan = full.plan()
+    assert len(ranks[0]) == len(ranks[1]) == len(plan) // 2
+    assert list(ranks[0]) == plan[0: 2 * (len(plan) // 2): 2] and list(ranks[1]) == plan[1: 2 * (len(plan) // 2): 2]

@@ -1,0 +1,160 @@
+"""Optimisers and the learning-rate schedule of the original training loop (SPEC §5.1, §5.3).
+
+* :class:`Lamb` is the original's ``lamb.py`` in its used mode: no bias correction, decay inside
+  the update, trust ratio ``min(||p||, 10) / ||u||`` (1 when either norm is 0) (SPEC §10 #15, KEEP).
+* :func:`parameter_groups` applies weight decay to every parameter whose name contains neither
+  ``bias`` nor ``LayerNorm.weight``; the output ``norm.weight`` is therefore decayed (KEEP).
+* :func:`total_training_steps` is the original's step estimate (it assumes every positive has ``M``
+  segments, SPEC §10 #16, KEEP) and :func:`linear_schedule_with_warmup` is HF's linear schedule.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+logger = logging.getLogger(__name__)
+
+# LAMB constants of the original lamb.py (SPEC §5.3): its own betas (the --adam_beta flags are
+# only read by AdamW) and the clamp of the weight norm in the trust ratio.
+LAMB_BETAS = (0.9, 0.999)
+LAMB_MAX_WEIGHT_NORM = 10.0
+# Substrings of parameter names that get no weight decay (SPEC §5.1).
+NO_DECAY_KEYS = ("bias", "LayerNorm.weight")
+OPTIMIZERS = ("lamb", "adamw")
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB without bias correction, exactly as the original's ``lamb.py`` (SPEC §5.3).
+
+    Per parameter ``p`` with gradient ``g``::
+
+        m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+        u  = m / (sqrt(v) + eps) + wd p
+        r  = min(||p||, 10) / ||u||   (1 if either norm is 0)
+        p <- p - lr r u
+
+    Parameters without a gradient are skipped (their state is not created).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = LAMB_BETAS,
+                 eps: float = 1e-6, weight_decay: float = 0.0, max_weight_norm: float = LAMB_MAX_WEIGHT_NORM):
+        if lr < 0.0:
+            raise ValueError(f"invalid learning rate {lr}")
+        if eps < 0.0:
+            raise ValueError(f"invalid epsilon {eps}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"invalid betas {betas}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        max_weight_norm=max_weight_norm)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if grad.is_sparse:
+                    raise RuntimeError("Lamb does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                state["step"] += 1
+                m.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                update = m / (v.sqrt() + group["eps"])  # no bias correction (SPEC §5.3)
+                if group["weight_decay"] != 0:
+                    update.add_(p, alpha=group["weight_decay"])
+                weight_norm = p.norm(2).clamp(max=group["max_weight_norm"])
+                update_norm = update.norm(2)
+                # Both zero cases give ratio 1; torch.where avoids a host sync.
+                trust = torch.where((weight_norm > 0) & (update_norm > 0),
+                                    weight_norm / update_norm.clamp(min=torch.finfo(update_norm.dtype).tiny),
+                                    torch.ones_like(weight_norm))
+                p.sub_(update * (group["lr"] * trust))
+        return loss
+
+
+def decays(name: str) -> bool:
+    """Whether the parameter called ``name`` gets weight decay (SPEC §5.1)."""
+    return not any(key in name for key in NO_DECAY_KEYS)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Two optimiser groups: decayed parameters and the ``bias`` / ``LayerNorm.weight`` ones.
+
+    Every parameter of the model is included (as in the original), frozen ones too; empty groups
+    are dropped. Each group carries ``param_names`` for logging and checks.
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if decays(name) else no_decay).append((name, p))
+    groups = []
+    for members, wd in ((decay, weight_decay), (no_decay, 0.0)):
+        if members:
+            groups.append({"params": [p for _, p in members], "param_names": [n for n, _ in members],
+                           "weight_decay": wd})
+    return groups
+
+
+def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: float, eps: float = 1e-8,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """``lamb`` (the README's choice) or ``adamw`` (torch AdamW: bias-corrected, decoupled decay).
+
+    As in the original, LAMB ignores ``betas`` (the ``--adam_beta*`` flags) and uses (0.9, 0.999).
+    """
+    groups = parameter_groups(model, weight_decay)
+    if name == "lamb":
+        if tuple(betas) != LAMB_BETAS:
+            logger.warning("LAMB uses betas %s as in the original; --adam_beta1/2 = %s only apply to AdamW",
+                           LAMB_BETAS, tuple(betas))
+        return Lamb(groups, lr=lr, betas=LAMB_BETAS, eps=eps, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
+
+
+def total_training_steps(n_queries: int, num_epochs: float, max_seg_num: int, max_bsize: int,
+                         grad_accum: int) -> int:
+    """The original's schedule horizon ``floor(n · epochs · M / (max_bsize · accum))`` (SPEC §5.3).
+
+    It assumes every positive fills ``M`` segments, so it overestimates the real number of steps
+    (KEEP, it sets the LR decay). The Longformer script omits ``M``: pass ``max_seg_num=1``.
+    """
+    numerator, denominator = n_queries * num_epochs * max_seg_num, max_bsize * grad_accum
+    if isinstance(numerator, int):
+        return numerator // denominator
+    return math.floor(numerator / denominator)
+
+
+def linear_warmup_decay(step: float, warmup: int, total: int) -> float:
+    """LR multiplier of HF ``get_linear_schedule_with_warmup`` after ``step`` optimizer steps."""
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    return max(0.0, float(total - step) / float(max(1, total - warmup)))
+
+
+def linear_schedule_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int,
+                                last_epoch: int = -1) -> LambdaLR:
+    """Linear warm-up to the peak LR over ``warmup`` steps, then linear decay to 0 at ``total``.
+
+    Same values as transformers' ``get_linear_schedule_with_warmup`` (tested); a
+    :func:`functools.partial` keeps the scheduler picklable for resumable training states.
+    """
+    factor = functools.partial(linear_warmup_decay, warmup=int(warmup), total=int(total))
+    return LambdaLR(optimizer, factor, last_epoch=last_epoch)
