@@ -23,6 +23,7 @@ def setup_logging(rank: int = 0) -> None:
     level = logging.INFO if rank in (-1, 0) else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=level, force=True)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 
 
 def seed_everything(seed: int, rank: int = 0) -> None:

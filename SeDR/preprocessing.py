@@ -1,0 +1,526 @@
+"""Preprocessing (SPEC §1.3): MS MARCO text files -> token-id memmaps and offset maps.
+
+Writes exactly the files of the original ``SeDR_preprocess.py`` (names, int32 dtypes, shapes,
+padding value 0, meta JSON, pickled ``dict[int, int]`` maps, offset qrels), so a folder made by
+either program can be read by the other's readers. What differs is how:
+
+* Tokenisation is batched on the Rust backend (:class:`SeDR.tokenization.StarTokenizer`) in
+  ``threads`` worker processes, each given one contiguous line range and writing straight into
+  the final memmap (no split folders to concatenate or leave behind; row = file line order).
+* Idempotent and atomic: everything is written into ``<output_dir>.incomplete-<pid>`` next to the
+  output and renamed into place at the end. A rerun on a complete folder (ours or the original's,
+  recognised by its files and sizes alone) logs that there is nothing to do. An interrupted run
+  leaves only the ``.incomplete-<pid>`` folder, which the next run removes.
+* Input is validated cheaply while streaming (the corpus is 22 GB; only ``pid -> offset`` and the
+  line start positions are kept in memory) and bad input stops the run with one line that names
+  the file and the line (:mod:`SeDR.errors`).
+
+Bad-input policy (decided here, SPEC §10 #32 and the Foundation issue):
+
+* missing input file: error naming it and ``bash download_data.sh``;
+* corpus line without exactly 4 tab-separated fields, or a doc id that is not ``D`` + digits, or a
+  repeated doc id: error;
+* bytes that are not UTF-8 (any input file): error with the line and byte position. The original
+  crashed on them too, and replacing them would feed the checkpoint ids it never saw;
+* empty body (after ``rstrip``): accepted, counted and reported in one warning. The text is still
+  ``url</s>title</s>`` and tokenises to at least the two separators, as in the original;
+* query line without exactly 2 tab-separated fields or with a non-integer qid: error (only judged
+  queries are checked for duplicates; a judged qid listed twice is an error);
+* qrels line without 4 whitespace-separated fields, non-integer qid, or a document missing from
+  the corpus: error; blank qrels lines are skipped;
+* judged qid missing from its queries file: error at the first qrels line that judges it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import queue as queue_module
+import re
+import shutil
+from array import array
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from SeDR.constants import (
+    CORPUS_FILE,
+    DEFAULT_MAX_DOC_CHARACTER,
+    DEFAULT_MAX_QUERY_LENGTH,
+    DEFAULT_MAX_SEQ_LENGTH,
+    DOC_FIELD_SEPARATOR,
+    SPLIT_FILES,
+)
+from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
+from SeDR.tokenization import StarTokenizer
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_HINT = "run `bash download_data.sh` (it downloads the MS MARCO / TREC-DL files into ./data)"
+PASSAGE_PREFIX = "passages"
+# Written by us only, to refuse a rerun with other settings; readers never need it.
+SETTINGS_FILE = "preprocess_args.json"
+INCOMPLETE_TAG = ".incomplete-"
+TOKEN_DTYPE = np.int32          # SPEC §1.3: every memmap and length array is int32
+PAD_VALUE = 0                   # SPEC §1.3: rows are right-padded with 0 (not <pad>)
+PICKLE_PROTOCOL = 4             # as the original
+DOCS_PER_CALL = 128             # documents per backend call inside a worker
+QUERIES_PER_CALL = 4096
+_DOC_ID = re.compile(rb"D([0-9]+)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The flags that define the output (SPEC §1.3)."""
+
+    model_name_or_path: str = "roberta-base"
+    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
+    max_query_length: int = DEFAULT_MAX_QUERY_LENGTH
+    max_doc_character: int = DEFAULT_MAX_DOC_CHARACTER
+
+
+def query_prefix(split: str) -> str:
+    return f"{split}-query"
+
+
+def output_files(splits=tuple(SPLIT_FILES)) -> list[str]:
+    """The file names SPEC §1.3 lists, in a fixed order."""
+    names = [f"{PASSAGE_PREFIX}.memmap", f"{PASSAGE_PREFIX}_length.npy", f"{PASSAGE_PREFIX}_meta", "pid2offset.pickle"]
+    for s in splits:
+        p = query_prefix(s)
+        names += [f"{p}.memmap", f"{p}_length.npy", f"{p}_meta", f"{s}-qid2offset.pickle", f"{s}-qrel.tsv"]
+    return names
+
+
+def _memmap_prefixes() -> list[str]:
+    return [PASSAGE_PREFIX] + [query_prefix(s) for s in SPLIT_FILES]
+
+
+def missing_outputs(folder: str | Path) -> list[str]:
+    """Expected files that are absent, or memmaps whose size disagrees with their meta (empty = complete)."""
+    folder = Path(folder)
+    missing = [n for n in output_files() if not (folder / n).is_file()]
+    if missing:
+        return missing
+    for prefix in _memmap_prefixes():
+        try:
+            meta = json.loads((folder / f"{prefix}_meta").read_text())
+            want = int(meta["total_number"]) * int(meta["embedding_size"]) * np.dtype(meta["type"]).itemsize
+        except (ValueError, KeyError, TypeError):
+            return [f"{prefix}_meta (unreadable)"]
+        if (folder / f"{prefix}.memmap").stat().st_size != want:
+            return [f"{prefix}.memmap (size does not match {prefix}_meta)"]
+    return []
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and validating inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def _decode(raw: bytes, path: Path, line_no: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, line_no, f"bytes that are not UTF-8 at byte {err.start} of the line "
+                                             f"({raw[err.start:err.start + 4]!r}); fix or re-download the file") from None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line_no, text)`` of a small file, 1-based, newline removed, UTF-8 checked per line."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            yield line_no, _decode(raw, path, line_no).rstrip("\r\n")
+
+
+@dataclass
+class CorpusIndex:
+    """What one streaming pass over the corpus learns: offsets, line positions, counts."""
+
+    path: Path
+    pid2offset: dict[int, int]
+    line_starts: array            # byte position of every line (int64)
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.line_starts)
+
+
+def scan_corpus(path: str | Path) -> CorpusIndex:
+    """Validate every corpus line and map doc number -> offset (= 0-based line number, SPEC §1.3)."""
+    path = Path(path)
+    pid2offset: dict[int, int] = {}
+    starts = array("q")
+    empty_bodies, first_empty = 0, None
+    pos = 0
+    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                     desc="scanning corpus", mininterval=1.0) as bar:
+        for line_no, raw in enumerate(f, 1):
+            starts.append(pos)
+            pos += len(raw)
+            if line_no % 4096 == 0:
+                bar.update(pos - bar.n)
+            _decode(raw, path, line_no)
+            tabs = raw.count(b"\t")
+            if tabs != 3:
+                raise DataFormatError(path, line_no, f"expected 4 tab-separated fields (docid, url, title, body), "
+                                                     f"got {tabs + 1}")
+            head, _, _, body = raw.split(b"\t")
+            m = _DOC_ID.fullmatch(head)
+            if m is None:
+                raise DataFormatError(path, line_no, f"document id {head[:40].decode('utf-8')!r} is not 'D' followed by digits")
+            pid = int(m.group(1))
+            if pid in pid2offset:
+                raise DataFormatError(path, line_no, f"document D{pid} already appeared on line {pid2offset[pid] + 1}")
+            pid2offset[pid] = line_no - 1
+            if not body.rstrip():
+                empty_bodies += 1
+                first_empty = first_empty or line_no
+        bar.update(pos - bar.n)
+    if not starts:
+        raise DataFormatError(path, None, "the corpus is empty")
+    if empty_bodies:
+        logger.warning("%s: %d documents have an empty body (first on line %d); they are kept as "
+                       "'url</s>title</s>'", path, empty_bodies, first_empty)
+    logger.info("corpus %s: %d documents", path, len(starts))
+    return CorpusIndex(path, pid2offset, starts)
+
+
+@dataclass
+class SplitInput:
+    """One validated query/qrels pair (SPEC §1.3): kept queries in file order and offset qrels."""
+
+    qids: list[int]                          # kept (judged) queries, query-file order
+    texts: list[str]
+    qrels: list[tuple[int, int, str]]        # (qid, doc offset, rel verbatim), qrels-file order
+
+
+def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int]) -> SplitInput:
+    qrels: list[tuple[int, int, str]] = []
+    first_line: dict[int, int] = {}
+    for line_no, line in _lines(qrels_path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 4:
+            raise DataFormatError(qrels_path, line_no, f"expected 4 whitespace-separated fields "
+                                                       f"(qid iter docid rel), got {len(fields)}")
+        qid_s, _, doc, rel = fields
+        if not qid_s.isdecimal():
+            raise DataFormatError(qrels_path, line_no, f"query id {qid_s!r} is not an integer")
+        m = _DOC_ID.fullmatch(doc.encode())
+        if m is None:
+            raise DataFormatError(qrels_path, line_no, f"document id {doc!r} is not 'D' followed by digits")
+        pid = int(m.group(1))
+        if pid not in pid2offset:
+            raise DataFormatError(qrels_path, line_no, f"document {doc} is not in the corpus {CORPUS_FILE}")
+        qid = int(qid_s)
+        first_line.setdefault(qid, line_no)
+        qrels.append((qid, pid2offset[pid], rel))
+    if not qrels:
+        raise DataFormatError(qrels_path, None, "no judgements in the file")
+
+    qids: list[int] = []
+    texts: list[str] = []
+    seen: dict[int, int] = {}
+    for line_no, line in _lines(queries_path):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise DataFormatError(queries_path, line_no, f"expected 2 tab-separated fields (qid, text), got {len(fields)}")
+        if not fields[0].strip().isdecimal():
+            raise DataFormatError(queries_path, line_no, f"query id {fields[0]!r} is not an integer")
+        qid = int(fields[0])
+        if qid not in first_line:
+            continue
+        if qid in seen:
+            raise DataFormatError(queries_path, line_no, f"judged query {qid} already appeared on line {seen[qid]}")
+        seen[qid] = line_no
+        qids.append(qid)
+        texts.append(fields[1].rstrip())
+    for qid, line_no in first_line.items():
+        if qid not in seen:
+            raise DataFormatError(qrels_path, line_no, f"query {qid} is judged here but missing from {queries_path}")
+    return SplitInput(qids, texts, qrels)
+
+
+def document_text(line: str, max_doc_character: int) -> str:
+    """``url</s>title</s>body`` (each field rstripped), cut to ``max_doc_character`` characters (SPEC §1.3)."""
+    _, url, title, body = line.split("\t")
+    text = url.rstrip() + DOC_FIELD_SEPARATOR + title.rstrip() + DOC_FIELD_SEPARATOR + body.rstrip()
+    return text[:max_doc_character]
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenisation workers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocRange:
+    """One worker's contiguous slice of the corpus and where its rows go."""
+
+    corpus: str
+    byte_start: int
+    row_start: int
+    row_end: int
+    tokens_path: str
+    lengths_path: str
+    num_docs: int
+    max_seq_length: int
+    max_doc_character: int
+
+
+def tokenize_doc_range(tokenizer: StarTokenizer, job: DocRange, progress) -> None:
+    """Tokenise ``job``'s lines and write their rows and lengths; ``progress.put(n)`` after each call."""
+    tokens = np.memmap(job.tokens_path, dtype=TOKEN_DTYPE, mode="r+", shape=(job.num_docs, job.max_seq_length))
+    lengths = np.memmap(job.lengths_path, dtype=TOKEN_DTYPE, mode="r+", shape=(job.num_docs,))
+    row = job.row_start
+    with open(job.corpus, "rb") as f:
+        f.seek(job.byte_start)
+        lines = islice(f, job.row_end - job.row_start)
+        while row < job.row_end:
+            raw = list(islice(lines, DOCS_PER_CALL))
+            if not raw:
+                raise DataFormatError(job.corpus, row + 1, "the file changed while it was being read")
+            texts = [document_text(r.decode("utf-8"), job.max_doc_character) for r in raw]
+            block, lens = _pad(tokenizer.encode_documents(texts, job.max_seq_length), job.max_seq_length)
+            tokens[row: row + len(raw)] = block        # (n, max_seq_length)
+            lengths[row: row + len(raw)] = lens
+            row += len(raw)
+            progress.put(len(raw))
+    tokens.flush()
+    lengths.flush()
+
+
+def _pad(rows: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    block = np.full((len(rows), width), PAD_VALUE, dtype=TOKEN_DTYPE)   # (n, width)
+    for i, ids in enumerate(rows):
+        block[i, : len(ids)] = ids
+    return block, np.array([len(r) for r in rows], dtype=TOKEN_DTYPE)
+
+
+def _worker_main(tokenizer: StarTokenizer, job: DocRange, messages) -> None:
+    """Entry point of a worker process: report progress, completion or the error on ``messages``."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"   # one core per worker; the parallelism is ours
+
+    class _Progress:
+        def put(self, n):
+            messages.put(("progress", n))
+
+    try:
+        tokenize_doc_range(tokenizer, job, _Progress())
+        messages.put(("done", job.row_start))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent, which raises
+        messages.put(("error", f"{type(err).__name__}: {err}"))
+
+
+class _BarProgress:
+    def __init__(self, bar):
+        self.bar = bar
+
+    def put(self, n):
+        self.bar.update(n)
+
+
+def _run_doc_workers(tokenizer: StarTokenizer, jobs: list[DocRange], bar) -> None:
+    ctx = mp.get_context("spawn")   # no fork of a process that holds Rust thread pools
+    messages = ctx.Queue()
+    procs = [ctx.Process(target=_worker_main, args=(tokenizer, job, messages), daemon=True) for job in jobs]
+    try:
+        for p in procs:
+            p.start()
+        done = 0
+        while done < len(procs):
+            try:
+                kind, value = messages.get(timeout=1.0)
+            except queue_module.Empty:
+                dead = [p for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"tokenizer worker {dead[0].pid} died with exit code {dead[0].exitcode}") from None
+                continue
+            if kind == "progress":
+                bar.update(value)
+            elif kind == "done":
+                done += 1
+            else:
+                raise RuntimeError(f"tokenizer worker failed: {value}")
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+        messages.close()
+
+
+def tokenize_corpus(tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path, settings: Settings,
+                    threads: int) -> None:
+    """Write ``passages.memmap`` and ``passages_length.npy`` into ``out_dir``."""
+    n, width = index.num_docs, settings.max_seq_length
+    tokens_path = out_dir / f"{PASSAGE_PREFIX}.memmap"
+    lengths_path = out_dir / f"{PASSAGE_PREFIX}_length.tmp"
+    np.memmap(tokens_path, dtype=TOKEN_DTYPE, mode="w+", shape=(n, width)).flush()  # sparse, zero-filled
+    np.memmap(lengths_path, dtype=TOKEN_DTYPE, mode="w+", shape=(n,)).flush()
+    # The original's ranges: [round(N*i/t), round(N*(i+1)/t)) (SPEC §1.3).
+    bounds = [round(n * i / threads) for i in range(threads + 1)]
+    jobs = [DocRange(str(index.path), index.line_starts[a], a, b, str(tokens_path), str(lengths_path), n, width,
+                     settings.max_doc_character) for a, b in zip(bounds, bounds[1:]) if b > a]
+    with tqdm(total=n, unit="doc", desc="tokenizing documents", mininterval=1.0) as bar:
+        if len(jobs) == 1:
+            tokenize_doc_range(tokenizer, jobs[0], _BarProgress(bar))
+        else:
+            _run_doc_workers(tokenizer, jobs, bar)
+    lengths = np.array(np.memmap(lengths_path, dtype=TOKEN_DTYPE, mode="r", shape=(n,)))
+    np.save(out_dir / f"{PASSAGE_PREFIX}_length.npy", lengths)
+    lengths_path.unlink()
+    _write_meta(out_dir / f"{PASSAGE_PREFIX}_meta", n, width)
+    _write_pickle(out_dir / "pid2offset.pickle", index.pid2offset)
+
+
+def write_split(tokenizer: StarTokenizer, split: str, data: SplitInput, out_dir: Path, settings: Settings) -> None:
+    """The five files of one query split (SPEC §1.3)."""
+    n, width = len(data.qids), settings.max_query_length
+    tokens = np.memmap(out_dir / f"{query_prefix(split)}.memmap", dtype=TOKEN_DTYPE, mode="w+", shape=(n, width))
+    lengths = np.zeros(n, dtype=TOKEN_DTYPE)
+    for a in tqdm(range(0, n, QUERIES_PER_CALL), desc=f"tokenizing {split} queries", unit="batch",
+                  disable=n <= QUERIES_PER_CALL):
+        block, lens = _pad(tokenizer.encode_queries(data.texts[a: a + QUERIES_PER_CALL], width), width)
+        tokens[a: a + len(block)] = block        # (b, max_query_length)
+        lengths[a: a + len(block)] = lens
+    tokens.flush()
+    del tokens
+    np.save(out_dir / f"{query_prefix(split)}_length.npy", lengths)
+    _write_meta(out_dir / f"{query_prefix(split)}_meta", n, width)
+    qid2offset = {qid: i for i, qid in enumerate(data.qids)}
+    _write_pickle(out_dir / f"{split}-qid2offset.pickle", qid2offset)
+    with open(out_dir / f"{split}-qrel.tsv", "w", encoding="utf-8") as f:
+        for qid, doffset, rel in data.qrels:
+            f.write(f"{qid2offset[qid]}\t0\t{doffset}\t{rel}\n")
+    logger.info("%s: %d judged queries, %d qrels lines", split, n, len(data.qrels))
+
+
+def _write_meta(path: Path, total: int, width: int) -> None:
+    with open(path, "w") as f:
+        json.dump({"type": "int32", "total_number": int(total), "embedding_size": int(width)}, f)
+
+
+def _write_pickle(path: Path, mapping: dict[int, int]) -> None:
+    with open(path, "wb") as f:
+        pickle.dump({int(k): int(v) for k, v in mapping.items()}, f, protocol=PICKLE_PROTOCOL)
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole step
+# ----------------------------------------------------------------------------------------------
+
+
+def input_paths(data_path: Path) -> dict[str, Path]:
+    """Every input file by role: ``corpus`` and ``{split}.queries`` / ``{split}.qrels``."""
+    paths = {"corpus": data_path / CORPUS_FILE}
+    for split, (qfile, rfile) in SPLIT_FILES.items():
+        paths[f"{split}.queries"] = data_path / qfile
+        paths[f"{split}.qrels"] = data_path / rfile
+    return paths
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_stale(out: Path) -> None:
+    """Remove ``<out>.incomplete-<pid>`` folders of runs that are gone; refuse if one is still running."""
+    for p in out.parent.glob(out.name + INCOMPLETE_TAG + "*"):
+        pid = p.name[len(out.name + INCOMPLETE_TAG):]
+        if not pid.isdecimal() or int(pid) == os.getpid():
+            continue
+        if _pid_alive(int(pid)):
+            raise SeDRInputError(f"{p} is being written by process {pid}; wait for it, or delete the folder "
+                                 "if no preprocessing run is active")
+        logger.info("removing %s left by an interrupted run", p)
+        shutil.rmtree(p)
+
+
+def _check_existing(out: Path, settings: Settings) -> bool:
+    """True if ``out`` already holds a complete output made with ``settings``."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return False
+    missing = missing_outputs(out)
+    if missing:
+        raise SeDRInputError(f"{out} exists but is incomplete (missing {', '.join(missing[:3])}"
+                             f"{', ...' if len(missing) > 3 else ''}); delete it or pass another --output_dir")
+    found = {"max_seq_length": json.loads((out / f"{PASSAGE_PREFIX}_meta").read_text())["embedding_size"],
+             "max_query_length": json.loads((out / f"{query_prefix('train')}_meta").read_text())["embedding_size"]}
+    if (out / SETTINGS_FILE).is_file():     # ours; a folder made by the original has only the meta files
+        found.update(json.loads((out / SETTINGS_FILE).read_text()))
+    want = asdict(settings)
+    differ = [k for k in want if k in found and found[k] != want[k] and k != "model_name_or_path"]
+    if differ:
+        raise SeDRInputError(f"{out} was made with other settings ("
+                             + ", ".join(f"{k}={found[k]} instead of {want[k]}" for k in differ)
+                             + "); delete it or pass another --output_dir")
+    if found.get("model_name_or_path", want["model_name_or_path"]) != want["model_name_or_path"]:
+        logger.warning("%s was made with tokenizer %s, not %s; keeping it", out, found["model_name_or_path"],
+                       want["model_name_or_path"])
+    return True
+
+
+def preprocess(data_path: str | Path, output_dir: str | Path | None = None, settings: Settings | None = None,
+               threads: int = 1) -> bool:
+    """Run SPEC §1.3 end to end. Returns False when ``output_dir`` was already complete (nothing done)."""
+    settings = settings or Settings()
+    data_path = Path(data_path)
+    out = Path(output_dir) if output_dir is not None else data_path / "preprocess"
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if _check_existing(out, settings):
+        logger.info("%s is already complete; nothing to do", out)
+        return False
+    paths = input_paths(data_path)
+    for p in paths.values():
+        if not p.is_file():
+            raise MissingInputError(p, DOWNLOAD_HINT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(out)
+
+    tokenizer = StarTokenizer.from_pretrained(settings.model_name_or_path)
+    index = scan_corpus(paths["corpus"])
+    splits = {s: read_split(paths[f"{s}.queries"], paths[f"{s}.qrels"], index.pid2offset) for s in SPLIT_FILES}
+
+    tmp = out.parent / f"{out.name}{INCOMPLETE_TAG}{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        tokenize_corpus(tokenizer, index, tmp, settings, min(threads, index.num_docs))
+        for split, data in splits.items():
+            write_split(tokenizer, split, data, tmp, settings)
+        (tmp / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=1))
+        if out.exists():
+            out.rmdir()     # empty (checked above); a non-empty folder was refused
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("wrote %s: %d documents, %s", out, index.num_docs,
+                ", ".join(f"{s} {len(d.qids)} queries" for s, d in splits.items()))
+    return True
+
+
+def default_threads() -> int:
+    """The original used 32 processes; never more than the machine has."""
+    return max(1, min(32, os.cpu_count() or 1))
+

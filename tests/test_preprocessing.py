@@ -1,0 +1,282 @@
+"""SPEC §1.3 outputs, end to end on the synthetic MS MARCO folder, against a per-line computation
+with the pure-Python 2.8 reference tokenizer; idempotence, atomicity and the bad-input policy."""
+
+import importlib.util
+import json
+import logging
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SeDR import data as readers
+from SeDR import preprocessing as prep
+from SeDR.constants import CORPUS_FILE, SPLIT_FILES
+from SeDR.errors import SeDRInputError
+from SeDR.tokenization import ReferenceRobertaTokenizer, StarTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(max_seq_length=300, max_query_length=12, max_doc_character=2000)
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("sedr_preprocess_script", ROOT / "SeDR_preprocess.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ref(tokenizer_dir):
+    return ReferenceRobertaTokenizer.from_star(StarTokenizer.from_pretrained(str(tokenizer_dir)))
+
+
+@pytest.fixture(scope="module")
+def small_settings(tokenizer_dir):
+    return prep.Settings(str(tokenizer_dir), **SMALL)
+
+
+@pytest.fixture(scope="module")
+def out_one(tmp_path_factory, msmarco, small_settings):
+    out = tmp_path_factory.mktemp("prep1") / "preprocess"
+    assert prep.preprocess(msmarco.data_dir, out, small_settings, threads=1) is True
+    return out
+
+
+def expected_outputs(data_dir: Path, ref, max_seq_length, max_query_length, max_doc_character):
+    """Everything SPEC §1.3 prescribes, computed line by line with plain Python and the reference."""
+    docs, pid2offset = [], {}
+    for i, line in enumerate((data_dir / CORPUS_FILE).read_text(encoding="utf-8").splitlines()):
+        did, url, title, body = line.split("\t")
+        text = (url.rstrip() + "</s>" + title.rstrip() + "</s>" + body.rstrip())[:max_doc_character]
+        docs.append(ref.encode(text, add_special_tokens=False, max_length=max_seq_length))
+        pid2offset[int(did[1:])] = i
+    splits = {}
+    for split, (qfile, rfile) in SPLIT_FILES.items():
+        qrel_lines = [ln.split() for ln in (data_dir / rfile).read_text().splitlines()]
+        judged = {int(q) for q, *_ in qrel_lines}
+        kept = [(int(q), t) for q, t in (ln.split("\t") for ln in (data_dir / qfile).read_text().splitlines())
+                if int(q) in judged]
+        qid2offset = {q: i for i, (q, _) in enumerate(kept)}
+        splits[split] = dict(
+            ids=[ref.encode(t, add_special_tokens=True, max_length=max_query_length) for _, t in kept],
+            qid2offset=qid2offset,
+            qrel=[f"{qid2offset[int(q)]}\t0\t{pid2offset[int(d[1:])]}\t{r}" for q, _, d, r in qrel_lines])
+    return docs, pid2offset, splits
+
+
+def check_rows(memmap_path, lengths_path, meta_path, expected, width):
+    n = len(expected)
+    assert json.loads(meta_path.read_text()) == {"type": "int32", "total_number": n, "embedding_size": width}
+    assert memmap_path.stat().st_size == n * width * 4
+    rows = np.fromfile(memmap_path, dtype=np.int32).reshape(n, width)
+    lengths = np.load(lengths_path)
+    assert lengths.dtype == np.int32 and lengths.shape == (n,)
+    for i, ids in enumerate(expected):
+        assert lengths[i] == len(ids) <= width
+        assert rows[i, : len(ids)].tolist() == ids
+        assert not rows[i, len(ids):].any()          # padded with 0, not <pad>
+
+
+def load_pickle(path):
+    with open(path, "rb") as f:
+        mapping = pickle.load(f)
+    assert type(mapping) is dict and all(type(k) is int and type(v) is int for k, v in mapping.items())
+    return mapping
+
+
+def test_every_output_file_matches_a_per_line_computation(out_one, msmarco, ref):
+    docs, pid2offset, splits = expected_outputs(msmarco.data_dir, ref, **SMALL)
+    assert sorted(p.name for p in out_one.iterdir()) == sorted(prep.output_files() + [prep.SETTINGS_FILE])
+    # The settings bite: some documents are cut to 300 tokens, some queries to 12 (CLS/EOS kept).
+    assert any(len(d) == 300 for d in docs) and any(len(d) < 300 for d in docs)
+    assert any(len(q) == 12 for s in splits.values() for q in s["ids"])
+    check_rows(out_one / "passages.memmap", out_one / "passages_length.npy", out_one / "passages_meta", docs, 300)
+    assert load_pickle(out_one / "pid2offset.pickle") == pid2offset == {d: i for i, d in enumerate(msmarco.doc_ids)}
+    for split, want in splits.items():
+        check_rows(out_one / f"{split}-query.memmap", out_one / f"{split}-query_length.npy",
+                   out_one / f"{split}-query_meta", want["ids"], 12)
+        assert all(ids[0] == 0 and ids[-1] == 2 for ids in want["ids"])
+        assert load_pickle(out_one / f"{split}-qid2offset.pickle") == want["qid2offset"]
+        assert (out_one / f"{split}-qrel.tsv").read_text().splitlines() == want["qrel"]
+    # Query offsets follow the query file; unjudged TREC queries are dropped; rel 0 lines are kept.
+    judged = {q for q, _, _ in msmarco.qrels["test"]}
+    order = [q for q, _ in msmarco.queries["test"] if q in judged]
+    assert list(load_pickle(out_one / "test-qid2offset.pickle")) == order and len(order) == len(judged)
+    assert len(order) < len(msmarco.queries["test"])
+    assert sum(line.endswith("\t0") for line in (out_one / "test-qrel.tsv").read_text().splitlines()) == \
+        sum(r == 0 for _, _, r in msmarco.qrels["test"]) > 0
+
+
+def test_the_data_layer_reads_the_output(out_one, ref, msmarco):
+    docs, _, splits = expected_outputs(msmarco.data_dir, ref, **SMALL)
+    cache = readers.passages(out_one)
+    assert len(cache) == len(docs) and [cache[i].tolist() for i in (0, 7, 39)] == [docs[i] for i in (0, 7, 39)]
+    assert readers.queries(out_one, "dev")[3].tolist() == splits["dev"]["ids"][3]
+    rel = readers.load_rel(out_one / "test-qrel.tsv")
+    assert sum(len(v) for v in rel.values()) == len(msmarco.qrels["test"])
+
+
+def test_two_threads_write_identical_bytes(out_one, tmp_path, msmarco, small_settings):
+    out2 = tmp_path / "preprocess"
+    assert prep.preprocess(msmarco.data_dir, out2, small_settings, threads=2)
+    names = sorted(p.name for p in out_one.iterdir())
+    assert names == sorted(p.name for p in out2.iterdir())
+    for name in names:
+        assert (out_one / name).read_bytes() == (out2 / name).read_bytes(), name
+    assert not list(tmp_path.glob("*incomplete*")) and not list(msmarco.data_dir.glob("*split*"))
+
+
+def test_rerun_on_complete_output_does_nothing(out_one, msmarco, small_settings, caplog):
+    before = {p.name: p.stat().st_mtime_ns for p in out_one.iterdir()}
+    with caplog.at_level(logging.INFO, logger="SeDR.preprocessing"):
+        assert prep.preprocess(msmarco.data_dir, out_one, small_settings, threads=1) is False
+    assert "already complete" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in out_one.iterdir()} == before
+
+
+def test_folder_of_the_original_is_accepted_and_other_settings_refused(out_one, tmp_path, msmarco, small_settings):
+    original = shutil.copytree(out_one, tmp_path / "preprocess")
+    (original / prep.SETTINGS_FILE).unlink()          # the original writes no settings file
+    assert prep.missing_outputs(original) == []
+    assert prep.preprocess(msmarco.data_dir, original, small_settings) is False
+    other = prep.Settings(small_settings.model_name_or_path, 200, 12, 2000)
+    with pytest.raises(SeDRInputError, match="max_seq_length=300 instead of 200"):
+        prep.preprocess(msmarco.data_dir, original, other)
+    with pytest.raises(SeDRInputError, match="max_doc_character=2000 instead of 999"):
+        prep.preprocess(msmarco.data_dir, out_one, prep.Settings(small_settings.model_name_or_path, 300, 12, 999))
+    (original / "dev-qrel.tsv").unlink()
+    assert prep.missing_outputs(original) == ["dev-qrel.tsv"]
+    with pytest.raises(SeDRInputError, match="incomplete"):
+        prep.preprocess(msmarco.data_dir, original, small_settings)
+
+
+def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, msmarco, small_settings, monkeypatch):
+    out = tmp_path / "preprocess"
+    stale = tmp_path / "preprocess.incomplete-999999999"   # left by a killed run (no such pid)
+    stale.mkdir()
+    (stale / "passages.memmap").write_bytes(b"\0" * 8)
+    calls = []
+
+    def fail_on_second(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    real = prep.write_split
+    monkeypatch.setattr(prep, "write_split", fail_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        prep.preprocess(msmarco.data_dir, out, small_settings, threads=1)
+    assert calls == ["train", "dev"]                       # the documents had been written
+    assert list(tmp_path.iterdir()) == []                  # no output, no temporary or stale folder
+    monkeypatch.setattr(prep, "write_split", real)
+    assert prep.preprocess(msmarco.data_dir, out, small_settings, threads=1)
+    assert prep.missing_outputs(out) == []
+
+
+def error_lines(capsys) -> list[str]:
+    """The ``error:`` lines on stderr (progress bars also write there); never a traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return [ln for ln in err.splitlines() if ln.startswith("error:")]
+
+
+def _corrupt(path, line_no, new_line: bytes):
+    lines = path.read_bytes().split(b"\n")
+    lines[line_no - 1] = new_line
+    path.write_bytes(b"\n".join(lines))
+
+
+def _line(path, line_no) -> bytes:
+    return path.read_bytes().split(b"\n")[line_no - 1]
+
+
+BAD_INPUTS = {
+    "corpus_fields": (CORPUS_FILE, 5, lambda raw: raw.rsplit(b"\t", 1)[0], "expected 4 tab-separated fields"),
+    "corpus_doc_id": (CORPUS_FILE, 7, lambda raw: raw[1:], "is not 'D' followed by digits"),
+    "corpus_utf8": (CORPUS_FILE, 3, lambda raw: raw[:40] + b"\xff\xfe" + raw[40:], "not UTF-8 at byte 40"),
+    "corpus_duplicate": (CORPUS_FILE, 9, None, "already appeared on line 2"),
+    "qrels_unknown_doc": ("msmarco-docdev-qrels.tsv", 2, lambda raw: raw.replace(b" D", b" D99999999"),
+                          "is not in the corpus"),
+    "qrels_fields": ("2020qrels-docs.txt", 4, lambda raw: raw + b" extra", "expected 4 whitespace-separated"),
+    "query_fields": ("msmarco-doctrain-queries.tsv", 6, lambda raw: raw.replace(b"\t", b" "),
+                     "expected 2 tab-separated fields"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gives_one_line_naming_file_and_line(case, tmp_path, msmarco, hf_home, script, capsys):
+    data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
+    name, line_no, edit, message = BAD_INPUTS[case]
+    if edit is None:                                      # duplicate: line 9 repeats line 2's id
+        raw = _line(data / name, 9)
+        _corrupt(data / name, 9, _line(data / name, 2).split(b"\t")[0] + raw[raw.index(b"\t"):])
+    else:
+        _corrupt(data / name, line_no, edit(_line(data / name, line_no)))
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--data_path", str(data), "--threads", "1", "--max_seq_length", "64"])
+    assert exc.value.code == 2
+    err = error_lines(capsys)
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: {data / name}:{line_no}: ") and message in err[0], err[0]
+    assert not (data / "preprocess").exists()
+
+
+def test_judged_query_missing_from_the_queries_file(tmp_path, msmarco, hf_home, script, capsys):
+    data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
+    qid = msmarco.qrels["test"][0][0]
+    qfile = data / SPLIT_FILES["test"][0]
+    qfile.write_text("".join(ln + "\n" for ln in qfile.read_text().splitlines() if not ln.startswith(f"{qid}\t")))
+    with pytest.raises(SystemExit):
+        script.main(["--data_path", str(data), "--threads", "1"])
+    err = error_lines(capsys)
+    assert err == [f"error: {data / '2019qrels-docs.txt'}:1: query {qid} is judged here but missing from {qfile}"]
+
+
+def test_missing_input_names_the_download_script(tmp_path, msmarco, hf_home, script, capsys):
+    data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
+    (data / "2020qrels-docs.txt").unlink()
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--data_path", str(data)])
+    (err,) = error_lines(capsys)
+    assert exc.value.code == 2
+    assert f"missing input file {data / '2020qrels-docs.txt'}" in err and "bash download_data.sh" in err
+
+
+def test_empty_body_is_kept_with_a_warning(tmp_path, msmarco, tokenizer_dir, ref, caplog):
+    data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
+    raw = _line(data / CORPUS_FILE, 4)
+    _corrupt(data / CORPUS_FILE, 4, raw[: raw.rindex(b"\t") + 1] + b"  ")
+    with caplog.at_level(logging.WARNING):
+        prep.preprocess(data, tmp_path / "out", prep.Settings(str(tokenizer_dir), **SMALL))
+    assert "1 documents have an empty body (first on line 4)" in caplog.text
+    _, url, title, _ = raw.decode().split("\t")
+    assert readers.passages(tmp_path / "out")[3].tolist() == ref.encode(f"{url}</s>{title}</s>", False, 300)
+
+
+def test_readme_command_verbatim(tmp_path, msmarco, hf_home, script, ref, monkeypatch):
+    """``python SeDR_preprocess.py --data_path ./data --max_seq_length 2048`` with roberta-base."""
+    shutil.copytree(msmarco.data_dir, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    script.main(["--data_path", "./data", "--max_seq_length", "2048"])
+    out = tmp_path / "data" / "preprocess"
+    docs, _, splits = expected_outputs(tmp_path / "data", ref, 2048, 64, 10000)
+    check_rows(out / "passages.memmap", out / "passages_length.npy", out / "passages_meta", docs, 2048)
+    check_rows(out / "train-query.memmap", out / "train-query_length.npy", out / "train-query_meta",
+               splits["train"]["ids"], 64)
+    assert json.loads((out / prep.SETTINGS_FILE).read_text())["model_name_or_path"] == "roberta-base"
+    assert sorted(os.listdir(tmp_path / "data")) == sorted(
+        [CORPUS_FILE, "preprocess"] + [f for pair in SPLIT_FILES.values() for f in pair])
+
+
+def test_a_failing_worker_process_stops_the_run(tmp_path, msmarco, tokenizer_dir):
+    index = prep.scan_corpus(msmarco.data_dir / CORPUS_FILE)
+    index.path = tmp_path / "vanished.tsv"                 # the workers cannot open it
+    star = StarTokenizer.from_pretrained(str(tokenizer_dir))
+    with pytest.raises(RuntimeError, match="tokenizer worker failed: FileNotFoundError"):
+        prep.tokenize_corpus(star, index, tmp_path, prep.Settings(str(tokenizer_dir), **SMALL), threads=2)

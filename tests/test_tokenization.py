@@ -1,0 +1,151 @@
+"""SPEC §1.2 rules 1-5 and oracle T15, checked against the tokenizer's own per-piece encoding and
+against the independent pure-Python 2.8 restatement (``ReferenceRobertaTokenizer``)."""
+
+import pickle
+import random
+
+import pytest
+
+from SeDR.tokenization import ReferenceRobertaTokenizer, StarTokenizer, byte_to_unicode, lower_per_character
+
+BIG = 10**6
+
+
+@pytest.fixture(scope="module")
+def star(tokenizer_dir):
+    return StarTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def ref(star):
+    return ReferenceRobertaTokenizer.from_star(star)
+
+
+def bpe(tokenizer, text):
+    """Plain BPE of one piece through transformers' own tokenizer (no specials, no prefix space)."""
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_special_ids_come_from_the_tokenizer(star, tokenizer):
+    assert (star.cls_id, star.eos_id) == (0, 2)
+    assert star.special_ids == {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": tokenizer.mask_token_id}
+
+
+def test_T15_document_shape(star, tokenizer):
+    ids = star.encode_documents(["https://a.b/</s>Foo Bar</s>Baz."], BIG)[0]
+    first, second, third = bpe(tokenizer, "https://a.b/"), bpe(tokenizer, "foo bar"), bpe(tokenizer, "baz.")
+    assert ids == first + [2] + second + [2] + third
+    pieces = [tokenizer.convert_ids_to_tokens(p) for p in (first, second, third)]
+    # no leading-space marker on the first word of any piece, "Ġbar" inside the second one
+    assert [p[0][0] for p in pieces] == ["h", "f", "b"]
+    assert "".join(pieces[1]) == "fooĠbar"
+    assert 0 not in ids and ids[-1] != 2     # no CLS / EOS added to documents
+
+
+def test_T15_query_shape(star, tokenizer):
+    ids = star.encode_queries(["What is X"], 64)[0]
+    assert ids == [0] + bpe(tokenizer, " what is x") + [2]
+    assert tokenizer.convert_ids_to_tokens(ids[1]).startswith("Ġ")
+
+
+def test_rule1_prefix_space_only_for_queries_without_leading_whitespace(star, tokenizer):
+    assert star.encode_queries(["  two spaces"], 64)[0] == [0] + bpe(tokenizer, "  two spaces") + [2]
+    assert star.encode_queries(["\tx"], 64)[0] == [0] + bpe(tokenizer, "\tx") + [2]
+    assert star.encode_documents(["word"], BIG)[0] == bpe(tokenizer, "word")
+    assert star.encode_queries([""], 64)[0] == [0, 2]
+
+
+def test_rule2_lower_casing_per_character(star, tokenizer):
+    assert star.encode_documents(["HeLLo WORLD"], BIG) == star.encode_documents(["hello world"], BIG)
+    # Greek final sigma: one character at a time never yields the final form "ς".
+    assert lower_per_character("ΟΔΟΣ ΣΑΣ") == "οδοσ σασ" != "ΟΔΟΣ ΣΑΣ".lower()
+    assert star.encode_documents(["ΟΔΟΣ"], BIG)[0] == bpe(tokenizer, "οδοσ")
+    # "İ" grows to two characters, as str.lower() of that one character does.
+    assert lower_per_character("İx") == "i\u0307x"
+    # Upper-case special strings become special after lower-casing (2.8 lower-cased, then split).
+    assert star.encode_documents(["a</S>b"], BIG)[0] == bpe(tokenizer, "a") + [2] + bpe(tokenizer, "b")
+
+
+def test_lower_per_character_matches_brute_force():
+    rng = random.Random(1)
+    alphabet = "aZΣσςİIıΩ ΆΪ\u1e9eß ǅǄ\n\t.ΣA"
+    for _ in range(500):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert lower_per_character(s) == "".join(c.lower() for c in s)
+
+
+def test_rule3_special_splitting_rstrip_and_empties(star, tokenizer):
+    enc = star.encode_documents
+    assert enc(["x <unk> y"], BIG)[0] == bpe(tokenizer, "x") + [3] + bpe(tokenizer, " y")
+    assert enc(["a<mask>"], BIG)[0] == bpe(tokenizer, "a") + [tokenizer.mask_token_id]
+    # rstrip of the piece before a special string, never lstrip of the one after
+    assert enc(["a   </s>  b  "], BIG)[0] == bpe(tokenizer, "a") + [2] + bpe(tokenizer, "  b")
+    # empty (or whitespace-only) pieces are dropped, the special ids stay
+    assert enc(["</s>  </s><s>"], BIG)[0] == [2, 2, 0]
+    assert enc(["   \n "], BIG)[0] == []
+    assert enc(["<pad><s>"], BIG)[0] == [1, 0]
+
+
+def test_rule4_each_piece_without_prefix_space(star, tokenizer):
+    ids = star.encode_documents(["title</s>body text"], BIG)[0]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokens[tokens.index("</s>") + 1].startswith("b")
+
+
+def test_rule5_truncation(star, tokenizer):
+    text = "kalo mine ruta " * 20
+    full = star.encode_documents([text], BIG)[0]
+    assert len(full) > 20
+    assert star.encode_documents([text], 20)[0] == full[:20]
+    q = star.encode_queries([text], BIG)[0]
+    assert star.encode_queries([text], 7)[0] == [0, *q[1:6], 2]      # CLS + 5 content + EOS = 7
+    short = star.encode_queries(["x"], 64)[0]
+    assert short == [0] + bpe(tokenizer, " x") + [2] and len(short) < 64
+    with pytest.raises(ValueError):
+        star.encode_queries(["x"], 1)
+
+
+def test_reference_tokenizer_hand_checked(ref):
+    # The byte table maps printable bytes to themselves and space to "Ġ" (U+0120).
+    assert byte_to_unicode()[ord("a")] == "a" and byte_to_unicode()[ord(" ")] == "Ġ"
+    assert len(set(byte_to_unicode().values())) == 256
+    assert "".join(ref.tokenize("Foo Bar", add_special_tokens=False)) == "fooĠbar"
+    assert "".join(ref.tokenize("Foo Bar", add_special_tokens=True)) == "ĠfooĠbar"
+    assert "".join(ref.tokenize("https://a.b/</s>Foo Bar</s>Baz.", add_special_tokens=False)) == \
+        "https://a.b/</s>fooĠbar</s>baz."
+    ids = ref.encode("What is X", add_special_tokens=True, max_length=64)
+    assert ids[0] == 0 and ids[-1] == 2
+    assert ref.encode("What is X", add_special_tokens=True, max_length=4) == [0, *ids[1:3], 2]
+
+
+def test_matches_reference_on_random_and_tricky_strings(star, ref):
+    rng = random.Random(0)
+    texts = ["https://a.b/</s>Foo Bar</s>Baz.", "don't  've 's  '  s", "tab\tnew\nline\r\n  ", "a\u00a0b \u2003c",
+             "İstanbul ΟΔΟΣ", "emoji 😀 cafe\u0301 日本語", "x</s></s>y", " <s> ", "", "  'll", "12 345,67 € ..."]
+    alphabet = list("abcXYZ '\t\n.,!?0123 ") + ["</s>", "<unk>", "<mask>", "<pad>", "<s>", "</S>", "Σ", "İ",
+                                                 "é", "\u00a0", "😀", "'s", "'ll", "  "]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(1500)]
+    docs, queries = star.encode_documents(texts, BIG), star.encode_queries(texts, BIG)
+    for text, d, q in zip(texts, docs, queries):
+        assert d == ref.encode(text, False, BIG), text
+        assert q == ref.encode(text, True, BIG), text
+
+
+def test_matches_reference_on_corpus_documents(star, ref, msmarco):
+    from SeDR.preprocessing import document_text
+
+    lines = (msmarco.data_dir / "msmarco-docs.tsv").read_text(encoding="utf-8").splitlines()
+    texts = [document_text(line, 10000) for line in lines[:15]]
+    assert star.encode_documents(texts, 2048) == [ref.encode(t, False, 2048) for t in texts]
+
+
+def test_pickles_for_worker_processes(star):
+    texts = ["Some </s> Text", "What is X"]
+    again = pickle.loads(pickle.dumps(star))
+    assert again.encode_documents(texts, 50) == star.encode_documents(texts, 50)
+    assert again.encode_queries(texts, 50) == star.encode_queries(texts, 50)
+
+
+def test_roberta_base_resolves_offline(hf_home, star):
+    rb = StarTokenizer.from_pretrained("roberta-base")
+    assert rb.encode_queries(["What is X"], 64) == star.encode_queries(["What is X"], 64)
