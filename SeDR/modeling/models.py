@@ -1,0 +1,362 @@
+"""The paper's model classes on a stock Hugging Face encoder, and the registry keyed by README names (SPEC §4).
+
+:class:`DenseRetriever` is STAR's ``RobertaDot``: a stock encoder (attribute named after the
+backbone, ``roberta`` or ``bert``, so parameter names are those of Appendix A), CLS pooling, a
+linear ``embeddingHead`` and a LayerNorm ``norm`` shared by queries and documents. Subclasses
+change one hook: the document encoder (interaction variant, Transformer head, multi-view prefix),
+the loss (STAR pairwise or CE with Late-Cache) and whether a cache is used.
+
+All model-defining values live on ``self.config`` (the backbone config plus SeDR fields), so
+:meth:`DenseRetriever.save_pretrained` records them; nothing is module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from SeDR.batch import QueryBatch, SegmentBatch, TrainBatch
+from SeDR.errors import SeDRInputError
+from SeDR.modeling import encoder as enc
+from SeDR.modeling.scoring import LateCache, cross_entropy_loss, cross_entropy_scores, star_pairwise_loss
+
+logger = logging.getLogger(__name__)
+
+# Default number of view tokens of STAR_Multi (the original's K = 4, SPEC §4.8).
+DEFAULT_MULTI_VIEW_K = 4
+# Default Late-Cache capacity (SPEC §4.3, README --cache_size 50).
+DEFAULT_CACHE_SIZE = 50
+
+MODEL_REGISTRY: dict[str, type[DenseRetriever]] = {}
+
+
+class ModelConfigError(SeDRInputError, ValueError):
+    """A model-defining value that cannot work (scripts print it and exit 2; a ``ValueError`` elsewhere)."""
+
+
+class UnknownModelClassError(ModelConfigError):
+    """A ``--model_class`` that is not registered."""
+
+
+def register(name: str):
+    """Class decorator: register a model class under its README name (duplicates are an error)."""
+
+    def deco(cls):
+        if name in MODEL_REGISTRY:
+            raise ValueError(f"model class {name!r} registered twice")
+        cls.model_class_name = name
+        MODEL_REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def get_model_class(name: str) -> type[DenseRetriever]:
+    """The class registered as ``name``; unknown names raise with the sorted list of valid ones."""
+    try:
+        return MODEL_REGISTRY[name]
+    except KeyError:
+        raise UnknownModelClassError(
+            f"unknown model class {name!r}; valid: {', '.join(sorted(MODEL_REGISTRY))}") from None
+
+
+@dataclass
+class TrainOutput:
+    """Result of a training forward: fp32 ``loss`` (with graph) and detached ``accuracy``."""
+
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+    num_rows: int  # rows of the loss (B + cache fill for cached classes)
+
+
+def backbone_prefix(config) -> str:
+    """Attribute / checkpoint prefix of the encoder: ``roberta`` for RoBERTa-style configs, else ``bert``."""
+    return "bert" if config.model_type == "bert" else "roberta"
+
+
+def _build_backbone(config) -> nn.Module:
+    from transformers import BertModel, RobertaModel
+
+    cls = BertModel if config.model_type == "bert" else RobertaModel
+    return cls(config, add_pooling_layer=False)
+
+
+def init_new_linear(module: nn.Module, std: float) -> None:
+    """HF-style init of freshly created sub-modules: Linear ``N(0, std²)``/zero bias, LayerNorm 1/0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class DenseRetriever(nn.Module):
+    """Template dual encoder (STAR's ``RobertaDot``, SPEC §4.1).
+
+    Config fields read (besides the backbone's): ``max_seg_num`` (rows of the segment-type table
+    and width ``M`` of a document matrix), ``cache_size``, ``multi_view_k``,
+    ``output_embedding_size`` (optional, default hidden size) and ``sedr_special_ids``.
+    """
+
+    model_class_name: ClassVar[str] = ""
+    variant: ClassVar[str] = enc.PLAIN          # document encoder (SPEC §4.10)
+    uses_segment_types: ClassVar[bool] = False  # E_seg read in the document encoder (§3.1)
+    uses_cache: ClassVar[bool] = False          # Late-Cache Negative (§4.3)
+    loss_kind: ClassVar[str] = "pairwise"      # "pairwise" (STAR, §4.7) or "ce" (§4.2-4.3)
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.backbone_prefix = backbone_prefix(config)
+        self.add_module(self.backbone_prefix, _build_backbone(config))
+        hidden = config.hidden_size
+        dim = int(getattr(config, "output_embedding_size", None) or hidden)
+        std = float(getattr(config, "initializer_range", 0.02))
+        # Every class carries E_seg, as the original's RoBERTa did (checkpoint compatibility, Appendix A).
+        enc.add_segment_type_embeddings(self.backbone, int(config.max_seg_num), std)
+        self.embeddingHead = nn.Linear(hidden, dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        init_new_linear(self.embeddingHead, std)
+        init_new_linear(self.norm, std)
+        self.gradient_checkpointing = False
+        self.position_rule = enc.ABSOLUTE_POSITIONS if config.model_type == "bert" else enc.ROBERTA_POSITIONS
+
+    # ------------------------------------------------------------------ properties used by the scripts
+    @property
+    def backbone(self) -> nn.Module:
+        return self._modules[self.backbone_prefix]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.norm.normalized_shape[0]
+
+    @property
+    def max_seg_num(self) -> int:
+        return int(self.config.max_seg_num)
+
+    @property
+    def special_ids(self) -> dict:
+        """``cls_id``/``eos_id``/``pad_id`` of the backbone (RoBERTa 0/2/1, BERT 101/102/0), for the collators."""
+        ids = getattr(self.config, "sedr_special_ids", None)
+        if ids:
+            return dict(ids)
+        if self.config.model_type == "bert":
+            return {"cls_id": 101, "eos_id": 102, "pad_id": int(self.config.pad_token_id or 0)}
+        c = self.config
+        return {"cls_id": int(c.bos_token_id if c.bos_token_id is not None else 0),
+                "eos_id": int(c.eos_token_id if c.eos_token_id is not None else 2), "pad_id": int(c.pad_token_id)}
+
+    @property
+    def extra_content_reserve(self) -> int:
+        """Extra tokens to take off the segment content budget (``SegmentSpec(extra_reserve=...)``)."""
+        return 0
+
+    def rows_per_document(self, seg_counts: torch.Tensor) -> torch.Tensor:
+        """Index rows each document contributes at inference: its segment count ``s_b``."""
+        return torch.as_tensor(seg_counts)
+
+    def new_cache(self) -> LateCache | None:
+        """A fresh Late-Cache for the training loop to own, or ``None`` for classes without one."""
+        return LateCache(int(self.config.cache_size)) if self.uses_cache else None
+
+    def gradient_checkpointing_enable(self) -> None:
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.gradient_checkpointing = False
+
+    def save_pretrained(self, folder) -> None:
+        from SeDR.modeling.checkpoint import save_pretrained
+
+        save_pretrained(self, folder)
+
+    # ------------------------------------------------------------------ encoders
+    def _encode(self, input_ids, attention_mask, *, segment_types=None, fuse_mat=None, variant=None):
+        return enc.encode(self.backbone, input_ids, attention_mask, position_rule=self.position_rule,
+                          padding_idx=self.special_ids["pad_id"], segment_types=segment_types,
+                          fuse_mat=fuse_mat, variant=variant or self.variant,
+                          gradient_checkpointing=self.gradient_checkpointing and self.training)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """``LayerNorm(W·h + b)`` (SPEC §4.1)."""
+        return self.norm(self.embeddingHead(h))
+
+    def encode_queries(self, queries: QueryBatch) -> torch.Tensor:
+        """Query vectors ``(B, d)``: no fuse matrix, no segment types (the global variant keeps its CLS path)."""
+        hidden = self._encode(queries.input_ids, queries.attention_mask)  # (B, Lq, H)
+        return self.head(hidden[:, 0])
+
+    def _check_batch(self, batch: SegmentBatch) -> None:
+        if batch.max_seg_num != self.max_seg_num:
+            raise ValueError(f"{self.model_class_name} was built with max_seg_num={self.max_seg_num}, "
+                             f"the batch has max_seg_num={batch.max_seg_num}")
+
+    def segment_cls(self, batch: SegmentBatch) -> torch.Tensor:
+        """Last-layer CLS state of every segment row, ``(n_seg, H)``, with this class's document encoder."""
+        self._check_batch(batch)
+        interacting = self.variant != enc.PLAIN
+        hidden = self._encode(batch.input_ids, batch.attention_mask,
+                              segment_types=batch.segment_types() if self.uses_segment_types else None,
+                              fuse_mat=batch.fuse_mat if interacting else None)
+        return hidden[:, 0]
+
+    def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
+        """Inference: one vector per real segment, in batch order, ``(Σ s_b, d)`` (SPEC §4.2, §10 #39)."""
+        return self.head(self.segment_cls(batch))
+
+    def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
+        """Training: per-document matrices ``(n_docs, M, d)``; empty slots exactly 0 (SPEC §2.5, §10 #9)."""
+        seg = self.encode_segments(batch)  # (n_seg, d)
+        return scatter_segments(seg, batch)
+
+    # ------------------------------------------------------------------ training forward
+    def forward(self, batch: TrainBatch, cache: LateCache | None = None) -> TrainOutput:
+        if cache is not None and not self.uses_cache:
+            raise ValueError(f"{self.model_class_name} does not use a Late-Cache; pass cache=None")
+        q = self.encode_queries(batch.queries)  # (B, d)
+        pos = self.encode_documents(batch.positives)  # (B, M, d)
+        neg = self.encode_documents(batch.negatives)  # (B·h, M, d)
+        B = q.shape[0]
+        if self.loss_kind == "pairwise":
+            loss, acc = star_pairwise_loss(q, pos, neg, batch.rel_pair_mask, batch.hard_pair_mask)
+            return TrainOutput(loss, acc, B)
+        cq, cp, cn = cache.contents(q.device) if cache is not None else (None, None, None)
+        scores = cross_entropy_scores(q, pos, neg, batch.rel_pair_mask, batch.hard_pair_mask, cq, cp, cn)
+        loss, acc = cross_entropy_loss(scores, B)
+        if cache is not None:
+            cache.push(q, pos, neg)  # after the loss: the current batch is not its own cache (§4.3)
+        return TrainOutput(loss, acc, scores.shape[0])
+
+
+def scatter_segments(seg: torch.Tensor, batch: SegmentBatch, width: int | None = None) -> torch.Tensor:
+    """``R[b, k] = seg[seg_sep[b] + k]`` for ``k < s_b``, zeros elsewhere (SPEC §2.5), out of place."""
+    width = batch.max_seg_num if width is None else width
+    doc = torch.repeat_interleave(torch.arange(batch.num_docs, device=seg.device), batch.seg_counts.to(seg.device))
+    slot = batch.segment_types().to(seg.device)
+    out = seg.new_zeros(batch.num_docs, width, seg.shape[-1])  # (n_docs, M, d)
+    return out.index_put((doc, slot), seg)
+
+
+# ---------------------------------------------------------------------------------------------- classes
+
+
+@register("STAR_MaxP")
+class StarMaxP(DenseRetriever):
+    """STAR on the §2 rows, STAR's pairwise loss, no cache (SPEC §4.7); ``M = 1`` is STAR FirstP."""
+
+
+@register("SeDR_without_LateCache")
+class SeDRWithoutLateCache(DenseRetriever):
+    """Segment-Interaction Transformer (§3.2), CE over in-batch + hard negatives, no cache (SPEC §4.2)."""
+
+    variant = enc.AFTER_LAYER
+    uses_segment_types = True
+    loss_kind = "ce"
+
+
+@register("SeDR")
+class SeDR(SeDRWithoutLateCache):
+    """The main model: §3.2 encoder + Late-Cache Negative (SPEC §4.3)."""
+
+    uses_cache = True
+
+
+@register("SeDR_MaxP")
+class SeDRMaxP(SeDR):
+    """No interaction, Late-Cache (SPEC §4.4). Placeholders stay attended (KEEP §10 #8); E_seg is never read.
+
+    Inference encodes exactly as training (no fuse matrix, no segment types: FIX §10 #39).
+    """
+
+    variant = enc.PLAIN
+    uses_segment_types = False
+
+
+@register("SeDR_Transformer_Head")
+class SeDRTransformerHead(SeDRMaxP):
+    """Independent segments, then one fresh encoder layer over the ``M`` raw CLS slots (SPEC §4.5)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        layer_cls = type(self.backbone.encoder.layer[0])
+        self.trans_head = layer_cls(config)
+        init_new_linear(self.trans_head, float(getattr(config, "initializer_range", 0.02)))
+
+    def _slots(self, batch: SegmentBatch) -> torch.Tensor:
+        X = scatter_segments(self.segment_cls(batch), batch)  # (n_docs, M, H), zero slots
+        # All-ones mask: real segments also attend to the zero slots of short documents (§4.5).
+        return self.head(enc.run_layer(self.trans_head, X, None))  # (n_docs, M, d)
+
+    def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
+        return self._slots(batch)  # empty slots = head(layer(0...)) != 0 (§10 #9)
+
+    def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
+        R = self._slots(batch)
+        doc = torch.repeat_interleave(torch.arange(batch.num_docs, device=R.device),
+                                      batch.seg_counts.to(R.device))
+        return R[doc, batch.segment_types().to(R.device)]  # (Σ s_b, d): real segments only
+
+
+@register("SeDR_Global_Attention")
+class SeDRGlobalAttention(SeDR):
+    """§3.3 encoder (broadcast before each layer + global CLS attention), Late-Cache loss (SPEC §4.6).
+
+    Queries go through the same encoder: their CLS uses the global projections over their own row.
+    """
+
+    variant = enc.GLOBAL
+
+    def __init__(self, config):
+        super().__init__(config)
+        enc.add_global_projections(self.backbone)
+
+
+@register("STAR_Multi")
+class StarMulti(StarMaxP):
+    """K view tokens replace the leading CLS of a FirstP row; K vectors per document (SPEC §4.8).
+
+    The word-embedding table already has ``vocab_size`` rows including the K view rows (the last K):
+    the checkpoint loader grows it before any optimizer exists (FIX §10 #22, #29). The content
+    budget is ``Lraw - 2 - (K - 1)`` so the row stays within the position table (DECIDE §10 #23).
+    """
+
+    @property
+    def K(self) -> int:
+        return int(self.config.multi_view_k)
+
+    @property
+    def extra_content_reserve(self) -> int:
+        return self.K - 1
+
+    @property
+    def view_token_ids(self) -> torch.Tensor:
+        V = int(self.config.vocab_size)
+        return torch.arange(V - self.K, V)
+
+    def rows_per_document(self, seg_counts: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(torch.as_tensor(seg_counts), self.K)
+
+    def _check_batch(self, batch: SegmentBatch) -> None:
+        if batch.max_seg_num != 1 or bool((batch.seg_counts != 1).any()):
+            raise ValueError("STAR_Multi reads one FirstP row per document: build its batches with max_seg_num=1")
+
+    def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
+        self._check_batch(batch)
+        ids, mask = batch.input_ids, batch.attention_mask
+        n = ids.shape[0]
+        views = self.view_token_ids.to(ids.device).expand(n, self.K)  # (n, K)
+        ids = torch.cat([views, ids[:, 1:]], dim=1)  # (n, K + T - 1): CLS dropped, views prepended
+        mask = torch.cat([mask.new_ones(n, self.K), mask[:, 1:]], dim=1)
+        hidden = self._encode(ids, mask, variant=enc.PLAIN)  # (n, K + T - 1, H)
+        return self.head(hidden[:, : self.K])  # (n, K, d): no zero slots
+
+    def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
+        R = self.encode_documents(batch)
+        return R.reshape(-1, R.shape[-1])  # (n_docs·K, d)

@@ -1,0 +1,238 @@
+"""Segment-Interaction Transformer on stock layers (SPEC §3.1-§3.3; oracles T2, T3).
+
+The reference implementations here are written independently of ``SeDR.modeling.encoder``: the
+§3.2 one drives a separate, eager-attention ``RobertaModel`` and overwrites the placeholders with
+explicit in-place loops; the §3.3 one assembles each CLS's key list position by position.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import RobertaModel
+
+from SeDR.batch import SegmentBatch
+from SeDR.data import SegmentSpec, collate_documents
+from SeDR.modeling import build_model
+from SeDR.modeling import encoder as enc
+
+
+@pytest.fixture(scope="module")
+def doc_batch():
+    """Documents of 1, 3, 2 and 4 segments with Lraw 24, M 4 (L = 12, T = 17)."""
+    rng = np.random.default_rng(0)
+    spec = SegmentSpec(24, 4)
+    docs = [rng.integers(5, 390, size=n) for n in (9, 30, 20, 48)]
+    return collate_documents(docs, [0, 1, 2, 3], spec)
+
+
+def t2_batch(T=505, P=3):
+    """SPEC T2: a 2-segment document followed by the 1,300-token document (seg_sep [0, 2, 5])."""
+    L = T - P - 2
+    n = 5
+    ids = torch.full((n, T), 1)
+    mask = torch.zeros(n, T, dtype=torch.long)
+    lengths = [L, 60, L, L, 300]
+    for r, c in enumerate(lengths):
+        ids[r, 0] = 0
+        ids[r, 1: c + 1] = torch.arange(c) % 300 + 5
+        ids[r, c + 1] = 2
+        mask[r, : c + 2] = 1
+    mask[:, T - P:] = torch.tensor([[1, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]])
+    fuse = torch.tensor([[1, 0, 0], [0, 0, 0], [3, 4, 2], [2, 4, 2], [2, 3, 2]])
+    return SegmentBatch(ids, mask, torch.tensor([2, 3]), fuse, torch.tensor([7, 9]), P + 1)
+
+
+def test_t2_positions_and_segment_types():
+    b = t2_batch()
+    pos = enc.roberta_position_ids(b.input_ids, 1)
+    assert pos[2].tolist() == list(range(2, 504)) + [1, 1, 1]
+    assert pos[4, :302].tolist() == list(range(2, 304)) and set(pos[4, 302:].tolist()) == {1}
+    assert b.segment_types().tolist() == [0, 1, 0, 1, 2]
+    assert enc.absolute_position_ids(b.input_ids[:1, :4]).tolist() == [[0, 1, 2, 3]]
+
+
+def test_t2_cls_broadcast_after_every_layer(star_dir):
+    """Batch row 3 gets the CLS of rows 2 and 4 at 502/503 after each layer; 504 gets row 2's (masked)."""
+    model = build_model("SeDR", star_dir, max_seg_num=4).eval()
+    b = t2_batch()
+    with torch.no_grad():
+        _, states = enc.encode(model.backbone, b.input_ids, b.attention_mask, segment_types=b.segment_types(),
+                               fuse_mat=b.fuse_mat, variant=enc.AFTER_LAYER, output_hidden_states=True)
+    assert len(states) == model.config.num_hidden_layers
+    for H in states:
+        assert torch.equal(H[3, 502], H[2, 0]) and torch.equal(H[3, 503], H[4, 0])
+        assert torch.equal(H[3, 504], H[2, 0])
+        assert torch.equal(H[0, 502], H[1, 0]) and torch.equal(H[1, 502], H[0, 0])
+
+
+def test_t3_global_key_count_and_masks():
+    b = t2_batch()
+    add = enc.additive_mask(b.attention_mask, torch.float32)
+    states = torch.randn(5, 505, 2)
+    keys, mask = enc.global_keys(states, add, b.fuse_mat)
+    assert keys.shape == (5, 2008, 2) and mask.shape == (5, 2008)  # 505 + 3 * 501
+    # Row 3, slot 1 = row 4 (300 content tokens): its padding keys carry -10000; slot 2 (invalid) -> up to -20000.
+    slot1 = mask[3, 505 + 501: 505 + 2 * 501]
+    assert slot1[:301].eq(0).all() and slot1[301:].eq(-10000).all()
+    slot2 = mask[3, 505 + 2 * 501:]
+    assert slot2[:501].eq(-10000).all()  # row 2 is full: only the placeholder penalty
+    slot2_row4 = mask[4, 505 + 2 * 501:]  # row 4's invalid slot points at row 2 (full content)
+    assert slot2_row4.eq(-10000).all()
+    slot1_row2 = mask[2, 505 + 501: 505 + 2 * 501]  # row 2, slot 1 = row 4, valid
+    assert slot1_row2[301:].eq(-10000).all()
+    # An invalid slot pointing at a row with padding gets -20000 on that padding.
+    fuse = torch.tensor([[0, 0, 0], [0, 0, 0], [4, 4, 4], [2, 4, 4], [2, 3, 4]])
+    _, mask = enc.global_keys(states, add, fuse)
+    assert mask[3, 505 + 2 * 501 + 301:].eq(-20000).all()
+    assert torch.equal(keys[3, 505 + 501: 505 + 2 * 501], states[4, 1:502])
+
+
+def stock_position_ids(ids: torch.Tensor) -> torch.Tensor:
+    """HF's own RoBERTa position rule (a static method in 5.x, a module function in 4.x)."""
+    from transformers.models.roberta import modeling_roberta as mr
+
+    fn = getattr(mr.RobertaEmbeddings, "create_position_ids_from_input_ids", None) or \
+        mr.create_position_ids_from_input_ids
+    return fn(ids, 1)
+
+
+def reference_sedr_segments(model, batch: SegmentBatch) -> torch.Tensor:
+    """§3.2 by hand: a separate eager RobertaModel, explicit layer loop, in-place placeholder writes."""
+    cfg = model.backbone.config.__class__.from_dict(model.backbone.config.to_dict())
+    cfg._attn_implementation = "eager"
+    ref = RobertaModel(cfg, add_pooling_layer=False).eval()
+    state = {k: v for k, v in model.backbone.state_dict().items() if "segment_type" not in k}
+    ref.load_state_dict(state)
+    ids, m = batch.input_ids, batch.attention_mask
+    seg = model.backbone.embeddings.segment_type_embeddings.weight[batch.segment_types()]
+    pos = stock_position_ids(ids)
+    h = ref.embeddings(position_ids=pos, inputs_embeds=ref.embeddings.word_embeddings(ids) + seg[:, None])
+    ext = (1.0 - m[:, None, None, :].float()) * -10000.0
+    n, T, _ = h.shape
+    P = batch.fuse_mat.shape[1]
+    for layer in ref.encoder.layer:
+        out = layer(h, ext)
+        h = (out[0] if isinstance(out, tuple) else out).clone()
+        cls = h[:, 0].clone()
+        for r in range(n):
+            for j in range(P):
+                h[r, T - P + j] = cls[batch.fuse_mat[r, j]]
+    return model.norm(model.embeddingHead(h[:, 0]))
+
+
+def test_sedr_matches_hand_written_reference(star_dir, doc_batch):
+    model = build_model("SeDR", star_dir, max_seg_num=4).eval()
+    with torch.no_grad():
+        ours = model.encode_segments(doc_batch)
+        ref = reference_sedr_segments(model, doc_batch)
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+    # The interaction matters: the same rows without it give different vectors.
+    with torch.no_grad():
+        plain = model.head(model._encode(doc_batch.input_ids, doc_batch.attention_mask, variant=enc.PLAIN)[:, 0])
+    assert (plain - ours)[doc_batch.seg_counts.repeat_interleave(doc_batch.seg_counts) > 1].abs().max() > 1e-3
+
+
+def reference_global_segments(model, batch: SegmentBatch) -> torch.Tensor:
+    """§3.3 by hand: broadcast before each layer, then per-row key lists for the CLS, eager math everywhere."""
+    bb = model.backbone
+    ids, m = batch.input_ids, batch.attention_mask.float()
+    fuse = batch.fuse_mat
+    n, T = ids.shape
+    P = fuse.shape[1]
+    heads = bb.config.num_attention_heads
+    H = bb.config.hidden_size
+    dh = H // heads
+    seg = bb.embeddings.segment_type_embeddings.weight[batch.segment_types()]
+    pos = stock_position_ids(ids)
+    h = bb.embeddings(position_ids=pos, inputs_embeds=bb.embeddings.word_embeddings(ids) + seg[:, None])
+    addm = (1.0 - m) * -10000.0
+
+    def split(x):
+        return x.view(x.shape[0], -1, heads, dh).transpose(1, 2)
+
+    for layer in bb.encoder.layer:
+        h = h.clone()
+        cls = h[:, 0].clone()
+        for r in range(n):
+            for j in range(P):
+                h[r, T - P + j] = cls[fuse[r, j]]
+        a = layer.attention.self
+        q, k, v = split(a.query(h)), split(a.key(h)), split(a.value(h))
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh) + addm[:, None, None, :], -1)
+        ctx = (probs @ v).transpose(1, 2).reshape(n, T, H).clone()
+        kg, vg = a.key_global(h), a.value_global(h)
+        for r in range(n):
+            keys, vals, mk = [kg[r, t] for t in range(T)], [vg[r, t] for t in range(T)], [addm[r, t] for t in range(T)]
+            for j in range(P):
+                s = int(fuse[r, j])
+                for t in range(1, T - P):
+                    keys.append(kg[s, t])
+                    vals.append(vg[s, t])
+                    mk.append(addm[s, t] + addm[r, T - P + j])
+            K, V, mk = torch.stack(keys), torch.stack(vals), torch.stack(mk)
+            qg = a.query_global(h[r, 0])
+            out = []
+            for hd in range(heads):
+                sl = slice(hd * dh, (hd + 1) * dh)
+                w = torch.softmax(K[:, sl] @ qg[sl] / math.sqrt(dh) + mk, 0)
+                out.append(w @ V[:, sl])
+            ctx[r, 0] = torch.cat(out)
+        att = layer.attention.output(ctx, h)
+        h = layer.output(layer.intermediate(att), att)
+    return model.norm(model.embeddingHead(h[:, 0]))
+
+
+def test_global_attention_matches_hand_written_reference(star_dir, doc_batch):
+    model = build_model("SeDR_Global_Attention", star_dir, max_seg_num=4).eval()
+    with torch.no_grad():
+        for layer in model.backbone.encoder.layer:  # make global projections differ from the local ones
+            for name in ("query_global", "key_global", "value_global"):
+                getattr(layer.attention.self, name).weight.add_(0.05 * torch.randn_like(
+                    getattr(layer.attention.self, name).weight))
+        ours = model.encode_segments(doc_batch)
+        ref = reference_global_segments(model, doc_batch)
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["SeDR", "SeDR_Global_Attention"])
+def test_gradient_checkpointing_same_outputs_and_grads(star_dir, doc_batch, name):
+    """Train mode (dropout on): non-reentrant checkpointing restores RNG, so results agree."""
+    model = build_model(name, star_dir, max_seg_num=4).train()
+    results = []
+    for ckpt in (False, True):
+        model.gradient_checkpointing = ckpt
+        model.zero_grad()
+        torch.manual_seed(123)
+        out = model.encode_documents(doc_batch)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (o1, g1), (o2, g2) = results
+    assert torch.allclose(o1, o2, atol=1e-6)
+    assert g1.keys() == g2.keys() and len(g1) > 10
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], atol=1e-6), k
+
+
+def test_run_layer_accepts_tuple_and_tensor_returns():
+    class TupleLayer(torch.nn.Module):  # 4.x style
+        def forward(self, h, mask):
+            return (h + 1, None)
+
+    class TensorLayer(torch.nn.Module):  # 5.x style
+        def forward(self, h, mask):
+            return h + 1
+
+    h = torch.zeros(1, 2, 3)
+    assert torch.equal(enc.run_layer(TupleLayer(), h, None), enc.run_layer(TensorLayer(), h, None))
+
+
+def test_eager_and_sdpa_agree(star_dir, doc_batch):
+    sdpa = build_model("SeDR", star_dir, max_seg_num=4).eval()
+    eager = build_model("SeDR", star_dir, max_seg_num=4, attn_implementation="eager").eval()
+    eager.load_state_dict(sdpa.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(sdpa.encode_segments(doc_batch), eager.encode_segments(doc_batch), atol=1e-5)

@@ -1,0 +1,199 @@
+"""Model classes and registry (SPEC §4): gradients, Late-Cache equivalence, per-class document encoders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from SeDR.batch import TrainBatch
+from SeDR.data import SegmentSpec, collate_documents, collate_queries
+from SeDR.modeling import (
+    MODEL_REGISTRY,
+    UnknownModelClassError,
+    build_model,
+    get_model_class,
+    register,
+)
+from SeDR.modeling.models import DenseRetriever
+
+README_NAMES = {"SeDR_without_LateCache", "SeDR", "SeDR_MaxP", "SeDR_Transformer_Head", "SeDR_Global_Attention",
+                "STAR_MaxP", "STAR_Multi"}
+SEG_TABLE = "roberta.embeddings.segment_type_embeddings.weight"
+# Parameters a class carries (for checkpoint compatibility with the original) but whose forward never reads.
+UNREAD = {"STAR_MaxP": {SEG_TABLE}, "STAR_Multi": {SEG_TABLE}, "SeDR_MaxP": {SEG_TABLE},
+          "SeDR_Transformer_Head": {SEG_TABLE}}
+
+
+def make_batch(spec: SegmentSpec, seed: int = 0, B: int = 3, h: int = 1, pad_id: int = 1) -> TrainBatch:
+    rng = np.random.default_rng(seed)
+    lengths = [9, 30, 48, 20, 40, 15][: B]
+    pos_docs = [rng.integers(5, 390, size=n) for n in lengths]
+    neg_docs = [rng.integers(5, 390, size=int(n)) for n in rng.integers(5, 50, size=B * h)]
+    queries = [np.concatenate([[0], rng.integers(5, 390, size=int(n)), [2]]) for n in rng.integers(3, 7, size=B)]
+    rel = torch.ones(B, B) - torch.eye(B)
+    if B > 2:
+        rel[2, 0] = 0  # document 0 is also relevant to query 2
+    hard = torch.ones(B, B * h)
+    hard[0, -1] = 0
+    return TrainBatch(collate_queries(queries, range(B), 8, pad_id=pad_id),
+                      collate_documents(pos_docs, range(B), spec),
+                      collate_documents(neg_docs, range(B, B + B * h), spec), rel, hard)
+
+
+def spec_for(model, Lraw=24) -> SegmentSpec:
+    return SegmentSpec(Lraw, model.max_seg_num, extra_reserve=model.extra_content_reserve)
+
+
+def build(name, star_dir, **kw):
+    return build_model(name, star_dir, max_seg_num=1 if name == "STAR_Multi" else 4, **kw)
+
+
+def test_registry_names_and_errors():
+    assert set(MODEL_REGISTRY) == README_NAMES
+    with pytest.raises(UnknownModelClassError) as err:
+        get_model_class("SeDR_Longformer_typo")
+    assert ", ".join(sorted(README_NAMES)) in str(err.value)
+    with pytest.raises(ValueError, match="registered twice"):
+        register("SeDR")(type("Dup", (DenseRetriever,), {}))
+
+
+@pytest.mark.parametrize("name", sorted(README_NAMES))
+def test_every_used_parameter_gets_a_gradient(star_dir, name):
+    model = build(name, star_dir).train()
+    out = model(make_batch(spec_for(model)), cache=model.new_cache())
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    no_grad = {k for k, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0}
+    expected = set(UNREAD.get(name, set()))
+    if name == "SeDR_Global_Attention":
+        # The last layer's local attention only feeds non-CLS outputs: its CLS context is the global one.
+        last = model.config.num_hidden_layers - 1
+        expected |= {f"roberta.encoder.layer.{last}.attention.self.{w}.{p}"
+                     for w in ("query", "key", "value") for p in ("weight", "bias")}
+    assert no_grad == expected
+
+
+def test_empty_cache_equals_without_late_cache(star_dir):
+    """Loss and every parameter gradient; dropout on with the same seed."""
+    a = build("SeDR", star_dir).train()
+    b = build("SeDR_without_LateCache", star_dir).train()
+    b.load_state_dict(a.state_dict())
+    batch = make_batch(spec_for(a))
+    torch.manual_seed(7)
+    cache = a.new_cache()
+    out_a = a(batch, cache=cache)
+    torch.manual_seed(7)
+    out_b = b(batch)
+    out_a.loss.backward()
+    out_b.loss.backward()
+    assert out_a.loss.item() == pytest.approx(out_b.loss.item(), abs=1e-7)
+    gb = dict(b.named_parameters())
+    for k, p in a.named_parameters():
+        assert (p.grad is None) == (gb[k].grad is None), k
+        if p.grad is not None:
+            assert torch.allclose(p.grad, gb[k].grad, atol=1e-7), k
+    # The cache now holds the batch and changes the next loss (more rows, unmasked cached columns).
+    assert len(cache) == 3 and b.new_cache() is None
+    torch.manual_seed(7)
+    again = a(batch, cache=cache)
+    assert again.num_rows == 6 and abs(again.loss.item() - out_a.loss.item()) > 1e-4
+
+
+def test_cache_persists_and_truncates(star_dir):
+    model = build("SeDR", star_dir, cache_size=4).eval()
+    cache = model.new_cache()
+    spec = spec_for(model)
+    with torch.no_grad():
+        for seed in range(3):
+            model(make_batch(spec, seed=seed), cache=cache)
+    assert len(cache) == 4 and cache.positives.shape == (4, 4, 32)
+    with torch.no_grad():
+        q_last = model.encode_queries(make_batch(spec, seed=2).queries)
+    assert torch.allclose(cache.queries[-3:], q_last, atol=1e-6)
+
+
+def test_cache_size_rules(star_dir):
+    for name in ("SeDR", "SeDR_MaxP", "SeDR_Transformer_Head", "SeDR_Global_Attention"):
+        with pytest.raises(ValueError, match="SeDR_without_LateCache"):
+            build(name, star_dir, cache_size=0)
+    model = build("STAR_MaxP", star_dir, cache_size=0)  # no cache: the value is unused
+    assert model.new_cache() is None
+    with pytest.raises(ValueError, match="does not use a Late-Cache"):
+        model(make_batch(spec_for(model)), cache=build("SeDR", star_dir).new_cache())
+
+
+def test_sedr_maxp_inference_is_its_training_encoder(star_dir):
+    """FIX §10 #39: SeDR_MaxP encodes without fuse matrix / segment types, like STAR_MaxP."""
+    maxp = build("SeDR_MaxP", star_dir).eval()
+    star = build("STAR_MaxP", star_dir).eval()
+    sedr = build("SeDR", star_dir).eval()
+    star.load_state_dict(maxp.state_dict())
+    sedr.load_state_dict(maxp.state_dict())
+    batch = make_batch(spec_for(maxp)).positives
+    with torch.no_grad():
+        assert torch.equal(maxp.encode_segments(batch), star.encode_segments(batch))
+        assert not torch.allclose(maxp.encode_segments(batch), sedr.encode_segments(batch), atol=1e-4)
+        R = maxp.encode_documents(batch)
+    assert R.shape == (3, 4, 32)
+    assert R[0, 1:].abs().sum() == 0 and R[0, 0].abs().sum() > 0  # 1-segment document: zero slots
+
+
+def test_transformer_head_slots(star_dir):
+    model = build("SeDR_Transformer_Head", star_dir).eval()
+    batch = make_batch(spec_for(model)).positives
+    assert batch.seg_counts.tolist() == [1, 3, 4]
+    with torch.no_grad():
+        R = model.encode_documents(batch)
+        rows = model.encode_segments(batch)
+    assert R[0, 1:].abs().sum() > 0  # empty slots are head(layer(0...)), not zero (§10 #9)
+    assert rows.shape == (8, 32)
+    assert torch.equal(rows[0], R[0, 0]) and torch.equal(rows[1:4], R[1, :3]) and torch.equal(rows[4:], R[2])
+
+
+def test_star_multi_views(star_dir, tokenizer):
+    V = len(tokenizer)
+    model = build("STAR_Multi", star_dir).eval()
+    assert model.K == 4 and model.extra_content_reserve == 3
+    assert model.config.vocab_size == V + 4  # grown at construction, before any optimizer (§10 #22)
+    assert model.view_token_ids.tolist() == [V, V + 1, V + 2, V + 3]
+    assert model.rows_per_document(torch.tensor([1, 1])).tolist() == [4, 4]
+    star = torch.load(star_dir / "pytorch_model.bin", weights_only=True)
+    W = model.backbone.embeddings.word_embeddings.weight
+    assert torch.equal(W[:V], star["roberta.embeddings.word_embeddings.weight"])
+    # Lraw 512: content budget 507, the longest row reaches position id 513 (the last row of 514).
+    spec = spec_for(model, Lraw=512)
+    assert spec.content_len == 507
+    doc = collate_documents([np.arange(700) % 300 + 5, np.arange(40) + 5], [0, 1], spec)
+    with torch.no_grad():
+        out = model.encode_segments(doc)
+    assert out.shape == (8, 32) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="max_seg_num=1"):
+        model.encode_segments(collate_documents([np.arange(40) + 5], [0], SegmentSpec(24, 4)))
+
+
+def test_views_are_first_k_positions(star_dir):
+    """The K view tokens replace CLS: outputs equal a hand-built row through the plain encoder."""
+    model = build("STAR_Multi", star_dir).eval()
+    doc = collate_documents([np.arange(10) + 5], [0], SegmentSpec(24, 1, extra_reserve=3))
+    ids = torch.cat([model.view_token_ids[None], doc.input_ids[:, 1:]], 1)
+    mask = torch.cat([torch.ones(1, 4, dtype=torch.long), doc.attention_mask[:, 1:]], 1)
+    with torch.no_grad():
+        want = model.head(model._encode(ids, mask)[0, :4])
+        got = model.encode_documents(doc)[0]
+    assert torch.equal(got, want)
+
+
+def test_bf16_autocast_keeps_loss_fp32(star_dir):
+    model = build("SeDR_Global_Attention", star_dir).train()
+    batch = make_batch(spec_for(model))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch, cache=model.new_cache())
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+
+
+def test_special_ids_and_queries(star_dir):
+    model = build("SeDR", star_dir)
+    assert model.special_ids == {"cls_id": 0, "eos_id": 2, "pad_id": 1}
+    assert model.embedding_dim == 32
