@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 def setup_logging(rank: int = 0) -> None:
     """One format for every script; ranks other than 0 only log warnings."""
     level = logging.INFO if rank in (-1, 0) else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=level, force=True)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(level)  # also when a host (pytest, a notebook) configured handlers already
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
 
 

@@ -1,0 +1,146 @@
+"""ADORE stage (SPEC §8): fine-tune the query encoder against a frozen segment index.
+
+Each step encodes 32 training queries (dropout on), searches the frozen index with the
+detached vectors, and trains with softmax cross-entropy over the best segment of the first
+relevant document and the best segments of the non-relevant documents among the first
+``metric_cut`` unique hits. Model selection by dev MRR@100 + R@100, evaluated before training,
+every ``save_steps`` optimizer steps and after every epoch; only improvements are saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from SeDR import data, retrieval
+from SeDR.encoding import encode_queries
+from SeDR.evaluation import OriginalIds, evaluate_rankings, format_results_table
+from SeDR.runtime import Precision, seed_everything
+
+logger = logging.getLogger(__name__)
+
+EVAL_SPLITS = {"dev": 101, "test": 100, "2020test": 100}
+
+
+class AdoreRun:
+    def __init__(self, args, model, device: torch.device, precision: Precision):
+        self.args, self.model, self.device, self.precision = args, model, device, precision
+        self.preprocess_dir = Path(args.preprocess_dir)
+        self.emb = retrieval.load_segment_embeddings(args.pembed_dir)
+        self.first_row = retrieval.load_or_build_first_row(args.pembed_dir, self.emb.doc_ids)
+        retrieval.set_faiss_threads(args.faiss_omp_num_threads)
+        self.index = retrieval.build_index(self.emb.vectors, args.faiss_gpu_index)
+        self.train_queries = data.queries(self.preprocess_dir, "train")
+        self.rel = data.load_rel(self.preprocess_dir / "train-qrel.tsv")
+        self.train_offsets = sorted(self.rel)
+        self.pad_id = (getattr(model, "special_ids", None) or {}).get("pad_id", data.PAD_ID)
+        splits = [s for s in EVAL_SPLITS if (self.preprocess_dir / f"{s}-query_meta").exists()]
+        self.eval_splits = splits
+        self.original_ids = OriginalIds.load(self.preprocess_dir, splits)
+        self.name = Path(args.init_path).resolve().name
+        self.save_dir = Path(args.model_save_dir)
+        self.writer = None
+
+    def evaluate(self, tag: str, out_dir: Path | None = None):
+        """Dev/DL metrics of the current query encoder against the frozen index (queries at max_seq_length)."""
+        rankings = {}
+        for split in self.eval_splits:
+            qcache = data.queries(self.preprocess_dir, split)
+            qv = encode_queries(self.model, qcache, self.args.max_seq_length, self.args.per_gpu_batch_size,
+                                self.device, self.precision, show_progress=False)
+            rankings[split] = retrieval.retrieve_documents(self.index, self.emb.doc_ids, qv, range(len(qcache)),
+                                                           EVAL_SPLITS[split], show_progress=False)
+        ev = evaluate_rankings(rankings, self.preprocess_dir, out_dir, run_tag=f"{self.name}-adore",
+                               original_ids=self.original_ids, history_record={"checkpoint": tag},
+                               write_runs=out_dir is not None)
+        self.model.train()
+        return ev
+
+    def run(self):
+        a = self.args
+        from torch.utils.tensorboard import SummaryWriter
+
+        from SeDR.optim import build_optimizer, linear_schedule_with_warmup
+
+        self.writer = SummaryWriter(log_dir=str(Path(a.log_dir) / f"adore-{self.name}"))
+        n_batches = math.ceil(len(self.train_offsets) / a.per_gpu_batch_size)
+        total = (n_batches // a.gradient_accumulation_steps) * a.num_train_epochs
+        optimizer = build_optimizer("adamw", self.model, lr=a.learning_rate, weight_decay=a.weight_decay,
+                                    eps=a.adam_epsilon)
+        scheduler = linear_schedule_with_warmup(optimizer, a.warmup_steps, total)
+        logger.info("***** ADORE: %s *****", a.init_path)
+        logger.info("  %d training queries, %d segment rows, %d optimizer steps, lr %g", len(self.train_offsets),
+                    len(self.emb.doc_ids), total, a.learning_rate)
+        seed_everything(a.seed)  # the original seeds again right before the first evaluation (SPEC §8)
+        best = self.evaluate("init").selection_score
+        logger.info("initial dev MRR@100 + R@100 = %.4f", best)
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        step, saved = 0, []
+        rng = random.Random(a.seed)
+        self.model.train()
+        for epoch in range(a.num_train_epochs):
+            order = list(self.train_offsets)
+            rng.shuffle(order)
+            window = []
+            bar = tqdm(range(n_batches), desc=f"ADORE epoch {epoch + 1}/{a.num_train_epochs}", unit="batch")
+            for b in bar:
+                batch_q = order[b * a.per_gpu_batch_size: (b + 1) * a.per_gpu_batch_size]
+                qb = data.collate_queries([self.train_queries[q] for q in batch_q], batch_q, a.max_seq_length,
+                                          pad_id=self.pad_id, pad_to_max_length=False).to(self.device)
+                with self.precision.autocast():
+                    q_emb = self.model.encode_queries(qb)
+                q_emb = q_emb.float()
+                q_np = q_emb.detach().cpu().numpy()
+                _, rows = self.index.search(q_np, retrieval.SEGMENT_HITS)
+                targets = retrieval.adore_batch_targets(rows, q_np, [self.rel[q] for q in batch_q],
+                                                        self.emb.doc_ids, self.emb.vectors, self.first_row,
+                                                        a.metric_cut)
+                loss = retrieval.adore_loss(q_emb, targets, self.emb.vectors, a.per_gpu_batch_size,
+                                            a.gradient_accumulation_steps)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
+                window.append((loss.item() * a.gradient_accumulation_steps,
+                               np.mean([t.rr_at_100 for t in targets]), np.mean([t.recall_at_100 for t in targets])))
+                if (b + 1) % a.gradient_accumulation_steps == 0:
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    if step % a.logging_steps == 0:
+                        self._log(window, step, scheduler.get_last_lr()[0], bar)
+                        window = []
+                    if step % a.save_steps == 0:
+                        best = self._maybe_save(best, f"{self.name}-ckpt-{step}", saved)
+            best = self._maybe_save(best, f"{self.name}-epoch-{epoch + 1}", saved)
+        self.writer.close()
+        (self.save_dir / f"{self.name}-best.json").write_text(json.dumps(
+            {"best_selection_score": best, "saved": [str(p) for p in saved]}, indent=2))
+        return saved
+
+    def _log(self, window, step, lr, bar):
+        loss, mrr, rec = (float(np.mean([w[i] for w in window])) for i in range(3))
+        bar.set_postfix(loss=f"{loss:.4f}", mrr=f"{mrr:.3f}")
+        logger.info("step %d | lr %.3e | loss %.5f | train MRR@100 %.4f | R@100 %.4f", step, lr, loss, mrr, rec)
+        for k, v in (("loss", loss), ("train_MRR@100", mrr), ("train_R@100", rec), ("lr", lr)):
+            self.writer.add_scalar(f"adore/{k}", v, step)
+
+    def _maybe_save(self, best: float, name: str, saved: list) -> float:
+        ev = self.evaluate(name)
+        score = ev.selection_score
+        self.writer.add_scalar("adore/dev_selection", score, len(saved))
+        logger.info("%s: dev MRR@100 + R@100 = %.4f (best %.4f)", name, score, best)
+        if score is None or score <= best:
+            return best
+        target = self.save_dir / name
+        self.model.save_pretrained(target)
+        self.evaluate(name, out_dir=target)  # run files + metrics.json beside the weights
+        print(format_results_table(ev.metrics))
+        saved.append(target)
+        return score

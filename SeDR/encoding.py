@@ -1,0 +1,86 @@
+"""Batched encoding of documents (one vector per segment) and of queries, for inference and ADORE.
+
+Documents are processed in offset order and packed into forward passes of at most
+``max_bsize`` segments (SPEC §7.2); each pass yields the vectors of its rows and the document
+offset of every row (rows of a document are contiguous and in segment order).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from SeDR import data
+from SeDR.data import SegmentSpec
+from SeDR.runtime import Precision
+
+logger = logging.getLogger(__name__)
+
+
+def special_ids(model) -> dict:
+    """CLS/EOS/PAD ids of the model's backbone (RoBERTa 0/2/1, BERT 101/102/0)."""
+    return dict(getattr(model, "special_ids", None) or {})
+
+
+def corpus_segment_counts(passages: data.TokenCache, spec: SegmentSpec) -> np.ndarray:
+    return np.asarray(data.num_segments(passages.lengths, spec), dtype=np.int64)
+
+
+def rows_per_document(model, seg_counts: np.ndarray) -> np.ndarray:
+    """Index rows each document contributes: its segment count, or K for multi-view models."""
+    if hasattr(model, "rows_per_document"):
+        return np.asarray(model.rows_per_document(torch.as_tensor(seg_counts)).cpu().numpy(), dtype=np.int64)
+    return np.asarray(seg_counts, dtype=np.int64)
+
+
+@torch.inference_mode()
+def encode_corpus(model, passages: data.TokenCache, spec: SegmentSpec, max_bsize: int, device: torch.device,
+                  precision: Precision, start: int = 0, end: int | None = None, compact: bool = True,
+                  show_progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(vectors float32 [rows, d], doc offsets int32 [rows])`` for documents ``start..end-1``.
+
+    ``compact`` trims the masked padding columns of each pass (identical vectors up to float
+    summation order; see :func:`SeDR.data.collate_documents`).
+    """
+    model.eval()
+    seg_counts = corpus_segment_counts(passages, spec)
+    end = len(passages) if end is None else end
+    ids = special_ids(model)
+    bar = tqdm(total=int(seg_counts[start:end].sum()), desc="encode documents", unit="seg",
+               disable=not show_progress or None)
+    for offsets in data.document_batches(seg_counts, max_bsize, start, end):
+        batch = data.collate_documents([passages[d] for d in offsets], offsets, spec, compact=compact, **ids)
+        with precision.autocast():
+            vecs = model.encode_segments(batch.to(device))
+        rows = rows_per_document(model, batch.seg_counts.numpy())
+        doc_ids = np.repeat(np.asarray(offsets, dtype=np.int32), rows)
+        vecs = vecs.float().cpu().numpy()
+        if len(vecs) != len(doc_ids):
+            raise RuntimeError(f"model returned {len(vecs)} rows for {len(doc_ids)} expected")
+        bar.update(int(batch.seg_counts.sum()))
+        yield vecs, doc_ids
+    bar.close()
+
+
+@torch.inference_mode()
+def encode_queries(model, query_cache: data.TokenCache, max_query_length: int, batch_size: int,
+                   device: torch.device, precision: Precision, offsets: list[int] | None = None,
+                   show_progress: bool = True) -> np.ndarray:
+    """Query vectors float32 ``[n, d]`` in offset order (or for ``offsets``)."""
+    model.eval()
+    offsets = list(range(len(query_cache))) if offsets is None else list(offsets)
+    pad_id = special_ids(model).get("pad_id", data.PAD_ID)
+    out = []
+    for i in tqdm(range(0, len(offsets), batch_size), desc="encode queries", unit="batch",
+                  disable=not show_progress or None):
+        chunk = offsets[i: i + batch_size]
+        qb = data.collate_queries([query_cache[q] for q in chunk], chunk, max_query_length, pad_id=pad_id,
+                                  pad_to_max_length=False)
+        with precision.autocast():
+            out.append(model.encode_queries(qb.to(device)).float().cpu().numpy())
+    d = out[0].shape[1] if out else 0
+    return np.concatenate(out) if out else np.zeros((0, d), dtype=np.float32)
