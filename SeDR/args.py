@@ -62,8 +62,19 @@ def build_train_parser() -> argparse.ArgumentParser:
     p = _parser("Train a SeDR model class (SPEC §5).")
     add_data_args(p)
     add_segment_args(p, seg_length_default=None, seg_num_default=None, max_bsize_default=512)
+    add_train_args(p)
+    add_runtime_args(p)
+    g = p.add_argument_group("distributed")
+    g.add_argument("--negatives_x_device", action="store_true",
+                   help="under torchrun, gather query/document embeddings across ranks for in-batch negatives")
+    return p
+
+
+def add_train_args(p, *, model_class: bool = True):
+    """Model, negatives, optimisation and output flags of every training script (SPEC §5.1, §5.5)."""
     g = p.add_argument_group("model")
-    g.add_argument("--model_class", default="SeDR", help="one of the registered model classes (README names)")
+    if model_class:
+        g.add_argument("--model_class", default="SeDR", help="one of the registered model classes (README names)")
     g.add_argument("--init_path", required=True, help="checkpoint to start from (STAR, or ./data/starlongformer)")
     g.add_argument("--cache_size", type=int, default=50, help="Late-Cache capacity in queries (cached classes)")
     g.add_argument("--use_gradient_checkpointing", action="store_true",
@@ -97,10 +108,6 @@ def build_train_parser() -> argparse.ArgumentParser:
                    help="replace existing checkpoint folders of this run instead of refusing to start")
     g.add_argument("--resume", action="store_true",
                    help="continue from the newest epoch checkpoint of this run (optimizer, scheduler, RNG, Late-Cache)")
-    add_runtime_args(p)
-    g = p.add_argument_group("distributed")
-    g.add_argument("--negatives_x_device", action="store_true",
-                   help="under torchrun, gather query/document embeddings across ranks for in-batch negatives")
     return p
 
 
@@ -177,3 +184,42 @@ def validate_inference_args(args) -> None:
         raise SystemExit("--shard_id must lie in 0..--num_shards-1")
     if args.fp16 and args.bf16:
         raise SystemExit("--fp16 and --bf16 are exclusive")
+
+
+def add_document_args(parser, *, doc_length_default: int | None, seg_num_default: int | None,
+                      max_bsize_default: int):
+    """SeDR-Longformer's row flags: one ``max_doc_length`` row per document, ``M`` global CLS (SPEC §5.5, §7.5)."""
+    g = parser.add_argument_group("documents (SPEC §3.4)")
+    g.add_argument("--max_doc_length", type=int, required=doc_length_default is None, default=doc_length_default,
+                   help="document row length, CLS and EOS included (README 2048; content = max_doc_length-2)")
+    g.add_argument("--max_seg_num", type=int, required=seg_num_default is None, default=seg_num_default,
+                   help="global CLS positions 0, 512, ... = vectors per document")
+    g.add_argument("--max_bsize", type=int, default=max_bsize_default,
+                   help="documents per forward pass (positives in training)")
+    return g
+
+
+def build_longformer_train_parser() -> argparse.ArgumentParser:
+    p = _parser("Train SeDR-Longformer (SPEC §5.5): the SeDR loop over one 2048-token row per document.")
+    add_data_args(p)
+    add_document_args(p, doc_length_default=None, seg_num_default=None, max_bsize_default=512)
+    add_train_args(p, model_class=False)
+    add_runtime_args(p)
+    return p
+
+
+def build_longformer_inference_parser() -> argparse.ArgumentParser:
+    p = _parser("Encode SeDR-Longformer document vectors, search, evaluate (SPEC §7.5).")
+    add_data_args(p, query_length_default=32)
+    add_document_args(p, doc_length_default=512, seg_num_default=4, max_bsize_default=50)
+    g = p.add_argument_group("model")
+    g.add_argument("--model_path", required=True, help="SeDR-Longformer checkpoint folder")
+    g.add_argument("--eval_batch_size", type=int, default=32, help="queries per encoding/search batch")
+    g = p.add_argument_group("retrieval")
+    g.add_argument("--faiss_gpus", type=int, nargs="*", default=None,
+                   help="GPU ids for the faiss index (several = sharded); none or no GPU: CPU search")
+    g.add_argument("--faiss_fp16", action="store_true", help="store the GPU index in float16 (half the memory)")
+    g.add_argument("--output_dir", default=None,
+                   help="default ./data/evaluate/{basename(model_path)}-inf{max_doc_length}-{max_seg_num}")
+    add_runtime_args(p)
+    return p

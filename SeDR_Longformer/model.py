@@ -1,0 +1,269 @@
+"""SeDR-Longformer on the stock ``transformers.LongformerModel`` (SPEC §3.4, §4.9, Appendix A).
+
+The original ran allenai's Longformer on ``transformers==3.0.2``. Today's ``LongformerModel``
+has the same semantics (local sliding window plus global tokens with their own ``Q_g/K_g/V_g``;
+a global token attends to every non-padding token, every token attends to the global ones), so
+nothing is vendored. Mapping of the original's settings:
+
+* allenai ``attention_window = 256`` is one-sided (256 left + self + 256 right); HF counts both
+  sides, so the HF value is ``512`` (:data:`HF_ATTENTION_WINDOW`);
+* allenai mask value 2 ("global") becomes ``global_attention_mask = 1``; HF merges it with the
+  attention mask, so a global flag on a padding position stays padding, as in the original;
+* HF pads every sequence to a multiple of the window itself, as the original did explicitly.
+
+The encoder attribute is named ``roberta`` so parameter names are the original checkpoint's
+(``roberta.*``, ``embeddingHead.*``, ``norm.*``; Appendix A); :func:`SeDR.modeling.load_weights_into`
+and :func:`SeDR.modeling.save_pretrained` read and write them unchanged.
+
+A document is one row ``[CLS] + content + [EOS]`` padded to ``max_doc_length`` (the §2 pipeline
+with ``Lraw = max_doc_length``, ``M = 1``). Inside the model a ``CLS`` is written at positions
+``0, 512, 1024, 1536`` (replacing the tokens there) with global attention inside the document;
+the hidden states at those positions are the document's ``max_seg_num`` vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+from torch import nn
+
+from SeDR.batch import QueryBatch, SegmentBatch
+from SeDR.modeling import DenseRetriever, load_weights_into
+from SeDR.modeling.checkpoint import read_config_dict
+from SeDR.modeling.models import DEFAULT_CACHE_SIZE, ModelConfigError, init_new_linear
+
+logger = logging.getLogger(__name__)
+
+MODEL_CLASS_NAME = "SeDR_Longformer"
+# Distance between the global CLS positions, hard-coded to 512 in the original (SPEC §3.4).
+CLS_STRIDE = 512
+# allenai's one-sided window (SPEC §3.4) and its HF equivalent, which counts both sides (Appendix A).
+ALLENAI_ONE_SIDED_WINDOW = 256
+HF_ATTENTION_WINDOW = 2 * ALLENAI_ONE_SIDED_WINDOW
+# Document length of the README run and the position table it needs (RoBERTa offset 2, SPEC §3.4).
+DEFAULT_MAX_DOC_LENGTH = 2048
+ROBERTA_POSITION_OFFSET = 2
+# Number of global CLS positions of the README run (SPEC §3.4: M = 4).
+DEFAULT_MAX_SEG_NUM = 4
+# Config keys that survive SeDR.modeling's Longformer -> RoBERTa config reduction, so load_model can rebuild us.
+SAVED_WINDOW_KEY = "sedr_longformer_attention_window"
+SAVED_POSITIONS_KEY = "sedr_longformer_max_position_embeddings"
+
+
+def cls_positions(max_seg_num: int, stride: int = CLS_STRIDE) -> list[int]:
+    """Positions of the global CLS tokens: ``0, 512, 1024, 1536`` for ``M = 4`` (SPEC §3.4)."""
+    return [k * stride for k in range(max_seg_num)]
+
+
+def place_global_cls(input_ids: torch.Tensor, attention_mask: torch.Tensor, cls_id: int, max_seg_num: int,
+                     stride: int = CLS_STRIDE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Write ``CLS`` at the fixed positions and flag the ones inside the document as global (SPEC §3.4, T11).
+
+    The token at each position ``p < T`` is **replaced** (a content token, the ``EOS`` or a ``PAD``);
+    slot ``k`` is valid iff position ``512k`` lies inside ``[CLS] … [EOS]`` (``mask[p] != 0``), with no
+    minimum-length rule. Positions at or past the row width (rows trimmed by the collator) are invalid.
+
+    Args:
+        input_ids: ``(n, T)`` document rows.
+        attention_mask: ``(n, T)`` 0/1.
+
+    Returns:
+        ``(ids (n, T), global_attention_mask (n, T) 0/1, valid (n, M) bool)``.
+    """
+    n, T = input_ids.shape
+    ids = input_ids.clone()
+    glob = torch.zeros_like(attention_mask)
+    valid = torch.zeros(n, max_seg_num, dtype=torch.bool, device=input_ids.device)
+    for k, p in enumerate(cls_positions(max_seg_num, stride)):
+        if p >= T:
+            continue
+        ids[:, p] = cls_id
+        inside = attention_mask[:, p] != 0  # (n,)
+        glob[:, p] = inside.to(glob.dtype)
+        valid[:, k] = inside
+    return ids, glob, valid
+
+
+def longformer_config(config):
+    """A ``LongformerConfig`` for ``config``: as is, or rebuilt from a RoBERTa reduction made by ``load_model``."""
+    from transformers import LongformerConfig
+
+    if config.model_type == "longformer":
+        out = config
+    else:
+        d = config.to_dict()
+        if SAVED_WINDOW_KEY not in d:
+            raise ModelConfigError(f"{MODEL_CLASS_NAME} needs a Longformer config (convert STAR with "
+                                   "SeDR_Longformer/Star2Star_Longformer.py)")
+        d["model_type"] = "longformer"
+        d["attention_window"] = d[SAVED_WINDOW_KEY]
+        d["max_position_embeddings"] = d[SAVED_POSITIONS_KEY]
+        out = LongformerConfig.from_dict(d)
+    setattr(out, SAVED_WINDOW_KEY, list(out.attention_window) if isinstance(out.attention_window, list)
+            else [int(out.attention_window)] * int(out.num_hidden_layers))
+    setattr(out, SAVED_POSITIONS_KEY, int(out.max_position_embeddings))
+    # HF Longformer has only its own (eager) attention; its mask code needs the float path.
+    out._attn_implementation = "eager"
+    return out
+
+
+class SeDRLongformer(DenseRetriever):
+    """SeDR-Longformer (SPEC §4.9): Longformer encoders of §3.4, Late-Cache CE loss of §4.3.
+
+    Training documents are ``(n, M, d)`` matrices whose invalid slots are zeroed **before** the
+    head, so they equal ``norm(embeddingHead.bias)`` (KEEP, SPEC §10 #9, T11). At inference the head
+    runs first and invalid slots become exact zeros; every document emits ``M`` rows (SPEC §7.5 FIX:
+    the id is repeated ``M`` times), which is what the original's encoder produced.
+    """
+
+    model_class_name = MODEL_CLASS_NAME
+    uses_cache = True
+    loss_kind = "ce"
+
+    def __init__(self, config):
+        # DenseRetriever.__init__ builds a RoBERTa/BERT backbone with E_seg; this class has neither.
+        nn.Module.__init__(self)
+        from transformers import LongformerModel
+
+        config = longformer_config(config)
+        self.config = config
+        self.backbone_prefix = "roberta"
+        self.roberta = LongformerModel(config, add_pooling_layer=False)
+        hidden = config.hidden_size
+        dim = int(getattr(config, "output_embedding_size", None) or hidden)
+        std = float(getattr(config, "initializer_range", 0.02))
+        self.embeddingHead = nn.Linear(hidden, dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-5)
+        init_new_linear(self.embeddingHead, std)
+        init_new_linear(self.norm, std)
+        self.gradient_checkpointing = False
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def max_doc_length(self) -> int:
+        return int(self.config.max_position_embeddings) - ROBERTA_POSITION_OFFSET
+
+    def rows_per_document(self, seg_counts: torch.Tensor) -> torch.Tensor:
+        """``M`` index rows per document, invalid ones zero (SPEC §7.5 FIX, first option)."""
+        return torch.full_like(torch.as_tensor(seg_counts), self.max_seg_num)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """HF's own per-layer checkpointing, non-reentrant (the layers cannot be driven from outside)."""
+        self.gradient_checkpointing = True
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.roberta, "activation_checkpointing_enable"):  # transformers >= 5.23
+            self.roberta.activation_checkpointing_enable(kwargs)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                self.roberta.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.gradient_checkpointing = False
+        if hasattr(self.roberta, "activation_checkpointing_disable"):
+            self.roberta.activation_checkpointing_disable()
+        else:
+            self.roberta.gradient_checkpointing_disable()
+
+    # ------------------------------------------------------------------ encoders
+    def run_encoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    global_attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states ``(n, T, H)``; HF pads to a multiple of the window and cuts back."""
+        if input_ids.shape[1] > self.max_doc_length:
+            raise ValueError(f"rows of {input_ids.shape[1]} tokens exceed the position table "
+                             f"({self.max_doc_length} tokens); convert with a larger --max_doc_length")
+        out = self.roberta(input_ids=input_ids, attention_mask=attention_mask,
+                           global_attention_mask=global_attention_mask, return_dict=True)
+        return out.last_hidden_state
+
+    def encode_queries(self, queries: QueryBatch) -> torch.Tensor:
+        """Query vectors ``(B, d)``: the CLS is global (SPEC §3.4), HF pads to the window."""
+        glob = torch.zeros_like(queries.attention_mask)
+        glob[:, 0] = 1
+        hidden = self.run_encoder(queries.input_ids, queries.attention_mask, glob)  # (B, Lq, H)
+        return self.head(hidden[:, 0])
+
+    def _check_batch(self, batch: SegmentBatch) -> None:
+        if batch.max_seg_num != 1 or bool((batch.seg_counts != 1).any()):
+            raise ValueError(f"{MODEL_CLASS_NAME} reads one row per document: build its batches with "
+                             f"SegmentSpec(max_doc_length, 1)")
+
+    def slot_states(self, batch: SegmentBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at the CLS positions ``(n, M, H)`` (a stand-in past the row) and their validity ``(n, M)``."""
+        self._check_batch(batch)
+        M = self.max_seg_num
+        ids, glob, valid = place_global_cls(batch.input_ids, batch.attention_mask, self.special_ids["cls_id"], M)
+        # Columns past the longest row are padding for every row: cutting them changes no valid output
+        # (padding is never attended) but saves the 2048-token pass for short documents.
+        width = max(int(batch.attention_mask.sum(dim=1).max()), 1)
+        hidden = self.run_encoder(ids[:, :width], batch.attention_mask[:, :width], glob[:, :width])  # (n, w, H)
+        n, T, H = hidden.shape
+        pos = torch.tensor(cls_positions(M), device=hidden.device).clamp(max=T - 1)  # (M,)
+        states = hidden[:, pos]  # (n, M, H); slots past the row hold a stand-in and are invalid
+        return states, valid
+
+    def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
+        """Training: ``head(S · valid)``, invalid slots = ``norm(embeddingHead.bias)`` (KEEP, SPEC §3.4)."""
+        states, valid = self.slot_states(batch)
+        return self.head(states * valid[..., None].to(states.dtype))  # (n, M, d)
+
+    def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
+        """Inference: ``head(S) · valid``, ``M`` rows per document in slot order, ``(n·M, d)`` (SPEC §7.5)."""
+        states, valid = self.slot_states(batch)
+        R = self.head(states) * valid[..., None].to(states.dtype)  # (n, M, d)
+        return R.reshape(-1, R.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _configured(folder, *, max_seg_num: int | None, cache_size: int | None):
+    from transformers import LongformerConfig
+
+    cfg = read_config_dict(folder)
+    if cfg.get("model_type") != "longformer":
+        raise ModelConfigError(f"{folder} is not a Longformer checkpoint (model_type {cfg.get('model_type')!r}); "
+                               "convert STAR first: python SeDR_Longformer/Star2Star_Longformer.py")
+    config = LongformerConfig.from_dict(cfg)
+    config.sedr_model_class = MODEL_CLASS_NAME
+    config.architectures = [MODEL_CLASS_NAME]
+    config.max_seg_num = int(max_seg_num if max_seg_num is not None else cfg.get("max_seg_num", DEFAULT_MAX_SEG_NUM))
+    config.cache_size = int(cache_size if cache_size is not None else cfg.get("cache_size", DEFAULT_CACHE_SIZE))
+    config.sedr_special_ids = cfg.get("sedr_special_ids") or {
+        "cls_id": int(cfg.get("bos_token_id", 0)), "eos_id": int(cfg.get("eos_token_id", 2)),
+        "pad_id": int(cfg.get("pad_token_id", 1))}
+    return config
+
+
+def build_longformer(init_path, *, max_seg_num: int = DEFAULT_MAX_SEG_NUM, cache_size: int = DEFAULT_CACHE_SIZE,
+                     gradient_checkpointing: bool = False) -> SeDRLongformer:
+    """A model to train from a conversion (``./data/starlongformer``) or a SeDR-Longformer checkpoint."""
+    if cache_size <= 0:
+        raise ModelConfigError(f"--cache_size must be > 0 for {MODEL_CLASS_NAME} (got {cache_size}; SPEC §10 #40)")
+    model = SeDRLongformer(_configured(init_path, max_seg_num=max_seg_num, cache_size=cache_size))
+    load_weights_into(model, init_path)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def load_longformer(path, max_seg_num: int | None = None) -> SeDRLongformer:
+    """A trained SeDR-Longformer checkpoint; ``max_seg_num`` (the inference flag) overrides the recorded one."""
+    model = SeDRLongformer(_configured(path, max_seg_num=max_seg_num, cache_size=None))
+    load_weights_into(model, path)
+    return model
+
+
+def register_longformer() -> type[SeDRLongformer]:
+    """Add the class to ``SeDR.modeling``'s registry (idempotent), so ``load_model`` reads our checkpoints.
+
+    Not done at import: the registry of ``SeDR/train.py`` lists exactly the classes its
+    ``--model_class`` accepts, and SeDR-Longformer has its own scripts (SPEC §5.5).
+    """
+    from SeDR.modeling import MODEL_REGISTRY, register
+
+    if MODEL_REGISTRY.get(MODEL_CLASS_NAME) is not SeDRLongformer:
+        register(MODEL_CLASS_NAME)(SeDRLongformer)
+    return SeDRLongformer
