@@ -250,10 +250,14 @@ def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int])
     return SplitInput(qids, texts, qrels)
 
 
-def document_text(line: str, max_doc_character: int) -> str:
-    """``url</s>title</s>body`` (each field rstripped), cut to ``max_doc_character`` characters (SPEC §1.3)."""
+def document_text(line: str, max_doc_character: int, separator: str = DOC_FIELD_SEPARATOR) -> str:
+    """``url</s>title</s>body`` (each field rstripped), cut to ``max_doc_character`` characters (SPEC §1.3).
+
+    ``separator`` is the tokenizer's field separator (:attr:`StarTokenizer.field_separator`):
+    ``</s>`` for RoBERTa, ``[SEP]`` for a BERT WordPiece tokenizer.
+    """
     _, url, title, body = line.split("\t")
-    text = url.rstrip() + DOC_FIELD_SEPARATOR + title.rstrip() + DOC_FIELD_SEPARATOR + body.rstrip()
+    text = url.rstrip() + separator + title.rstrip() + separator + body.rstrip()
     return text[:max_doc_character]
 
 
@@ -275,6 +279,7 @@ class DocRange:
     num_docs: int
     max_seq_length: int
     max_doc_character: int
+    field_separator: str = DOC_FIELD_SEPARATOR
 
 
 def tokenize_doc_range(tokenizer: StarTokenizer, job: DocRange, progress) -> None:
@@ -289,7 +294,7 @@ def tokenize_doc_range(tokenizer: StarTokenizer, job: DocRange, progress) -> Non
             raw = list(islice(lines, DOCS_PER_CALL))
             if not raw:
                 raise DataFormatError(job.corpus, row + 1, "the file changed while it was being read")
-            texts = [document_text(r.decode("utf-8"), job.max_doc_character) for r in raw]
+            texts = [document_text(r.decode("utf-8"), job.max_doc_character, job.field_separator) for r in raw]
             block, lens = _pad(tokenizer.encode_documents(texts, job.max_seq_length), job.max_seq_length)
             tokens[row: row + len(raw)] = block        # (n, max_seq_length)
             lengths[row: row + len(raw)] = lens
@@ -372,7 +377,8 @@ def tokenize_corpus(tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path,
     # The original's ranges: [round(N*i/t), round(N*(i+1)/t)) (SPEC §1.3).
     bounds = [round(n * i / threads) for i in range(threads + 1)]
     jobs = [DocRange(str(index.path), index.line_starts[a], a, b, str(tokens_path), str(lengths_path), n, width,
-                     settings.max_doc_character) for a, b in zip(bounds, bounds[1:]) if b > a]
+                     settings.max_doc_character, tokenizer.field_separator)
+            for a, b in zip(bounds, bounds[1:]) if b > a]
     with tqdm(total=n, unit="doc", desc="tokenizing documents", mininterval=1.0) as bar:
         if len(jobs) == 1:
             tokenize_doc_range(tokenizer, jobs[0], _BarProgress(bar))

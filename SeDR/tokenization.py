@@ -15,6 +15,11 @@ the five rules we reproduce here on top of the Rust ``tokenizers`` backend, batc
    follows ``</s>`` has no ``Ġ`` marker);
 5. truncation before the special tokens are added, so ``CLS``/``EOS`` of a query survive.
 
+The same class serves a BERT WordPiece tokenizer (the demo's all-MiniLM-L6-v2): special strings
+are matched after lower-casing (``[SEP]`` as ``[sep]``), queries become ``[CLS] … [SEP]`` (the
+prefix space is dropped by BERT's pre-tokenizer), and documents join their fields with
+:attr:`StarTokenizer.field_separator` (``[SEP]``) since BERT has no ``</s>``.
+
 :class:`ReferenceRobertaTokenizer` is a slow, literal pure-Python restatement of the 2.8
 algorithm (GPT-2 regex, byte encoder, merge loop). It is the per-document baseline of
 ``bench/preprocess.py`` and the independent oracle of the tests; nothing in the pipeline uses it.
@@ -30,6 +35,8 @@ import logging
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+
+from SeDR.constants import DOC_FIELD_SEPARATOR
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +84,24 @@ class StarTokenizer:
             self.backend.pre_tokenizer = pre
         self.special_ids = dict(special_ids)
         self.cls_id, self.eos_id = cls_id, eos_id
-        self._split = _split_pattern(list(self.special_ids))
+        # Text is lower-cased before the split (rule 2), so the split matches lower-cased special
+        # strings: the same strings for RoBERTa (all lower case), ``[sep]`` for BERT's ``[SEP]``.
+        self._lowered_ids = {lower_per_character(s): i for s, i in self.special_ids.items()}
+        self._split = _split_pattern(list(self._lowered_ids))
+
+    @property
+    def field_separator(self) -> str:
+        """The string that joins url, title and body of a document (SPEC §1.3).
+
+        RoBERTa's literal ``</s>``; a tokenizer without it (BERT WordPiece) uses its own separator
+        token string (``[SEP]``), which the split turns into ``eos_id`` just as ``</s>`` becomes 2.
+        """
+        if DOC_FIELD_SEPARATOR in self.special_ids:
+            return DOC_FIELD_SEPARATOR
+        for s, i in self.special_ids.items():
+            if i == self.eos_id:
+                return s
+        raise ValueError(f"no special-token string has the separator id {self.eos_id}")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> StarTokenizer:
@@ -106,7 +130,7 @@ class StarTokenizer:
             layout: list[int | str] = []
             for k, part in enumerate(parts):
                 if k % 2:                       # a captured special-token string
-                    layout.append(self.special_ids[part])
+                    layout.append(self._lowered_ids[part])
                     continue
                 part = part.rstrip()            # rule 3: rstrip, never lstrip; drop empties
                 if part:

@@ -280,3 +280,39 @@ def test_a_failing_worker_process_stops_the_run(tmp_path, msmarco, tokenizer_dir
     star = StarTokenizer.from_pretrained(str(tokenizer_dir))
     with pytest.raises(RuntimeError, match="tokenizer worker failed: FileNotFoundError"):
         prep.tokenize_corpus(star, index, tmp_path, prep.Settings(str(tokenizer_dir), **SMALL), threads=2)
+
+
+def test_bert_wordpiece_tokenizer_end_to_end(tmp_path, msmarco):
+    """A BERT tokenizer (the demo's kind): fields joined by ``[SEP]``, queries ``[CLS] … [SEP]``; every
+    row equals transformers' own encoding of the same text (which treats ``[SEP]`` as special)."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import AutoTokenizer
+
+    lines = (msmarco.data_dir / CORPUS_FILE).read_text(encoding="utf-8").splitlines()
+    wp = BertWordPieceTokenizer(lowercase=True)
+    wp.train_from_iterator(lines, vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                           show_progress=False)
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    vocab = sorted(wp.get_vocab().items(), key=lambda kv: kv[1])
+    (folder / "vocab.txt").write_text("\n".join(tok for tok, _ in vocab) + "\n")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    sep, cls = hf.sep_token_id, hf.cls_token_id
+
+    out = tmp_path / "preprocess"
+    assert prep.preprocess(msmarco.data_dir, out, prep.Settings(str(folder), **SMALL), threads=2) is True
+    docs = []
+    for line in lines:
+        _, url, title, body = line.split("\t")
+        text = (url.rstrip() + "[SEP]" + title.rstrip() + "[SEP]" + body.rstrip())[:SMALL["max_doc_character"]]
+        docs.append(hf.encode(text, add_special_tokens=False)[: SMALL["max_seq_length"]])
+    assert all(d.count(sep) == 2 and cls not in d for d in docs)
+    check_rows(out / "passages.memmap", out / "passages_length.npy", out / "passages_meta", docs, SMALL["max_seq_length"])
+    qid2offset = load_pickle(out / "dev-qid2offset.pickle")
+    texts = dict(msmarco.queries["dev"])
+    want = [hf.encode(texts[q], truncation=True, max_length=SMALL["max_query_length"]) for q in qid2offset]
+    assert all(w[0] == cls and w[-1] == sep for w in want)
+    check_rows(out / "dev-query.memmap", out / "dev-query_length.npy", out / "dev-query_meta", want,
+               SMALL["max_query_length"])

@@ -149,3 +149,53 @@ def test_pickles_for_worker_processes(star):
 def test_roberta_base_resolves_offline(hf_home, star):
     rb = StarTokenizer.from_pretrained("roberta-base")
     assert rb.encode_queries(["What is X"], 64) == star.encode_queries(["What is X"], 64)
+
+
+# ----------------------------------------------------------------------------------------------
+# A BERT WordPiece tokenizer (the demo's all-MiniLM-L6-v2 kind): hand-written vocabulary, hand ids
+# ----------------------------------------------------------------------------------------------
+
+# id = line number: [PAD]=0, [UNK]=2, [CLS]=3, [SEP]=4, [MASK]=5, "open"=8, "file"=9, "##s"=16, ...
+WORDPIECE_VOCAB = ("[PAD] [unused0] [UNK] [CLS] [SEP] [MASK] the a open file read write name change "
+                   "location of ##s ##ing to man : ( ) , . 1 2").split()
+
+
+def write_bert_tokenizer(folder):
+    """A tiny uncased BERT tokenizer folder (vocab.txt + config), loadable with AutoTokenizer."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(WORDPIECE_VOCAB) + "\n")
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bert_star(tmp_path_factory):
+    return StarTokenizer.from_pretrained(str(write_bert_tokenizer(tmp_path_factory.mktemp("wordpiece"))))
+
+
+def test_bert_special_ids_and_field_separator(bert_star, star):
+    assert (bert_star.cls_id, bert_star.eos_id) == (3, 4)
+    assert bert_star.special_ids == {"[PAD]": 0, "[UNK]": 2, "[CLS]": 3, "[SEP]": 4, "[MASK]": 5}
+    assert bert_star.field_separator == "[SEP]"        # BERT has no "</s>"
+    assert star.field_separator == "</s>"              # RoBERTa keeps the literal of SPEC §1.3
+
+
+def test_bert_document_and_query_ids_hand_checked(bert_star):
+    # man : open ( 2 ) [SEP] open [SEP] the file ##s  (upper case lowered first, [SEP] still split)
+    assert bert_star.encode_documents(["man:open(2)[SEP]Open[SEP]the FILES"], BIG) == \
+        [[19, 20, 8, 21, 26, 22, 4, 8, 4, 6, 9, 16]]
+    assert bert_star.encode_queries(["Open a file"], 64) == [[3, 8, 7, 9, 4]]      # [CLS] ... [SEP]
+    assert bert_star.encode_queries(["Open a file"], 4) == [[3, 8, 7, 4]]          # cut before [SEP] is added
+    assert bert_star.encode_documents(["reading zzz"], BIG) == [[10, 17, 2]]        # read ##ing [UNK]
+
+
+def test_bert_document_text_uses_the_separator(bert_star, tokenizer_dir):
+    from SeDR.preprocessing import document_text
+
+    line = "D1\tman:open(2)\tOpen \tthe files\n"
+    assert document_text(line, 100, bert_star.field_separator) == "man:open(2)[SEP]Open[SEP]the files"
+    assert document_text(line, 100) == "man:open(2)</s>Open</s>the files"     # default unchanged
+    assert bert_star.encode_documents([document_text(line, 100, "[SEP]")], BIG)[0].count(4) == 2

