@@ -64,9 +64,6 @@ def build_train_parser() -> argparse.ArgumentParser:
     add_segment_args(p, seg_length_default=None, seg_num_default=None, max_bsize_default=512)
     add_train_args(p)
     add_runtime_args(p)
-    g = p.add_argument_group("distributed")
-    g.add_argument("--negatives_x_device", action="store_true",
-                   help="under torchrun, gather query/document embeddings across ranks for in-batch negatives")
     return p
 
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from SeDR import data
 from SeDR.data import SegmentSpec
+from SeDR.modeling import TrainOutput
 from SeDR.runtime import Precision
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,18 @@ def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec) -> TrainDat
     return TrainData(passages, queries, rel, hard, spec, seg_counts)
 
 
+class _TupleOutput(torch.nn.Module):
+    """DDP's static-graph mode hooks the tensors it finds in the forward output; a dataclass hides them."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, cache=None):
+        out = self.model(batch, cache=cache)
+        return out.loss, out.accuracy, out.num_rows
+
+
 class Trainer:
     """Runs the README training commands. ``args`` is the namespace of :func:`SeDR.args.build_train_parser`."""
 
@@ -127,7 +140,17 @@ class Trainer:
         special = getattr(model, "special_ids", None) or {}
         self.sampler = data.SegmentBudgetBatchSampler(
             train_data.query_offsets, train_data.rel, train_data.hard_negatives, train_data.seg_counts,
-            max_bsize=args.max_bsize, hardneg_topk=args.hardneg_topk, seed=args.seed)
+            max_bsize=args.max_bsize, hardneg_topk=args.hardneg_topk, seed=args.seed, rank=rank,
+            world_size=world_size)
+        # Under torchrun: gradients are averaged over ranks; each rank keeps its own Late-Cache.
+        # static_graph lets classes that never read some parameters (E_seg of the MaxP-style
+        # classes) work with non-reentrant checkpointing, which find_unused_parameters does not.
+        self.forward_model = model
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                _TupleOutput(model), device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
         self.collator = data.TrainCollator(
             train_data.passages, train_data.queries, train_data.rel, train_data.spec,
             max_query_length=args.max_query_length, max_bsize=args.max_bsize, **special)
@@ -143,6 +166,7 @@ class Trainer:
         self.start_epoch = 0
         self.writer = None
         self.history: list[dict] = []  # per-epoch means, saved in every checkpoint (train_history.json)
+        self.saved: list[Path] = []  # checkpoint folders written by this run (rank 0)
 
     def schedule_seg_num(self) -> int:
         """``M`` in the schedule horizon (SPEC §5.3); SeDR-Longformer's trainer omits it (§5.5)."""
@@ -244,7 +268,7 @@ class Trainer:
                                              collate_fn=self.collator, num_workers=0)
         accum = a.gradient_accumulation_steps
         scaler = self.precision.scaler
-        saved: list[Path] = []
+        saved: list[Path] = self.saved
         self.model.train()
         for epoch in range(self.start_epoch, self.epochs_to_run):
             self.sampler.set_epoch(epoch)
@@ -255,7 +279,9 @@ class Trainer:
             for micro_step, batch in enumerate(bar):
                 batch = batch.to(self.device)
                 with self.precision.autocast():
-                    out = self.model(batch, cache=self.cache)
+                    out = self.forward_model(batch, cache=self.cache)
+                    if isinstance(out, tuple):
+                        out = TrainOutput(*out)
                 loss = out.loss
                 if accum > 1:
                     loss = loss / accum

@@ -6,13 +6,18 @@ copy it first (``copy_tree``).
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
 from SeDR import synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # huggingface_hub reads HF_HOME once, at import: point it at a private cache before anything imports it,
 # so that ``from_pretrained("roberta-base")`` in the README commands resolves to the tiny tokenizer.
@@ -59,3 +64,50 @@ def msmarco(tmp_path_factory):
 def copy_tree(src, dst):
     shutil.copytree(src, dst)
     return dst
+
+
+@contextlib.contextmanager
+def cwd(path):
+    """Run README-style commands, which resolve ``./data/...`` against the working directory."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def run_preprocess(argv):
+    """``python SeDR_preprocess.py ARGV`` in-process (a top-level script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("sedr_preprocess_script_conftest", ROOT / "SeDR_preprocess.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(argv)
+
+
+HARDNEG_CMD = ("--model_class STAR_MaxP --max_query_length 32 --max_seg_length 512 --max_seg_num 1 "
+               "--model_path ./data/star --faiss_gpus 0 --gen_hardneg").split()
+
+
+@pytest.fixture(scope="session")
+def base_root(tmp_path_factory, hf_home, tokenizer, tokenizer_dir):
+    """data/ (nine files) + data/star + data/preprocess + data/hard_negative.json, made by the README commands."""
+    from SeDR import inference
+
+    root = tmp_path_factory.mktemp("pipeline")
+    corpus = synthetic.make_msmarco_data(root / "data", n_docs=30, n_train=24, n_dev=8, n_test=5, max_words=700, seed=3)
+    synthetic.make_star_checkpoint(root / "data" / "star", vocab_size=len(tokenizer), tokenizer_dir=tokenizer_dir)
+    with cwd(root):
+        run_preprocess(["--data_path", "./data", "--max_seq_length", "2048"])
+        inference.main(HARDNEG_CMD)
+    return root, corpus
+
+
+@pytest.fixture
+def root(base_root, tmp_path):
+    """A private copy of the pipeline fixture root, as the working directory."""
+    src, _ = base_root
+    dst = tmp_path / "root"
+    shutil.copytree(src, dst)
+    with cwd(dst):
+        yield dst

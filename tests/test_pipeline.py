@@ -6,12 +6,8 @@ so every test works inside a private copy of the fixture root.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import ir_measures
@@ -20,59 +16,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from SeDR import data, retrieval, synthetic
+from SeDR import data, retrieval
 from SeDR import inference as inference_script
 from SeDR import train as train_script
 from SeDR.encoding import encode_queries
 from SeDR.modeling import load_model
 from SeDR.runtime import resolve_precision
 
-ROOT = Path(__file__).resolve().parents[1]
-HARDNEG_CMD = ("--model_class STAR_MaxP --max_query_length 32 --max_seg_length 512 --max_seg_num 1 "
-               "--model_path ./data/star --faiss_gpus 0 --gen_hardneg").split()
 # Short segments keep the CPU cost of training tests low (L = 52, T = 57).
 SMALL = ["--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4", "--max_bsize", "6"]
 COMMON = ["--preprocess_dir", "./data/preprocess", "--hardneg_path", "./data/hard_negative.json",
           "--init_path", "./data/star", "--output_dir", "./data/models", "--logging_dir", "./data/log"]
-
-
-@contextlib.contextmanager
-def cwd(path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def run_preprocess(argv):
-    spec = importlib.util.spec_from_file_location("sedr_preprocess_script_pipeline", ROOT / "SeDR_preprocess.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(argv)
-
-
-@pytest.fixture(scope="module")
-def base_root(tmp_path_factory, hf_home, tokenizer, tokenizer_dir):
-    """data/ (nine files) + data/star + data/preprocess + data/hard_negative.json, made by the README commands."""
-    root = tmp_path_factory.mktemp("pipeline")
-    corpus = synthetic.make_msmarco_data(root / "data", n_docs=30, n_train=24, n_dev=8, n_test=5, max_words=700, seed=3)
-    synthetic.make_star_checkpoint(root / "data" / "star", vocab_size=len(tokenizer), tokenizer_dir=tokenizer_dir)
-    with cwd(root):
-        run_preprocess(["--data_path", "./data", "--max_seq_length", "2048"])
-        inference_script.main(HARDNEG_CMD)
-    return root, corpus
-
-
-@pytest.fixture
-def root(base_root, tmp_path):
-    """A private copy of the fixture root, as the working directory."""
-    src, _ = base_root
-    dst = tmp_path / "root"
-    shutil.copytree(src, dst)
-    with cwd(dst):
-        yield dst
 
 
 def test_gen_hardneg_outputs(base_root):
