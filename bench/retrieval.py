@@ -1,0 +1,67 @@
+"""Exact inner-product search: faiss ``IndexFlatIP`` vs a plain torch matmul + top-k.
+
+Both indexes (``SeDR.retrieval.FaissFlatIndex`` and ``TorchFlatIndex``) hold the same random
+unit vectors (``--dim``, 768 as the released models) and answer the same queries (top 100 rows,
+SPEC's segment hits); queries/s is timed interleaved (min of ``--reps``) at each index size, and
+the two must return the same rows (ties aside: random floats have none in practice). Memory per
+million vectors is the stored bytes of each representation (faiss fp32 codes, a torch fp16 copy);
+faiss-cpu ignores fp16 (``--faiss_fp16`` is a GPU option).
+
+    python bench/retrieval.py [--quick] [--sizes 10000 100000 1000000] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from common import interleaved_min, machine
+
+from SeDR.retrieval import FaissFlatIndex, TorchFlatIndex
+
+TOP_K = 100
+
+
+def unit_rows(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def main(argv=None) -> dict[int, float]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--queries", type=int, default=None, help="queries per search call (default 256, quick 64)")
+    p.add_argument("--reps", type=int, default=None, help="default 5, quick 3")
+    p.add_argument("--device", default="cpu", help="torch index device")
+    args = p.parse_args(argv)
+    n_q = args.queries or (64 if args.quick else 256)
+    reps = args.reps or (3 if args.quick else 5)
+    rng = np.random.default_rng(0)
+    queries = unit_rows(n_q, args.dim, rng)
+    print(f"machine: {machine()}")
+    print(f"dim {args.dim}, {n_q} queries per call, top {TOP_K}, min of {reps} interleaved calls")
+    ratios = {}
+    for n in args.sizes:
+        vectors = unit_rows(n, args.dim, rng)
+        fx = FaissFlatIndex(vectors, show_progress=False)
+        tx = TorchFlatIndex(vectors, args.device)
+        same = np.array_equal(fx.search(queries, TOP_K)[1], tx.search(queries, TOP_K)[1])
+        t = interleaved_min({"faiss": lambda ix=fx: ix.search(queries, TOP_K),
+                             "torch": lambda ix=tx: ix.search(queries, TOP_K)}, reps, args.device)
+        ratios[n] = t["torch"] / t["faiss"]
+        print(f"  {n:>9,d} vectors: faiss {n_q / t['faiss']:9.1f} q/s   torch {n_q / t['torch']:9.1f} q/s   "
+              f"RATIO faiss/torch queries/s = {ratios[n]:.3f}   same top-{TOP_K} rows: {same}")
+        del fx, tx, vectors
+    fp32 = args.dim * 4 * 1_000_000 / 2**30
+    fp16 = args.dim * torch.finfo(torch.float16).bits // 8 * 1_000_000 / 2**30
+    print(f"memory per million vectors (dim {args.dim}): fp32 {fp32:.2f} GiB, fp16 {fp16:.2f} GiB "
+          f"(RATIO fp16/fp32 = {fp16 / fp32:.2f}; flat indexes store the raw codes, nothing else)")
+    return ratios
+
+
+if __name__ == "__main__":
+    main()

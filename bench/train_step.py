@@ -1,0 +1,177 @@
+"""Cost of one optimiser step of SeDR: Late-Cache size 0 vs 50, gradient checkpointing off vs on.
+
+Configurations (same random weights, same MS MARCO-like training batch, LAMB):
+
+* ``cache 0``: ``SeDR_without_LateCache`` (the encoder of SeDR without the cache; ``SeDR`` refuses
+  ``--cache_size 0``, SPEC §10 #40);
+* ``cache 50``: ``SeDR`` whose Late-Cache already holds 50 queries with their documents, so every
+  query scores 50 more positives and 50·h more hard negatives (as after the first steps of a run);
+* ``cache 50 + ckpt``: the same with gradient checkpointing.
+
+Time: min of ``--reps`` interleaved steps in one process, one torch thread by default (ratios to ``cache 0``). Memory: each
+configuration runs again in a fresh subprocess that resets the kernel's peak-RSS mark
+(``/proc/self/clear_refs``) just before its steps and reports peak RSS minus the RSS at that point,
+i.e. the extra resident memory of forward + backward + optimiser step (activations, gradients,
+optimiser state, allocator slack). Falls back to ``ru_maxrss`` deltas where clear_refs is missing.
+
+    python bench/train_step.py [--quick] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from common import interleaved_min, machine, msmarco_like_documents, random_models, set_threads
+
+from SeDR.batch import TrainBatch
+from SeDR.data import SegmentSpec, collate_documents, collate_queries
+from SeDR.optim import build_optimizer
+
+CONFIGS = {  # name -> (model class, cache size, gradient checkpointing)
+    "cache 0": ("SeDR_without_LateCache", 0, False),
+    "cache 50": ("SeDR", 50, False),
+    "cache 50 + ckpt": ("SeDR", 50, True),
+}
+MAX_QUERY_LENGTH = 24
+
+
+def sizes(args) -> dict:
+    if args.quick:
+        return dict(hidden=64, layers=2, max_seg_length=256, batch=4)
+    return dict(hidden=128, layers=4, max_seg_length=512, batch=8)
+
+
+def train_batch(spec: SegmentSpec, batch: int, hard: int, rng: np.random.Generator) -> TrainBatch:
+    docs = msmarco_like_documents(batch * (1 + hard), spec, rng)
+    queries = [np.concatenate([[0], rng.integers(5, 1000, size=int(rng.integers(6, 20))), [2]]) for _ in range(batch)]
+    return TrainBatch(
+        queries=collate_queries(queries, range(batch), MAX_QUERY_LENGTH),
+        positives=collate_documents(docs[:batch], range(batch), spec, compact=True),
+        negatives=collate_documents(docs[batch:], range(batch, len(docs)), spec, compact=True),
+        rel_pair_mask=1 - torch.eye(batch),  # (B, B)
+        hard_pair_mask=torch.ones(batch, batch * hard),  # (B, B·h)
+    )
+
+
+def setup(name: str, args) -> tuple:
+    """Model, optimiser, cache and batch of one configuration, the cache already full."""
+    cls, cache_size, ckpt = CONFIGS[name]
+    sz = sizes(args)
+    spec = SegmentSpec(sz["max_seg_length"], args.max_seg_num)
+    model = random_models([cls], max_seg_num=args.max_seg_num, hidden=sz["hidden"], layers=sz["layers"], heads=4,
+                          device=args.device, gradient_checkpointing=ckpt,
+                          **({"cache_size": cache_size} if cache_size else {}))[cls]
+    if ckpt:
+        model.gradient_checkpointing_enable()
+    model.train()
+    opt = build_optimizer("lamb", model, lr=1e-6, weight_decay=0.01)
+    batch = train_batch(spec, sz["batch"], args.hard, np.random.default_rng(0)).to(args.device)
+    cache = model.new_cache()
+    if cache is not None:
+        g = torch.Generator().manual_seed(1)
+        d = model.embedding_dim
+        for _ in range(-(-cache_size // sz["batch"])):  # fill to capacity with stand-in entries
+            B, M, h = sz["batch"], args.max_seg_num, args.hard
+            cache.push(torch.randn(B, d, generator=g), torch.randn(B, M, d, generator=g),
+                       torch.randn(B * h, M, d, generator=g))
+        assert len(cache) == cache_size
+    return model, opt, cache, batch
+
+
+def step_fn(model, opt, cache, batch):
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(batch, cache=cache)
+        out.loss.backward()
+        opt.step()
+        return out
+    return step
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def hwm_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def child(name: str, args) -> None:
+    """Peak extra memory of ``args.mem_steps`` steps of one configuration, as JSON on stdout."""
+    model, opt, cache, batch = setup(name, args)
+    step = step_fn(model, opt, cache, batch)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        for _ in range(args.mem_steps):
+            step()
+        print(json.dumps({"peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20, "how": "cuda allocator"}))
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        base, how = rss_kib(), "peak RSS (VmHWM after clear_refs) - RSS before"
+        read = hwm_kib
+    except OSError:
+        base, how = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "ru_maxrss delta"
+        read = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
+    for _ in range(args.mem_steps):
+        step()
+    print(json.dumps({"peak_mib": (read() - base) / 1024, "how": how}))
+
+
+def main(argv=None) -> dict[str, float]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--reps", type=int, default=None, help="timed steps per configuration (default 12, quick 10)")
+    p.add_argument("--max_seg_num", type=int, default=4)
+    p.add_argument("--hard", type=int, default=1, help="hard negatives per query")
+    p.add_argument("--mem_steps", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    if args.child:
+        return child(args.child, args)
+
+    reps = args.reps or (10 if args.quick else 12)
+    sz = sizes(args)
+    print(f"machine: {machine()}")
+    print(f"batch {sz['batch']} queries x (1 positive + {args.hard} hard negative) MS MARCO-like documents, "
+          f"(Lraw, M) = ({sz['max_seg_length']}, {args.max_seg_num}), hidden {sz['hidden']}, {sz['layers']} layers, "
+          f"LAMB, {args.device}; time: min of {reps} interleaved steps")
+    setups = {n: setup(n, args) for n in CONFIGS}
+    times = interleaved_min({n: step_fn(*s) for n, s in setups.items()}, reps, args.device)
+    del setups
+    mem = {}
+    for n in CONFIGS:
+        cmd = [sys.executable, __file__, "--child", n, "--max_seg_num", str(args.max_seg_num), "--hard",
+               str(args.hard), "--mem_steps", str(args.mem_steps), "--device", args.device, "--threads", str(args.threads)] + (["--quick"] * args.quick)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        mem[n] = json.loads(out.strip().splitlines()[-1])
+    for n in CONFIGS:
+        print(f"  {n:16s} step {times[n]:6.3f} s   peak extra memory {mem[n]['peak_mib']:7.1f} MiB")
+    print(f"memory measured as: {mem['cache 0']['how']}, {args.mem_steps} steps, fresh process per configuration")
+    t0, m0 = times["cache 0"], mem["cache 0"]["peak_mib"]
+    res = {}
+    for n in list(CONFIGS)[1:]:
+        res[n] = times[n] / t0
+        print(f"RATIO step time {n} / cache 0 = {times[n] / t0:.3f}   peak memory {n} / cache 0 = "
+              f"{mem[n]['peak_mib'] / m0:.3f}")
+    tc, mc = times["cache 50"], mem["cache 50"]["peak_mib"]
+    print(f"RATIO gradient checkpointing on / off (cache 50): step time {times['cache 50 + ckpt'] / tc:.3f}, "
+          f"peak memory {mem['cache 50 + ckpt']['peak_mib'] / mc:.3f}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
