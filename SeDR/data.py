@@ -81,25 +81,36 @@ def queries(preprocess_dir: str | Path, split: str) -> TokenCache:
     return TokenCache(preprocess_dir, f"{split}-query")
 
 
-def load_rel(path: str | Path) -> dict[int, list[int]]:
-    """Offset qrels ``qoffset \\t 0 \\t doffset \\t rel`` → ``{qoffset: [doffset, ...]}``.
+def iter_qrels(path: str | Path) -> Iterator[tuple[str, str, str]]:
+    """``(qid, docid, rel)`` strings of each line of a TREC-format qrels file ``qid iter docid rel``.
 
-    Every line counts, whatever its ``rel`` (SPEC §1.4, §10 #35): this dict only feeds the
-    train/dev masks and labels, whose qrels are binary. TREC metrics read the file themselves.
+    Shared by the relevance dict here and the metric qrels of :mod:`SeDR.evaluation`; a malformed
+    line raises a :class:`DataFormatError` naming the file and line.
     """
     path = Path(path)
     if not path.exists():
         raise MissingInputError(path, PREPROCESS_HINT)
-    rel: dict[int, list[int]] = {}
     with open(path) as f:
         for line_no, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) != 4:
-                raise DataFormatError(path, line_no, f"expected 4 fields, got {len(parts)}")
-            q, d = int(parts[0]), int(parts[2])
-            rel.setdefault(q, []).append(d)
+                raise DataFormatError(path, line_no, f"expected `qid iter docid rel`, got {len(parts)} fields")
+            if not parts[3].lstrip("-").isdigit():
+                raise DataFormatError(path, line_no, f"relevance {parts[3]!r} is not an integer")
+            yield parts[0], parts[2], parts[3]
+
+
+def load_rel(path: str | Path) -> dict[int, list[int]]:
+    """Offset qrels ``qoffset \\t 0 \\t doffset \\t rel`` → ``{qoffset: [doffset, ...]}``.
+
+    Every line counts, whatever its ``rel`` (SPEC §1.4, §10 #35): this dict only feeds the
+    train/dev masks and labels, whose qrels are binary. TREC metrics read the file themselves.
+    """
+    rel: dict[int, list[int]] = {}
+    for q, d, _ in iter_qrels(path):
+        rel.setdefault(int(q), []).append(int(d))
     return rel
 
 

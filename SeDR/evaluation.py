@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from SeDR.constants import MRR_CUTOFF, SEGMENT_HITS, TREC_DOCS_KEPT
-from SeDR.errors import DataFormatError, MissingInputError
+from SeDR.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -65,22 +65,11 @@ def read_qrels(path: str | Path) -> Qrels:
     Every line is kept, ``rel = 0`` included (judged non-relevant: needed by ``Judged@10``, never
     counted as relevant, SPEC §10 #35). Ids stay strings.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(path, PREPROCESS_HINT)
+    from SeDR.data import iter_qrels
+
     qrels: Qrels = {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise DataFormatError(path, line_no, f"expected `qid iter docid rel`, got {len(parts)} fields")
-            try:
-                rel = int(parts[3])
-            except ValueError:
-                raise DataFormatError(path, line_no, f"relevance {parts[3]!r} is not an integer") from None
-            qrels.setdefault(parts[0], {})[parts[2]] = rel
+    for q, d, rel in iter_qrels(path):
+        qrels.setdefault(q, {})[d] = int(rel)
     return qrels
 
 

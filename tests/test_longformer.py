@@ -8,16 +8,15 @@ window matters (equivalence with STAR, the verbatim conversion command).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import cwd
 from safetensors.torch import load_file, save_file
 
 from SeDR import data, synthetic
@@ -46,16 +45,6 @@ README_TRAIN = ("--max_query_length 32 --max_doc_length 2048 --max_seg_num 4 --m
                 "--gradient_accumulation_steps 4 --fp16 --use_gradient_checkpointing").split()
 # Tests' window: 32 tokens each side (the README's is 256); the CLS stride stays 512.
 SMALL_WINDOW = ["--attention_window", "64", "--max_doc_length", "1100"]
-
-
-@contextlib.contextmanager
-def cwd(path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
 
 
 def star_state(folder) -> dict[str, torch.Tensor]:
