@@ -58,6 +58,18 @@ def add_runtime_args(parser):
     return g
 
 
+def add_retrieval_args(parser, length_flag: str):
+    g = parser.add_argument_group("retrieval")
+    g.add_argument("--faiss_gpus", type=int, nargs="*", default=None,
+                   help="GPU ids for the faiss index (several = sharded); none or no GPU: CPU search")
+    g.add_argument("--faiss_fp16", action="store_true", help="store the GPU index in float16 (half the memory)")
+    g.add_argument("--search_shards", type=int, default=1,
+                   help="CPU only: search N row shards one at a time and merge (bounds index memory)")
+    g.add_argument("--output_dir", default=None,
+                   help=f"default ./data/evaluate/{{basename(model_path)}}-inf{{{length_flag}}}-{{max_seg_num}}")
+    return g
+
+
 def build_train_parser() -> argparse.ArgumentParser:
     p = _parser("Train a SeDR model class (SPEC §5).")
     add_data_args(p)
@@ -117,12 +129,7 @@ def build_inference_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_class", default=None,
                    help="model class; default: the class recorded in the checkpoint, else SeDR")
     g.add_argument("--eval_batch_size", type=int, default=32, help="queries per encoding/search batch")
-    g = p.add_argument_group("retrieval")
-    g.add_argument("--faiss_gpus", type=int, nargs="*", default=None,
-                   help="GPU ids for the faiss index (several = sharded); none or no GPU: CPU search")
-    g.add_argument("--faiss_fp16", action="store_true", help="store the GPU index in float16 (half the memory)")
-    g.add_argument("--output_dir", default=None,
-                   help="default ./data/evaluate/{basename(model_path)}-inf{max_seg_length}-{max_seg_num}")
+    g = add_retrieval_args(p, "max_seg_length")
     g.add_argument("--gen_hardneg", action="store_true",
                    help="also write hard negatives of every training query to --hardneg_path")
     g.add_argument("--hardneg_path", default="./data/hard_negative.json", help="where --gen_hardneg writes")
@@ -212,11 +219,6 @@ def build_longformer_inference_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model_path", required=True, help="SeDR-Longformer checkpoint folder")
     g.add_argument("--eval_batch_size", type=int, default=32, help="queries per encoding/search batch")
-    g = p.add_argument_group("retrieval")
-    g.add_argument("--faiss_gpus", type=int, nargs="*", default=None,
-                   help="GPU ids for the faiss index (several = sharded); none or no GPU: CPU search")
-    g.add_argument("--faiss_fp16", action="store_true", help="store the GPU index in float16 (half the memory)")
-    g.add_argument("--output_dir", default=None,
-                   help="default ./data/evaluate/{basename(model_path)}-inf{max_doc_length}-{max_seg_num}")
+    add_retrieval_args(p, "max_doc_length")
     add_runtime_args(p)
     return p

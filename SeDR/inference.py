@@ -94,7 +94,8 @@ def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device
     from SeDR.evaluation import evaluate_rankings, format_results_table
 
     emb = retrieval.load_segment_embeddings(out_dir)
-    index = retrieval.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16)
+    index = retrieval.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16,
+                                  search_shards=getattr(args, "search_shards", 1))
     rankings = {}
     for split, k_docs in EVAL_SPLITS.items():
         if not (preprocess_dir / f"{split}-query_meta").exists():

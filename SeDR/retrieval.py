@@ -413,12 +413,59 @@ class TorchFlatIndex:
         return scores, rows
 
 
+def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard ``(scores [n, k_i], rows [n, k_i])`` (global row ids, ``-1`` = none) into the top ``k``."""
+    scores = np.concatenate([p[0] for p in parts], axis=1)  # (n, sum k_i)
+    rows = np.concatenate([p[1] for p in parts], axis=1)
+    scores = np.where(rows < 0, -np.inf, scores)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top_s, top_r = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+    top_r = np.where(np.isfinite(top_s), top_r, -1)
+    if top_s.shape[1] < k:  # fewer rows than asked in all shards together
+        pad = k - top_s.shape[1]
+        top_s = np.pad(top_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+        top_r = np.pad(top_r, ((0, 0), (0, pad)), constant_values=-1)
+    return top_s.astype(np.float32), top_r.astype(np.int64)
+
+
+class ShardedCpuIndex:
+    """Exact search over contiguous row shards, one shard's index in memory at a time.
+
+    For CPU-only machines whose RAM cannot hold one flat index over all segment vectors: each
+    ``search`` builds a flat index per shard in turn, searches it, frees it, and merges the
+    per-shard top-k (same ranking as one flat index, ties aside).
+    """
+
+    def __init__(self, vectors: np.ndarray, num_shards: int):
+        self.vectors, self.dim = vectors, int(vectors.shape[1])
+        n = len(vectors)
+        self.bounds = [(n * i // num_shards, n * (i + 1) // num_shards) for i in range(num_shards)]
+        logger.info("sharded CPU search: %d rows in %d shards", n, num_shards)
+
+    @property
+    def ntotal(self) -> int:
+        return int(len(self.vectors))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        for lo, hi in self.bounds:
+            if hi <= lo:
+                continue
+            shard = FaissFlatIndex(self.vectors[lo:hi], None, show_progress=False)
+            s, r = shard.search(queries, min(int(k), hi - lo))
+            parts.append((s, np.where(r >= 0, r + lo, -1)))
+            del shard
+        return merge_topk(parts, int(k))
+
+
 def build_index(vectors: np.ndarray, faiss_gpus: Sequence[int] | None = None, fp16: bool = False,
                 backend: str = "faiss", torch_device: torch.device | str | None = None,
-                show_progress: bool = True):
+                show_progress: bool = True, search_shards: int = 1):
     """The search index for ``--faiss_gpus`` / ``--faiss_fp16``; ``backend="torch"`` is the exact
     pure-torch alternative on ``torch_device`` (e.g. a GPU without faiss-gpu)."""
     if backend == "faiss":
+        if search_shards > 1 and not resolve_faiss_gpus(faiss_gpus):
+            return ShardedCpuIndex(vectors, search_shards)
         return FaissFlatIndex(vectors, faiss_gpus, fp16, show_progress=show_progress)
     if backend == "torch":
         return TorchFlatIndex(vectors, torch_device or "cpu")

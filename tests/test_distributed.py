@@ -87,3 +87,31 @@ def test_torchrun_encoding_equals_single_process(root, tmp_path):
     assert np.array_equal(a.doc_ids, b.doc_ids)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=0, atol=1e-6)
     assert (root / "ddp" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("num_shards", [2, 3, 7])
+def test_shard_merge_search_equals_flat_search(num_shards):
+    rng = np.random.default_rng(num_shards)
+    vectors = rng.standard_normal((53, 16)).astype(np.float32)
+    queries = rng.standard_normal((9, 16)).astype(np.float32)
+    flat_s, flat_r = retrieval.FaissFlatIndex(vectors, None, show_progress=False).search(queries, 20)
+    shard_s, shard_r = retrieval.ShardedCpuIndex(vectors, num_shards).search(queries, 20)
+    assert np.array_equal(flat_r, shard_r)               # continuous random scores: no ties
+    np.testing.assert_allclose(flat_s, shard_s, rtol=0, atol=1e-5)
+    # More hits asked than rows exist: both pad with -1.
+    _, r_all = retrieval.ShardedCpuIndex(vectors, num_shards).search(queries, 60)
+    assert (r_all[:, 53:] == -1).all() and sorted(r_all[0, :53].tolist()) == list(range(53))
+
+
+def test_search_shards_flag_gives_the_flat_ranking(root):
+    import json
+
+    inference.main(INFER + ["--output_dir", "./flat"])
+    flat = json.loads((Path("flat") / "metrics.json").read_text())["scores"]
+    inference.main(INFER + ["--output_dir", "./flat3", "--search_shards", "3"])
+    shard = json.loads((Path("flat3") / "metrics.json").read_text())["scores"]
+    assert flat == shard
+    def run_lines(folder):  # without the run tag (the folder name)
+        return [line.split()[:5] for line in (Path(folder) / "dev.trec").read_text().splitlines()]
+
+    assert run_lines("flat") == run_lines("flat3")
