@@ -20,13 +20,13 @@ import torch
 from tqdm.auto import tqdm
 
 from SeDR import data, retrieval
+from SeDR.constants import EVAL_DOCS_KEPT
 from SeDR.encoding import encode_queries
 from SeDR.evaluation import OriginalIds, evaluate_rankings, format_results_table
 from SeDR.runtime import Precision, seed_everything
 
 logger = logging.getLogger(__name__)
 
-EVAL_SPLITS = {"dev": 101, "test": 100, "2020test": 100}
 
 
 class AdoreRun:
@@ -40,28 +40,31 @@ class AdoreRun:
         self.train_queries = data.queries(self.preprocess_dir, "train")
         self.rel = data.load_rel(self.preprocess_dir / "train-qrel.tsv")
         self.train_offsets = sorted(self.rel)
-        self.pad_id = (getattr(model, "special_ids", None) or {}).get("pad_id", data.PAD_ID)
-        splits = [s for s in EVAL_SPLITS if (self.preprocess_dir / f"{s}-query_meta").exists()]
+        self.pad_id = model.special_ids["pad_id"]
+        splits = [s for s in EVAL_DOCS_KEPT if (self.preprocess_dir / f"{s}-query_meta").exists()]
         self.eval_splits = splits
         self.original_ids = OriginalIds.load(self.preprocess_dir, splits)
         self.name = Path(args.init_path).resolve().name
         self.save_dir = Path(args.model_save_dir)
         self.writer = None
 
-    def evaluate(self, tag: str, out_dir: Path | None = None):
-        """Dev/DL metrics of the current query encoder against the frozen index (queries at max_seq_length)."""
+    def rank(self) -> dict:
+        """Rankings of every evaluated split by the current query encoder (queries at max_seq_length)."""
         rankings = {}
         for split in self.eval_splits:
             qcache = data.queries(self.preprocess_dir, split)
             qv = encode_queries(self.model, qcache, self.args.max_seq_length, self.args.per_gpu_batch_size,
                                 self.device, self.precision, show_progress=False)
             rankings[split] = retrieval.retrieve_documents(self.index, self.emb.doc_ids, qv, range(len(qcache)),
-                                                           EVAL_SPLITS[split], show_progress=False)
-        ev = evaluate_rankings(rankings, self.preprocess_dir, out_dir, run_tag=f"{self.name}-adore",
-                               original_ids=self.original_ids, history_record={"checkpoint": tag},
-                               write_runs=out_dir is not None)
+                                                           EVAL_DOCS_KEPT[split], show_progress=False)
         self.model.train()
-        return ev
+        return rankings
+
+    def evaluate(self, tag: str, rankings: dict | None = None, out_dir: Path | None = None):
+        """Metrics of ``rankings`` (default: rank now); with ``out_dir``, also its run files and metrics.json."""
+        return evaluate_rankings(self.rank() if rankings is None else rankings, self.preprocess_dir, out_dir,
+                                 run_tag=f"{self.name}-adore", original_ids=self.original_ids,
+                                 history_record={"checkpoint": tag}, write_runs=out_dir is not None)
 
     def run(self):
         a = self.args
@@ -132,7 +135,8 @@ class AdoreRun:
             self.writer.add_scalar(f"adore/{k}", v, step)
 
     def _maybe_save(self, best: float, name: str, saved: list) -> float:
-        ev = self.evaluate(name)
+        rankings = self.rank()
+        ev = self.evaluate(name, rankings)
         score = ev.selection_score
         self.writer.add_scalar("adore/dev_selection", score, len(saved))
         logger.info("%s: dev MRR@100 + R@100 = %.4f (best %.4f)", name, score, best)
@@ -140,7 +144,7 @@ class AdoreRun:
             return best
         target = self.save_dir / name
         self.model.save_pretrained(target)
-        self.evaluate(name, out_dir=target)  # run files + metrics.json beside the weights
+        self.evaluate(name, rankings, out_dir=target)  # run files + metrics.json beside the weights
         print(format_results_table(ev.metrics))
         saved.append(target)
         return score

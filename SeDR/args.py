@@ -18,12 +18,6 @@ def _parser(description: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
-def model_class_names() -> list[str]:
-    from SeDR.modeling import MODEL_REGISTRY
-
-    return sorted(MODEL_REGISTRY)
-
-
 def add_data_args(parser, *, required: bool = True, query_length_default: int | None = None):
     g = parser.add_argument_group("data")
     g.add_argument("--max_query_length", type=int, required=query_length_default is None and required,

@@ -32,6 +32,8 @@ CORPUS_FILE = "msmarco-docs.tsv"
 SEGMENT_HITS = 1024
 DEV_DOCS_KEPT = 101
 TREC_DOCS_KEPT = 100
+# Evaluated splits and the documents kept per query for each (SPEC §7.3).
+EVAL_DOCS_KEPT = {"dev": DEV_DOCS_KEPT, "test": TREC_DOCS_KEPT, "2020test": TREC_DOCS_KEPT}
 MRR_CUTOFF = 100
 
 # Hard negatives (SPEC §6).

@@ -444,8 +444,3 @@ def document_batches(seg_counts: np.ndarray, max_bsize: int, start: int = 0,
         used += s
     if batch:
         yield batch
-
-
-def query_batches(n: int, batch_size: int) -> Iterator[list[int]]:
-    for i in range(0, n, batch_size):
-        yield list(range(i, min(n, i + batch_size)))

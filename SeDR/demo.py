@@ -262,9 +262,8 @@ def stage_bm25(pre_dir: Path, data_dir: Path, out_dir: Path, root: Path) -> dict
 
     import bm25s
 
-    from SeDR.constants import CORPUS_FILE, SPLIT_FILES
+    from SeDR.constants import CORPUS_FILE, EVAL_DOCS_KEPT, SPLIT_FILES
     from SeDR.evaluation import evaluate_rankings
-    from SeDR.inference import EVAL_SPLITS
 
     pid2offset = pickle.loads((pre_dir / "pid2offset.pickle").read_bytes())
     texts = [""] * len(pid2offset)
@@ -277,7 +276,7 @@ def stage_bm25(pre_dir: Path, data_dir: Path, out_dir: Path, root: Path) -> dict
     retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
     index_seconds = time.time() - t0
     rankings = {}
-    for split, k_docs in EVAL_SPLITS.items():
+    for split, k_docs in EVAL_DOCS_KEPT.items():
         qid2offset = pickle.loads((pre_dir / f"{split}-qid2offset.pickle").read_bytes())
         queries = {}
         with open(data_dir / SPLIT_FILES[split][0], encoding="utf-8") as f:

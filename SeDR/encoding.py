@@ -21,20 +21,8 @@ from SeDR.runtime import Precision
 logger = logging.getLogger(__name__)
 
 
-def special_ids(model) -> dict:
-    """CLS/EOS/PAD ids of the model's backbone (RoBERTa 0/2/1, BERT 101/102/0)."""
-    return dict(getattr(model, "special_ids", None) or {})
-
-
 def corpus_segment_counts(passages: data.TokenCache, spec: SegmentSpec) -> np.ndarray:
     return np.asarray(data.num_segments(passages.lengths, spec), dtype=np.int64)
-
-
-def rows_per_document(model, seg_counts: np.ndarray) -> np.ndarray:
-    """Index rows each document contributes: its segment count, or K for multi-view models."""
-    if hasattr(model, "rows_per_document"):
-        return np.asarray(model.rows_per_document(torch.as_tensor(seg_counts)).cpu().numpy(), dtype=np.int64)
-    return np.asarray(seg_counts, dtype=np.int64)
 
 
 @torch.inference_mode()
@@ -49,14 +37,14 @@ def encode_corpus(model, passages: data.TokenCache, spec: SegmentSpec, max_bsize
     model.eval()
     seg_counts = corpus_segment_counts(passages, spec)
     end = len(passages) if end is None else end
-    ids = special_ids(model)
+    ids = model.special_ids  # CLS/EOS/PAD of the backbone (RoBERTa 0/2/1, BERT 101/102/0)
     bar = tqdm(total=int(seg_counts[start:end].sum()), desc="encode documents", unit="seg",
                disable=not show_progress or None)
     for offsets in data.document_batches(seg_counts, max_bsize, start, end):
         batch = data.collate_documents([passages[d] for d in offsets], offsets, spec, compact=compact, **ids)
         with precision.autocast():
             vecs = model.encode_segments(batch.to(device))
-        rows = rows_per_document(model, batch.seg_counts.numpy())
+        rows = model.rows_per_document(batch.seg_counts).cpu().numpy()  # s_b, or K for multi-view models
         doc_ids = np.repeat(np.asarray(offsets, dtype=np.int32), rows)
         vecs = vecs.float().cpu().numpy()
         if len(vecs) != len(doc_ids):
@@ -73,7 +61,7 @@ def encode_queries(model, query_cache: data.TokenCache, max_query_length: int, b
     """Query vectors float32 ``[n, d]`` in offset order (or for ``offsets``)."""
     model.eval()
     offsets = list(range(len(query_cache))) if offsets is None else list(offsets)
-    pad_id = special_ids(model).get("pad_id", data.PAD_ID)
+    pad_id = model.special_ids["pad_id"]
     out = []
     for i in tqdm(range(0, len(offsets), batch_size), desc="encode queries", unit="batch",
                   disable=not show_progress or None):

@@ -19,13 +19,10 @@ import time
 from pathlib import Path
 
 from SeDR.args import build_inference_parser, validate_inference_args
+from SeDR.constants import EVAL_DOCS_KEPT
 from SeDR.errors import exit_on_input_error
 
 logger = logging.getLogger(__name__)
-
-# SPEC §7.3: documents kept per query for each evaluated split.
-EVAL_SPLITS = {"dev": 101, "test": 100, "2020test": 100}
-
 
 def default_output_dir(model_path: str, max_seg_length: int, max_seg_num: int) -> Path:
     name = os.path.basename(os.path.normpath(model_path))
@@ -97,7 +94,7 @@ def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device
     index = retrieval.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16,
                                   search_shards=getattr(args, "search_shards", 1))
     rankings = {}
-    for split, k_docs in EVAL_SPLITS.items():
+    for split, k_docs in EVAL_DOCS_KEPT.items():
         if not (preprocess_dir / f"{split}-query_meta").exists():
             logger.warning("no %s queries in %s; skipping that evaluation", split, preprocess_dir)
             continue

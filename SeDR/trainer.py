@@ -112,6 +112,11 @@ def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec) -> TrainDat
     return TrainData(passages, queries, rel, hard, spec, seg_counts)
 
 
+def _fresh_window() -> dict:
+    """Running sums between two log lines."""
+    return {"loss": 0.0, "acc": 0.0, "docs": 0, "n": 0, "t": time.time(), "segs": 0}
+
+
 class _TupleOutput(torch.nn.Module):
     """DDP's static-graph mode hooks the tensors it finds in the forward output; a dataclass hides them."""
 
@@ -137,7 +142,7 @@ class Trainer:
         self.is_main = rank == 0
         self.output_dir = Path(args.output_dir)
         self.epochs_to_run = args.epochs_to_run or args.num_train_epochs
-        special = getattr(model, "special_ids", None) or {}
+        special = model.special_ids
         self.sampler = data.SegmentBudgetBatchSampler(
             train_data.query_offsets, train_data.rel, train_data.hard_negatives, train_data.seg_counts,
             max_bsize=args.max_bsize, hardneg_topk=args.hardneg_topk, seed=args.seed, rank=rank,
@@ -272,7 +277,7 @@ class Trainer:
         self.model.train()
         for epoch in range(self.start_epoch, self.epochs_to_run):
             self.sampler.set_epoch(epoch)
-            window = {"loss": 0.0, "acc": 0.0, "docs": 0, "n": 0, "t": time.time(), "segs": 0}
+            window = _fresh_window()
             epoch_loss, epoch_acc, epoch_batches, t_epoch = 0.0, 0.0, 0, time.time()
             bar = tqdm(loader, total=len(self.sampler), desc=f"epoch {epoch + 1}/{self.epochs_to_run}",
                        unit="batch", disable=not self.is_main or None)
@@ -311,7 +316,7 @@ class Trainer:
                 window["n"] += 1
                 if self.is_main and (micro_step + 1) % a.logging_steps == 0:
                     self._log(window, micro_step, bar)
-                    window = {"loss": 0.0, "acc": 0.0, "docs": 0, "n": 0, "t": time.time(), "segs": 0}
+                    window = _fresh_window()
             self.history.append({"epoch": epoch + 1, "mean_loss": epoch_loss / max(epoch_batches, 1),
                                  "mean_accuracy": epoch_acc / max(epoch_batches, 1), "micro_batches": epoch_batches,
                                  "optimizer_steps": self.global_step, "seconds": time.time() - t_epoch})
