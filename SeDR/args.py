@@ -86,6 +86,9 @@ def add_train_args(p, *, model_class: bool = True):
     g.add_argument("--hardneg_path", required=True, help="hard_negative.json written by inference.py --gen_hardneg")
     g.add_argument("--hardneg_topk", type=int, default=200,
                    help="sample hard negatives from the first k entries of each list")
+    g.add_argument("--negatives_x_device", action="store_true",
+                   help="under torchrun, score each rank's queries against the positives and hard negatives of "
+                        "all ranks (off: each rank's micro-batch alone, the paper's per-GPU semantics)")
     g = p.add_argument_group("optimisation (SPEC §5.3)")
     g.add_argument("--optimizer_str", choices=["lamb", "adamw"], default="lamb", help="optimizer")
     g.add_argument("--learning_rate", type=float, default=1e-4, help="peak learning rate")

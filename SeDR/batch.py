@@ -24,6 +24,36 @@ def _to(obj, device):
 
 
 @dataclass
+class RowGroups:
+    """Rows of a document batch bucketed by real width, for a per-group encoder pass (issue 7).
+
+    Group ``g`` holds rows ``rows[start_g : start_g + sizes[g]]``; the encoder runs it on the
+    columns ``[0, widths[g])`` plus the last ``P`` placeholder columns only. The dropped columns are
+    masked padding of every row of the group, so the outputs are unchanged up to float summation
+    order (see :func:`SeDR.data.plan_row_groups` and :func:`SeDR.modeling.encoder.encode`).
+
+    Attributes:
+        rows: ``(n_seg,)`` int64 permutation of the batch rows, group after group.
+        sizes: rows of each group.
+        widths: leading columns kept per group: CLS + content + EOS of its widest row.
+        num_placeholders: ``P``, the trailing columns every group keeps (also for encoders that
+            never fill them: MaxP-style rows attend to their placeholders, SPEC §10 #8).
+    """
+
+    rows: torch.Tensor
+    sizes: tuple[int, ...]
+    widths: tuple[int, ...]
+    num_placeholders: int
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.sizes)
+
+    def to(self, device) -> RowGroups:
+        return _to(self, device)
+
+
+@dataclass
 class SegmentBatch:
     """Segment rows of a batch of documents.
 
@@ -34,6 +64,8 @@ class SegmentBatch:
         fuse_mat: ``(n_seg, P)`` int64 batch fuse matrix (SPEC §2.3), or ``None`` when ``M = 1``.
         doc_offsets: ``(n_docs,)`` int64 document offsets (row numbers of the corpus memmap).
         max_seg_num: ``M`` of the data path (the width of the per-document matrix).
+        row_groups: optional bucketing of the rows by real width (:class:`RowGroups`), or ``None``
+            to encode all rows at the full width ``T``.
     """
 
     input_ids: torch.Tensor
@@ -42,6 +74,7 @@ class SegmentBatch:
     fuse_mat: torch.Tensor | None
     doc_offsets: torch.Tensor
     max_seg_num: int
+    row_groups: RowGroups | None = None
 
     @property
     def num_docs(self) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from SeDR.batch import QueryBatch, SegmentBatch, TrainBatch
+from SeDR.batch import QueryBatch, RowGroups, SegmentBatch, TrainBatch
 from SeDR.constants import (
     CLS_ID,
     EOS_ID,
@@ -33,6 +33,10 @@ from SeDR.constants import (
 from SeDR.errors import DataFormatError, MissingInputError
 
 logger = logging.getLogger(__name__)
+
+# Cost of one more row group of a forward pass, in processed tokens (rows x columns): the
+# per-layer call overhead of a small group, measured with bench/batching.py (issue 7).
+ROW_GROUP_OVERHEAD = 64
 
 PREPROCESS_HINT = "run `python SeDR_preprocess.py --data_path ./data --max_seq_length 2048` first"
 
@@ -206,7 +210,8 @@ def num_segments(length, spec: SegmentSpec):
 
 def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], spec: SegmentSpec,
                       seg_caps: Sequence[int] | None = None, cls_id: int = CLS_ID, eos_id: int = EOS_ID,
-                      pad_id: int = PAD_ID, compact: bool = False) -> SegmentBatch:
+                      pad_id: int = PAD_ID, compact: bool = False, row_groups: bool = False,
+                      group_overhead: int = ROW_GROUP_OVERHEAD) -> SegmentBatch:
     """Build the segment rows, masks and fuse matrix of a batch of documents (SPEC §2.2-§2.3).
 
     Args:
@@ -217,6 +222,10 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
         compact: drop the all-padding columns between the longest content and the placeholders.
             Those positions are masked out, so outputs are unchanged up to float summation order;
             rows then have ``max_c + 2 + P`` columns instead of ``T``.
+        row_groups: also bucket the rows by real width (:func:`plan_row_groups`, implies
+            ``compact``) so that the encoder runs each bucket at its own width; ``None`` on the
+            batch when one bucket is best.
+        group_overhead: cost of one more bucket, in processed tokens (see :data:`ROW_GROUP_OVERHEAD`).
     """
     L, P = spec.content_len, spec.num_placeholders
     counts = num_segments(np.array([len(d) for d in docs], dtype=np.int64), spec) if len(docs) else np.zeros(0, int)
@@ -228,7 +237,7 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
     for d, s in zip(docs, counts):
         for k in range(int(s)):
             pieces.append(np.asarray(d[k * L: (k + 1) * L]))
-    width = (max((len(p) for p in pieces), default=0) if compact else L) + 2
+    width = (max((len(p) for p in pieces), default=0) if compact or row_groups else L) + 2
     T = width + P
     ids = np.full((n_seg, T), pad_id, dtype=np.int64)
     mask = np.zeros((n_seg, T), dtype=np.int64)
@@ -248,6 +257,13 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
             fuse[row: row + s] = table + row
             mask[row: row + s, T - P:] = valid
             row += s
+    groups = None
+    if row_groups and n_seg:
+        plan = plan_row_groups(np.array([len(p) + 2 for p in pieces]), P, group_overhead)
+        if len(plan) > 1:
+            groups = RowGroups(rows=torch.from_numpy(np.concatenate([g for g, _ in plan])),
+                               sizes=tuple(len(g) for g, _ in plan), widths=tuple(w for _, w in plan),
+                               num_placeholders=P)
     return SegmentBatch(
         input_ids=torch.from_numpy(ids),
         attention_mask=torch.from_numpy(mask),
@@ -255,7 +271,42 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
         fuse_mat=None if fuse is None else torch.from_numpy(fuse),
         doc_offsets=torch.as_tensor(list(doc_offsets), dtype=torch.long),
         max_seg_num=spec.max_seg_num,
+        row_groups=groups,
     )
+
+
+def plan_row_groups(widths: np.ndarray, num_placeholders: int,
+                    group_overhead: int = ROW_GROUP_OVERHEAD) -> list[tuple[np.ndarray, int]]:
+    """Bucket rows of real widths ``widths`` (CLS + content + EOS) to minimise the encoder's work.
+
+    Minimises ``Σ_g n_g · (w_g + P) + group_overhead · G`` over partitions of the rows into ``G``
+    groups, ``w_g`` the widest row of group ``g``. Some optimal partition is made of runs of the
+    rows sorted by width, never splitting equal widths (a swap never raises a group's maximum;
+    a split adds an overhead and saves nothing), so a dynamic programme over the distinct widths
+    finds it in ``O(k²)`` for ``k`` distinct widths.
+
+    Returns:
+        ``[(row indices, w_g), ...]``, groups in increasing width, rows of a group in batch order.
+    """
+    widths = np.asarray(widths, dtype=np.int64)
+    if widths.size == 0:
+        return []
+    distinct, inverse = np.unique(widths, return_inverse=True)  # ascending
+    k = len(distinct)
+    before = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=k))])  # rows narrower than distinct[i]
+    best = np.zeros(k + 1, dtype=np.int64)  # best[j]: cost of the j narrowest distinct widths
+    cut = np.zeros(k + 1, dtype=np.int64)  # the last group of best[j] starts at distinct width cut[j]
+    for j in range(1, k + 1):
+        cost = best[:j] + (before[j] - before[:j]) * (distinct[j - 1] + num_placeholders) + group_overhead  # (j,)
+        cut[j] = int(np.argmin(cost))
+        best[j] = cost[cut[j]]
+    groups, j = [], k
+    while j > 0:
+        i = int(cut[j])
+        rows = np.flatnonzero((inverse >= i) & (inverse < j))
+        groups.append((rows, int(distinct[j - 1])))
+        j = i
+    return groups[::-1]
 
 
 def fuse_table(s: int, num_placeholders: int) -> tuple[np.ndarray, np.ndarray]:
@@ -408,10 +459,18 @@ class TrainCollator:
         caps = cap_hard_negative_segments(num_segments(np.array([len(d) for d in neg_docs]), self.spec),
                                           self.max_bsize * self.hard_num)
         negatives = collate_documents(neg_docs, negs, self.spec, seg_caps=caps, compact=self.compact, **self.ids)
-        rel_sets = [set(self.rel.get(q, ())) for q in qs]
-        rel_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in pos] for r in rel_sets])
-        hard_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in negs] for r in rel_sets])
+        rel_pair_mask, hard_pair_mask = pair_masks(qs, self.rel, pos, negs)
         return TrainBatch(queries, positives, negatives, rel_pair_mask, hard_pair_mask)
+
+
+def pair_masks(query_offsets: Sequence[int], rel: dict[int, list[int]], positives: Sequence[int],
+               negatives: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """False-negative masks (SPEC §4.2): ``(B, len(positives))`` and ``(B, len(negatives))``, 0 where relevant."""
+    rel_sets = [set(rel.get(int(q), ())) for q in query_offsets]
+    B = len(rel_sets)
+    rel_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in positives] for r in rel_sets]).reshape(B, -1)
+    hard_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in negatives] for r in rel_sets]).reshape(B, -1)
+    return rel_pair_mask, hard_pair_mask
 
 
 class ItemDataset(torch.utils.data.Dataset):

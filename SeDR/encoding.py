@@ -25,23 +25,34 @@ def corpus_segment_counts(passages: data.TokenCache, spec: SegmentSpec) -> np.nd
     return np.asarray(data.num_segments(passages.lengths, spec), dtype=np.int64)
 
 
+def collate_pass(model, docs: list[np.ndarray], offsets: list[int], spec: SegmentSpec, compact: bool = True,
+                 row_groups: bool = True, group_overhead: int = data.ROW_GROUP_OVERHEAD):
+    """The :class:`~SeDR.batch.SegmentBatch` of one forward pass of :func:`encode_corpus` (also used by
+    bench/batching.py, so the benchmark times exactly these batches)."""
+    return data.collate_documents(docs, offsets, spec, compact=compact, row_groups=row_groups,
+                                  group_overhead=group_overhead, **model.special_ids)  # CLS/EOS/PAD of the backbone
+
+
 @torch.inference_mode()
 def encode_corpus(model, passages: data.TokenCache, spec: SegmentSpec, max_bsize: int, device: torch.device,
                   precision: Precision, start: int = 0, end: int | None = None, compact: bool = True,
+                  row_groups: bool = True, group_overhead: int = data.ROW_GROUP_OVERHEAD,
                   show_progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(vectors float32 [rows, d], doc offsets int32 [rows])`` for documents ``start..end-1``.
 
-    ``compact`` trims the masked padding columns of each pass (identical vectors up to float
-    summation order; see :func:`SeDR.data.collate_documents`).
+    ``compact`` trims the masked padding columns of each pass; ``row_groups`` (implies
+    ``compact``) also buckets the rows of a pass by real width so the encoder runs each bucket at
+    its own width (:func:`SeDR.data.plan_row_groups`, ``group_overhead`` tokens per bucket). Both
+    leave the vectors unchanged up to float summation order (masked columns only).
     """
     model.eval()
     seg_counts = corpus_segment_counts(passages, spec)
     end = len(passages) if end is None else end
-    ids = model.special_ids  # CLS/EOS/PAD of the backbone (RoBERTa 0/2/1, BERT 101/102/0)
     bar = tqdm(total=int(seg_counts[start:end].sum()), desc="encode documents", unit="seg",
                disable=not show_progress or None)
     for offsets in data.document_batches(seg_counts, max_bsize, start, end):
-        batch = data.collate_documents([passages[d] for d in offsets], offsets, spec, compact=compact, **ids)
+        batch = collate_pass(model, [passages[d] for d in offsets], offsets, spec, compact=compact,
+                             row_groups=row_groups, group_overhead=group_overhead)
         with precision.autocast():
             vecs = model.encode_segments(batch.to(device))
         rows = model.rows_per_document(batch.seg_counts).cpu().numpy()  # s_b, or K for multi-view models

@@ -20,9 +20,17 @@ are matched after lower-casing (``[SEP]`` as ``[sep]``), queries become ``[CLS] 
 prefix space is dropped by BERT's pre-tokenizer), and documents join their fields with
 :attr:`StarTokenizer.field_separator` (``[SEP]``) since BERT has no ``</s>``.
 
-:class:`ReferenceRobertaTokenizer` is a slow, literal pure-Python restatement of the 2.8
-algorithm (GPT-2 regex, byte encoder, merge loop). It is the per-document baseline of
-``bench/preprocess.py`` and the independent oracle of the tests; nothing in the pipeline uses it.
+Speed (``bench/preprocess.py``): for a byte-level BPE backend, pieces are cut into GPT-2
+pre-tokens by the ``regex`` module here, and each distinct pre-token is BPE-encoded once by the
+backend and its ids kept (:attr:`StarTokenizer._word_ids`, bounded), which is about three times
+faster per core than the backend's own pre-tokenizer. Ids are the backend's: BPE never crosses a
+pre-token, and a piece is only split here when every non-ASCII character in it is classified
+alike by both regex engines (probed once per character); other pieces go to the backend whole.
+
+:class:`ReferenceRobertaTokenizer` is a slow pure-Python restatement of the 2.8 algorithm *and
+call path* (GPT-2 regex, byte encoder, merge loop, per-token id methods, one-token-at-a-time
+truncation). It is the per-document baseline of ``bench/preprocess.py`` and the independent
+oracle of the tests; nothing in the pipeline uses it.
 
 Known divergence: Python 3.6-era Unicode tables of the original vs the interpreter's tables here
 (only characters added to Unicode since then can lower-case or classify differently).
@@ -35,6 +43,7 @@ import logging
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import chain
 
 from SeDR.constants import DOC_FIELD_SEPARATOR
 
@@ -43,6 +52,11 @@ logger = logging.getLogger(__name__)
 # Capital sigma is the only character whose lower case CPython computes from context (final
 # sigma); lower-casing one character at a time, as 2.8 did, always yields the non-final form.
 _CAPITAL_SIGMA, _SMALL_SIGMA = "\u03a3", "\u03c3"
+# GPT-2's pre-tokenization pattern, as used by the 2.8 slow tokenizer (needs the ``regex`` module).
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# Pre-tokens whose ids a StarTokenizer keeps (about 50 MB); the cache is emptied when full.
+WORD_CACHE_LIMIT = 200_000
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def lower_per_character(text: str) -> str:
@@ -63,14 +77,35 @@ def _split_pattern(special_tokens: Sequence[str]) -> re.Pattern:
     return re.compile("(" + "|".join(re.escape(s) for s in alternatives) + ")")
 
 
+
+def _gpt2_word_pattern(backend):
+    """The GPT-2 pre-token regex if ``backend`` is a plain byte-level BPE (RoBERTa, GPT-2), else None.
+
+    Used on ASCII text only: there the ``regex`` module and the backend's engine classify every
+    character alike, whereas their Unicode tables differ for characters added in recent versions.
+    """
+    from tokenizers import models, pre_tokenizers
+
+    pre = backend.pre_tokenizer
+    if (backend.normalizer is not None or not isinstance(backend.model, models.BPE)
+            or not isinstance(pre, pre_tokenizers.ByteLevel) or not pre.use_regex or pre.add_prefix_space):
+        return None
+    try:
+        import regex
+    except ImportError:
+        return None
+    return regex.compile(GPT2_PATTERN)
+
+
 class StarTokenizer:
     """Batched emulation of the 2.8 slow tokenizer (SPEC §1.2) on a ``tokenizers`` backend.
 
-    Build it with :meth:`from_pretrained`; it pickles compactly (the backend travels as JSON), so
-    worker processes can rebuild it without importing ``transformers``.
+    Build it with :meth:`from_pretrained`; it pickles compactly (the backend travels as JSON, the
+    caches stay behind), so worker processes can rebuild it without importing ``transformers``.
+    ``word_cache=False`` hands every piece to the backend whole (the tests' and bench's yardstick).
     """
 
-    def __init__(self, backend, special_ids: dict[str, int], cls_id: int, eos_id: int):
+    def __init__(self, backend, special_ids: dict[str, int], cls_id: int, eos_id: int, word_cache: bool = True):
         from tokenizers import Tokenizer, pre_tokenizers
 
         # A private copy: we change its settings and must not touch the caller's tokenizer.
@@ -88,6 +123,10 @@ class StarTokenizer:
         # strings: the same strings for RoBERTa (all lower case), ``[sep]`` for BERT's ``[SEP]``.
         self._lowered_ids = {lower_per_character(s): i for s, i in self.special_ids.items()}
         self._split = _split_pattern(list(self._lowered_ids))
+        self.word_cache = word_cache
+        self._words = _gpt2_word_pattern(self.backend) if word_cache else None
+        self._word_ids: dict[str, list[int]] = {}     # pre-token -> ids, bounded by WORD_CACHE_LIMIT
+        self._char_ok: dict[str, bool] = {}           # non-ASCII character -> same class in both engines
 
     @property
     def field_separator(self) -> str:
@@ -117,39 +156,85 @@ class StarTokenizer:
         return cls(tok.backend_tokenizer, special_ids, tok.cls_token_id, tok.sep_token_id)
 
     def __reduce__(self):
-        return (StarTokenizer, (self.backend.to_str(), self.special_ids, self.cls_id, self.eos_id))
+        return (StarTokenizer, (self.backend.to_str(), self.special_ids, self.cls_id, self.eos_id, self.word_cache))
 
     # ------------------------------------------------------------------------------------------
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Rules 2-4 on every text, with one backend call for all pieces of all texts."""
-        layouts: list[list[int | str]] = []   # per text: special ids (int) or piece markers ("")
+        """Rules 2-4 on every text, with one backend call for all pieces of all texts.
+
+        A piece is either handed to the backend whole, or (ASCII pieces of a byte-level BPE
+        backend) cut into GPT-2 pre-tokens here, whose ids come from :attr:`_word_ids`; the
+        pre-tokens missing there are BPE-encoded by the backend in the same call. Both give the
+        backend's ids because byte-level BPE never merges across pre-tokens.
+        """
+        layouts: list[list] = []       # per text: special ids (int), backend markers (None), word lists
         pieces: list[str] = []
+        word_lists: list[list[str]] = []
         for text in texts:
             parts = self._split.split(lower_per_character(text))
-            layout: list[int | str] = []
+            layout: list = []
             for k, part in enumerate(parts):
                 if k % 2:                       # a captured special-token string
                     layout.append(self._lowered_ids[part])
                     continue
                 part = part.rstrip()            # rule 3: rstrip, never lstrip; drop empties
-                if part:
-                    layout.append("")
+                if not part:
+                    continue
+                if self._words is not None and self._pretokenizable(part):
+                    words = self._words.findall(part)
+                    layout.append(words)
+                    word_lists.append(words)
+                else:
+                    layout.append(None)
                     pieces.append(part)
             layouts.append(layout)
-        encoded = self.backend.encode_batch_fast(pieces, add_special_tokens=False) if pieces else []
+        cache = self._word_ids
+        missing = list(set().union(*word_lists).difference(cache)) if word_lists else []
+        if len(cache) + len(missing) > WORD_CACHE_LIMIT:
+            cache.clear()
+            missing = list(set().union(*word_lists))
+        encoded = self.backend.encode_batch_fast(missing + pieces, add_special_tokens=False) if missing or pieces else []
+        for word, enc in zip(missing, encoded):
+            cache[word] = enc.ids
+        lookup = cache.__getitem__
         out: list[list[int]] = []
-        k = 0
+        k = len(missing)
         for layout in layouts:
             ids: list[int] = []
             for item in layout:
-                if isinstance(item, int):
+                if item.__class__ is int:
                     ids.append(item)
-                else:
+                elif item is None:
                     ids.extend(encoded[k].ids)
                     k += 1
+                else:
+                    ids.extend(chain.from_iterable(map(lookup, item)))
             out.append(ids)
         return out
+
+    def _pretokenizable(self, piece: str) -> bool:
+        """Whether our regex splits ``piece`` as the backend would: true when every non-ASCII
+        character in it falls in the same class (letter, number, space, other) for both engines."""
+        if piece.isascii():
+            return True
+        known = self._char_ok
+        for c in set(_NON_ASCII.findall(piece)):
+            same = known.get(c)
+            if same is None:
+                same = known[c] = self._same_class(c)
+            if not same:
+                return False
+        return True
+
+    def _same_class(self, c: str) -> bool:
+        # One probe per class: "aca" is one pre-token iff c is a letter, "1c1" a number, ".c." other;
+        # none of them if c is a space. The last probe checks the whitespace-run rule as well.
+        probes = (f"a{c}a", f"1{c}1", f".{c}.", f"a{c}{c} x")
+        table = byte_to_unicode()
+        ours = [["".join(table[b] for b in w.encode("utf-8")) for w in self._words.findall(p)] for p in probes]
+        theirs = [[w for w, _ in self.backend.pre_tokenizer.pre_tokenize_str(p)] for p in probes]
+        return ours == theirs
 
     def encode_documents(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Document ids: no prefix space, no special tokens added, cut to ``max_length`` tokens."""
@@ -167,11 +252,12 @@ class StarTokenizer:
 
 
 # ----------------------------------------------------------------------------------------------
-# Slow reference (tests and bench only)
+# Slow reference (tests and bench only): the transformers-2.8 call path, step by step
 # ----------------------------------------------------------------------------------------------
 
-# GPT-2's pre-tokenization pattern, as used by the 2.8 slow tokenizer (needs the ``regex`` module).
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# RoBERTa's special-token attributes in 2.8 (``SPECIAL_TOKENS_ATTRIBUTES`` minus the unset ones).
+_ROBERTA_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                     "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
 
 
 @lru_cache(maxsize=1)
@@ -188,106 +274,235 @@ def byte_to_unicode() -> dict[int, str]:
     return table
 
 
-class ReferenceRobertaTokenizer:
-    """Pure-Python, one-text-at-a-time restatement of the 2.8 slow lower-cased RoBERTa tokenizer.
+def _symbol_pairs(word: tuple[str, ...]) -> set[tuple[str, str]]:
+    return {(a, b) for a, b in zip(word, word[1:])}
 
-    Written from the algorithm, not from the fast path above: regex lower-casing that skips
-    special strings, sequential ``split`` on each special string with 2.8's keep/drop rules,
-    GPT-2 regex, byte encoder and the rank-ordered merge loop (with a per-word cache, as 2.8 had).
+
+class ReferenceRobertaTokenizer:
+    """Pure-Python, one-text-at-a-time restatement of ``RobertaTokenizer(do_lower_case=True).encode`` in 2.8.
+
+    Written from the algorithm, not from the fast path above, and kept to the *call path* of
+    transformers 2.8 so that ``bench/preprocess.py`` times the original's method, not a leaner one:
+    ``encode`` -> ``encode_plus`` -> ``tokenize`` (prefix space; lower-casing through ``re.sub`` with
+    a Python callback per character; ``split_on_tokens`` over the special strings; per piece the GPT-2
+    regex, the byte-encoder join and the cached ``bpe`` whose result is a space-joined string split
+    again) -> ``convert_tokens_to_ids`` (one method chain per token) -> ``prepare_for_model``
+    (``longest_first`` truncation one token per loop iteration, special tokens, the token-type and
+    attention lists). Nothing is added that 2.8 did not do; its logging, tensor conversion and
+    argument checks are left out.
     """
 
-    def __init__(self, vocab: dict[str, int], merges: Sequence[tuple[str, str]], special_tokens: Sequence[str],
-                 unk_token: str = "<unk>", cls_token: str = "<s>", eos_token: str = "</s>"):
+    def __init__(self, encoder: dict[str, int], merges: Sequence[tuple[str, str]], special_ids: dict[str, int]):
         import regex
 
-        self.vocab = vocab
-        self.ranks = {tuple(m): i for i, m in enumerate(merges)}
-        self.special_tokens = list(special_tokens)
-        self.unk, self.cls, self.eos = unk_token, cls_token, eos_token
-        self.pattern = regex.compile(GPT2_PATTERN)
-        alternatives = "|".join(re.escape(s) for s in self.special_tokens)
-        self.lower_pattern = re.compile("(" + alternatives + r")|(.+?)")
+        self.encoder = encoder
+        self.bpe_ranks = {tuple(m): i for i, m in enumerate(merges)}
+        # Special strings missing from the BPE vocabulary (the GPT-2 files) are 2.8's added tokens.
+        self.added_tokens_encoder = {s: i for s, i in special_ids.items() if s not in encoder}
+        self._specials = {attr: s for attr, s in _ROBERTA_SPECIALS.items() if s in special_ids}
+        self.unique_added_tokens_encoder = set(self.all_special_tokens) | set(self.added_tokens_encoder)
+        self.init_kwargs = {"do_lower_case": True}
+        self.pat = regex.compile(GPT2_PATTERN)
         self.byte_encoder = byte_to_unicode()
-        self.cache: dict[str, list[str]] = {}
+        self.cache: dict[str, str] = {}
 
     @classmethod
-    def from_tokenizer_json(cls, tokenizer_json: str, special_tokens: Sequence[str]) -> ReferenceRobertaTokenizer:
+    def from_tokenizer_json(cls, tokenizer_json: str, special_ids: dict[str, int]) -> ReferenceRobertaTokenizer:
         """Read vocabulary and merges out of a serialised ``tokenizers`` BPE model."""
         model = json.loads(tokenizer_json)["model"]
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-        return cls(model["vocab"], merges, special_tokens)
+        return cls(model["vocab"], merges, special_ids)
 
     @classmethod
     def from_star(cls, star: StarTokenizer) -> ReferenceRobertaTokenizer:
-        return cls.from_tokenizer_json(star.backend.to_str(), list(star.special_ids))
+        return cls.from_tokenizer_json(star.backend.to_str(), star.special_ids)
 
-    def _lower(self, text: str) -> str:
-        return self.lower_pattern.sub(lambda m: m.group(1) or m.group(2).lower(), text)
+    # 2.8 computed these on every access.
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        return {attr: s for attr, s in self._specials.items() if s}
 
-    def _split_on_token(self, tok: str, text: str) -> list[str]:
-        parts = text.split(tok)
-        result: list[str] = []
-        for i, sub in enumerate(parts):
-            sub = sub.rstrip()
-            if i == 0 and not sub:
-                result.append(tok)
-            elif i == len(parts) - 1:
-                if sub:
-                    result.append(sub)
-            else:
-                if sub:
-                    result.append(sub)
-                result.append(tok)
-        return result
+    @property
+    def all_special_tokens(self) -> list[str]:
+        return list(set(self.special_tokens_map.values()))
 
-    def _bpe(self, word: str) -> list[str]:
-        if word in self.cache:
-            return self.cache[word]
-        parts = list(word)
-        while len(parts) > 1:
-            best, best_rank = None, None
-            for pair in zip(parts, parts[1:]):
-                r = self.ranks.get(pair)
-                if r is not None and (best_rank is None or r < best_rank):
-                    best, best_rank = pair, r
-            if best is None:
+    @property
+    def unk_token(self) -> str:
+        return self._specials["unk_token"]
+
+    @property
+    def cls_token_id(self) -> int:
+        return self.convert_tokens_to_ids(self._specials["cls_token"])
+
+    @property
+    def sep_token_id(self) -> int:
+        return self.convert_tokens_to_ids(self._specials["sep_token"])
+
+    # -- tokenize ------------------------------------------------------------------------------
+
+    def prepare_for_tokenization(self, text: str, add_special_tokens: bool = False, **kwargs) -> str:
+        # 2.8 read text[0] unguarded (an empty query crashed); the guard keeps StarTokenizer's contract.
+        if kwargs.get("add_prefix_space", add_special_tokens) and text and not text[0].isspace():
+            text = " " + text
+        return text
+
+    def tokenize(self, text: str, **kwargs) -> list[str]:
+        specials = self.all_special_tokens
+        text = self.prepare_for_tokenization(text, **kwargs)
+        if self.init_kwargs.get("do_lower_case", False):
+            # The pattern string is rebuilt per call (``re`` caches the compiled form); ``.`` skips
+            # newlines, every other character goes through the callback on its own.
+            pattern = "(" + "|".join(re.escape(s) for s in specials) + ")|(.+?)"
+            text = re.sub(pattern, lambda m: m.groups()[0] or m.groups()[1].lower(), text)
+
+        def split_on_token(tok: str, sub: str) -> list[str]:
+            parts = sub.split(tok)
+            out: list[str] = []
+            for i, part in enumerate(parts):
+                part = part.rstrip()
+                if i == 0 and not part:
+                    out += [tok]
+                elif i == len(parts) - 1:
+                    if part:
+                        out += [part]
+                else:
+                    if part:
+                        out += [part]
+                    out += [tok]
+            return out
+
+        def split_on_tokens(tok_list, sub: str) -> list[str]:
+            if not sub.strip():
+                return []
+            pieces = [sub]
+            for tok in tok_list:
+                nxt: list[str] = []
+                for piece in pieces:
+                    nxt += split_on_token(tok, piece) if piece not in self.unique_added_tokens_encoder else [piece]
+                pieces = nxt
+            return list(chain.from_iterable(
+                self._tokenize(p) if p not in self.unique_added_tokens_encoder else [p] for p in pieces))
+
+        return split_on_tokens(self.unique_added_tokens_encoder, text)
+
+    def _tokenize(self, text: str) -> list[str]:
+        bpe_tokens: list[str] = []
+        for token in self.pat.findall(text):
+            token = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
+            bpe_tokens.extend(t for t in self.bpe(token).split(" "))
+        return bpe_tokens
+
+    def bpe(self, token: str) -> str:
+        """Rank-ordered merges of one pre-token; the space-joined result is cached per pre-token."""
+        if token in self.cache:
+            return self.cache[token]
+        word = tuple(token)
+        pairs = _symbol_pairs(word)
+        if not pairs:
+            return token
+        while True:
+            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if bigram not in self.bpe_ranks:
                 break
-            merged, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
-                    merged.append(parts[i] + parts[i + 1])
+            first, second = bigram
+            merged: list[str] = []
+            i = 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                except ValueError:
+                    merged.extend(word[i:])
+                    break
+                merged.extend(word[i:j])
+                i = j
+                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                    merged.append(first + second)
                     i += 2
                 else:
-                    merged.append(parts[i])
+                    merged.append(word[i])
                     i += 1
-            parts = merged
-        self.cache[word] = parts
-        return parts
+            word = tuple(merged)
+            if len(word) == 1:
+                break
+            pairs = _symbol_pairs(word)
+        joined = " ".join(word)
+        self.cache[token] = joined
+        return joined
 
-    def tokenize(self, text: str, add_special_tokens: bool) -> list[str]:
-        if add_special_tokens and text and not text[0].isspace():
-            text = " " + text
-        text = self._lower(text)
-        if not text.strip():
-            return []
-        pieces = [text]
-        for tok in self.special_tokens:
-            nxt: list[str] = []
-            for p in pieces:
-                nxt += [p] if p in self.special_tokens else self._split_on_token(tok, p)
-            pieces = nxt
-        tokens: list[str] = []
-        for p in pieces:
-            if p in self.special_tokens:
-                tokens.append(p)
-                continue
-            for word in self.pattern.findall(p):
-                tokens += self._bpe("".join(self.byte_encoder[b] for b in word.encode("utf-8")))
-        return tokens
+    # -- ids -----------------------------------------------------------------------------------
 
-    def encode(self, text: str, add_special_tokens: bool, max_length: int) -> list[int]:
-        unk = self.vocab[self.unk]
-        ids = [self.vocab.get(t, unk) for t in self.tokenize(text, add_special_tokens)]
-        if not add_special_tokens:
-            return ids[:max_length]
-        return [self.vocab[self.cls], *ids[: max_length - 2], self.vocab[self.eos]]
+    def convert_tokens_to_ids(self, tokens):
+        if isinstance(tokens, str):
+            return self._convert_token_to_id_with_added_voc(tokens)
+        ids = []
+        for token in tokens:
+            ids.append(self._convert_token_to_id_with_added_voc(token))
+        return ids
+
+    def _convert_token_to_id_with_added_voc(self, token: str) -> int:
+        if token in self.added_tokens_encoder:
+            return self.added_tokens_encoder[token]
+        return self._convert_token_to_id(token)
+
+    def _convert_token_to_id(self, token: str) -> int:
+        return self.encoder.get(token, self.encoder.get(self.unk_token))
+
+    # -- encode --------------------------------------------------------------------------------
+
+    def encode(self, text: str, add_special_tokens: bool = True, max_length: int | None = None) -> list[int]:
+        """``input_ids`` of 2.8's ``encode(text, add_special_tokens=..., max_length=...)``."""
+        return self.encode_plus(text, add_special_tokens=add_special_tokens, max_length=max_length)["input_ids"]
+
+    def encode_plus(self, text: str, add_special_tokens: bool = True, max_length: int | None = None,
+                    **kwargs) -> dict[str, list[int]]:
+        def get_input_ids(t):
+            if isinstance(t, str):
+                return self.convert_tokens_to_ids(self.tokenize(t, add_special_tokens=add_special_tokens, **kwargs))
+            raise ValueError("a string is expected")
+
+        return self.prepare_for_model(get_input_ids(text), max_length=max_length,
+                                      add_special_tokens=add_special_tokens)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return len(self.build_inputs_with_special_tokens([], [] if pair else None))
+
+    def build_inputs_with_special_tokens(self, ids: list[int], pair_ids: list[int] | None = None) -> list[int]:
+        if pair_ids is None:
+            return [self.cls_token_id] + ids + [self.sep_token_id]
+        return [self.cls_token_id] + ids + [self.sep_token_id, self.sep_token_id] + pair_ids + [self.sep_token_id]
+
+    def create_token_type_ids_from_sequences(self, ids: list[int], pair_ids: list[int] | None = None) -> list[int]:
+        cls, sep = [self.cls_token_id], [self.sep_token_id]
+        if pair_ids is None:
+            return len(cls + ids + sep) * [0]
+        return len(cls + ids + sep + sep + pair_ids + sep) * [0]
+
+    def truncate_sequences(self, ids: list[int], num_tokens_to_remove: int = 0,
+                           truncation_strategy: str = "longest_first", stride: int = 0):
+        """2.8's single-sequence ``longest_first``: one token per iteration, overflow list prepended."""
+        if num_tokens_to_remove <= 0:
+            return ids, []
+        if truncation_strategy != "longest_first":
+            raise ValueError(f"only longest_first is restated, got {truncation_strategy!r}")
+        overflowing: list[int] = []
+        for _ in range(num_tokens_to_remove):
+            overflowing = [ids[-1]] + overflowing
+            ids = ids[:-1]
+        window = min(len(ids), stride)
+        if window > 0:
+            overflowing = ids[-window:] + overflowing
+        return ids, overflowing
+
+    def prepare_for_model(self, ids: list[int], max_length: int | None = None, add_special_tokens: bool = True,
+                          stride: int = 0, truncation_strategy: str = "longest_first") -> dict[str, list[int]]:
+        total_len = len(ids) + (self.num_special_tokens_to_add(pair=False) if add_special_tokens else 0)
+        if max_length and total_len > max_length:
+            ids, _ = self.truncate_sequences(ids, num_tokens_to_remove=total_len - max_length,
+                                             truncation_strategy=truncation_strategy, stride=stride)
+        if add_special_tokens:
+            sequence = self.build_inputs_with_special_tokens(ids)
+            token_type_ids = self.create_token_type_ids_from_sequences(ids)
+        else:
+            sequence = ids
+            token_type_ids = [0] * len(ids)
+        return {"input_ids": sequence, "token_type_ids": token_type_ids, "attention_mask": [1] * len(sequence)}

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from SeDR import data
 from SeDR.data import SegmentSpec
 from SeDR.modeling import TrainOutput
+from SeDR.modeling.cross_device import globalize_batch
 from SeDR.runtime import Precision
 
 logger = logging.getLogger(__name__)
@@ -124,8 +125,8 @@ class _TupleOutput(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch, cache=None):
-        out = self.model(batch, cache=cache)
+    def forward(self, batch, cache=None, negatives_x_device=False):
+        out = self.model(batch, cache=cache, negatives_x_device=negatives_x_device)
         return out.loss, out.accuracy, out.num_rows
 
 
@@ -151,6 +152,10 @@ class Trainer:
         # static_graph lets classes that never read some parameters (E_seg of the MaxP-style
         # classes) work with non-reentrant checkpointing, which find_unused_parameters does not.
         self.forward_model = model
+        # Cross-device negatives only mean something with several ranks (SeDR.modeling.cross_device).
+        self.negatives_x_device = bool(getattr(args, "negatives_x_device", False)) and world_size > 1
+        if getattr(args, "negatives_x_device", False) and world_size == 1:
+            logger.warning("--negatives_x_device has no effect in a single process (one rank's batch is all there is)")
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -282,9 +287,11 @@ class Trainer:
             bar = tqdm(loader, total=len(self.sampler), desc=f"epoch {epoch + 1}/{self.epochs_to_run}",
                        unit="batch", disable=not self.is_main or None)
             for micro_step, batch in enumerate(bar):
+                if self.negatives_x_device:
+                    batch = globalize_batch(batch, self.data.rel)  # masks over every rank's documents
                 batch = batch.to(self.device)
                 with self.precision.autocast():
-                    out = self.forward_model(batch, cache=self.cache)
+                    out = self.forward_model(batch, cache=self.cache, negatives_x_device=self.negatives_x_device)
                     if isinstance(out, tuple):
                         out = TrainOutput(*out)
                 loss = out.loss

@@ -201,3 +201,82 @@ def test_sampler_shards_the_plan_across_ranks():
     plan = full.plan()
     assert len(ranks[0]) == len(ranks[1]) == len(plan) // 2
     assert list(ranks[0]) == plan[0: 2 * (len(plan) // 2): 2] and list(ranks[1]) == plan[1: 2 * (len(plan) // 2): 2]
+
+
+# --------------------------------------------------------------------------------------------
+# Row groups (issue 7): rows of a pass bucketed by real width
+# --------------------------------------------------------------------------------------------
+
+
+def plan_cost(groups, widths, P, overhead):
+    return sum(len(rows) * (max(widths[r] for r in rows) + P) + overhead for rows in groups)
+
+
+def set_partitions(items):
+    """Every partition of ``items`` into non-empty blocks (Bell(n) of them)."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in set_partitions(rest):
+        yield [[first], *part]
+        for k in range(len(part)):
+            yield [*part[:k], [first, *part[k]], *part[k + 1:]]
+
+
+def test_row_group_plan_hand_oracle():
+    # widths 10, 10, 30, 31 with P = 3: one group 4·34 + o; {10,10}{30,31} 2·13 + 2·34 + 2o; all apart 26 + 33 + 34 + 3o.
+    w = np.array([30, 10, 31, 10])
+    plan = data.plan_row_groups(w, 3, group_overhead=5)  # 141 vs 104 vs 108
+    assert [(rows.tolist(), width) for rows, width in plan] == [([1, 3], 10), ([0, 2], 31)]
+    plan = data.plan_row_groups(w, 3, group_overhead=0)  # 136 vs 94 vs 93
+    assert [(rows.tolist(), width) for rows, width in plan] == [([1, 3], 10), ([0], 30), ([2], 31)]
+    assert [rows.tolist() for rows, _ in data.plan_row_groups(w, 3, group_overhead=100)] == [[0, 1, 2, 3]]
+    assert data.plan_row_groups(np.zeros(0, dtype=int), 3) == []
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_row_group_plan_is_a_minimum_cost_partition(seed):
+    """The plan covers every row once, each group's width is its widest row, and no partition costs less."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 8))
+    widths = rng.choice([3, 5, 9, 17, 40, 41], size=n)
+    P, overhead = int(rng.integers(0, 4)), int(rng.choice([0, 4, 20, 60]))
+    plan = data.plan_row_groups(widths, P, overhead)
+    assert sorted(np.concatenate([rows for rows, _ in plan]).tolist()) == list(range(n))
+    assert all(w == widths[rows].max() for rows, w in plan)
+    brute = min(plan_cost(g, widths, P, overhead) for g in set_partitions(list(range(n))))
+    assert plan_cost([rows.tolist() for rows, _ in plan], widths, P, overhead) == brute
+
+
+def test_collate_row_groups_match_the_compact_rows():
+    """``row_groups=True`` implies ``compact``; the groups are the plan of the rows' real widths (c + 2)."""
+    rng = np.random.default_rng(1)
+    spec = SegmentSpec(64, 4)  # L = 57, P = 3
+    docs = [rng.integers(5, 300, size=n) for n in (8, 130, 20, 57, 70)]
+    small = data.collate_documents(docs, range(5), spec, compact=True)
+    grouped = data.collate_documents(docs, range(5), spec, row_groups=True, group_overhead=0)
+    for name in ("input_ids", "attention_mask", "fuse_mat", "seg_counts"):
+        assert torch.equal(getattr(grouped, name), getattr(small, name)), name
+    assert small.row_groups is None
+    g = grouped.row_groups
+    # L = 52, g = 15: 8 -> [8]; 130 -> [52, 52, 26]; 20 -> [20]; 57 -> [52] (tail 5 dropped); 70 -> [52, 18].
+    real = small.attention_mask[:, :-3].sum(1).tolist()  # CLS + content + EOS of each row
+    assert real == [10, 54, 54, 28, 22, 54, 54, 20]
+    # No overhead: one group per distinct width, rows of a group in batch order.
+    assert g.rows.tolist() == [0, 7, 4, 3, 1, 2, 5, 6]
+    assert g.sizes == (1, 1, 1, 1, 4) and g.widths == (10, 20, 22, 28, 54)
+    assert g.num_placeholders == 3
+    # One group is no grouping at all.
+    same = [np.arange(5, 40)] * 3
+    assert data.collate_documents(same, range(3), spec, row_groups=True).row_groups is None
+
+
+def test_segment_batch_to_moves_row_groups():
+    docs = [np.arange(5, 15), np.arange(5, 130)]
+    b = data.collate_documents(docs, [0, 1], SegmentSpec(64, 4), row_groups=True, group_overhead=0)
+    moved = b.to("meta")
+    assert moved.row_groups.rows.device.type == "meta" and moved.input_ids.device.type == "meta"
+    assert moved.row_groups.sizes == b.row_groups.sizes and moved.row_groups.widths == b.row_groups.widths
+    # Constructors without the new field keep working (default None).
+    assert data.SegmentBatch(b.input_ids, b.attention_mask, b.seg_counts, b.fuse_mat, b.doc_offsets, 4).row_groups is None

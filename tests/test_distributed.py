@@ -14,6 +14,7 @@ from conftest import cwd
 from safetensors.torch import load_file
 
 from SeDR import inference, retrieval
+from SeDR.modeling import cross_entropy_scores
 
 INFER = ["--model_class", "STAR_MaxP", "--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4",
          "--model_path", "./data/star", "--faiss_gpus", "0", "--max_bsize", "7"]
@@ -50,12 +51,14 @@ def _worker(rank: int, world: int, port: int, root: str, task: str, out: str):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     with cwd(root):
-        if task == "train":
+        if task.startswith("train"):
             from SeDR import train
 
-            trainer = train.run(TRAIN)
+            x_device = task == "train_x"
+            extra = ["--negatives_x_device", "--output_dir", "./data/models_x"] if x_device else []
+            trainer = train.run(TRAIN + extra)
             torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-                       Path(out) / f"rank{rank}.pt")
+                       Path(out) / f"rank{rank}{'_x' if x_device else ''}.pt")
         else:
             inference.main(INFER + ["--output_dir", "./ddp"])
 
@@ -67,16 +70,21 @@ def _spawn(task: str, root: Path, out: Path):
 @pytest.mark.slow
 def test_ddp_training_two_ranks(root, tmp_path):
     _spawn("train", root, tmp_path)
-    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    for k in r0:
-        assert torch.equal(r0[k], r1[k]), k          # gradients were averaged: ranks stay in lockstep
-    ckpt = root / "data" / "models" / "epoch-1-64-4-6-SeDR"   # same name as a single-process run
-    saved = load_file(str(ckpt / "model.safetensors"))
-    assert saved.keys() == r0.keys()
-    for k in saved:
-        assert torch.equal(saved[k], r0[k]), k      # the checkpoint holds rank 0's final weights
+    _spawn("train_x", root, tmp_path)  # the same run with --negatives_x_device
     star = torch.load(root / "data" / "star" / "pytorch_model.bin", weights_only=True)
-    assert not torch.equal(saved["embeddingHead.weight"], star["embeddingHead.weight"])  # it trained
+    for tag, folder in (("", "models"), ("_x", "models_x")):
+        r0, r1 = torch.load(tmp_path / f"rank0{tag}.pt"), torch.load(tmp_path / f"rank1{tag}.pt")
+        for k in r0:
+            assert torch.equal(r0[k], r1[k]), k          # gradients were averaged: ranks stay in lockstep
+        ckpt = root / "data" / folder / "epoch-1-64-4-6-SeDR"   # same name as a single-process run
+        saved = load_file(str(ckpt / "model.safetensors"))
+        assert saved.keys() == r0.keys()
+        for k in saved:
+            assert torch.equal(saved[k], r0[k]), k      # the checkpoint holds rank 0's final weights
+        assert not torch.equal(saved["embeddingHead.weight"], star["embeddingHead.weight"])  # it trained
+    # Gathering changes the loss (more negatives per query), hence the trained weights.
+    plain, gathered = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank0_x.pt")
+    assert not torch.equal(plain["embeddingHead.weight"], gathered["embeddingHead.weight"])
 
 
 @pytest.mark.slow
@@ -87,6 +95,79 @@ def test_torchrun_encoding_equals_single_process(root, tmp_path):
     assert np.array_equal(a.doc_ids, b.doc_ids)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=0, atol=1e-6)
     assert (root / "ddp" / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------- cross-device negatives
+# Rank 0 holds queries 10, 11 and rank 1 query 12 (unequal micro-batches); d = 3, M = 1, h = 1.
+XDEV = {
+    0: {"q": [[1, 0, 0], [0, 1, 0]], "pos": [[2, 0, 0], [0, 1, 0]], "neg": [[0, 0, 1], [1, 1, 0]],
+        "qids": [10, 11], "pos_ids": [100, 101], "neg_ids": [200, 201]},
+    1: {"q": [[0, 0, 1]], "pos": [[0, 0, 3]], "neg": [[0, 1, 0]],
+        "qids": [12], "pos_ids": [102], "neg_ids": [101]},
+}
+XDEV_REL = {10: [100], 11: [101], 12: [102, 200]}
+
+
+def _xdev_worker(rank: int, world: int, port: int, out: str):
+    import torch.distributed as dist
+
+    from SeDR.data import pair_masks
+    from SeDR.modeling import cross_entropy_labels, cross_entropy_loss, star_pairwise_loss
+    from SeDR.modeling.cross_device import gather_objects, gather_rows
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    mine = XDEV[rank]
+    q, pos, neg = (torch.tensor(mine[k], dtype=torch.float32, requires_grad=True) for k in ("q", "pos", "neg"))
+    everyone = gather_objects((mine["pos_ids"], mine["neg_ids"]))
+    rel_mask, hard_mask = pair_masks(mine["qids"], XDEV_REL, [d for p, _ in everyone for d in p],
+                                     [d for _, n in everyone for d in n])
+    pos_all, offset = gather_rows(pos[:, None])  # (3, 1, 3)
+    neg_all, _ = gather_rows(neg[:, None])
+    scores = cross_entropy_scores(q, pos_all, neg_all, rel_mask, hard_mask, positive_offset=offset)
+    labels = cross_entropy_labels(len(q), 0, pos_all.shape[0], offset)
+    ce, _ = cross_entropy_loss(scores, len(q), labels)
+    star, _ = star_pairwise_loss(q, pos_all, neg_all, rel_mask, hard_mask, positive_offset=offset)
+    ce.backward()
+    torch.save({"ce": ce.item(), "star": star.item(), "offset": offset, "rel_mask": rel_mask, "hard_mask": hard_mask,
+                "grads": [t.grad for t in (q, pos, neg)]}, Path(out) / f"xdev{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_gathered_negatives_give_the_hand_computed_loss(tmp_path):
+    import math
+
+    mp.spawn(_xdev_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "xdev0.pt"), torch.load(tmp_path / "xdev1.pt")
+    assert (r0["offset"], r1["offset"]) == (0, 2)
+    # Columns: positives of docs 100, 101, 102 | negatives 200, 201, 101 (rank order).
+    assert r0["rel_mask"].tolist() == [[0, 1, 1], [1, 0, 1]]
+    assert r0["hard_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]       # doc 101 is query 11's positive
+    assert r1["rel_mask"].tolist() == [[1, 1, 0]] and r1["hard_mask"].tolist() == [[0, 1, 1]]  # 200 relevant to 12
+    e = math.e
+    # CE: rows [2,0,0 | 0,1,0] -> 2; [0,1,0 | 0,1,masked] -> 1; rank 1: [0,0,3 | masked,0,0] -> 3.
+    ce0 = ((math.log(e ** 2 + e + 4) - 2) + (math.log(3 + 2 * e) - 1)) / 2
+    ce1 = math.log(4 + e ** 3) - 3
+    assert r0["ce"] == pytest.approx(ce0, abs=1e-6) and r1["ce"] == pytest.approx(ce1, abs=1e-6)
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731  softplus(S - p) over unmasked pairs
+    star0 = (2 * sp(-2) + 2 * sp(-2) + sp(-1)          # query 10 (p = 2): in-batch 0, 0; hard 0, 1, 0
+             + 2 * sp(-1) + sp(-1) + sp(0)) / 9        # query 11 (p = 1): in-batch 0, 0; hard 0, 1 (101 masked)
+    star1 = (2 * sp(-3) + 2 * sp(-3)) / 4               # query 12 (p = 3): in-batch 0, 0; hard 0, 0 (200 masked)
+    assert r0["star"] == pytest.approx(star0, abs=1e-6) and r1["star"] == pytest.approx(star1, abs=1e-6)
+    # Gradients: each rank's rows receive the gradient of the sum of both ranks' losses (one process, brute force).
+    q, pos, neg = (torch.tensor(XDEV[0][k] + XDEV[1][k], dtype=torch.float32, requires_grad=True)
+                   for k in ("q", "pos", "neg"))
+    total = 0
+    for rank, (a, b) in enumerate([(0, 2), (2, 3)]):
+        r = (r0, r1)[rank]
+        s = cross_entropy_scores(q[a:b], pos[:, None], neg[:, None], r["rel_mask"], r["hard_mask"], positive_offset=a)
+        total = total + torch.nn.functional.cross_entropy(s, torch.arange(a, b))
+    total.backward()
+    for rank, (a, b) in enumerate([(0, 2), (2, 3)]):
+        got_q, got_pos, got_neg = (r0, r1)[rank]["grads"]
+        torch.testing.assert_close(got_q, q.grad[a:b], rtol=0, atol=1e-6)
+        torch.testing.assert_close(got_pos, pos.grad[a:b], rtol=0, atol=1e-6)
+        torch.testing.assert_close(got_neg, neg.grad[a:b], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("num_shards", [2, 3, 7])

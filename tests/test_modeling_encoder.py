@@ -7,6 +7,7 @@ explicit in-place loops; the §3.3 one assembles each CLS's key list position by
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -236,3 +237,147 @@ def test_eager_and_sdpa_agree(star_dir, doc_batch):
     eager.load_state_dict(sdpa.state_dict())
     with torch.no_grad():
         assert torch.allclose(sdpa.encode_segments(doc_batch), eager.encode_segments(doc_batch), atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Row groups (issue 7): each layer runs on buckets of rows of similar width
+# --------------------------------------------------------------------------------------------
+
+GROUP_SPEC = SegmentSpec(40, 4)  # L = 28, P = 3, T = 33
+GROUP_LENGTHS = (9, 30, 20, 48, 100, 3, 37, 70)  # 1-4 segments, tails of mixed widths
+
+
+def group_batches(cls_id=0, eos_id=2, pad_id=1, vocab=390):
+    """The same rows twice: fixed padding (no groups) and row groups (no overhead, so several groups)."""
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(5, vocab, size=n) for n in GROUP_LENGTHS]
+    ids = {"cls_id": cls_id, "eos_id": eos_id, "pad_id": pad_id}
+    fixed = collate_documents(docs, range(len(docs)), GROUP_SPEC, **ids)
+    grouped = collate_documents(docs, range(len(docs)), GROUP_SPEC, row_groups=True, group_overhead=0, **ids)
+    assert grouped.row_groups.num_groups >= 4
+    return fixed, grouped
+
+
+def kept_columns(batch: SegmentBatch) -> torch.Tensor:
+    """``(n, T_grouped)`` bool: the columns each row's group runs on."""
+    g = batch.row_groups
+    n, T = batch.input_ids.shape
+    keep = torch.zeros(n, T, dtype=torch.bool)
+    for rows, w in zip(g.rows.split(list(g.sizes)), g.widths):
+        keep[rows, :w] = True
+        keep[rows, T - g.num_placeholders:] = True
+    return keep
+
+
+def encode_both(backbone, fixed, grouped, variant, **kw):
+    """Every layer's states without and with groups; the grouped ones widened back to ``T`` (zeros between)."""
+    seg_types = fixed.segment_types() if hasattr(backbone.embeddings, "segment_type_embeddings") else None
+    fuse = fixed.fuse_mat if variant != enc.PLAIN else None
+    _, ref = enc.encode(backbone, fixed.input_ids, fixed.attention_mask, segment_types=seg_types, fuse_mat=fuse,
+                        variant=variant, output_hidden_states=True, **kw)
+    _, ours = enc.encode(backbone, grouped.input_ids, grouped.attention_mask, segment_types=seg_types, fuse_mat=fuse,
+                         variant=variant, output_hidden_states=True, row_groups=grouped.row_groups, **kw)
+    Tg, P = grouped.input_ids.shape[1], grouped.row_groups.num_placeholders
+    ref = [torch.cat([h[:, : Tg - P], h[:, -P:]], dim=1) for h in ref]  # fixed rows cut to the compact width
+    return ref, ours
+
+
+@pytest.mark.parametrize("variant", [enc.AFTER_LAYER, enc.PLAIN])
+def test_row_groups_equal_full_width_roberta(star_dir, variant):
+    """CLS states (and every kept column) after each layer equal the full-width pass; dropped columns are 0."""
+    model = build_model("SeDR", star_dir, max_seg_num=4).eval()
+    fixed, grouped = group_batches()
+    with torch.no_grad():
+        ref, ours = encode_both(model.backbone, fixed, grouped, variant)
+    keep = kept_columns(grouped)
+    assert not keep.all()  # some columns are dropped
+    for r, o in zip(ref, ours):
+        assert torch.allclose(o[:, 0], r[:, 0], atol=1e-5, rtol=0)
+        assert torch.allclose(o[keep], r[keep], atol=1e-5, rtol=0)
+        assert o[~keep].eq(0).all()
+    if variant == enc.AFTER_LAYER:  # every placeholder holds its sibling's CLS, across groups too
+        g = grouped.row_groups
+        group_of = torch.repeat_interleave(torch.arange(g.num_groups), torch.tensor(g.sizes))[torch.argsort(g.rows)]
+        fuse = grouped.fuse_mat
+        assert (group_of[fuse] != group_of[:, None]).any()
+        for h in ours:
+            assert torch.equal(h[:, -3:], h[:, 0][fuse])
+
+
+def test_row_groups_equal_full_width_bert_absolute_positions():
+    """BERT positions 0..T-1 are taken on the full row, so the placeholders keep positions T-P..T-1."""
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=37, max_position_embeddings=64, pad_token_id=0)
+    torch.manual_seed(0)
+    bert = BertModel(cfg, add_pooling_layer=False).eval()
+    enc.add_segment_type_embeddings(bert, 4, 0.02)
+    fixed, grouped = group_batches(cls_id=101, eos_id=102, pad_id=0, vocab=100)
+    with torch.no_grad():
+        ref, ours = encode_both(bert, fixed, grouped, enc.AFTER_LAYER, position_rule=enc.ABSOLUTE_POSITIONS,
+                                padding_idx=0)
+    for r, o in zip(ref, ours):
+        assert torch.allclose(o[:, 0], r[:, 0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_row_groups_same_gradients(star_dir, ckpt):
+    """Gradients of every parameter equal the full-width pass's, with and without gradient checkpointing."""
+    model = build_model("SeDR", star_dir, max_seg_num=4).eval()  # eval: no dropout, so the passes compare
+    fixed, grouped = group_batches()
+    grads = []
+    for batch, use_ckpt in ((fixed, False), (grouped, ckpt)):
+        model.zero_grad()
+        h = enc.encode(model.backbone, batch.input_ids, batch.attention_mask, segment_types=batch.segment_types(),
+                       fuse_mat=batch.fuse_mat, variant=enc.AFTER_LAYER, gradient_checkpointing=use_ckpt,
+                       row_groups=batch.row_groups)
+        out = model.head(h[:, 0])
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    ref, ours = grads
+    assert ref.keys() == ours.keys() and len(ref) > 10
+    for k in ref:
+        assert torch.allclose(ours[k], ref[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_row_groups_checkpointing_in_train_mode(star_dir):
+    """Dropout on: non-reentrant checkpointing of each group's layer call restores the RNG, results agree."""
+    model = build_model("SeDR", star_dir, max_seg_num=4).train()
+    _, grouped = group_batches()
+    results = []
+    for ckpt in (False, True):
+        model.gradient_checkpointing = ckpt
+        model.zero_grad()
+        torch.manual_seed(7)
+        out = model.encode_documents(grouped)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (o1, g1), (o2, g2) = results
+    assert torch.allclose(o1, o2, atol=1e-6) and g1.keys() == g2.keys()
+    for k in g1:
+        assert torch.allclose(g1[k], g2[k], atol=1e-6), k
+
+
+@pytest.mark.parametrize("name", ["SeDR", "SeDR_without_LateCache", "SeDR_MaxP", "SeDR_Transformer_Head",
+                                  "STAR_MaxP", "SeDR_Global_Attention"])
+def test_model_classes_with_row_groups(star_dir, name):
+    """``encode_segments`` of a grouped batch equals fixed padding; the Global-Attention encoder ignores groups."""
+    model = build_model(name, star_dir, max_seg_num=4).eval()
+    fixed, grouped = group_batches()
+    with torch.no_grad():
+        ours, ref = model.encode_segments(grouped), model.encode_segments(fixed)
+        assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+        if name == "SeDR_Global_Attention":
+            plain = SegmentBatch(grouped.input_ids, grouped.attention_mask, grouped.seg_counts, grouped.fuse_mat,
+                                 grouped.doc_offsets, grouped.max_seg_num)
+            assert torch.equal(ours, model.encode_segments(plain))
+
+
+def test_row_groups_must_match_the_fuse_matrix(star_dir):
+    model = build_model("SeDR", star_dir, max_seg_num=4).eval()
+    _, grouped = group_batches()
+    bad = dataclasses.replace(grouped.row_groups, num_placeholders=2)
+    with pytest.raises(ValueError, match="placeholder"):
+        enc.encode(model.backbone, grouped.input_ids, grouped.attention_mask, fuse_mat=grouped.fuse_mat,
+                   variant=enc.AFTER_LAYER, row_groups=bad)

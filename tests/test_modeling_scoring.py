@@ -145,7 +145,7 @@ def test_scores_stay_fp32_under_autocast():
     q = torch.randn(2, 8)
     D = torch.randn(3, 2, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        S = cross_entropy_scores(q.bfloat16(), D.bfloat16(), D[:2].bfloat16(), torch.zeros(2, 2), torch.ones(2, 2))
+        S = cross_entropy_scores(q.bfloat16(), D[:2].bfloat16(), D[1:].bfloat16(), torch.zeros(2, 2), torch.ones(2, 2))
         loss, _ = cross_entropy_loss(S, 2)
     assert S.dtype == torch.float32 and loss.dtype == torch.float32
     assert (S == MASKED_SCORE).sum().item() == 2  # the -10000 mask survives exactly in fp32

@@ -199,3 +199,94 @@ def test_bert_document_text_uses_the_separator(bert_star, tokenizer_dir):
     assert document_text(line, 100, bert_star.field_separator) == "man:open(2)[SEP]Open[SEP]the files"
     assert document_text(line, 100) == "man:open(2)</s>Open</s>the files"     # default unchanged
     assert bert_star.encode_documents([document_text(line, 100, "[SEP]")], BIG)[0].count(4) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# The word-cache path (our regex + per-pre-token ids) against the backend alone
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def backend_only(star):
+    return StarTokenizer(star.backend, star.special_ids, star.cls_id, star.eos_id, word_cache=False)
+
+
+def random_texts(seed, n, max_len):
+    # U+0558 and U+208F: classified differently by the regex module's and the backend's Unicode
+    # tables at the time of writing; \x1c and \x85: whitespace edge cases; the rest common text.
+    alphabet = list("abcXYZ '\t\n.,!?0123-") + ["  ", "   ", "'s", "'ll", "</s>", "<mask>", "é", "’", "—", "\u00a0",
+                                                "\u2003", "\x85", "\x1c", "😀", "日本", "İ", "Σ", "\u0558", "\u208f",
+                                                "caf\u0301e", " word", " x1"]
+    rng = random.Random(seed)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, max_len))) for _ in range(n)]
+
+
+def test_word_cache_path_equals_the_backend_alone(star, backend_only):
+    assert star._words is not None and backend_only._words is None     # byte-level BPE: path in use
+    for seed in range(4):     # several calls: later ones read ids cached by earlier ones
+        texts = random_texts(seed, 400, 60)
+        assert star.encode_documents(texts, BIG) == backend_only.encode_documents(texts, BIG)
+        assert star.encode_queries(texts, 40) == backend_only.encode_queries(texts, 40)
+    assert star._char_ok["é"] is True and "a" not in star._char_ok     # only non-ASCII is probed
+
+
+def test_a_character_the_engines_disagree_on_goes_to_the_backend(star, backend_only):
+    fresh = StarTokenizer(star.backend, star.special_ids, star.cls_id, star.eos_id)
+    assert fresh._pretokenizable("plain ascii") and fresh._pretokenizable("café")
+    fresh._char_ok["é"] = False                      # as if the tables differed for "é"
+    assert not fresh._pretokenizable("café") and fresh._pretokenizable("cafe")
+    before = len(fresh._word_ids)
+    assert fresh.encode_documents(["café au lait"], BIG) == backend_only.encode_documents(["café au lait"], BIG)
+    assert len(fresh._word_ids) == before            # the piece never reached the word cache
+
+
+def test_word_cache_is_emptied_when_full(star, backend_only, monkeypatch):
+    import regex
+
+    from SeDR import tokenization
+
+    monkeypatch.setattr(tokenization, "WORD_CACHE_LIMIT", 30)
+    fresh = StarTokenizer(star.backend, star.special_ids, star.cls_id, star.eos_id)
+    first = ["one two three four five six seven eight nine ten"]
+    second = [" ".join(f"w{i}x" for i in range(25))]
+    fresh.encode_documents(first, BIG)
+    assert len(fresh._word_ids) == 10
+    assert fresh.encode_documents(second, BIG) == backend_only.encode_documents(second, BIG)
+    # 10 + 25 > 30: emptied, then filled with the second call's pre-tokens only
+    assert set(fresh._word_ids) == set(regex.findall(tokenization.GPT2_PATTERN, second[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The 2.8 call path restated by the reference
+# ----------------------------------------------------------------------------------------------
+
+def test_reference_truncation_and_model_inputs_as_2_8(ref):
+    assert ref.truncate_sequences([1, 2, 3, 4, 5], num_tokens_to_remove=2) == ([1, 2, 3], [4, 5])
+    assert ref.truncate_sequences([1, 2, 3, 4, 5], num_tokens_to_remove=2, stride=1) == ([1, 2, 3], [3, 4, 5])
+    assert ref.truncate_sequences([1, 2], num_tokens_to_remove=0) == ([1, 2], [])
+    out = ref.prepare_for_model([7, 8, 9], max_length=4, add_special_tokens=True)
+    assert out == {"input_ids": [0, 7, 8, 2], "token_type_ids": [0] * 4, "attention_mask": [1] * 4}
+    assert ref.prepare_for_model([7, 8, 9], max_length=2, add_special_tokens=False)["input_ids"] == [7, 8]
+    assert ref.num_special_tokens_to_add() == 2
+
+
+def test_reference_bpe_cache_holds_space_joined_strings(ref):
+    word = "".join(byte_to_unicode()[b] for b in b" hello")
+    joined = ref.bpe(word)
+    assert "".join(joined.split(" ")) == word and ref.cache[word] == joined
+    assert ref.bpe("x") == "x" and "x" not in ref.cache           # 2.8 returned single symbols uncached
+
+
+def test_reference_special_strings_outside_the_vocabulary(star, ref):
+    """The GPT-2 files case: special strings are 2.8 "added tokens" with ids after the vocabulary."""
+    import json
+
+    vocab = json.loads(star.backend.to_str())["model"]["vocab"]
+    merges = list(ref.bpe_ranks)
+    plain = {t: i for t, i in vocab.items() if t not in star.special_ids}
+    shifted = {s: 10_000 + i for s, i in star.special_ids.items()}
+    added = ReferenceRobertaTokenizer(plain, merges, shifted)
+    assert added.added_tokens_encoder == shifted
+    text = "Foo</s>bar <unk> baz"
+    expected = [10_000 + i if i in star.special_ids.values() else i for i in ref.encode(text, False, BIG)]
+    assert added.encode(text, False, BIG) == expected
+    assert added.encode("x", True, BIG)[0] == 10_000 + star.cls_id

@@ -33,6 +33,7 @@ from SeDR.modeling.models import (
 from SeDR.modeling.scoring import (
     MASKED_SCORE,
     LateCache,
+    cross_entropy_labels,
     cross_entropy_loss,
     cross_entropy_scores,
     max_segment_scores,
@@ -42,6 +43,6 @@ from SeDR.modeling.scoring import (
 __all__ = [
     "MODEL_REGISTRY", "MASKED_SCORE", "DenseRetriever", "ModelConfigError", "LateCache", "LoadReport", "SeDR", "SeDRGlobalAttention",
     "SeDRMaxP", "SeDRTransformerHead", "SeDRWithoutLateCache", "StarMaxP", "StarMulti", "TrainOutput",
-    "UnknownModelClassError", "build_model", "cross_entropy_loss", "cross_entropy_scores", "get_model_class",
+    "UnknownModelClassError", "build_model", "cross_entropy_labels", "cross_entropy_loss", "cross_entropy_scores", "get_model_class",
     "load_model", "load_weights_into", "max_segment_scores", "register", "save_pretrained", "star_pairwise_loss",
 ]

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from SeDR.batch import RowGroups
+
 # Additive attention-mask value of HF 4.12 (SPEC §0, §3.3; §10 #38 DECIDE: kept, also for attention).
 ATTENTION_MASK_VALUE = -10000.0
 
@@ -113,14 +115,16 @@ def run_layer(layer: nn.Module, hidden: torch.Tensor, mask4d: torch.Tensor | Non
     return out[0] if isinstance(out, tuple) else out
 
 
-def broadcast_cls(hidden: torch.Tensor, fuse_mat: torch.Tensor) -> torch.Tensor:
+def broadcast_cls(hidden: torch.Tensor, fuse_mat: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
     """Write the sibling segments' CLS states into the last ``P`` positions, out of place (SPEC §3.2).
 
-    ``hidden[r, T-P+j] ← hidden[fuse_mat[r, j], 0]``; gradients flow into the siblings' CLS states.
+    ``hidden[r, T-P+j] ← cls[fuse_mat[r, j]]`` with ``cls = hidden[:, 0]`` by default; a row group
+    passes the CLS states of every row of the pass instead. Gradients flow into the siblings' CLS states.
     """
     n, T, H = hidden.shape
     P = fuse_mat.shape[1]
-    gathered = hidden[:, 0][fuse_mat.reshape(-1)].view(n, P, H)  # (n, P, H)
+    cls = hidden[:, 0] if cls is None else cls  # (N, H)
+    gathered = cls[fuse_mat.reshape(-1)].view(n, P, H)  # (n, P, H)
     return torch.cat([hidden[:, : T - P], gathered], dim=1)  # (n, T, H)
 
 
@@ -194,8 +198,14 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
            position_rule: str = ROBERTA_POSITIONS, padding_idx: int = 1,
            segment_types: torch.Tensor | None = None, fuse_mat: torch.Tensor | None = None,
            variant: str = PLAIN, gradient_checkpointing: bool = False,
-           output_hidden_states: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+           output_hidden_states: bool = False,
+           row_groups: RowGroups | None = None) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Last hidden states ``(n, T, H)`` of the stock backbone driven layer by layer.
+
+    With ``row_groups`` (PLAIN and AFTER_LAYER only; GLOBAL ignores them because its CLS attends
+    to every column of the sibling rows, §3.3) each layer runs group by group, each group on its
+    own leading columns plus the ``P`` placeholders (:func:`encode_row_groups`); the columns a
+    group drops are all masked padding and come back as zeros.
 
     Args:
         position_rule: :data:`ROBERTA_POSITIONS` (PAD -> ``padding_idx``) or :data:`ABSOLUTE_POSITIONS`.
@@ -205,6 +215,7 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
         gradient_checkpointing: recompute each layer in backward (non-reentrant; RNG state preserved).
         output_hidden_states: also return the state after every layer step (after the §3.2 overwrite;
             for §3.3 the inputs of layers 2..N after their broadcast, then the output).
+        row_groups: optional bucketing of the rows by real width (:class:`~SeDR.batch.RowGroups`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown encoder variant {variant!r}; expected one of {VARIANTS}")
@@ -214,12 +225,16 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
         position_ids = absolute_position_ids(input_ids)
     else:
         raise ValueError(f"unknown position rule {position_rule!r}")
-    hidden = embed(backbone, input_ids, position_ids, segment_types)  # (n, T, H)
     dtype = compute_dtype(backbone.embeddings.word_embeddings.weight)
     add_mask = additive_mask(attention_mask, dtype)  # (n, T)
-    mask4d = add_mask[:, None, None, :]  # (n, 1, 1, T)
     use_ckpt = gradient_checkpointing and torch.is_grad_enabled()
     interact = fuse_mat is not None and fuse_mat.shape[1] > 0
+    if row_groups is not None and variant != GLOBAL:
+        return encode_row_groups(backbone, input_ids, position_ids, add_mask, row_groups,
+                                 segment_types=segment_types, fuse_mat=fuse_mat if interact else None,
+                                 variant=variant, use_ckpt=use_ckpt, output_hidden_states=output_hidden_states)
+    hidden = embed(backbone, input_ids, position_ids, segment_types)  # (n, T, H)
+    mask4d = add_mask[:, None, None, :]  # (n, 1, 1, T)
     states = []
     for layer in backbone.encoder.layer:
         if variant == GLOBAL:
@@ -238,3 +253,67 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
         if output_hidden_states:
             states.append(hidden)
     return (hidden, states) if output_hidden_states else hidden
+
+
+def keep_columns(x: torch.Tensor, width: int, num_placeholders: int) -> torch.Tensor:
+    """Columns ``[0, width)`` and the last ``P`` of ``x`` (dim 1): a row group's view of the pass."""
+    T = x.shape[1]
+    if width + num_placeholders >= T:
+        return x
+    return torch.cat([x[:, :width], x[:, T - num_placeholders:]], dim=1)
+
+
+def restore_columns(x: torch.Tensor, T: int, num_placeholders: int) -> torch.Tensor:
+    """Inverse of :func:`keep_columns` on ``(n_g, w + P, H)``: zeros in the dropped columns, ``(n_g, T, H)``."""
+    n, W, H = x.shape
+    if W == T:
+        return x
+    w = W - num_placeholders
+    return torch.cat([x[:, :w], x.new_zeros(n, T - W, H), x[:, w:]], dim=1)  # (n_g, T, H)
+
+
+def encode_row_groups(backbone: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                      add_mask: torch.Tensor, row_groups: RowGroups, *, segment_types: torch.Tensor | None,
+                      fuse_mat: torch.Tensor | None, variant: str, use_ckpt: bool,
+                      output_hidden_states: bool) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`encode` with each layer run group by group (PLAIN, AFTER_LAYER).
+
+    Rows interact only through the CLS broadcast between layers (§3.2), so each group can run on
+    its own columns: position ids were computed on the full rows, so the kept tokens keep theirs,
+    and every dropped column is masked padding of every row of the group. After each layer the
+    CLS states of all rows (in group order) are gathered once and each group's placeholders are
+    filled from them, exactly as :func:`broadcast_cls` does on the whole pass. Returns ``(n, T, H)``
+    in batch row order with zeros in the dropped columns.
+    """
+    n, T = input_ids.shape
+    P = row_groups.num_placeholders
+    if fuse_mat is not None and fuse_mat.shape[1] != P:
+        raise ValueError(f"row groups keep {P} placeholder columns, the fuse matrix has {fuse_mat.shape[1]}")
+    rows = row_groups.rows.to(input_ids.device)
+    inverse = torch.empty_like(rows)
+    inverse[rows] = torch.arange(n, device=rows.device)  # batch row -> position in group order
+    group_rows = rows.split(list(row_groups.sizes))
+    groups = []
+    for r, w in zip(group_rows, row_groups.widths):
+        ids = keep_columns(input_ids[r], w, P)  # (n_g, w + P)
+        pos = keep_columns(position_ids[r], w, P)  # (n_g, w + P)
+        seg = None if segment_types is None else segment_types[r]  # (n_g,)
+        mask4d = keep_columns(add_mask[r], w, P)[:, None, None, :]  # (n_g, 1, 1, w + P)
+        fuse = None if fuse_mat is None else inverse[fuse_mat[r]]  # (n_g, P) into the group-order CLS
+        groups.append((embed(backbone, ids, pos, seg), mask4d, fuse))
+    hiddens = [h for h, _, _ in groups]
+
+    def assemble(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([restore_columns(h, T, P) for h in parts])[inverse]  # (n, T, H)
+
+    states = []
+    for layer in backbone.encoder.layer:
+        hiddens = [checkpoint(run_layer, layer, h, m, use_reentrant=False) if use_ckpt else run_layer(layer, h, m)
+                   for h, (_, m, _) in zip(hiddens, groups)]
+        if variant == AFTER_LAYER and fuse_mat is not None:
+            cls = torch.cat([h[:, 0] for h in hiddens])  # (n, H) in group order
+            hiddens = [broadcast_cls(h, f, cls) for h, (_, _, f) in zip(hiddens, groups)]
+        if output_hidden_states:
+            states.append(assemble(hiddens))
+    out = assemble(hiddens)
+    return (out, states) if output_hidden_states else out

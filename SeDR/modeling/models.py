@@ -22,7 +22,14 @@ from torch import nn
 from SeDR.batch import QueryBatch, SegmentBatch, TrainBatch
 from SeDR.errors import SeDRInputError
 from SeDR.modeling import encoder as enc
-from SeDR.modeling.scoring import LateCache, cross_entropy_loss, cross_entropy_scores, star_pairwise_loss
+from SeDR.modeling.cross_device import gather_rows
+from SeDR.modeling.scoring import (
+    LateCache,
+    cross_entropy_labels,
+    cross_entropy_loss,
+    cross_entropy_scores,
+    star_pairwise_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,11 +185,13 @@ class DenseRetriever(nn.Module):
         save_pretrained(self, folder)
 
     # ------------------------------------------------------------------ encoders
-    def _encode(self, input_ids, attention_mask, *, segment_types=None, fuse_mat=None, variant=None):
+    def _encode(self, input_ids, attention_mask, *, segment_types=None, fuse_mat=None, variant=None,
+                row_groups=None):
         return enc.encode(self.backbone, input_ids, attention_mask, position_rule=self.position_rule,
                           padding_idx=self.special_ids["pad_id"], segment_types=segment_types,
                           fuse_mat=fuse_mat, variant=variant or self.variant,
-                          gradient_checkpointing=self.gradient_checkpointing and self.training)
+                          gradient_checkpointing=self.gradient_checkpointing and self.training,
+                          row_groups=row_groups)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """``LayerNorm(W·h + b)`` (SPEC §4.1)."""
@@ -199,12 +208,16 @@ class DenseRetriever(nn.Module):
                              f"the batch has max_seg_num={batch.max_seg_num}")
 
     def segment_cls(self, batch: SegmentBatch) -> torch.Tensor:
-        """Last-layer CLS state of every segment row, ``(n_seg, H)``, with this class's document encoder."""
+        """Last-layer CLS state of every segment row, ``(n_seg, H)``, with this class's document encoder.
+
+        The batch's row groups (if any) are passed on: PLAIN and AFTER_LAYER encoders run each
+        group at its own width, the GLOBAL one ignores them (:func:`SeDR.modeling.encoder.encode`).
+        """
         self._check_batch(batch)
         interacting = self.variant != enc.PLAIN
         hidden = self._encode(batch.input_ids, batch.attention_mask,
                               segment_types=batch.segment_types() if self.uses_segment_types else None,
-                              fuse_mat=batch.fuse_mat if interacting else None)
+                              fuse_mat=batch.fuse_mat if interacting else None, row_groups=batch.row_groups)
         return hidden[:, 0]
 
     def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
@@ -217,19 +230,33 @@ class DenseRetriever(nn.Module):
         return scatter_segments(seg, batch)
 
     # ------------------------------------------------------------------ training forward
-    def forward(self, batch: TrainBatch, cache: LateCache | None = None) -> TrainOutput:
+    def forward(self, batch: TrainBatch, cache: LateCache | None = None,
+                negatives_x_device: bool = False) -> TrainOutput:
+        """Loss of one micro-batch (SPEC §4.2-§4.7).
+
+        ``negatives_x_device``: score against the positives and hard negatives of every rank
+        (:mod:`SeDR.modeling.cross_device`); the batch's masks must then already span them
+        (:func:`~SeDR.modeling.cross_device.globalize_batch`). The Late-Cache keeps this rank's rows.
+        """
         if cache is not None and not self.uses_cache:
             raise ValueError(f"{self.model_class_name} does not use a Late-Cache; pass cache=None")
         q = self.encode_queries(batch.queries)  # (B, d)
         pos = self.encode_documents(batch.positives)  # (B, M, d)
         neg = self.encode_documents(batch.negatives)  # (B·h, M, d)
         B = q.shape[0]
+        pos_cols, neg_cols, offset = pos, neg, 0
+        if negatives_x_device:
+            pos_cols, offset = gather_rows(pos)  # (N, M, d): every rank's positives, rank order
+            neg_cols, _ = gather_rows(neg)  # (N', M, d)
         if self.loss_kind == "pairwise":
-            loss, acc = star_pairwise_loss(q, pos, neg, batch.rel_pair_mask, batch.hard_pair_mask)
+            loss, acc = star_pairwise_loss(q, pos_cols, neg_cols, batch.rel_pair_mask, batch.hard_pair_mask,
+                                           positive_offset=offset)
             return TrainOutput(loss, acc, B)
         cq, cp, cn = cache.contents(q.device) if cache is not None else (None, None, None)
-        scores = cross_entropy_scores(q, pos, neg, batch.rel_pair_mask, batch.hard_pair_mask, cq, cp, cn)
-        loss, acc = cross_entropy_loss(scores, B)
+        scores = cross_entropy_scores(q, pos_cols, neg_cols, batch.rel_pair_mask, batch.hard_pair_mask, cq, cp, cn,
+                                      positive_offset=offset)
+        labels = cross_entropy_labels(B, scores.shape[0] - B, pos_cols.shape[0], offset, device=scores.device)
+        loss, acc = cross_entropy_loss(scores, B, labels)
         if cache is not None:
             cache.push(q, pos, neg)  # after the loss: the current batch is not its own cache (§4.3)
         return TrainOutput(loss, acc, scores.shape[0])

@@ -45,7 +45,7 @@ def cross_entropy_scores(queries: torch.Tensor, positives: torch.Tensor, negativ
                          rel_pair_mask: torch.Tensor, hard_pair_mask: torch.Tensor,
                          cached_queries: torch.Tensor | None = None,
                          cached_positives: torch.Tensor | None = None,
-                         cached_negatives: torch.Tensor | None = None) -> torch.Tensor:
+                         cached_negatives: torch.Tensor | None = None, positive_offset: int = 0) -> torch.Tensor:
     """Masked score matrix of the in-batch + hard-negative CE loss with an optional Late-Cache (SPEC §4.2-§4.3).
 
     Layout (``B`` queries, ``C`` cached queries, ``h`` hard negatives per query, ``C' = C·h``)::
@@ -58,42 +58,61 @@ def cross_entropy_scores(queries: torch.Tensor, positives: torch.Tensor, negativ
 
     With ``h = 1`` this is exactly the original; the hard block has width ``B·h`` in general (SPEC §10 #12).
 
+    Cross-device negatives (``--negatives_x_device``): ``positives``/``negatives`` are then the
+    ``N`` (``N'``) gathered over all ranks, the masks have ``N`` / ``N'`` columns, and query ``i``'s
+    own positive is column ``positive_offset + i`` (this rank's first row in the gathered order).
+    The cached blocks stay this rank's. With ``N = B`` and offset 0 this is the layout above.
+
     Returns:
-        ``(B + C, B + C + B·h + C')`` fp32 scores; row ``r``'s target is column ``r``.
+        ``(B + C, N + C + N' + C')`` fp32 scores; targets in :func:`cross_entropy_labels`.
     """
     B = queries.shape[0]
+    N, Nh = positives.shape[0], negatives.shape[0]
     with _fp32(queries.device):
         rows = queries.float()
         pos, neg = positives.float(), negatives.float()
         if cached_queries is not None and cached_queries.shape[0] > 0:
             rows = torch.cat([rows, cached_queries.float()])  # (B + C, d)
-            pos = torch.cat([pos, cached_positives.float()])  # (B + C, M, d)
-            neg = torch.cat([neg, cached_negatives.float()])  # (B·h + C', M, d)
+            pos = torch.cat([pos, cached_positives.float()])  # (N + C, M, d)
+            neg = torch.cat([neg, cached_negatives.float()])  # (N' + C', M, d)
         C = rows.shape[0] - B
-        Bh = negatives.shape[0]
-        scores = max_segment_scores(rows, torch.cat([pos, neg]))  # (B + C, B + C + B·h + C')
+        scores = max_segment_scores(rows, torch.cat([pos, neg]))  # (B + C, N + C + N' + C')
         mask = torch.ones_like(scores)
-        eye = torch.eye(B, device=scores.device, dtype=scores.dtype)
-        mask[:B, :B] = rel_pair_mask.float() + eye
-        mask[:B, B + C: B + C + Bh] = hard_pair_mask.float()
+        mask[:B, :N] = rel_pair_mask.float()
+        own = torch.arange(B, device=scores.device)
+        mask[own, own + positive_offset] = 1.0  # the own positive is the target, never masked
+        mask[:B, N + C: N + C + Nh] = hard_pair_mask.float()
         return scores.masked_fill(mask == 0, MASKED_SCORE)
 
 
-def cross_entropy_loss(scores: torch.Tensor, num_queries: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean CE over **all** rows (cached rows included, SPEC §4.3), label of row ``r`` = column ``r``.
+def cross_entropy_labels(num_queries: int, num_cached: int, num_positives: int, positive_offset: int = 0,
+                         device=None) -> torch.Tensor:
+    """Target column of every score row: ``positive_offset + i`` for current queries, ``N + c`` for cached ones.
+
+    Without cross-device gathering (``N = B``, offset 0) this is ``arange(B + C)``, the original's labels.
+    """
+    current = torch.arange(num_queries, device=device) + positive_offset
+    cached = torch.arange(num_cached, device=device) + num_positives
+    return torch.cat([current, cached])
+
+
+def cross_entropy_loss(scores: torch.Tensor, num_queries: int,
+                       labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean CE over **all** rows (cached rows included, SPEC §4.3); by default row ``r``'s label is column ``r``.
 
     Returns:
         ``(loss, accuracy)``: fp32 scalars; accuracy over the first ``num_queries`` (current) rows only.
     """
     with _fp32(scores.device):
-        labels = torch.arange(scores.shape[0], device=scores.device)
+        if labels is None:
+            labels = torch.arange(scores.shape[0], device=scores.device)
         loss = F.cross_entropy(scores.float(), labels)
         acc = (scores[:num_queries].argmax(dim=1) == labels[:num_queries]).float().mean()
         return loss, acc.detach()
 
 
 def star_pairwise_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                       rel_pair_mask: torch.Tensor, hard_pair_mask: torch.Tensor
+                       rel_pair_mask: torch.Tensor, hard_pair_mask: torch.Tensor, positive_offset: int = 0
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """STAR's pairwise softmax loss over in-batch and hard negatives (SPEC §4.7).
 
@@ -103,14 +122,18 @@ def star_pairwise_loss(queries: torch.Tensor, positives: torch.Tensor, negatives
     The original's "accuracy" compared mismatched tensors (SPEC §10 #33, FIX); ours is the
     fraction of queries whose positive outscores every unmasked in-batch and hard negative.
 
+    With cross-device negatives the positives/negatives are those of all ranks and query ``i``'s
+    own positive is column ``positive_offset + i``; its ``rel_pair_mask`` entry must be 0 there.
+
     Returns:
         ``(loss, accuracy)`` fp32 scalars.
     """
     with _fp32(queries.device):
-        S = max_segment_scores(queries, positives)  # (B, B)
-        S_hard = max_segment_scores(queries, negatives)  # (B, B·h)
+        S = max_segment_scores(queries, positives)  # (B, N)
+        S_hard = max_segment_scores(queries, negatives)  # (B, N')
         rel, hard = rel_pair_mask.float(), hard_pair_mask.float()
-        p = S.diagonal()[:, None]  # (B, 1)
+        own = torch.arange(S.shape[0], device=S.device)
+        p = S[own, own + positive_offset][:, None]  # (B, 1)
         first = (rel * F.softplus(S - p)).sum()
         second = (hard * F.softplus(S_hard - p)).sum()
         loss = (first + second) / (rel.sum() + hard.sum())
