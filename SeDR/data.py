@@ -441,11 +441,13 @@ class TrainCollator:
 
     def __init__(self, passage_cache: TokenCache, query_cache: TokenCache, rel: dict[int, list[int]],
                  spec: SegmentSpec, max_query_length: int, max_bsize: int, hard_num: int = 1,
-                 cls_id: int = CLS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID, compact: bool = False):
+                 cls_id: int = CLS_ID, eos_id: int = EOS_ID, pad_id: int = PAD_ID, compact: bool = False,
+                 row_groups: bool = False):
         self.passages, self.queries, self.rel, self.spec = passage_cache, query_cache, rel, spec
         self.max_query_length, self.max_bsize, self.hard_num = max_query_length, max_bsize, hard_num
         self.ids = {"cls_id": cls_id, "eos_id": eos_id, "pad_id": pad_id}
         self.compact = compact
+        self.row_groups = row_groups  # see collate_documents: rows bucketed by width, implies compact
 
     def __call__(self, items: Sequence[TrainItem]) -> TrainBatch:
         qs = [it.query for it in items]
@@ -454,11 +456,12 @@ class TrainCollator:
         queries = collate_queries([self.queries[q] for q in qs], qs, self.max_query_length,
                                   pad_id=self.ids["pad_id"], pad_to_max_length=True)
         positives = collate_documents([self.passages[d] for d in pos], pos, self.spec,
-                                      compact=self.compact, **self.ids)
+                                      compact=self.compact, row_groups=self.row_groups, **self.ids)
         neg_docs = [self.passages[d] for d in negs]
         caps = cap_hard_negative_segments(num_segments(np.array([len(d) for d in neg_docs]), self.spec),
                                           self.max_bsize * self.hard_num)
-        negatives = collate_documents(neg_docs, negs, self.spec, seg_caps=caps, compact=self.compact, **self.ids)
+        negatives = collate_documents(neg_docs, negs, self.spec, seg_caps=caps, compact=self.compact,
+                                      row_groups=self.row_groups, **self.ids)
         rel_pair_mask, hard_pair_mask = pair_masks(qs, self.rel, pos, negs)
         return TrainBatch(queries, positives, negatives, rel_pair_mask, hard_pair_mask)
 

@@ -7,6 +7,9 @@ Deviations from the original, each deliberate:
   scaler, clipping happens once per optimizer step after ``unscale_`` (a scaled gradient
   cannot be clipped per micro-step); in fp32 clipping stays per micro-step (KEEP #14).
 * Gradient checkpointing engages (#4). Logged loss is the unscaled loss (#33).
+* Document rows are not padded to ``T``: each layer runs rows of similar length at their own
+  width (:func:`SeDR.data.plan_row_groups`; masked columns only, so the loss and gradients are
+  the original's up to float summation order, while dropout draws differ from a padded run).
 * Checkpoints are never overwritten silently; the newest epoch folder also holds the
   training state (optimizer, scheduler, scaler, RNG, Late-Cache, leftover accumulated
   gradients), so ``--resume`` ends exactly where an uninterrupted run ends.
@@ -163,7 +166,7 @@ class Trainer:
                 _TupleOutput(model), device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
         self.collator = data.TrainCollator(
             train_data.passages, train_data.queries, train_data.rel, train_data.spec,
-            max_query_length=args.max_query_length, max_bsize=args.max_bsize, **special)
+            max_query_length=args.max_query_length, max_bsize=args.max_bsize, row_groups=True, **special)
         self.optimizer = build_optimizer(args.optimizer_str, model, lr=args.learning_rate,
                                          weight_decay=args.weight_decay, eps=args.adam_epsilon,
                                          betas=(args.adam_beta1, args.adam_beta2))

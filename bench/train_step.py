@@ -1,4 +1,5 @@
-"""Cost of one optimiser step of SeDR: Late-Cache size 0 vs 50, gradient checkpointing off vs on.
+"""Cost of one optimiser step of SeDR: Late-Cache size 0 vs 50, gradient checkpointing off vs on,
+rows grouped by width (what SeDR/trainer.py does) vs every row padded to ``T`` (the original).
 
 Configurations (same random weights, same MS MARCO-like training batch, LAMB):
 
@@ -6,7 +7,9 @@ Configurations (same random weights, same MS MARCO-like training batch, LAMB):
   ``--cache_size 0``, SPEC §10 #40);
 * ``cache 50``: ``SeDR`` whose Late-Cache already holds 50 queries with their documents, so every
   query scores 50 more positives and 50·h more hard negatives (as after the first steps of a run);
-* ``cache 50 + ckpt``: the same with gradient checkpointing.
+* ``cache 50 + ckpt``: the same with gradient checkpointing;
+* ``cache 50, padded``: ``cache 50`` with every document row padded to ``T`` as the original did
+  (the others are collated as the trainer does: ``row_groups=True``, SeDR.data.plan_row_groups).
 
 Time: min of ``--reps`` interleaved steps in one process, one torch thread by default (ratios to ``cache 0``). Memory: each
 configuration runs again in a fresh subprocess that resets the kernel's peak-RSS mark
@@ -33,10 +36,11 @@ from SeDR.batch import TrainBatch
 from SeDR.data import SegmentSpec, collate_documents, collate_queries
 from SeDR.optim import build_optimizer
 
-CONFIGS = {  # name -> (model class, cache size, gradient checkpointing)
-    "cache 0": ("SeDR_without_LateCache", 0, False),
-    "cache 50": ("SeDR", 50, False),
-    "cache 50 + ckpt": ("SeDR", 50, True),
+CONFIGS = {  # name -> (model class, cache size, gradient checkpointing, rows grouped by width)
+    "cache 0": ("SeDR_without_LateCache", 0, False, True),
+    "cache 50": ("SeDR", 50, False, True),
+    "cache 50 + ckpt": ("SeDR", 50, True, True),
+    "cache 50, padded": ("SeDR", 50, False, False),
 }
 MAX_QUERY_LENGTH = 24
 
@@ -47,13 +51,13 @@ def sizes(args) -> dict:
     return dict(hidden=128, layers=4, max_seg_length=512, batch=8)
 
 
-def train_batch(spec: SegmentSpec, batch: int, hard: int, rng: np.random.Generator) -> TrainBatch:
+def train_batch(spec: SegmentSpec, batch: int, hard: int, rng: np.random.Generator, grouped: bool) -> TrainBatch:
     docs = msmarco_like_documents(batch * (1 + hard), spec, rng)
     queries = [np.concatenate([[0], rng.integers(5, 1000, size=int(rng.integers(6, 20))), [2]]) for _ in range(batch)]
     return TrainBatch(
         queries=collate_queries(queries, range(batch), MAX_QUERY_LENGTH),
-        positives=collate_documents(docs[:batch], range(batch), spec, compact=True),
-        negatives=collate_documents(docs[batch:], range(batch, len(docs)), spec, compact=True),
+        positives=collate_documents(docs[:batch], range(batch), spec, row_groups=grouped),
+        negatives=collate_documents(docs[batch:], range(batch, len(docs)), spec, row_groups=grouped),
         rel_pair_mask=1 - torch.eye(batch),  # (B, B)
         hard_pair_mask=torch.ones(batch, batch * hard),  # (B, B·h)
     )
@@ -61,7 +65,7 @@ def train_batch(spec: SegmentSpec, batch: int, hard: int, rng: np.random.Generat
 
 def setup(name: str, args) -> tuple:
     """Model, optimiser, cache and batch of one configuration, the cache already full."""
-    cls, cache_size, ckpt = CONFIGS[name]
+    cls, cache_size, ckpt, grouped = CONFIGS[name]
     sz = sizes(args)
     spec = SegmentSpec(sz["max_seg_length"], args.max_seg_num)
     model = random_models([cls], max_seg_num=args.max_seg_num, hidden=sz["hidden"], layers=sz["layers"], heads=4,
@@ -71,7 +75,7 @@ def setup(name: str, args) -> tuple:
         model.gradient_checkpointing_enable()
     model.train()
     opt = build_optimizer("lamb", model, lr=1e-6, weight_decay=0.01)
-    batch = train_batch(spec, sz["batch"], args.hard, np.random.default_rng(0)).to(args.device)
+    batch = train_batch(spec, sz["batch"], args.hard, np.random.default_rng(0), grouped).to(args.device)
     cache = model.new_cache()
     if cache is not None:
         g = torch.Generator().manual_seed(1)
@@ -163,13 +167,17 @@ def main(argv=None) -> dict[str, float]:
     print(f"memory measured as: {mem['cache 0']['how']}, {args.mem_steps} steps, fresh process per configuration")
     t0, m0 = times["cache 0"], mem["cache 0"]["peak_mib"]
     res = {}
-    for n in list(CONFIGS)[1:]:
+    for n in ("cache 50", "cache 50 + ckpt"):
         res[n] = times[n] / t0
         print(f"RATIO step time {n} / cache 0 = {times[n] / t0:.3f}   peak memory {n} / cache 0 = "
               f"{mem[n]['peak_mib'] / m0:.3f}")
     tc, mc = times["cache 50"], mem["cache 50"]["peak_mib"]
     print(f"RATIO gradient checkpointing on / off (cache 50): step time {times['cache 50 + ckpt'] / tc:.3f}, "
           f"peak memory {mem['cache 50 + ckpt']['peak_mib'] / mc:.3f}")
+    tp, mp_ = times["cache 50, padded"], mem["cache 50, padded"]["peak_mib"]
+    res["grouped speed-up"] = tp / tc
+    print(f"RATIO rows grouped by width over padded to T (cache 50): speed-up {tp / tc:.3f}, peak memory grouped / padded "
+          f"{mc / mp_:.3f}")
     return res
 
 

@@ -131,6 +131,7 @@ def _xdev_worker(rank: int, world: int, port: int, out: str):
     ce.backward()
     torch.save({"ce": ce.item(), "star": star.item(), "offset": offset, "rel_mask": rel_mask, "hard_mask": hard_mask,
                 "grads": [t.grad for t in (q, pos, neg)]}, Path(out) / f"xdev{rank}.pt")
+    dist.barrier()  # no rank tears the group down while the other still has collectives in flight
     dist.destroy_process_group()
 
 

@@ -5,7 +5,7 @@ Off by default: the paper trained on one GPU, so a rank's micro-batch is the pap
 each rank's score matrix gains the other ranks' documents as extra negatives. Two pieces:
 
 * :func:`gather_rows` concatenates a tensor's rows from all ranks in rank order with a
-  differentiable all-gather (``torch.distributed.nn``), padding to the largest count first
+  differentiable all-gather, padding to the largest count first
   (segment-budget micro-batches hold different numbers of queries). Its backward sums every rank's
   gradient for a rank's rows into that rank, so with DDP's gradient averaging a step follows the
   gradient of the mean of the ranks' losses, the same objective as without gathering: no loss
@@ -31,6 +31,28 @@ def _world() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+class _GatherRows(torch.autograd.Function):
+    """All-gather of equally sized blocks; backward sums every rank's gradient for this rank's block.
+
+    Plain synchronous collectives (``all_gather`` forward, ``all_reduce`` backward): the
+    functional-collective autograd all-gather left work behind that now and then aborted gloo
+    processes at exit.
+    """
+
+    @staticmethod
+    def forward(ctx, block: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.world = dist.get_rank(), dist.get_world_size()
+        parts = [torch.empty_like(block) for _ in range(ctx.world)]
+        dist.all_gather(parts, block)
+        return torch.cat(parts)  # (world·most, ...)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # Σ over ranks of d(loss_r)/d(gathered rows)
+        return grad.chunk(ctx.world)[ctx.rank]
+
+
 def gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     """``(rows of every rank concatenated in rank order, index of this rank's first row)``, with gradients.
 
@@ -39,11 +61,6 @@ def gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     rank, world = _world()
     if world == 1:
         return t, 0
-    from torch.distributed import _functional_collectives as fc
-
-    # The autograd all-gather of functional collectives, under its current name
-    # (``all_gather_single_autograd``; ``all_gather_tensor_autograd`` in older torch, deprecated since).
-    gather = getattr(fc, "all_gather_single_autograd", None) or fc.all_gather_tensor_autograd
     n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.long)
     counts = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(counts, n)
@@ -52,8 +69,7 @@ def gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     padded = t
     if t.shape[0] < most:
         padded = torch.cat([t, t.new_zeros((most - t.shape[0],) + tuple(t.shape[1:]))])  # (most, ...)
-    # Differentiable; its backward reduce-scatters (sums) the gradients of every rank's copy.
-    gathered = fc.wait_tensor(gather(padded.contiguous(), 0, dist.group.WORLD))  # (world·most, ...)
+    gathered = _GatherRows.apply(padded.contiguous())  # (world·most, ...)
     rows = torch.cat([gathered[r * most: r * most + c] for r, c in enumerate(counts)])  # (Σ counts, ...)
     return rows, sum(counts[:rank])
 
