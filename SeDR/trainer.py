@@ -156,8 +156,8 @@ class Trainer:
         # classes) work with non-reentrant checkpointing, which find_unused_parameters does not.
         self.forward_model = model
         # Cross-device negatives only mean something with several ranks (SeDR.modeling.cross_device).
-        self.negatives_x_device = bool(getattr(args, "negatives_x_device", False)) and world_size > 1
-        if getattr(args, "negatives_x_device", False) and world_size == 1:
+        self.negatives_x_device = args.negatives_x_device and world_size > 1
+        if args.negatives_x_device and world_size == 1:
             logger.warning("--negatives_x_device has no effect in a single process (one rank's batch is all there is)")
         if world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
