@@ -77,22 +77,19 @@ def _split_pattern(special_tokens: Sequence[str]) -> re.Pattern:
     return re.compile("(" + "|".join(re.escape(s) for s in alternatives) + ")")
 
 
-
 def _gpt2_word_pattern(backend):
     """The GPT-2 pre-token regex if ``backend`` is a plain byte-level BPE (RoBERTa, GPT-2), else None.
 
-    Used on ASCII text only: there the ``regex`` module and the backend's engine classify every
-    character alike, whereas their Unicode tables differ for characters added in recent versions.
+    Applied only to pieces whose characters the ``regex`` module and the backend's engine classify
+    alike (all ASCII, or non-ASCII characters probed by :meth:`StarTokenizer._same_class`): their
+    Unicode tables differ for characters added in recent versions.
     """
+    import regex
     from tokenizers import models, pre_tokenizers
 
     pre = backend.pre_tokenizer
     if (backend.normalizer is not None or not isinstance(backend.model, models.BPE)
             or not isinstance(pre, pre_tokenizers.ByteLevel) or not pre.use_regex or pre.add_prefix_space):
-        return None
-    try:
-        import regex
-    except ImportError:
         return None
     return regex.compile(GPT2_PATTERN)
 
