@@ -13,30 +13,113 @@ import json
 import logging
 import math
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from SeDR import data, retrieval
-from SeDR.constants import EVAL_DOCS_KEPT
+from SeDR import data, embeddings, indexes
+from SeDR.constants import EVAL_DOCS_KEPT, SEGMENT_HITS
 from SeDR.encoding import encode_queries
-from SeDR.evaluation import OriginalIds, evaluate_rankings, format_results_table
+from SeDR.evaluation import evaluate_rankings, format_results_table
+from SeDR.modeling import save_pretrained
+from SeDR.optim import build_optimizer, linear_schedule_with_warmup
+from SeDR.ranking import OriginalIds, retrieve_documents, unique_docs
 from SeDR.runtime import Precision, seed_everything
 
 logger = logging.getLogger(__name__)
 
+# ADORE keeps the first `metric_cut` unique documents of each query's hits.
+ADORE_METRIC_CUT = 200
+
+
+@dataclass
+class AdoreTargets:
+    """One query's ADORE training rows and its retrieval quality (for logging).
+
+    ``positive_row`` is the best retrieved row of the first relevant document among the first
+    ``metric_cut`` unique documents, else the best row (by ``q·E[row]``) of the first relevant
+    document in qrels order; ``negative_rows`` are the best rows of the non-relevant documents.
+    """
+
+    positive_row: int
+    negative_rows: np.ndarray  # int64 [<= metric_cut]
+    positive_retrieved: bool
+    rr_at_100: float
+    recall_at_100: float  # 1 if any relevant document is in the first 100
+
+
+def best_row_of_doc(doc: int, query_vec: np.ndarray, vectors: np.ndarray, first_row: np.ndarray) -> int:
+    """The row of document ``doc`` with the largest ``q·E[row]`` among all its rows."""
+    lo, hi = int(first_row[doc]), int(first_row[doc + 1])
+    seg = np.asarray(vectors[lo:hi], dtype=np.float32)  # (s, d)
+    return lo + int(np.argmax(seg @ np.asarray(query_vec, dtype=np.float32)))
+
+
+def adore_targets(rows: np.ndarray, row_doc_ids: np.ndarray, relevant: Sequence[int], query_vec: np.ndarray,
+                  vectors: np.ndarray, first_row: np.ndarray, metric_cut: int = ADORE_METRIC_CUT,
+                  mrr_cutoff: int = 100) -> AdoreTargets:
+    """SPEC §8 step 4 for one query.
+
+    Args:
+        rows: int ``[k]`` index hits, best first (``-1`` entries are ignored).
+        row_doc_ids: int ``[S]`` document offset of each row.
+        relevant: relevant documents in qrels order (the fallback uses ``relevant[0]``).
+        query_vec: float ``[d]`` the (detached) query vector the hits were searched with.
+        vectors: float32 ``[S, d]`` the frozen segment vectors; ``first_row`` int ``[N + 1]``.
+    """
+    if len(relevant) == 0:
+        raise ValueError("ADORE needs at least one relevant document per query")
+    docs, best_rows, _ = unique_docs(rows, row_doc_ids, k_docs=metric_cut)
+    rel_set = set(int(d) for d in relevant)
+    y = np.fromiter((int(d) in rel_set for d in docs), dtype=bool, count=len(docs))
+    hit = np.flatnonzero(y)
+    top = np.flatnonzero(y[:mrr_cutoff])
+    rr = 1.0 / (top[0] + 1) if len(top) else 0.0
+    if len(hit):
+        pos = int(best_rows[hit[0]])
+    else:
+        pos = best_row_of_doc(int(relevant[0]), query_vec, vectors, first_row)
+    return AdoreTargets(pos, best_rows[~y].astype(np.int64), bool(len(hit)), float(rr), float(len(top) > 0))
+
+
+def adore_batch_targets(rows: np.ndarray, queries: np.ndarray, relevant: Sequence[Sequence[int]],
+                        row_doc_ids: np.ndarray, vectors: np.ndarray, first_row: np.ndarray,
+                        metric_cut: int = ADORE_METRIC_CUT) -> list[AdoreTargets]:
+    """:func:`adore_targets` for a batch: ``rows [B, k]``, ``queries [B, d]``, one relevant list per query."""
+    return [adore_targets(r, row_doc_ids, rel, q, vectors, first_row, metric_cut)
+            for r, q, rel in zip(rows, queries, relevant)]
+
+
+def adore_loss(query_emb: torch.Tensor, targets: Sequence[AdoreTargets], vectors: np.ndarray,
+               nominal_batch_size: int, grad_accum: int = 1) -> torch.Tensor:
+    """Sum over queries of CE(q · E[[pos] + negatives], 0), divided by ``nominal_batch_size · grad_accum``.
+
+    The divisor uses the nominal batch size even for a short last batch (SPEC §8, §10 #37, KEEP).
+    Scores are computed in fp32; only ``query_emb`` ``[B, d]`` carries gradients.
+    """
+    losses = []
+    for q, t in zip(query_emb, targets):
+        cand = np.concatenate([[t.positive_row], t.negative_rows]).astype(np.int64)
+        emb = torch.as_tensor(np.asarray(vectors[cand], dtype=np.float32), device=q.device)  # (1 + n, d)
+        logits = emb @ q.float()  # (1 + n,)
+        losses.append(torch.nn.functional.cross_entropy(logits[None], logits.new_zeros(1, dtype=torch.long)))
+    if not losses:
+        return query_emb.sum() * 0.0
+    return torch.stack(losses).sum() / (nominal_batch_size * grad_accum)
 
 
 class AdoreRun:
     def __init__(self, args, model, device: torch.device, precision: Precision):
         self.args, self.model, self.device, self.precision = args, model, device, precision
         self.preprocess_dir = Path(args.preprocess_dir)
-        self.emb = retrieval.load_segment_embeddings(args.pembed_dir)
-        self.first_row = retrieval.load_or_build_first_row(args.pembed_dir, self.emb.doc_ids)
-        retrieval.set_faiss_threads(args.faiss_omp_num_threads)
-        self.index = retrieval.build_index(self.emb.vectors, args.faiss_gpu_index)
+        self.emb = embeddings.load_segment_embeddings(args.pembed_dir)
+        self.first_row = embeddings.load_or_build_first_row(args.pembed_dir, self.emb.doc_ids)
+        indexes.set_faiss_threads(args.faiss_omp_num_threads)
+        self.index = indexes.build_index(self.emb.vectors, args.faiss_gpu_index)
         self.train_queries = data.queries(self.preprocess_dir, "train")
         self.rel = data.load_rel(self.preprocess_dir / "train-qrel.tsv")
         self.train_offsets = sorted(self.rel)
@@ -55,7 +138,7 @@ class AdoreRun:
             qcache = data.queries(self.preprocess_dir, split)
             qv = encode_queries(self.model, qcache, self.args.max_seq_length, self.args.per_gpu_batch_size,
                                 self.device, self.precision, show_progress=False)
-            rankings[split] = retrieval.retrieve_documents(self.index, self.emb.doc_ids, qv, range(len(qcache)),
+            rankings[split] = retrieve_documents(self.index, self.emb.doc_ids, qv, range(len(qcache)),
                                                            EVAL_DOCS_KEPT[split], show_progress=False)
         self.model.train()
         return rankings
@@ -68,9 +151,7 @@ class AdoreRun:
 
     def run(self):
         a = self.args
-        from torch.utils.tensorboard import SummaryWriter
-
-        from SeDR.optim import build_optimizer, linear_schedule_with_warmup
+        from torch.utils.tensorboard import SummaryWriter  # slow import (TensorBoard): only when training
 
         self.writer = SummaryWriter(log_dir=str(Path(a.log_dir) / f"adore-{self.name}"))
         n_batches = math.ceil(len(self.train_offsets) / a.per_gpu_batch_size)
@@ -101,11 +182,11 @@ class AdoreRun:
                     q_emb = self.model.encode_queries(qb)
                 q_emb = q_emb.float()
                 q_np = q_emb.detach().cpu().numpy()
-                _, rows = self.index.search(q_np, retrieval.SEGMENT_HITS)
-                targets = retrieval.adore_batch_targets(rows, q_np, [self.rel[q] for q in batch_q],
+                _, rows = self.index.search(q_np, SEGMENT_HITS)
+                targets = adore_batch_targets(rows, q_np, [self.rel[q] for q in batch_q],
                                                         self.emb.doc_ids, self.emb.vectors, self.first_row,
                                                         a.metric_cut)
-                loss = retrieval.adore_loss(q_emb, targets, self.emb.vectors, a.per_gpu_batch_size,
+                loss = adore_loss(q_emb, targets, self.emb.vectors, a.per_gpu_batch_size,
                                             a.gradient_accumulation_steps)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
@@ -143,7 +224,7 @@ class AdoreRun:
         if score is None or score <= best:
             return best
         target = self.save_dir / name
-        self.model.save_pretrained(target)
+        save_pretrained(self.model, target)
         self.evaluate(name, rankings, out_dir=target)  # run files + metrics.json beside the weights
         print(format_results_table(ev.metrics))
         saved.append(target)

@@ -181,7 +181,7 @@ def validate_train_args(args) -> None:
 
 
 def validate_inference_args(args) -> None:
-    if not 0 <= args.shard_id < args.num_shards:
+    if "num_shards" in args and not 0 <= args.shard_id < args.num_shards:
         raise SystemExit("--shard_id must lie in 0..--num_shards-1")
     if args.fp16 and args.bf16:
         raise SystemExit("--fp16 and --bf16 are exclusive")

@@ -11,8 +11,6 @@ import json
 import logging
 import math
 import pickle
-import random
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from SeDR.batch import QueryBatch, RowGroups, SegmentBatch, TrainBatch
+from SeDR.batching import ROW_GROUP_OVERHEAD, TrainItem, cap_hard_negative_segments, plan_row_groups
 from SeDR.constants import (
     CLS_ID,
     EOS_ID,
@@ -33,10 +32,6 @@ from SeDR.constants import (
 from SeDR.errors import DataFormatError, MissingInputError
 
 logger = logging.getLogger(__name__)
-
-# Cost of one more row group of a forward pass, in processed tokens (rows x columns): the
-# per-layer call overhead of a small group, measured with bench/batching.py (issue 7).
-ROW_GROUP_OVERHEAD = 64
 
 PREPROCESS_HINT = "run `python SeDR_preprocess.py --data_path ./data --max_seq_length 2048` first"
 
@@ -275,40 +270,6 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
     )
 
 
-def plan_row_groups(widths: np.ndarray, num_placeholders: int,
-                    group_overhead: int = ROW_GROUP_OVERHEAD) -> list[tuple[np.ndarray, int]]:
-    """Bucket rows of real widths ``widths`` (CLS + content + EOS) to minimise the encoder's work.
-
-    Minimises ``Σ_g n_g · (w_g + P) + group_overhead · G`` over partitions of the rows into ``G``
-    groups, ``w_g`` the widest row of group ``g``. Some optimal partition is made of runs of the
-    rows sorted by width, never splitting equal widths (a swap never raises a group's maximum;
-    a split adds an overhead and saves nothing), so a dynamic programme over the distinct widths
-    finds it in ``O(k²)`` for ``k`` distinct widths.
-
-    Returns:
-        ``[(row indices, w_g), ...]``, groups in increasing width, rows of a group in batch order.
-    """
-    widths = np.asarray(widths, dtype=np.int64)
-    if widths.size == 0:
-        return []
-    distinct, inverse = np.unique(widths, return_inverse=True)  # ascending
-    k = len(distinct)
-    before = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=k))])  # rows narrower than distinct[i]
-    best = np.zeros(k + 1, dtype=np.int64)  # best[j]: cost of the j narrowest distinct widths
-    cut = np.zeros(k + 1, dtype=np.int64)  # the last group of best[j] starts at distinct width cut[j]
-    for j in range(1, k + 1):
-        cost = best[:j] + (before[j] - before[:j]) * (distinct[j - 1] + num_placeholders) + group_overhead  # (j,)
-        cut[j] = int(np.argmin(cost))
-        best[j] = cost[cut[j]]
-    groups, j = [], k
-    while j > 0:
-        i = int(cut[j])
-        rows = np.flatnonzero((inverse >= i) & (inverse < j))
-        groups.append((rows, int(distinct[j - 1])))
-        j = i
-    return groups[::-1]
-
-
 def fuse_table(s: int, num_placeholders: int) -> tuple[np.ndarray, np.ndarray]:
     """Local fuse table ``F_s`` and placeholder mask ``A_s`` of an ``s``-segment document (SPEC §2.3).
 
@@ -321,119 +282,6 @@ def fuse_table(s: int, num_placeholders: int) -> tuple[np.ndarray, np.ndarray]:
     valid = np.broadcast_to(j < s - 1, (s, P)).astype(np.int64)
     table = np.where(j < i, j, j + 1) * valid
     return table.astype(np.int64), valid
-
-
-# --------------------------------------------------------------------------------------------
-# Training batches (SPEC §5.2)
-# --------------------------------------------------------------------------------------------
-
-
-def cap_hard_negative_segments(counts: Sequence[int], budget: int) -> list[int]:
-    """Cap segment counts in order so the total stays within ``budget``; later ones keep >= 1 (T6)."""
-    caps, left, H = [], int(budget), len(counts)
-    for k, s in enumerate(counts):
-        c = max(1, min(int(s), left - (H - k - 1)))
-        caps.append(c)
-        left -= c
-    return caps
-
-
-def pack_by_segment_budget(seg_counts: Sequence[int], max_bsize: int) -> list[list[int]]:
-    """Group indices ``0..n-1`` in order, popping from the front while the total fits (T7).
-
-    No look-ahead and no reordering; an item larger than the budget forms a group on its own.
-    """
-    groups: list[list[int]] = []
-    stream = deque(range(len(seg_counts)))
-    while stream:
-        group = [stream.popleft()]
-        used = int(seg_counts[group[0]])
-        while stream and used + int(seg_counts[stream[0]]) <= max_bsize:
-            used += int(seg_counts[stream[0]])
-            group.append(stream.popleft())
-        groups.append(group)
-    return groups
-
-
-@dataclass(frozen=True)
-class TrainItem:
-    """One drawn training query with its sampled positive and hard negatives (document offsets)."""
-
-    query: int
-    positive: int
-    negatives: tuple[int, ...]
-
-
-class SegmentBudgetBatchSampler:
-    """Packs training queries into micro-batches whose positives hold at most ``max_bsize`` segments.
-
-    Per epoch: a permutation of the training queries from a seeded RNG (replacing the original's
-    ``random.sample`` on a set, SPEC §10 #19); each query draws, in order, a positive uniformly from
-    its relevant documents and ``hard_num`` negatives uniformly from the first ``hardneg_topk``
-    entries of its hard-negative list. Items are popped from the front of that stream while the
-    positives' segment total fits the budget; no look-ahead, no reordering (SPEC §5.2).
-    A single item larger than the budget forms a batch on its own.
-
-    Under DDP every rank computes the same epoch plan and takes micro-batches
-    ``rank, rank + world_size, ...``, cut to a common count so all ranks step together.
-    """
-
-    def __init__(self, query_offsets: Sequence[int], rel: dict[int, list[int]],
-                 hard_negatives: dict[int, list[int]], doc_seg_counts: np.ndarray, max_bsize: int,
-                 hardneg_topk: int, hard_num: int = 1, seed: int = 42, rank: int = 0, world_size: int = 1):
-        self.rank, self.world_size = rank, world_size
-        self.query_offsets = [int(q) for q in query_offsets]
-        self.rel, self.hard_negatives = rel, hard_negatives
-        self.doc_seg_counts = np.asarray(doc_seg_counts)
-        self.max_bsize, self.hardneg_topk, self.hard_num = int(max_bsize), int(hardneg_topk), int(hard_num)
-        self.seed = seed
-        self.epoch = 0
-        self._plan: list[list[TrainItem]] | None = None
-        missing = [q for q in self.query_offsets if not hard_negatives.get(q)]
-        if missing:
-            raise ValueError(f"{len(missing)} training queries have no hard negatives (e.g. query offset "
-                             f"{missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`")
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self._plan = None
-        self.epoch = epoch
-
-    def _draw(self, rng: random.Random, q: int) -> TrainItem:
-        pos = rng.choice(self.rel[q])
-        pool = self.hard_negatives[q][: self.hardneg_topk]
-        if self.hard_num == 1:
-            negs = (rng.choice(pool),)
-        else:
-            negs = tuple(rng.sample(pool, self.hard_num) if len(pool) >= self.hard_num
-                         else rng.choices(pool, k=self.hard_num))
-        return TrainItem(q, int(pos), tuple(int(n) for n in negs))
-
-    def plan(self) -> list[list[TrainItem]]:
-        """The epoch's micro-batches (deterministic in ``seed`` and ``epoch``)."""
-        if self._plan is None:
-            rng = random.Random(self.seed * 1_000_003 + self.epoch)
-            order = list(self.query_offsets)
-            rng.shuffle(order)
-            items = [self._draw(rng, q) for q in order]
-            groups = pack_by_segment_budget([int(self.doc_seg_counts[it.positive]) for it in items], self.max_bsize)
-            batches = [[items[i] for i in g] for g in groups]
-            self._plan = batches
-        return self._plan
-
-    def local_plan(self) -> list[list[TrainItem]]:
-        """This rank's share of the epoch plan (all of it in a single process)."""
-        plan = self.plan()
-        if self.world_size == 1:
-            return plan
-        per_rank = len(plan) // self.world_size
-        return plan[self.rank: per_rank * self.world_size: self.world_size]
-
-    def __iter__(self) -> Iterator[list[TrainItem]]:
-        return iter(self.local_plan())
-
-    def __len__(self) -> int:
-        return len(self.local_plan())
 
 
 class TrainCollator:
@@ -474,35 +322,3 @@ def pair_masks(query_offsets: Sequence[int], rel: dict[int, list[int]], positive
     rel_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in positives] for r in rel_sets]).reshape(B, -1)
     hard_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in negatives] for r in rel_sets]).reshape(B, -1)
     return rel_pair_mask, hard_pair_mask
-
-
-class ItemDataset(torch.utils.data.Dataset):
-    """Identity dataset so a :class:`SegmentBudgetBatchSampler` can drive a ``DataLoader``."""
-
-    def __getitem__(self, item):
-        return item
-
-    def __len__(self) -> int:  # pragma: no cover - never called with a batch sampler
-        raise TypeError("ItemDataset is indexed by the batch sampler's items")
-
-
-# --------------------------------------------------------------------------------------------
-# Inference batches (SPEC §7.2)
-# --------------------------------------------------------------------------------------------
-
-
-def document_batches(seg_counts: np.ndarray, max_bsize: int, start: int = 0,
-                     end: int | None = None) -> Iterator[list[int]]:
-    """Offsets ``start..end-1`` in order, packed while the segment total stays within ``max_bsize``."""
-    end = len(seg_counts) if end is None else end
-    batch: list[int] = []
-    used = 0
-    for d in range(start, end):
-        s = int(seg_counts[d])
-        if batch and used + s > max_bsize:
-            yield batch
-            batch, used = [], 0
-        batch.append(d)
-        used += s
-    if batch:
-        yield batch

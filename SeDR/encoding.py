@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from SeDR import data
+from SeDR.batching import ROW_GROUP_OVERHEAD, document_batches
 from SeDR.data import SegmentSpec
 from SeDR.runtime import Precision
 
@@ -26,7 +27,7 @@ def corpus_segment_counts(passages: data.TokenCache, spec: SegmentSpec) -> np.nd
 
 
 def collate_pass(model, docs: list[np.ndarray], offsets: list[int], spec: SegmentSpec, compact: bool = True,
-                 row_groups: bool = True, group_overhead: int = data.ROW_GROUP_OVERHEAD):
+                 row_groups: bool = True, group_overhead: int = ROW_GROUP_OVERHEAD):
     """The :class:`~SeDR.batch.SegmentBatch` of one forward pass of :func:`encode_corpus` (also used by
     bench/batching.py, so the benchmark times exactly these batches)."""
     return data.collate_documents(docs, offsets, spec, compact=compact, row_groups=row_groups,
@@ -36,7 +37,7 @@ def collate_pass(model, docs: list[np.ndarray], offsets: list[int], spec: Segmen
 @torch.inference_mode()
 def encode_corpus(model, passages: data.TokenCache, spec: SegmentSpec, max_bsize: int, device: torch.device,
                   precision: Precision, start: int = 0, end: int | None = None, compact: bool = True,
-                  row_groups: bool = True, group_overhead: int = data.ROW_GROUP_OVERHEAD,
+                  row_groups: bool = True, group_overhead: int = ROW_GROUP_OVERHEAD,
                   show_progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(vectors float32 [rows, d], doc offsets int32 [rows])`` for documents ``start..end-1``.
 
@@ -50,7 +51,7 @@ def encode_corpus(model, passages: data.TokenCache, spec: SegmentSpec, max_bsize
     end = len(passages) if end is None else end
     bar = tqdm(total=int(seg_counts[start:end].sum()), desc="encode documents", unit="seg",
                disable=not show_progress or None)
-    for offsets in data.document_batches(seg_counts, max_bsize, start, end):
+    for offsets in document_batches(seg_counts, max_bsize, start, end):
         batch = collate_pass(model, [passages[d] for d in offsets], offsets, spec, compact=compact,
                              row_groups=row_groups, group_overhead=group_overhead)
         with precision.autocast():

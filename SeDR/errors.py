@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import sys
+
 
 class SeDRInputError(Exception):
     """Bad input data or a missing input file. Scripts print ``str(err)`` and exit with status 2."""
@@ -26,9 +29,6 @@ class MissingInputError(SeDRInputError):
 
 def exit_on_input_error(main):
     """Decorator for a script's ``main``: turn :class:`SeDRInputError` into a clean message and exit 2."""
-    import functools
-    import sys
-
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:

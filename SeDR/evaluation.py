@@ -9,10 +9,6 @@ Metric contract (also recorded in every ``metrics.json``):
   ``rel >= 1`` relevant (``rel = 0`` lines are judged-non-relevant), ``Judged@10``; averaged over all
   judged queries (``trec_eval -c``).
 * Evaluator: ``ir_measures`` (pytrec_eval-terrier backend for nDCG/R), no external binary.
-
-Rankings are ``{query offset: [(doc offset, score), ...]}`` best first. Before evaluation or
-writing, scores are made strictly decreasing in rank order (:func:`rank_consistent_scores`), so
-tools that sort by score (trec_eval and ir_measures break ties by docid) see our rank order.
 """
 
 from __future__ import annotations
@@ -20,24 +16,31 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
+import ir_measures
+from ir_measures import RR, Judged, R, nDCG
 
 from SeDR.constants import MRR_CUTOFF, SEGMENT_HITS, TREC_DOCS_KEPT
-from SeDR.errors import DataFormatError
+from SeDR.data import iter_qrels
+from SeDR.outputs import atomic_write_text
+from SeDR.ranking import (
+    DEFAULT_RUN_TAG,
+    TIE_RULE,
+    OriginalIds,
+    Rankings,
+    Run,
+    rankings_to_run,
+    write_msmarco_run,
+    write_trec_run,
+)
 
 logger = logging.getLogger(__name__)
 
-Rankings = dict[int, list[tuple[int, float]]]
 Qrels = dict[str, dict[str, int]]
-Run = dict[str, dict[str, float]]
 
 # SPEC §7.4: dev recall cut-offs; TREC-DL measures.
 DEV_RECALL_CUTOFFS = (5, 10, 30, 50, 100)
@@ -48,14 +51,10 @@ RELEVANCE_THRESHOLD = 1
 # Which metric family each preprocessed split gets (SPEC §1.3 split names).
 SPLIT_KINDS = {"dev": "msmarco", "test": "trec", "2020test": "trec"}
 SPLIT_LABELS = {"dev": "MS MARCO dev", "test": "TREC-DL 2019", "2020test": "TREC-DL 2020"}
-DEFAULT_RUN_TAG = "SeDR"
-PREPROCESS_HINT = "run `python SeDR_preprocess.py --data_path ./data` first"
-TIE_RULE = ("scores made strictly decreasing in rank order: a score >= the previous one is replaced by the "
-            "next float32 below it, so score-sorting tools reproduce the rank column")
 
 
 # --------------------------------------------------------------------------------------------
-# Qrels, scores and runs
+# Qrels
 # --------------------------------------------------------------------------------------------
 
 
@@ -65,110 +64,12 @@ def read_qrels(path: str | Path) -> Qrels:
     Every line is kept, ``rel = 0`` included (judged non-relevant: needed by ``Judged@10``, never
     counted as relevant, SPEC §10 #35). Ids stay strings.
     """
-    from SeDR.data import iter_qrels
-
     qrels: Qrels = {}
     for q, d, rel in iter_qrels(path):
         qrels.setdefault(q, {})[d] = int(rel)
     return qrels
 
 
-def rank_consistent_scores(scores: Sequence[float]) -> np.ndarray:
-    """float32 scores, strictly decreasing: each score ``>=`` its predecessor becomes the next float32
-    below the predecessor. Distinct float32 values stay distinct when written with ``%.9g``."""
-    out = np.asarray(scores, dtype=np.float32).copy()
-    for i in range(1, len(out)):
-        if not out[i] < out[i - 1]:
-            out[i] = np.nextafter(out[i - 1], np.float32(-np.inf))
-    return out
-
-
-@dataclass
-class OriginalIds:
-    """Offset → original id maps: documents ``D<number>`` (inverse of ``pid2offset.pickle``) and
-    per-split query ids (inverse of ``{split}-qid2offset.pickle``)."""
-
-    doc_numbers: np.ndarray  # int64 [N_docs], MS MARCO number of each doc offset
-    query_ids: dict[str, dict[int, str]] = field(default_factory=dict)
-
-    @classmethod
-    def from_maps(cls, pid2offset: Mapping[int, int], qid2offset_by_split: Mapping[str, Mapping[int, int]]):
-        n = len(pid2offset)
-        pids = np.fromiter(pid2offset.keys(), dtype=np.int64, count=n)
-        offsets = np.fromiter(pid2offset.values(), dtype=np.int64, count=n)
-        numbers = np.full(n, -1, dtype=np.int64)
-        if n and (offsets.min() < 0 or offsets.max() >= n):
-            raise ValueError("pid2offset does not map onto offsets 0..N-1")
-        numbers[offsets] = pids
-        if (numbers < 0).any():
-            raise ValueError("pid2offset does not map onto offsets 0..N-1")
-        queries = {s: {int(off): str(qid) for qid, off in m.items()} for s, m in qid2offset_by_split.items()}
-        return cls(numbers, queries)
-
-    @classmethod
-    def load(cls, preprocess_dir: str | Path, splits: Sequence[str]) -> OriginalIds:
-        from SeDR.data import load_id_map
-
-        folder = Path(preprocess_dir)
-        return cls.from_maps(load_id_map(folder / "pid2offset.pickle"),
-                             {s: load_id_map(folder / f"{s}-qid2offset.pickle") for s in splits})
-
-    def doc(self, offset: int) -> str:
-        return f"D{int(self.doc_numbers[offset])}"
-
-    def query(self, split: str, offset: int) -> str:
-        return self.query_ids[split][int(offset)]
-
-
-def rankings_to_run(rankings: Rankings, cutoff: int | None = None, ids: OriginalIds | None = None,
-                    split: str | None = None) -> Run:
-    """An ir_measures run ``{qid: {docid: score}}`` (offset ids, or original ids with ``ids``+``split``)."""
-    run: Run = {}
-    for q, ranked in rankings.items():
-        ranked = ranked[:cutoff]
-        scores = rank_consistent_scores([s for _, s in ranked])
-        qid = ids.query(split, q) if ids is not None else str(q)
-        run[qid] = {(ids.doc(d) if ids is not None else str(d)): float(s) for (d, _), s in zip(ranked, scores)}
-    return run
-
-
-def write_trec_run(path: str | Path, rankings: Rankings, ids: OriginalIds | None = None, split: str | None = None,
-                   run_tag: str = DEFAULT_RUN_TAG, cutoff: int | None = None) -> None:
-    """TREC run ``qid Q0 docid rank score run_tag`` (ranks from 1; scores as :func:`rank_consistent_scores`)."""
-    lines = []
-    for q in sorted(rankings):
-        ranked = rankings[q][:cutoff]
-        qid = ids.query(split, q) if ids is not None else str(q)
-        for rank, ((d, _), s) in enumerate(zip(ranked, rank_consistent_scores([s for _, s in ranked])), 1):
-            docid = ids.doc(d) if ids is not None else str(d)
-            lines.append(f"{qid} Q0 {docid} {rank} {s:.9g} {run_tag}\n")
-    _atomic_write_text(Path(path), "".join(lines))
-
-
-def write_msmarco_run(path: str | Path, rankings: Rankings, ids: OriginalIds | None = None,
-                      split: str | None = None, cutoff: int = MRR_CUTOFF) -> None:
-    """MS MARCO run ``qid<TAB>docid<TAB>rank`` (top ``cutoff`` = 100 documents)."""
-    lines = []
-    for q in sorted(rankings):
-        qid = ids.query(split, q) if ids is not None else str(q)
-        for rank, (d, _) in enumerate(rankings[q][:cutoff], 1):
-            lines.append(f"{qid}\t{ids.doc(d) if ids is not None else d}\t{rank}\n")
-    _atomic_write_text(Path(path), "".join(lines))
-
-
-def read_trec_run(path: str | Path) -> Run:
-    """A TREC run file as ``{qid: {docid: score}}``."""
-    path = Path(path)
-    run: Run = {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataFormatError(path, line_no, "expected `qid Q0 docid rank score tag`")
-            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
-    return run
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,8 +89,6 @@ def evaluator_name() -> str:
 
 def _aggregate(measures: dict, qrels: Qrels, run: Run) -> dict[str, float]:
     """``{name: mean over all qrels queries}``; judged queries missing from ``run`` count 0."""
-    import ir_measures
-
     if not qrels:
         return {name: 0.0 for name in measures}
     run = {q: docs for q, docs in run.items() if docs}
@@ -199,8 +98,6 @@ def _aggregate(measures: dict, qrels: Qrels, run: Run) -> dict[str, float]:
 
 def msmarco_dev_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
     """MRR@100 and Recall@{5,10,30,50,100} (SPEC §7.4)."""
-    from ir_measures import RR, R
-
     measures = {f"MRR@{MRR_CUTOFF}": RR(rel=RELEVANCE_THRESHOLD) @ MRR_CUTOFF}
     measures.update({f"Recall@{k}": R @ k for k in DEV_RECALL_CUTOFFS})
     return _aggregate(measures, qrels, run)
@@ -208,8 +105,6 @@ def msmarco_dev_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
 
 def trec_dl_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
     """nDCG@10 (graded), R@100 (rel >= 1) and Judged@10 (SPEC §7.4)."""
-    from ir_measures import Judged, R, nDCG
-
     measures = {f"nDCG@{NDCG_CUTOFF}": nDCG @ NDCG_CUTOFF, f"R@{TREC_RECALL_CUTOFF}": R @ TREC_RECALL_CUTOFF,
                 f"Judged@{JUDGED_CUTOFF}": Judged @ JUDGED_CUTOFF}
     return _aggregate(measures, qrels, run)
@@ -245,7 +140,7 @@ def metric_contract(qrels_files: Mapping[str, str], depths: Mapping[str, int]) -
 
 
 def write_metrics_json(path: str | Path, metrics: Mapping) -> None:
-    _atomic_write_text(Path(path), json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
 
 
 def append_jsonl(path: str | Path, record: Mapping) -> None:
@@ -338,16 +233,3 @@ def evaluate_rankings(rankings_by_split: Mapping[str, Rankings], preprocess_dir:
     if selection is not None and not math.isfinite(selection):
         logger.warning("non-finite model-selection value %s", selection)
     return Evaluation(metrics, selection)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -21,19 +21,24 @@ import json
 import logging
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from SeDR import data
+from SeDR.batching import ItemDataset, SegmentBudgetBatchSampler
 from SeDR.data import SegmentSpec
-from SeDR.modeling import TrainOutput
+from SeDR.hard_negatives import load_hard_negatives
+from SeDR.modeling import TrainOutput, load_weights_into, save_pretrained
 from SeDR.modeling.cross_device import globalize_batch
+from SeDR.modeling.longformer import MODEL_CLASS_NAME as LONGFORMER_CLASS
+from SeDR.optim import build_optimizer, linear_schedule_with_warmup, total_training_steps
+from SeDR.outputs import atomic_save_dir
 from SeDR.runtime import Precision
 
 logger = logging.getLogger(__name__)
@@ -77,18 +82,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save_dir(target: Path, write) -> None:
-    """Write a folder next to ``target`` and move it into place, so a crash leaves no half checkpoint."""
-    tmp = target.with_name("." + target.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-
-
 @dataclass
 class TrainData:
     """Everything the loop reads, loaded once."""
@@ -106,8 +99,6 @@ class TrainData:
 
 
 def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec) -> TrainData:
-    from SeDR.retrieval import load_hard_negatives
-
     passages = data.passages(preprocess_dir)
     queries = data.queries(preprocess_dir, "train")
     rel = data.load_rel(Path(preprocess_dir) / "train-qrel.tsv")
@@ -138,8 +129,6 @@ class Trainer:
 
     def __init__(self, args, model, train_data: TrainData, device: torch.device, precision: Precision,
                  rank: int = 0, world_size: int = 1):
-        from SeDR.optim import build_optimizer, linear_schedule_with_warmup, total_training_steps
-
         self.args, self.model, self.data = args, model, train_data
         self.device, self.precision = device, precision
         self.rank, self.world_size = rank, world_size
@@ -147,7 +136,7 @@ class Trainer:
         self.output_dir = Path(args.output_dir)
         self.epochs_to_run = args.epochs_to_run or args.num_train_epochs
         special = model.special_ids
-        self.sampler = data.SegmentBudgetBatchSampler(
+        self.sampler = SegmentBudgetBatchSampler(
             train_data.query_offsets, train_data.rel, train_data.hard_negatives, train_data.seg_counts,
             max_bsize=args.max_bsize, hardneg_topk=args.hardneg_topk, seed=args.seed, rank=rank,
             world_size=world_size)
@@ -160,8 +149,6 @@ class Trainer:
         if args.negatives_x_device and world_size == 1:
             logger.warning("--negatives_x_device has no effect in a single process (one rank's batch is all there is)")
         if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             self.forward_model = DistributedDataParallel(
                 _TupleOutput(model), device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
         self.collator = data.TrainCollator(
@@ -209,7 +196,7 @@ class Trainer:
         }
 
         def write(folder: Path):
-            self.model.save_pretrained(folder)
+            save_pretrained(self.model, folder)
             args = {k: v for k, v in vars(self.args).items()}
             (folder / TRAINING_ARGS).write_text(json.dumps(args, indent=2, sort_keys=True, default=str))
             (folder / TRAIN_HISTORY).write_text(json.dumps(self.history, indent=2))
@@ -225,8 +212,6 @@ class Trainer:
         return target
 
     def try_resume(self) -> None:
-        from SeDR.modeling import load_weights_into
-
         found = {e: p for e, p in existing_checkpoints(self.output_dir, self.name_of_epoch).items()
                  if (p / TRAINING_STATE).exists()}
         if not found:
@@ -273,11 +258,11 @@ class Trainer:
         if a.resume:
             self.try_resume()
         if self.is_main:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # slow import (TensorBoard): only when training
 
             self.writer = SummaryWriter(log_dir=str(Path(a.logging_dir) / self.name_of_epoch(0).replace("epoch-0-", "")))
             self.log_header()
-        loader = torch.utils.data.DataLoader(data.ItemDataset(), batch_sampler=self.sampler,
+        loader = torch.utils.data.DataLoader(ItemDataset(), batch_sampler=self.sampler,
                                              collate_fn=self.collator, num_workers=0)
         accum = a.gradient_accumulation_steps
         scaler = self.precision.scaler
@@ -358,6 +343,17 @@ class Trainer:
             self.writer.add_scalar("train/segments_per_second", w["segs"] / elapsed, step)
             if self.cache is not None:
                 self.writer.add_scalar("train/cache_fill", len(self.cache), step)
+
+
+class LongformerTrainer(Trainer):
+    """:class:`Trainer` with SeDR-Longformer's checkpoint names and schedule horizon (no factor ``M``)."""
+
+    def schedule_seg_num(self) -> int:
+        return 1  # 367,013·25/(7·4) -> 327,690 steps for the README run
+
+    def name_of_epoch(self, epoch: int) -> str:
+        a = self.args
+        return checkpoint_name(epoch, a.max_doc_length, a.max_seg_num, a.max_bsize, LONGFORMER_CLASS, a.postfix)
 
 
 def warn_if_positives_in_hard_negatives(train_data: TrainData, n_check: int = 1000) -> None:

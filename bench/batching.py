@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from common import dtype_arg, interleaved_min, machine, msmarco_like_documents, random_models, set_threads
 
-from SeDR.data import ROW_GROUP_OVERHEAD, SegmentSpec, document_batches, num_segments
+from SeDR.batching import ROW_GROUP_OVERHEAD, document_batches
+from SeDR.data import SegmentSpec, num_segments
 from SeDR.encoding import collate_pass, encode_corpus
 from SeDR.runtime import Precision
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from common import interleaved_min, machine, msmarco_like_documents, random_models, set_threads
 
-from SeDR.data import SegmentSpec, document_batches, num_segments
+from SeDR.batching import document_batches
+from SeDR.data import SegmentSpec, num_segments
 from SeDR.encoding import collate_pass
 
 OVERHEAD_TARGET = 1.05  # SeDR / STAR_MaxP wall time (issue 7)

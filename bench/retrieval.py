@@ -1,6 +1,6 @@
 """Exact inner-product search: faiss ``IndexFlatIP`` vs a plain torch matmul + top-k.
 
-Both indexes (``SeDR.retrieval.FaissFlatIndex`` and ``TorchFlatIndex``) hold the same random
+Both indexes (``SeDR.indexes.FaissFlatIndex`` and ``TorchFlatIndex``) hold the same random
 unit vectors (``--dim``, 768 as the released models) and answer the same queries (top 100 rows,
 SPEC's segment hits); queries/s is timed interleaved (min of ``--reps``) at each index size, and
 the two must return the same rows (ties aside: random floats have none in practice). Memory per
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from common import interleaved_min, machine
 
-from SeDR.retrieval import FaissFlatIndex, TorchFlatIndex
+from SeDR.indexes import FaissFlatIndex, TorchFlatIndex
 
 TOP_K = 100
 

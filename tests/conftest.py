@@ -111,3 +111,26 @@ def root(base_root, tmp_path):
     shutil.copytree(src, dst)
     with cwd(dst):
         yield dst
+
+
+@pytest.fixture(scope="module")
+def random_corpus():
+    """300 documents of 1..4 random 16-d segment vectors, and 20 random queries."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 5, size=300)
+    row_doc_ids = np.repeat(np.arange(300), counts).astype(np.int32)
+    vectors = rng.standard_normal((len(row_doc_ids), 16)).astype(np.float32)
+    queries = rng.standard_normal((20, 16)).astype(np.float32)
+    return vectors, row_doc_ids, queries
+
+
+def load_script(relative_path: str):
+    """A script of the repository (e.g. ``SeDR_Longformer/train.py``) as a module, to call its ``main``."""
+    path = ROOT / relative_path
+    name = "script_" + relative_path.replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from conftest import cwd
 from safetensors.torch import load_file
 
-from SeDR import inference, retrieval
+from SeDR import embeddings, indexes, inference
 from SeDR.modeling import cross_entropy_scores
 
 INFER = ["--model_class", "STAR_MaxP", "--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4",
@@ -36,7 +36,7 @@ def test_shards_equal_single_process(root):
     assert inference.main(INFER + ["--output_dir", "./sharded", "--num_shards", "2", "--shard_id", "1"]) is None
     assert not (Path("sharded") / "passages.memmap").exists()
     inference.main(INFER + ["--output_dir", "./sharded", "--num_shards", "2", "--shard_id", "0"])  # merges
-    a, b = retrieval.load_segment_embeddings("single"), retrieval.load_segment_embeddings("sharded")
+    a, b = embeddings.load_segment_embeddings("single"), embeddings.load_segment_embeddings("sharded")
     assert np.array_equal(a.doc_ids, b.doc_ids)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=0, atol=1e-6)
     assert not list(Path("sharded").glob("passages-shard*"))
@@ -52,11 +52,11 @@ def _worker(rank: int, world: int, port: int, root: str, task: str, out: str):
     torch.set_num_threads(1)
     with cwd(root):
         if task.startswith("train"):
-            from SeDR import train
+            from SeDR.workflows import run_training
 
             x_device = task == "train_x"
             extra = ["--negatives_x_device", "--output_dir", "./data/models_x"] if x_device else []
-            trainer = train.run(TRAIN + extra)
+            trainer = run_training(TRAIN + extra)
             torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
                        Path(out) / f"rank{rank}{'_x' if x_device else ''}.pt")
         else:
@@ -91,7 +91,7 @@ def test_ddp_training_two_ranks(root, tmp_path):
 def test_torchrun_encoding_equals_single_process(root, tmp_path):
     inference.main(INFER + ["--output_dir", "./single"])
     _spawn("infer", root, tmp_path)
-    a, b = retrieval.load_segment_embeddings(root / "single"), retrieval.load_segment_embeddings(root / "ddp")
+    a, b = embeddings.load_segment_embeddings(root / "single"), embeddings.load_segment_embeddings(root / "ddp")
     assert np.array_equal(a.doc_ids, b.doc_ids)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=0, atol=1e-6)
     assert (root / "ddp" / "metrics.json").exists()
@@ -176,12 +176,12 @@ def test_shard_merge_search_equals_flat_search(num_shards):
     rng = np.random.default_rng(num_shards)
     vectors = rng.standard_normal((53, 16)).astype(np.float32)
     queries = rng.standard_normal((9, 16)).astype(np.float32)
-    flat_s, flat_r = retrieval.FaissFlatIndex(vectors, None, show_progress=False).search(queries, 20)
-    shard_s, shard_r = retrieval.ShardedCpuIndex(vectors, num_shards).search(queries, 20)
+    flat_s, flat_r = indexes.FaissFlatIndex(vectors, None, show_progress=False).search(queries, 20)
+    shard_s, shard_r = indexes.ShardedCpuIndex(vectors, num_shards).search(queries, 20)
     assert np.array_equal(flat_r, shard_r)               # continuous random scores: no ties
     np.testing.assert_allclose(flat_s, shard_s, rtol=0, atol=1e-5)
     # More hits asked than rows exist: both pad with -1.
-    _, r_all = retrieval.ShardedCpuIndex(vectors, num_shards).search(queries, 60)
+    _, r_all = indexes.ShardedCpuIndex(vectors, num_shards).search(queries, 60)
     assert (r_all[:, 53:] == -1).all() and sorted(r_all[0, :53].tolist()) == list(range(53))
 
 

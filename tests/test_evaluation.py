@@ -9,7 +9,7 @@ import ir_measures
 import numpy as np
 import pytest
 
-from SeDR import evaluation
+from SeDR import evaluation, ranking
 from SeDR.errors import DataFormatError, MissingInputError
 
 
@@ -44,11 +44,11 @@ def dev_rankings():
 def msmarco_reference(qrels, rankings, k_list=(5, 10, 30, 50, 100)):
     """Independent re-statement of the original msmarco_eval routine (rank order, not scores)."""
     rr, rec = 0.0, {k: 0.0 for k in k_list}
-    for q, ranking in rankings.items():
+    for q, ranked_docs in rankings.items():
         rel = {d for d, r in qrels.get(str(q), {}).items() if r >= 1}
         if not rel:
             continue
-        docs = [str(d) for d, _ in ranking]
+        docs = [str(d) for d, _ in ranked_docs]
         for i, d in enumerate(docs[:100]):
             if d in rel:
                 rr += 1 / (i + 1)
@@ -60,7 +60,7 @@ def msmarco_reference(qrels, rankings, k_list=(5, 10, 30, 50, 100)):
 
 
 def test_dev_metrics_hand_case():
-    got = evaluation.msmarco_dev_metrics(DEV_QRELS, evaluation.rankings_to_run(dev_rankings()))
+    got = evaluation.msmarco_dev_metrics(DEV_QRELS, ranking.rankings_to_run(dev_rankings()))
     assert got == pytest.approx(EXPECTED_DEV, abs=1e-12)
     assert msmarco_reference(DEV_QRELS, dev_rankings()) == pytest.approx(EXPECTED_DEV, abs=1e-12)
 
@@ -70,7 +70,7 @@ def test_dev_metrics_equal_reference_on_random_rankings():
     qrels = {str(q): {str(d): 1 for d in rng.sample(range(300), rng.randint(1, 3))} for q in range(40)}
     rankings = {q: [(d, rng.choice([1.0, 2.0, 3.0])) for d in rng.sample(range(300), 101)] for q in range(35)}
     rankings = {q: sorted(r, key=lambda x: -x[1]) for q, r in rankings.items()}  # many equal scores
-    got = evaluation.msmarco_dev_metrics(qrels, evaluation.rankings_to_run(rankings))
+    got = evaluation.msmarco_dev_metrics(qrels, ranking.rankings_to_run(rankings))
     assert got == pytest.approx(msmarco_reference(qrels, rankings), abs=1e-12)
 
 
@@ -78,9 +78,9 @@ def test_equal_scores_keep_rank_order():
     # all scores equal: rank order gives RR 1/3 in both cases; any docid tie-break (ascending or
     # descending, as trec_eval does) would give RR 1 in one of them
     for docs in ([10, 20, 30], [30, 20, 10]):
-        run = evaluation.rankings_to_run({0: [(d, 1.0) for d in docs]})
+        run = ranking.rankings_to_run({0: [(d, 1.0) for d in docs]})
         assert evaluation.msmarco_dev_metrics({"0": {str(docs[-1]): 1}}, run)["MRR@100"] == pytest.approx(1 / 3)
-    s = evaluation.rank_consistent_scores([2.0, 1.0, 1.0, 1.0, 0.5, 3.0])
+    s = ranking.rank_consistent_scores([2.0, 1.0, 1.0, 1.0, 0.5, 3.0])
     assert all(a > b for a, b in zip(s, s[1:])) and s[0] == 2.0 and s[4] == np.float32(0.5)
     assert len({f"{x:.9g}" for x in s}) == len(s)  # distinct when written
 
@@ -91,7 +91,7 @@ TREC_QRELS = {"0": {"1": 3, "2": 2, "3": 1, "4": 0, "5": 1}, "1": {"7": 2}}
 
 
 def test_trec_metrics_graded_hand_case():
-    run = evaluation.rankings_to_run({0: ranked([4, 1, 9, 3, 2, 101, 102, 103, 104, 105])})
+    run = ranking.rankings_to_run({0: ranked([4, 1, 9, 3, 2, 101, 102, 103, 104, 105])})
     got = evaluation.trec_dl_metrics(TREC_QRELS, run)
     # DCG@10 = sum gain/log2(rank+1): d1 at 2, d3 at 4, d2 at 5 (d4 has gain 0).
     dcg = 3 / math.log2(3) + 1 / math.log2(5) + 2 / math.log2(6)
@@ -178,9 +178,9 @@ def test_evaluate_rankings_writes_runs_with_original_ids(preprocess_dir, tmp_pat
     # evaluating the written run files against original-id qrels gives the offset-space numbers
     for split, kind in (("dev", "msmarco"), ("test", "trec")):
         qrels = evaluation.read_qrels(preprocess_dir / f"{split}-orig-qrels.txt")
-        again = evaluation.split_metrics(kind, qrels, evaluation.read_trec_run(out / f"{split}.trec"))
+        again = evaluation.split_metrics(kind, qrels, ranking.read_trec_run(out / f"{split}.trec"))
         offsets = evaluation.split_metrics(kind, evaluation.read_qrels(preprocess_dir / f"{split}-qrel.tsv"),
-                                           evaluation.read_trec_run(out / f"{split}.offsets.trec"))
+                                           ranking.read_trec_run(out / f"{split}.offsets.trec"))
         stored = {k: v for k, v in result.metrics["splits"][split].items() if not k.startswith("num_")}
         assert again == pytest.approx(stored, abs=1e-12) and offsets == pytest.approx(stored, abs=1e-12)
 
@@ -201,8 +201,3 @@ def test_evaluate_rankings_writes_runs_with_original_ids(preprocess_dir, tmp_pat
 def test_evaluate_rankings_rejects_unknown_split(preprocess_dir):
     with pytest.raises(ValueError, match="train"):
         evaluation.evaluate_rankings({"train": {}}, preprocess_dir, None)
-
-
-def test_original_ids_require_dense_offsets():
-    with pytest.raises(ValueError):
-        evaluation.OriginalIds.from_maps({5: 0, 6: 2}, {})

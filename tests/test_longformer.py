@@ -16,15 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cwd
+from conftest import cwd, load_script
 from safetensors.torch import load_file, save_file
 
 from SeDR import data, synthetic
 from SeDR.batch import TrainBatch
 from SeDR.data import SegmentSpec, collate_documents, collate_queries
-from SeDR.modeling import MODEL_REGISTRY, build_model, load_model
-from SeDR_Longformer import Star2Star_Longformer as star2lf
-from SeDR_Longformer.model import (
+from SeDR.modeling import MODEL_REGISTRY, build_model, load_model, save_pretrained
+from SeDR.modeling.longformer import (
     CLS_STRIDE,
     SeDRLongformer,
     build_longformer,
@@ -33,6 +32,9 @@ from SeDR_Longformer.model import (
     place_global_cls,
     register_longformer,
 )
+from SeDR.trainer import LongformerTrainer
+
+star2lf = load_script("SeDR_Longformer/Star2Star_Longformer.py")
 
 ROOT = Path(__file__).resolve().parents[1]
 POS = "roberta.embeddings.position_embeddings.weight"
@@ -251,7 +253,7 @@ def test_global_attention_init_picks_up_converted_projections(converted, tmp_pat
 
 def test_checkpoint_round_trip_and_load_model(converted_small, tmp_path):
     lf = build_longformer(converted_small, max_seg_num=3, cache_size=7)
-    lf.save_pretrained(tmp_path / "ck")
+    save_pretrained(lf, tmp_path / "ck")
     back = load_longformer(tmp_path / "ck")
     assert back.max_seg_num == 3 and back.config.cache_size == 7 and back.max_doc_length == 1100
     q = collate_queries([np.array([0, 5, 6, 7, 2])], [0], 8)
@@ -327,7 +329,6 @@ def test_readme_training_command_names_and_horizon(root):
     from SeDR.args import build_longformer_train_parser
     from SeDR.runtime import resolve_precision
     from SeDR.trainer import load_train_data
-    from SeDR_Longformer.train import LongformerTrainer
 
     with cwd(root):
         star2lf.main([])
@@ -345,8 +346,8 @@ def test_readme_training_command_names_and_horizon(root):
 
 def test_train_and_inference_end_to_end(root, tmp_path):
     """README flags with 700-token rows and a small window; 4 index rows per document (SPEC §7.5 FIX)."""
-    from SeDR_Longformer import inference as lf_inference
-    from SeDR_Longformer import train as lf_train
+    lf_inference = load_script("SeDR_Longformer/inference.py")
+    lf_train = load_script("SeDR_Longformer/train.py")
 
     work = tmp_path / "root"
     shutil.copytree(root, work)

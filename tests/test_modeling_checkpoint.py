@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from SeDR.data import SegmentSpec, collate_documents, collate_queries
-from SeDR.modeling import build_model, load_model, load_weights_into
+from SeDR.modeling import build_model, load_model, load_weights_into, save_pretrained
 from SeDR.modeling.checkpoint import read_state_dict
 
 SEG = "roberta.embeddings.segment_type_embeddings.weight"
@@ -76,7 +76,7 @@ def test_save_load_round_trip(star_dir, tmp_path, name):
     model = build(name, star_dir, cache_size=7).eval()
     with torch.no_grad():
         model.backbone.embeddings.segment_type_embeddings.weight.normal_()  # make every table matter
-    model.save_pretrained(tmp_path / "ckpt")
+    save_pretrained(model, tmp_path / "ckpt")
     cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert cfg["sedr_model_class"] == name and cfg["architectures"] == [name]
     assert cfg["max_seg_num"] == model.max_seg_num and cfg["multi_view_k"] == 4

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from SeDR import data, retrieval
+from SeDR import data, embeddings, hard_negatives
 from SeDR import inference as inference_script
 from SeDR import train as train_script
 from SeDR.encoding import encode_queries
@@ -35,7 +35,7 @@ def test_gen_hardneg_outputs(base_root):
     for name in ["passages.memmap", "passages-id.memmap", "metrics.json", "dev.trec", "test.trec", "2020test.trec",
                  "dev.msmarco.tsv"]:
         assert (out / name).exists(), name
-    hard = retrieval.load_hard_negatives(root / "data" / "hard_negative.json")
+    hard = hard_negatives.load_hard_negatives(root / "data" / "hard_negative.json")
     rel = data.load_rel(root / "data" / "preprocess" / "train-qrel.tsv")
     assert sorted(hard) == sorted(rel) == list(range(24))
     for q, docs in hard.items():
@@ -66,7 +66,7 @@ def test_metrics_equal_ir_measures_on_the_written_runs(base_root):
 def test_ranking_equals_brute_force_max_over_segments(base_root):
     root, _ = base_root
     out = root / "data" / "evaluate" / "star-inf512-1"
-    emb = retrieval.load_segment_embeddings(out)
+    emb = embeddings.load_segment_embeddings(out)
     model = load_model(root / "data" / "star", model_class="STAR_MaxP", max_seg_num=1)
     qcache = data.queries(root / "data" / "preprocess", "dev")
     q = encode_queries(model, qcache, 32, 8, torch.device("cpu"), resolve_precision(torch.device("cpu")))

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
+from transformers import CONFIG_MAPPING
 
 from SeDR.errors import MissingInputError, SeDRInputError
 from SeDR.modeling import models as M
@@ -78,8 +80,6 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     """``model.safetensors`` if present, else the legacy ``pytorch_model.bin`` (``weights_only``)."""
     folder = Path(path)
     if (folder / WEIGHTS_NAME).exists():
-        from safetensors.torch import load_file
-
         return load_file(str(folder / WEIGHTS_NAME))
     if (folder / LEGACY_WEIGHTS_NAME).exists():
         return torch.load(folder / LEGACY_WEIGHTS_NAME, map_location="cpu", weights_only=True)
@@ -116,8 +116,6 @@ def _special_ids(cfg: dict, folder: Path) -> dict:
 def make_config(cfg: dict, folder, model_class: str, *, max_seg_num: int, cache_size: int,
                 multi_view_k: int, output_embedding_size: int | None = None, attn_implementation: str = "sdpa"):
     """Backbone config from a checkpoint's ``config.json`` plus the SeDR fields of ``model_class``."""
-    from transformers import CONFIG_MAPPING
-
     d = dict(cfg)
     model_type = d.get("model_type")
     if model_type not in _SUPPORTED_TYPES:
@@ -139,8 +137,7 @@ def make_config(cfg: dict, folder, model_class: str, *, max_seg_num: int, cache_
     if output_embedding_size:
         config.output_embedding_size = int(output_embedding_size)
     config.sedr_special_ids = special
-    if model_class == "STAR_Multi" and recorded_class(cfg) != "STAR_Multi":
-        config.vocab_size = int(config.vocab_size) + int(multi_view_k)  # grown before any optimizer (§10 #22)
+    M.get_model_class(model_class).adjust_config(config, recorded_class(cfg))
     config._attn_implementation = attn_implementation
     return config
 
@@ -177,13 +174,13 @@ def adapt_state_dict(model: M.DenseRetriever, sd: dict[str, torch.Tensor]) -> tu
         out[pos_key] = out[pos_key][:rows]
 
     word_key = f"{p}.embeddings.word_embeddings.weight"
-    if isinstance(model, M.StarMulti) and word_key in out:
+    if model.added_vocab_rows and word_key in out:
         have, want = out[word_key].shape[0], target[word_key].shape[0]
-        if have == want - model.K:
+        if have == want - model.added_vocab_rows:
             grown = target[word_key].clone()
             grown[:have] = out[word_key]
             out[word_key] = grown
-            report.new.append(f"{word_key}[{have}:{want}] (STAR_Multi view tokens)")
+            report.new.append(f"{word_key}[{have}:{want}] ({model.model_class_name} view tokens)")
 
     seg_key = f"{p}.embeddings.segment_type_embeddings.weight"
     if seg_key in out and out[seg_key].shape[0] != model.max_seg_num:
@@ -207,9 +204,7 @@ def adapt_state_dict(model: M.DenseRetriever, sd: dict[str, torch.Tensor]) -> tu
 
 
 def _documented_new(model: M.DenseRetriever, key: str, head_absent: bool) -> bool:
-    if key.endswith("embeddings.segment_type_embeddings.weight"):
-        return True
-    if key.startswith("trans_head.") and isinstance(model, M.SeDRTransformerHead):
+    if any(part in key for part in model.fresh_parameters):
         return True
     return head_absent and key.split(".", 1)[0] in ("embeddingHead", "norm")
 
@@ -280,8 +275,7 @@ def build_model(model_class: str, init_path, *, max_seg_num: int, cache_size: in
         raise M.ModelConfigError(f"--cache_size must be > 0 for {model_class} (got {cache_size}); "
                              "train SeDR_without_LateCache for the run without the cache (SPEC §4.3)")
     cfg = read_config_dict(init_path)
-    if recorded_class(cfg) == "STAR_Multi":
-        multi_view_k = int(cfg.get("multi_view_k", multi_view_k))
+    multi_view_k = int(cfg.get("multi_view_k", multi_view_k))
     return _instantiate(init_path, model_class, max_seg_num=max_seg_num, cache_size=cache_size,
                         multi_view_k=multi_view_k, output_embedding_size=output_embedding_size,
                         attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing)
@@ -315,8 +309,6 @@ def load_model(path, model_class: str | None = None, max_seg_num: int | None = N
 
 def save_pretrained(model: M.DenseRetriever, folder) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (Appendix A names) into ``folder``."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config.to_dict()

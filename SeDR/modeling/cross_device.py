@@ -19,6 +19,8 @@ The Late-Cache stays per rank: a rank caches its own queries with their own docu
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.distributed as dist
 
@@ -86,8 +88,6 @@ def gather_objects(obj) -> list:
 
 def globalize_batch(batch, rel: dict[int, list[int]]):
     """``batch`` with its masks widened to every rank's documents (a collective: all ranks must call it)."""
-    from dataclasses import replace
-
     mine = (batch.positives.doc_offsets.tolist(), batch.negatives.doc_offsets.tolist())
     everyone = gather_objects(mine)  # rank order, as gather_rows concatenates the vectors
     rel_mask, hard_mask = pair_masks(batch.queries.query_offsets.tolist(), rel,

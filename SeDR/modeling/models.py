@@ -117,6 +117,8 @@ class DenseRetriever(nn.Module):
     uses_segment_types: ClassVar[bool] = False  # E_seg read in the document encoder (§3.1)
     uses_cache: ClassVar[bool] = False          # Late-Cache Negative (§4.3)
     loss_kind: ClassVar[str] = "pairwise"      # "pairwise" (STAR, §4.7) or "ce" (§4.2-4.3)
+    # Parameter-name parts that a checkpoint may lack by design (initialised fresh, logged at INFO).
+    fresh_parameters: ClassVar[tuple[str, ...]] = ("embeddings.segment_type_embeddings.",)
 
     def __init__(self, config):
         super().__init__()
@@ -165,6 +167,15 @@ class DenseRetriever(nn.Module):
         """Extra tokens to take off the segment content budget (``SegmentSpec(extra_reserve=...)``)."""
         return 0
 
+    @property
+    def added_vocab_rows(self) -> int:
+        """Word-embedding rows this class adds to its source checkpoint's vocabulary (grown when loading)."""
+        return 0
+
+    @classmethod
+    def adjust_config(cls, config, source_class: str | None) -> None:
+        """Change the backbone config built from a checkpoint written by ``source_class`` (default: nothing)."""
+
     def rows_per_document(self, seg_counts: torch.Tensor) -> torch.Tensor:
         """Index rows each document contributes at inference: its segment count ``s_b``."""
         return torch.as_tensor(seg_counts)
@@ -178,11 +189,6 @@ class DenseRetriever(nn.Module):
 
     def gradient_checkpointing_disable(self) -> None:
         self.gradient_checkpointing = False
-
-    def save_pretrained(self, folder) -> None:
-        from SeDR.modeling.checkpoint import save_pretrained
-
-        save_pretrained(self, folder)
 
     # ------------------------------------------------------------------ encoders
     def _encode(self, input_ids, attention_mask, *, segment_types=None, fuse_mat=None, variant=None,
@@ -310,6 +316,8 @@ class SeDRMaxP(SeDR):
 class SeDRTransformerHead(SeDRMaxP):
     """Independent segments, then one fresh encoder layer over the ``M`` raw CLS slots (SPEC §4.5)."""
 
+    fresh_parameters = (*SeDRMaxP.fresh_parameters, "trans_head.")
+
     def __init__(self, config):
         super().__init__(config)
         layer_cls = type(self.backbone.encoder.layer[0])
@@ -357,6 +365,15 @@ class StarMulti(StarMaxP):
     @property
     def K(self) -> int:
         return int(self.config.multi_view_k)
+
+    @property
+    def added_vocab_rows(self) -> int:
+        return self.K
+
+    @classmethod
+    def adjust_config(cls, config, source_class: str | None) -> None:
+        if source_class != cls.model_class_name:  # grow the vocabulary before any optimizer exists
+            config.vocab_size = int(config.vocab_size) + int(config.multi_view_k)
 
     @property
     def extra_content_reserve(self) -> int:

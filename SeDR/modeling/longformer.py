@@ -25,14 +25,29 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import LongformerConfig, LongformerModel
 
 from SeDR.batch import QueryBatch, SegmentBatch
-from SeDR.modeling import DenseRetriever, load_weights_into
-from SeDR.modeling.checkpoint import read_config_dict
-from SeDR.modeling.models import DEFAULT_CACHE_SIZE, ModelConfigError, init_new_linear
+from SeDR.errors import SeDRInputError
+from SeDR.modeling.checkpoint import (
+    ROBERTA_POSITION_ROWS,
+    load_weights_into,
+    read_config_dict,
+    read_state_dict,
+    save_pretrained,
+)
+from SeDR.modeling.models import (
+    DEFAULT_CACHE_SIZE,
+    MODEL_REGISTRY,
+    DenseRetriever,
+    ModelConfigError,
+    init_new_linear,
+    register,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +103,6 @@ def place_global_cls(input_ids: torch.Tensor, attention_mask: torch.Tensor, cls_
 
 def longformer_config(config):
     """A ``LongformerConfig`` for ``config``: as is, or rebuilt from a RoBERTa reduction made by ``load_model``."""
-    from transformers import LongformerConfig
-
     if config.model_type == "longformer":
         out = config
     else:
@@ -125,8 +138,6 @@ class SeDRLongformer(DenseRetriever):
     def __init__(self, config):
         # DenseRetriever.__init__ builds a RoBERTa/BERT backbone with E_seg; this class has neither.
         nn.Module.__init__(self)
-        from transformers import LongformerModel
-
         config = longformer_config(config)
         self.config = config
         self.backbone_prefix = "roberta"
@@ -220,8 +231,6 @@ class SeDRLongformer(DenseRetriever):
 
 
 def _configured(folder, *, max_seg_num: int | None, cache_size: int | None):
-    from transformers import LongformerConfig
-
     cfg = read_config_dict(folder)
     if cfg.get("model_type") != "longformer":
         raise ModelConfigError(f"{folder} is not a Longformer checkpoint (model_type {cfg.get('model_type')!r}); "
@@ -262,8 +271,71 @@ def register_longformer() -> type[SeDRLongformer]:
     Not done at import: the registry of ``SeDR/train.py`` lists exactly the classes its
     ``--model_class`` accepts, and SeDR-Longformer has its own scripts (SPEC §5.5).
     """
-    from SeDR.modeling import MODEL_REGISTRY, register
-
     if MODEL_REGISTRY.get(MODEL_CLASS_NAME) is not SeDRLongformer:
         register(MODEL_CLASS_NAME)(SeDRLongformer)
     return SeDRLongformer
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+
+# Prefixes of STAR's keys carried into the conversion; the pooler and buffers are not part of the model.
+_KEPT_PREFIXES = ("roberta.embeddings.", "roberta.encoder.", "embeddingHead.", "norm.")
+
+
+def tile_positions(star_table: torch.Tensor, rows: int, offset: int = ROBERTA_POSITION_OFFSET) -> torch.Tensor:
+    """``rows``-row table: rows ``< offset`` copied, learned rows ``offset..`` repeated."""
+    learned = star_table.shape[0] - offset  # 512 for STAR
+    idx = torch.arange(rows)
+    src = torch.where(idx < offset, idx, offset + (idx - offset) % learned)  # (rows,)
+    return star_table[src].clone()
+
+
+def convert_state_dict(star: dict[str, torch.Tensor], num_layers: int, rows: int) -> dict[str, torch.Tensor]:
+    """STAR state dict -> SeDR-Longformer state dict (``roberta.*`` names, global projections copied)."""
+    sd = {}
+    for k, v in star.items():
+        if k.split(".", 1)[0] in ("embeddings", "encoder"):
+            k = "roberta." + k
+        if k.startswith(_KEPT_PREFIXES) and not k.endswith(("position_ids", "token_type_ids")):
+            sd[k] = v
+    missing = [k for k in ("embeddingHead.weight", "embeddingHead.bias", "norm.weight", "norm.bias") if k not in sd]
+    if missing:
+        raise SeDRInputError(f"the STAR checkpoint lacks {', '.join(missing)}: is it the DRhard STAR document model?")
+    pos = "roberta.embeddings.position_embeddings.weight"
+    sd[pos] = tile_positions(sd[pos], rows)
+    for n in range(num_layers):
+        base = f"roberta.encoder.layer.{n}.attention.self."
+        for name in ("query", "key", "value"):
+            for part in ("weight", "bias"):
+                sd[f"{base}{name}_global.{part}"] = sd[f"{base}{name}.{part}"].clone()
+    return sd
+
+
+def convert_star(star_path, output_path, *, max_doc_length: int, attention_window: int, max_seg_num: int) -> Path:
+    """Write a SeDR-Longformer initialisation of the STAR checkpoint at ``star_path`` into ``output_path``."""
+    cfg = read_config_dict(star_path)
+    if cfg.get("model_type") != "roberta":
+        raise SeDRInputError(f"{star_path}: expected a RoBERTa (STAR) checkpoint, found model_type "
+                             f"{cfg.get('model_type')!r}")
+    if int(cfg.get("max_position_embeddings", ROBERTA_POSITION_ROWS)) != ROBERTA_POSITION_ROWS:
+        logger.warning("%s has %s position rows (STAR has %d)", star_path, cfg.get("max_position_embeddings"),
+                       ROBERTA_POSITION_ROWS)
+    rows = max_doc_length + ROBERTA_POSITION_OFFSET
+    d = {k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "_name_or_path")}
+    d.update(max_position_embeddings=rows, attention_window=[attention_window] * int(cfg["num_hidden_layers"]))
+    config = LongformerConfig.from_dict(d)
+    config.max_seg_num = int(max_seg_num)
+    config.cache_size = DEFAULT_CACHE_SIZE
+    config.sedr_special_ids = {"cls_id": int(cfg.get("bos_token_id", 0)), "eos_id": int(cfg.get("eos_token_id", 2)),
+                               "pad_id": int(cfg.get("pad_token_id", 1))}
+    model = SeDRLongformer(config)
+    sd = convert_state_dict(read_state_dict(star_path), config.num_hidden_layers, rows)
+    result = model.load_state_dict(sd, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise SeDRInputError(f"{star_path}: conversion left missing {result.missing_keys} / unexpected "
+                             f"{result.unexpected_keys} parameters")
+    out = Path(output_path)
+    save_pretrained(model, out)
+    logger.info("wrote %s: %d position rows, window %d (one-sided %d), %d layers with global projections",
+                out, rows, attention_window, attention_window // 2, config.num_hidden_layers)
+    return out

@@ -1,0 +1,65 @@
+"""Static hard negatives: the top documents of each training query that are not relevant to it.
+
+``hard_negative.json`` maps query offsets (decimal strings) to document offsets, best first,
+positives excluded, at most ``HARDNEG_LIST_LENGTH`` (300) per query.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from SeDR.constants import HARDNEG_LIST_LENGTH, SEGMENT_HITS
+from SeDR.errors import DataFormatError, MissingInputError
+from SeDR.indexes import SEARCH_BATCH, iter_search
+from SeDR.outputs import atomic_write
+from SeDR.ranking import unique_docs
+
+
+def select_hard_negatives(rows: np.ndarray, row_doc_ids: np.ndarray, relevant: Collection[int],
+                          keep: int = HARDNEG_LIST_LENGTH) -> list[int]:
+    """Walk the hits in rank order, keep each document once, skip relevant ones, stop at ``keep``."""
+    docs, _, _ = unique_docs(rows, row_doc_ids)
+    relevant = set(int(d) for d in relevant)
+    return [int(d) for d in docs if int(d) not in relevant][:keep]
+
+
+def hard_negatives_for_queries(index, row_doc_ids: np.ndarray, queries: np.ndarray,
+                               query_offsets: Sequence[int], rel: Mapping[int, Collection[int]],
+                               hits: int = SEGMENT_HITS, keep: int = HARDNEG_LIST_LENGTH,
+                               batch_size: int = SEARCH_BATCH, show_progress: bool = True) -> dict[int, list[int]]:
+    """Hard negatives of every query: ``{query offset: [doc offset, ...] best first}`` (SPEC §6 step 2)."""
+    query_offsets = list(query_offsets)
+    out: dict[int, list[int]] = {}
+    for start, _, rows in iter_search(index, queries, hits, batch_size, show_progress, "hard negatives"):
+        for i, r in enumerate(rows):
+            q = int(query_offsets[start + i])
+            out[q] = select_hard_negatives(r, row_doc_ids, rel.get(q, ()), keep)
+    return out
+
+
+def write_hard_negatives(path: str | Path, hard_negatives: Mapping[int, Sequence[int]]) -> None:
+    """``hard_negative.json``: keys = query offsets as decimal strings, values = doc offsets best first."""
+    payload = {str(int(q)): [int(d) for d in docs] for q, docs in hard_negatives.items()}
+
+    def write(f):
+        f.write(json.dumps(payload, separators=(",", ":")).encode())
+
+    atomic_write(Path(path), write)
+
+
+def load_hard_negatives(path: str | Path) -> dict[int, list[int]]:
+    """Read ``hard_negative.json`` into ``{query offset: [doc offset, ...]}``."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(path, "generate it with `python SeDR/inference.py ... --gen_hardneg` (SPEC §6)")
+    try:
+        raw = json.loads(path.read_text())
+        return {int(q): [int(d) for d in docs] for q, docs in raw.items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
+        raise DataFormatError(path, None, f"not a hard-negative JSON object of int lists ({err})") from None
+
+

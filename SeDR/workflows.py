@@ -1,0 +1,264 @@
+"""The library side of every script: parse the flags, build, run, report.
+
+``SeDR/train.py``, ``SeDR/inference.py``, ``SeDR/adore_train.py`` and the SeDR-Longformer scripts
+are one call each into this module, so the demo and the tests run exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from SeDR import args as flags
+from SeDR import data, embeddings, hard_negatives, indexes
+from SeDR.adore import AdoreRun
+from SeDR.constants import EVAL_DOCS_KEPT, HARDNEG_LIST_LENGTH
+from SeDR.data import SegmentSpec
+from SeDR.encoding import encode_corpus, encode_queries
+from SeDR.evaluation import Evaluation, evaluate_rankings, format_results_table
+from SeDR.modeling import build_model, get_model_class, load_model
+from SeDR.modeling.longformer import MODEL_CLASS_NAME as LONGFORMER_CLASS
+from SeDR.modeling.longformer import build_longformer, load_longformer
+from SeDR.ranking import retrieve_documents
+from SeDR.runtime import env_rank, resolve_device, resolve_precision, seed_everything, setup_logging
+from SeDR.trainer import LongformerTrainer, Trainer, load_train_data, warn_if_positives_in_hard_negatives
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def _start_distributed(device: torch.device, world_size: int) -> None:
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+
+
+def _stop_distributed(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _train(args, build, trainer_cls, spec_of) -> Trainer:
+    rank, local_rank, world_size = env_rank()
+    setup_logging(rank)
+    seed_everything(args.seed)  # before the model exists, as the original
+    device = resolve_device(args.no_cuda, local_rank)
+    _start_distributed(device, world_size)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=True)
+    model = build()
+    train_data = load_train_data(args.preprocess_dir, args.hardneg_path, spec_of(model))
+    warn_if_positives_in_hard_negatives(train_data)
+    trainer = trainer_cls(args, model.to(device), train_data, device, precision, rank=rank, world_size=world_size)
+    trainer.check_output_dir()
+    trainer.train()
+    _stop_distributed(world_size)
+    return trainer
+
+
+def run_training(argv=None) -> Trainer:
+    """``SeDR/train.py``: returns the :class:`Trainer` (``.saved`` lists the checkpoints written)."""
+    args = flags.build_train_parser().parse_args(argv)
+    flags.validate_train_args(args)
+    get_model_class(args.model_class)  # unknown names fail here, with the valid ones listed
+
+    def build():
+        return build_model(args.model_class, args.init_path, max_seg_num=args.max_seg_num,
+                           cache_size=args.cache_size, gradient_checkpointing=args.use_gradient_checkpointing)
+
+    return _train(args, build, Trainer,
+                  lambda m: SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=m.extra_content_reserve))
+
+
+def run_longformer_training(argv=None) -> Trainer:
+    """``SeDR_Longformer/train.py``: one ``max_doc_length`` row per document, so ``--max_bsize`` counts documents."""
+    args = flags.build_longformer_train_parser().parse_args(argv)
+    args.model_class = LONGFORMER_CLASS  # read by the Trainer's log and recorded in training_args.json
+    flags.validate_train_args(args)
+
+    def build():
+        model = build_longformer(args.init_path, max_seg_num=args.max_seg_num, cache_size=args.cache_size,
+                                 gradient_checkpointing=args.use_gradient_checkpointing)
+        check_doc_length(model, args.max_doc_length, args.init_path)
+        return model
+
+    return _train(args, build, LongformerTrainer, lambda m: SegmentSpec(args.max_doc_length, 1))
+
+
+def check_doc_length(model, max_doc_length: int, path) -> None:
+    if max_doc_length > model.max_doc_length:
+        raise SystemExit(f"--max_doc_length {max_doc_length} exceeds the position table of {path} "
+                         f"({model.max_doc_length} tokens); convert with Star2Star_Longformer.py --max_doc_length")
+
+
+# ------------------------------------------------------------------------------------------- inference
+
+
+def default_output_dir(model_path: str, seg_length: int, max_seg_num: int) -> Path:
+    """``./data/evaluate/{basename(model_path)}-inf{Lraw}-{M}``, the original's evaluation folder."""
+    name = os.path.basename(os.path.normpath(model_path))
+    return Path("./data/evaluate") / f"{name}-inf{seg_length}-{max_seg_num}"
+
+
+def shard_range(num_docs: int, shard_id: int, num_shards: int) -> tuple[int, int]:
+    """Contiguous, balanced document range of one shard."""
+    return num_docs * shard_id // num_shards, num_docs * (shard_id + 1) // num_shards
+
+
+def shard_prefix(shard_id: int, num_shards: int) -> str:
+    return f"passages-shard{shard_id}-of{num_shards}"
+
+
+def encode_documents(model, passages, spec, args, device, precision, out_dir: Path, info: dict,
+                     shard_id: int = 0, num_shards: int = 1) -> bool:
+    """Encode this process's documents; returns True when the full ``passages`` files are complete."""
+    if embeddings.embeddings_complete(out_dir, expect_info=info):
+        logger.info("reusing the complete segment embeddings in %s", out_dir)
+        return True
+    prefix = "passages" if num_shards == 1 else shard_prefix(shard_id, num_shards)
+    start, end = shard_range(len(passages), shard_id, num_shards)
+    if num_shards > 1 and embeddings.embeddings_complete(out_dir, prefix, expect_info=info):
+        logger.info("shard %d/%d already encoded", shard_id, num_shards)
+    else:
+        t0 = time.time()
+        with embeddings.SegmentEmbeddingWriter(out_dir, model.embedding_dim, prefix, info=info) as writer:
+            for vecs, doc_ids in encode_corpus(model, passages, spec, args.max_bsize, device, precision, start, end):
+                writer.append(vecs, doc_ids)
+        logger.info("encoded documents %d..%d into %s/%s in %.1fs", start, end - 1, out_dir, prefix, time.time() - t0)
+    if num_shards == 1:
+        return True
+    prefixes = [shard_prefix(i, num_shards) for i in range(num_shards)]
+    if all(embeddings.embeddings_complete(out_dir, p, expect_info=info) for p in prefixes):
+        embeddings.concat_embedding_shards(out_dir, prefixes)
+        for p in prefixes:
+            for f in embeddings.embedding_paths(out_dir, p):
+                f.unlink(missing_ok=True)
+        logger.info("merged %d shards into %s/passages.memmap", num_shards, out_dir)
+        return True
+    return False
+
+
+def backup_existing(path: Path) -> None:
+    """Never overwrite earlier results silently: keep the old file beside the new one."""
+    if path.exists():
+        backup = path.with_name(path.name + time.strftime(".%Y%m%d-%H%M%S.bak"))
+        shutil.copy2(path, backup)
+        logger.warning("%s exists; the previous version is kept as %s", path, backup)
+
+
+def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device, precision) -> Evaluation:
+    """Index the vectors in ``out_dir``, rank every split's queries, evaluate; with ``--gen_hardneg``
+    also write the hard negatives of every training query."""
+    emb = embeddings.load_segment_embeddings(out_dir)
+    index = indexes.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16, search_shards=args.search_shards)
+    rankings = {}
+    for split, k_docs in EVAL_DOCS_KEPT.items():
+        if not (preprocess_dir / f"{split}-query_meta").exists():
+            logger.warning("no %s queries in %s; skipping that evaluation", split, preprocess_dir)
+            continue
+        qcache = data.queries(preprocess_dir, split)
+        qvecs = encode_queries(model, qcache, args.max_query_length, args.eval_batch_size, device, precision)
+        rankings[split] = retrieve_documents(index, emb.doc_ids, qvecs, range(len(qcache)), k_docs)
+    evaluation = evaluate_rankings(rankings, preprocess_dir, out_dir, run_tag=out_dir.name)
+    print(format_results_table(evaluation.metrics))
+
+    if getattr(args, "gen_hardneg", False):
+        train_q = data.queries(preprocess_dir, "train")
+        rel = data.load_rel(preprocess_dir / "train-qrel.tsv")
+        qvecs = encode_queries(model, train_q, args.max_query_length, args.eval_batch_size, device, precision)
+        hard = hard_negatives.hard_negatives_for_queries(index, emb.doc_ids, qvecs, range(len(train_q)), rel)
+        short = sum(1 for v in hard.values() if len(v) < HARDNEG_LIST_LENGTH)
+        path = Path(args.hardneg_path)
+        backup_existing(path)
+        hard_negatives.write_hard_negatives(path, hard)
+        logger.info("wrote hard negatives of %d training queries to %s (%d with fewer than %d)",
+                    len(hard), path, short, HARDNEG_LIST_LENGTH)
+    return evaluation
+
+
+def run_inference(argv=None) -> Evaluation | None:
+    """``SeDR/inference.py``: encode (sharded under torchrun or ``--num_shards``), search, evaluate.
+
+    Returns ``None`` on ranks other than 0 and for a shard that leaves others to encode.
+    """
+    args = flags.build_inference_parser().parse_args(argv)
+    flags.validate_inference_args(args)
+    rank, local_rank, world_size = env_rank()
+    setup_logging(rank)
+    device = resolve_device(args.no_cuda, local_rank)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
+    model = load_model(args.model_path, model_class=args.model_class, max_seg_num=args.max_seg_num)
+    model.to(device).eval()
+    spec = SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=model.extra_content_reserve)
+    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_path, args.max_seg_length,
+                                                                                args.max_seg_num)
+    preprocess_dir = Path(args.preprocess_dir)
+    passages = data.passages(preprocess_dir)
+    info = {"model_path": str(Path(args.model_path).resolve()), "model_class": model.model_class_name,
+            "max_seg_length": args.max_seg_length, "max_seg_num": args.max_seg_num, "num_docs": len(passages)}
+    logger.info("model %s (%s), %d documents, L=%d M=%d -> %s", args.model_path, model.model_class_name,
+                len(passages), spec.content_len, spec.max_seg_num, out_dir)
+
+    shard_id, num_shards = (rank, world_size) if world_size > 1 else (args.shard_id, args.num_shards)
+    complete = encode_documents(model, passages, spec, args, device, precision, out_dir, info, shard_id, num_shards)
+    if world_size > 1:
+        _start_distributed(device, world_size)
+        dist.barrier()
+        if rank == 0 and not complete:
+            complete = encode_documents(model, passages, spec, args, device, precision, out_dir, info,
+                                        shard_id, num_shards)
+        _stop_distributed(world_size)
+        if rank != 0:
+            return None
+    if not complete:
+        logger.info("shard %d of %d done; run the other shards, then any shard again to merge and evaluate",
+                    shard_id, num_shards)
+        return None
+    return search_and_evaluate(model, out_dir, preprocess_dir, args, device, precision)
+
+
+def run_longformer_inference(argv=None) -> Evaluation:
+    """``SeDR_Longformer/inference.py``: each document one row, ``max_seg_num`` index rows (zeros outside it)."""
+    args = flags.build_longformer_inference_parser().parse_args(argv)
+    flags.validate_inference_args(args)
+    setup_logging()
+    device = resolve_device(args.no_cuda)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
+    model = load_longformer(args.model_path, max_seg_num=args.max_seg_num)
+    check_doc_length(model, args.max_doc_length, args.model_path)
+    model.to(device).eval()
+    spec = SegmentSpec(args.max_doc_length, 1)
+    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_path, args.max_doc_length,
+                                                                                args.max_seg_num)
+    preprocess_dir = Path(args.preprocess_dir)
+    passages = data.passages(preprocess_dir)
+    info = {"model_path": str(Path(args.model_path).resolve()), "model_class": model.model_class_name,
+            "max_doc_length": args.max_doc_length, "max_seg_num": args.max_seg_num, "num_docs": len(passages)}
+    logger.info("model %s (%s), %d documents, rows of %d tokens, %d vectors each -> %s", args.model_path,
+                model.model_class_name, len(passages), spec.row_len, args.max_seg_num, out_dir)
+    encode_documents(model, passages, spec, args, device, precision, out_dir, info)
+    return search_and_evaluate(model, out_dir, preprocess_dir, args, device, precision)
+
+
+# ------------------------------------------------------------------------------------------- ADORE
+
+
+def run_adore(argv=None) -> list[Path]:
+    """``SeDR/adore_train.py``: returns the checkpoints saved (improvements only)."""
+    args = flags.build_adore_parser().parse_args(argv)
+    setup_logging()
+    seed_everything(args.seed)
+    device = resolve_device(args.no_cuda, args.model_gpu_index)
+    precision = resolve_precision(device, training=True)
+    model = load_model(args.init_path)  # the checkpoint's own class
+    model.to(device)
+    return AdoreRun(args, model, device, precision).run()

@@ -1,0 +1,74 @@
+"""Segment-embedding files: write/read, completion record, shards, and the row -> document index."""
+
+
+import numpy as np
+import pytest
+
+from SeDR import embeddings
+from SeDR.errors import MissingInputError
+
+
+def test_first_row_t14(tmp_path):
+    first = embeddings.first_row_index(np.array([0, 0, 0, 1, 2, 2], dtype=np.int32))
+    assert first.tolist() == [0, 3, 4, 6]
+    assert list(range(first[2], first[3])) == [4, 5]  # rows of doc 2
+    for bad in ([0, 0, 2, 2], [1, 1, 2], [0, 1, 1, 0]):  # gap, not starting at 0, out of order
+        with pytest.raises(ValueError, match="contiguously"):
+            embeddings.first_row_index(np.array(bad))
+    ids = np.array([0, 0, 1, 2, 2, 2])
+    assert embeddings.load_or_build_first_row(tmp_path, ids).tolist() == [0, 2, 3, 6]
+    assert (tmp_path / "pid2embids.pkl").exists()
+    assert embeddings.load_or_build_first_row(tmp_path, ids).tolist() == [0, 2, 3, 6]  # from the cache
+    # a cache for another row count is rebuilt, not trusted
+    assert embeddings.load_or_build_first_row(tmp_path, np.array([0, 1])).tolist() == [0, 1, 2]
+
+
+def test_embedding_memmap_write_read_and_completion(tmp_path):
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((7, 4)).astype(np.float32)
+    ids = np.array([0, 0, 1, 2, 2, 2, 3], dtype=np.int32)
+    assert not embeddings.embeddings_complete(tmp_path)
+    with embeddings.SegmentEmbeddingWriter(tmp_path, 4, info={"max_seg_num": 4}) as w:
+        w.append(vecs[:3], ids[:3])
+        w.append(vecs[3:], ids[3:])
+    assert embeddings.embeddings_complete(tmp_path, expect_info={"max_seg_num": 4})
+    assert not embeddings.embeddings_complete(tmp_path, expect_info={"max_seg_num": 1})
+    emb = embeddings.load_segment_embeddings(tmp_path)
+    np.testing.assert_array_equal(emb.vectors, vecs)
+    np.testing.assert_array_equal(emb.doc_ids, ids)
+    assert (tmp_path / "passages.memmap").stat().st_size == 7 * 4 * 4  # raw float32 [S, d], original layout
+    # a legacy folder (no completion record) opens only when asked with its dimension
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "passages.memmap").write_bytes(vecs.tobytes())
+    (legacy / "passages-id.memmap").write_bytes(ids.tobytes())
+    with pytest.raises(MissingInputError, match="incomplete"):
+        embeddings.load_segment_embeddings(legacy)
+    np.testing.assert_array_equal(embeddings.load_segment_embeddings(legacy, legacy_dim=4).vectors, vecs)
+
+
+def test_interrupted_encoding_is_not_complete(tmp_path):
+    vecs = np.ones((2, 3), dtype=np.float32)
+    with embeddings.SegmentEmbeddingWriter(tmp_path, 3) as w:
+        w.append(vecs, np.array([0, 1]))
+    assert embeddings.embeddings_complete(tmp_path)
+    with pytest.raises(RuntimeError), embeddings.SegmentEmbeddingWriter(tmp_path, 3) as w:
+        w.append(vecs, np.array([0, 1]))
+        raise RuntimeError("killed")
+    assert not embeddings.embeddings_complete(tmp_path)  # the old record was removed when writing began
+    with pytest.raises(MissingInputError):
+        embeddings.load_segment_embeddings(tmp_path)
+    with embeddings.SegmentEmbeddingWriter(tmp_path, 3) as w, pytest.raises(ValueError, match="non-decreasing"):
+        w.append(vecs, np.array([1, 0]))
+
+
+def test_concat_embedding_shards(tmp_path):
+    rng = np.random.default_rng(2)
+    vecs = rng.standard_normal((5, 2)).astype(np.float32)
+    ids = np.array([0, 0, 1, 2, 2])
+    for name, sl in (("shard0", slice(0, 3)), ("shard1", slice(3, 5))):
+        with embeddings.SegmentEmbeddingWriter(tmp_path, 2, prefix=name) as w:
+            w.append(vecs[sl], ids[sl])
+    emb = embeddings.concat_embedding_shards(tmp_path, ["shard0", "shard1"], rows_per_chunk=2)
+    np.testing.assert_array_equal(emb.vectors, vecs)
+    assert embeddings.first_row_index(emb.doc_ids).tolist() == [0, 2, 3, 5]
