@@ -1,4 +1,4 @@
-"""Tokenise MS MARCO Document + TREC-DL into ``<data_path>/preprocess`` (SPEC §1.3).
+"""Tokenise MS MARCO Document + TREC-DL into ``<data_path>/preprocess``.
 
     python SeDR_preprocess.py --data_path ./data --max_seq_length 2048
 
@@ -11,24 +11,24 @@ from __future__ import annotations
 import argparse
 import logging
 
+from SeDR.args import POSITIVE, QUERY_LENGTH, Parser
 from SeDR.constants import DEFAULT_MAX_DOC_CHARACTER, DEFAULT_MAX_QUERY_LENGTH, DEFAULT_MAX_SEQ_LENGTH
 from SeDR.errors import exit_on_input_error
 from SeDR.preprocessing import Settings, default_threads, preprocess
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model_name_or_path", default="roberta-base",
                         help="tokenizer (name or folder); emulated as transformers-2.8's lower-cased slow one")
-    parser.add_argument("--max_seq_length", type=int, default=DEFAULT_MAX_SEQ_LENGTH,
+    parser.add_argument("--max_seq_length", type=POSITIVE, default=DEFAULT_MAX_SEQ_LENGTH,
                         help="tokens stored per document (rows are padded with 0)")
-    parser.add_argument("--max_query_length", type=int, default=DEFAULT_MAX_QUERY_LENGTH,
+    parser.add_argument("--max_query_length", type=QUERY_LENGTH, default=DEFAULT_MAX_QUERY_LENGTH,
                         help="tokens stored per query, CLS and EOS included")
-    parser.add_argument("--max_doc_character", type=int, default=DEFAULT_MAX_DOC_CHARACTER,
+    parser.add_argument("--max_doc_character", type=POSITIVE, default=DEFAULT_MAX_DOC_CHARACTER,
                         help="characters of 'url</s>title</s>body' kept before tokenisation")
     parser.add_argument("--data_path", default="./data", help="folder with the files of download_data.sh")
-    parser.add_argument("--threads", type=int, default=default_threads(),
+    parser.add_argument("--threads", type=POSITIVE, default=default_threads(),
                         help="tokenizer processes (the original used 32)")
     parser.add_argument("--output_dir", default=None, help="output folder (default: <data_path>/preprocess)")
     return parser

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,24 @@ import torch
 from tqdm.auto import tqdm
 
 from SeDR import data, embeddings, indexes
+from SeDR.args import flag_changes
 from SeDR.constants import EVAL_DOCS_KEPT, SEGMENT_HITS
 from SeDR.encoding import encode_queries
+from SeDR.errors import OutputError, SeDRInputError
 from SeDR.evaluation import evaluate_rankings, format_results_table
 from SeDR.modeling import save_pretrained
+from SeDR.modeling.checkpoint import model_fingerprint
 from SeDR.optim import build_optimizer, linear_schedule_with_warmup
+from SeDR.outputs import (
+    RunLock,
+    atomic_save_dir,
+    atomic_write,
+    atomic_write_text,
+    ensure_writable,
+    move_to_backup,
+)
 from SeDR.ranking import OriginalIds, retrieve_documents, unique_docs
-from SeDR.runtime import Precision, seed_everything
+from SeDR.runtime import Precision, rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +124,55 @@ def adore_loss(query_emb: torch.Tensor, targets: Sequence[AdoreTargets], vectors
     return torch.stack(losses).sum() / (nominal_batch_size * grad_accum)
 
 
+# Flags a resumed ADORE run may change; the others are fixed by the saved state.
+ADORE_RESUMABLE_FLAGS = frozenset({"resume", "overwrite_output_dir", "logging_steps", "log_dir", "no_cuda",
+                                   "model_gpu_index", "faiss_gpu_index", "faiss_omp_num_threads"})
+
+
+def adore_outputs(save_dir: Path, name: str) -> list[Path]:
+    """What a run from checkpoint ``name`` has written into ``save_dir``: checkpoints, best.json, state."""
+    own = re.compile(re.escape(name) + r"-(ckpt|epoch)-\d+|" + re.escape(name) + r"-(best\.json|adore-state\.pt)")
+    return sorted(p for p in save_dir.iterdir() if own.fullmatch(p.name)) if save_dir.is_dir() else []
+
+
+def claim_save_dir(args, name: str) -> RunLock:
+    """Lock this run's outputs in ``--model_save_dir``; earlier ones need ``--resume`` or ``--overwrite_output_dir``."""
+    save_dir = ensure_writable(args.model_save_dir, what="ADORE checkpoints")
+    lock = RunLock(save_dir, f"{name}-adore").acquire()
+    earlier = adore_outputs(save_dir, name)
+    state = save_dir / f"{name}-adore-state.pt"
+    if earlier and args.overwrite_output_dir:
+        backup = move_to_backup(earlier, save_dir / f"{name}-adore")
+        logger.warning("--overwrite_output_dir: moved the earlier outputs of this ADORE run to %s", backup)
+    elif earlier and not (args.resume and state.exists()):
+        lock.release()
+        how = "it has no resumable state: pass --overwrite_output_dir" if args.resume else (
+            "pass --resume to continue it, or --overwrite_output_dir to start again (they move to a dated backup)")
+        raise OutputError(f"{earlier[0]} already exists (an earlier ADORE run from {name}); {how}")
+    return lock
+
+
+def open_frozen_embeddings(folder, init_path, dim: int):
+    """The segment index ADORE trains against: ours (made by ``init_path``'s weights) or the original code's."""
+    if embeddings.foreign_embeddings(folder):
+        logger.warning("%s has no record of ours (written by the original code?): its vectors are used as they are "
+                       "and nothing is written into that folder", folder)
+        return embeddings.load_segment_embeddings(folder, legacy_dim=dim), False
+    emb = embeddings.load_segment_embeddings(folder)
+    made_by = emb.info.get("model_fingerprint")
+    if made_by and made_by != model_fingerprint(init_path):
+        raise SeDRInputError(f"the embeddings in {folder} were made by {emb.info.get('model_path')}, whose weights "
+                             f"differ from --init_path {init_path}; encode with this model first "
+                             "(`python SeDR/inference.py --model_path ...`)")
+    return emb, True
+
+
 class AdoreRun:
     def __init__(self, args, model, device: torch.device, precision: Precision):
         self.args, self.model, self.device, self.precision = args, model, device, precision
         self.preprocess_dir = Path(args.preprocess_dir)
-        self.emb = embeddings.load_segment_embeddings(args.pembed_dir)
-        self.first_row = embeddings.load_or_build_first_row(args.pembed_dir, self.emb.doc_ids)
+        self.emb, ours = open_frozen_embeddings(args.pembed_dir, args.init_path, model.embedding_dim)
+        self.first_row = embeddings.load_or_build_first_row(args.pembed_dir, self.emb.doc_ids, cache=ours)
         indexes.set_faiss_threads(args.faiss_omp_num_threads)
         self.index = indexes.build_index(self.emb.vectors, args.faiss_gpu_index)
         self.train_queries = data.queries(self.preprocess_dir, "train")
@@ -129,6 +184,7 @@ class AdoreRun:
         self.original_ids = OriginalIds.load(self.preprocess_dir, splits)
         self.name = Path(args.init_path).resolve().name
         self.save_dir = Path(args.model_save_dir)
+        self.state_path = self.save_dir / f"{self.name}-adore-state.pt"
         self.writer = None
 
     def rank(self) -> dict:
@@ -162,14 +218,16 @@ class AdoreRun:
         logger.info("***** ADORE: %s *****", a.init_path)
         logger.info("  %d training queries, %d segment rows, %d optimizer steps, lr %g", len(self.train_offsets),
                     len(self.emb.doc_ids), total, a.learning_rate)
-        seed_everything(a.seed)  # the original seeds again right before the first evaluation (SPEC §8)
-        best = self.evaluate("init").selection_score
-        logger.info("initial dev MRR@100 + R@100 = %.4f", best)
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        step, saved = 0, []
         rng = random.Random(a.seed)
+        if a.resume and self.state_path.exists():
+            start_epoch, step, best, saved = self._load_state(optimizer, scheduler, rng)
+        else:
+            seed_everything(a.seed)  # the original seeds again right before the first evaluation
+            best = self.evaluate("init").selection_score
+            logger.info("initial dev MRR@100 + R@100 = %.4f", best)
+            start_epoch, step, saved = 0, 0, []
         self.model.train()
-        for epoch in range(a.num_train_epochs):
+        for epoch in range(start_epoch, a.num_train_epochs):
             order = list(self.train_offsets)
             rng.shuffle(order)
             window = []
@@ -203,10 +261,33 @@ class AdoreRun:
                     if step % a.save_steps == 0:
                         best = self._maybe_save(best, f"{self.name}-ckpt-{step}", saved)
             best = self._maybe_save(best, f"{self.name}-epoch-{epoch + 1}", saved)
+            self._save_state(epoch + 1, step, best, saved, optimizer, scheduler, rng)
         self.writer.close()
-        (self.save_dir / f"{self.name}-best.json").write_text(json.dumps(
+        atomic_write_text(self.save_dir / f"{self.name}-best.json", json.dumps(
             {"best_selection_score": best, "saved": [str(p) for p in saved]}, indent=2))
         return saved
+
+    def _save_state(self, epoch, step, best, saved, optimizer, scheduler, rng) -> None:
+        """Everything ``--resume`` needs to continue after ``epoch`` exactly as an uninterrupted run."""
+        state = {"epoch": epoch, "step": step, "best": best, "saved": [str(p) for p in saved],
+                 "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "shuffle": rng.getstate(), "rng": rng_state(),
+                 "args": json.loads(json.dumps(vars(self.args), default=str))}
+        atomic_write(self.state_path, lambda f: torch.save(state, f))
+
+    def _load_state(self, optimizer, scheduler, rng):
+        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        conflicts = flag_changes(state["args"], self.args, ADORE_RESUMABLE_FLAGS)
+        if conflicts:
+            raise SeDRInputError(f"--resume from {self.state_path}: the saved state fixes these flags; rerun with "
+                                 f"the saved values or start again with --overwrite_output_dir: {'; '.join(conflicts)}")
+        self.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.setstate(state["shuffle"])
+        set_rng_state(state["rng"])
+        logger.info("resuming ADORE after epoch %d (step %d) from %s", state["epoch"], state["step"], self.state_path)
+        return state["epoch"], state["step"], state["best"], [Path(p) for p in state["saved"]]
 
     def _log(self, window, step, lr, bar):
         loss, mrr, rec = (float(np.mean([w[i] for w in window])) for i in range(3))
@@ -224,8 +305,12 @@ class AdoreRun:
         if score is None or score <= best:
             return best
         target = self.save_dir / name
-        save_pretrained(self.model, target)
-        self.evaluate(name, rankings, out_dir=target)  # run files + metrics.json beside the weights
+
+        def write(folder: Path) -> None:
+            save_pretrained(self.model, folder)
+            self.evaluate(name, rankings, out_dir=folder)  # run files + metrics.json beside the weights
+
+        atomic_save_dir(target, write)
         print(format_results_table(ev.metrics))
         saved.append(target)
         return score

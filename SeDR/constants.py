@@ -18,6 +18,8 @@ DOC_FIELD_SEPARATOR = "</s>"
 DEFAULT_MAX_DOC_CHARACTER = 10000
 DEFAULT_MAX_SEQ_LENGTH = 2048
 DEFAULT_MAX_QUERY_LENGTH = 64
+# Written by SeDR_preprocess.py beside its outputs: the settings and the raw inputs they came from.
+PREPROCESS_RECORD = "preprocess_args.json"
 
 # Split name -> (queries file, qrels file) (SPEC §1.3).
 SPLIT_FILES = {

@@ -25,11 +25,13 @@ from SeDR.constants import (
     EOS_ID,
     MULTI_SEGMENT_RESERVE,
     PAD_ID,
+    PREPROCESS_RECORD,
     SHORT_TAIL_CAP,
     SHORT_TAIL_FRACTION,
     SINGLE_SEGMENT_RESERVE,
 )
 from SeDR.errors import DataFormatError, MissingInputError
+from SeDR.outputs import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +57,29 @@ class TokenCache:
         meta_path = folder / f"{prefix}_meta"
         if not meta_path.exists():
             raise MissingInputError(meta_path, PREPROCESS_HINT)
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+            self.total, self.width = int(meta["total_number"]), int(meta["embedding_size"])
+            dtype = np.dtype(meta.get("type", "int32"))
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataFormatError(meta_path, None, f"unreadable shape record ({err}); {PREPROCESS_HINT}") from None
         self.path = folder / f"{prefix}.memmap"
-        self.total, self.width = int(meta["total_number"]), int(meta["embedding_size"])
-        self.ids = np.memmap(self.path, dtype=np.dtype(meta.get("type", "int32")), mode="r",
-                             shape=(self.total, self.width))
-        self.lengths = np.load(folder / f"{prefix}_length.npy").astype(np.int64)
-        if len(self.lengths) != self.total:
-            raise DataFormatError(folder / f"{prefix}_length.npy", None,
-                                  f"{len(self.lengths)} lengths for {self.total} rows in {meta_path}")
+        want = self.total * self.width * dtype.itemsize
+        have = self.path.stat().st_size if self.path.exists() else None
+        if have != want:
+            raise DataFormatError(self.path, None, f"{'missing' if have is None else f'{have} bytes'}, but "
+                                  f"{meta_path.name} says {self.total} x {self.width} {dtype} ({want} bytes): "
+                                  f"the folder is incomplete or truncated; {PREPROCESS_HINT}")
+        self.ids = np.memmap(self.path, dtype=dtype, mode="r", shape=(self.total, self.width))
+        lengths_path = folder / f"{prefix}_length.npy"
+        try:
+            self.lengths = np.load(lengths_path).astype(np.int64)
+        except (OSError, ValueError) as err:
+            raise DataFormatError(lengths_path, None, f"unreadable ({err}); {PREPROCESS_HINT}") from None
+        if len(self.lengths) != self.total or (len(self.lengths) and not 0 <= self.lengths.min() <= self.lengths.max()
+                                               <= self.width):
+            raise DataFormatError(lengths_path, None, f"{len(self.lengths)} lengths in 0..{self.width} expected "
+                                  f"{self.total} for {meta_path}; {PREPROCESS_HINT}")
 
     def __len__(self) -> int:
         return self.total
@@ -120,6 +136,12 @@ def load_id_map(path: str | Path) -> dict[int, int]:
         raise MissingInputError(path, PREPROCESS_HINT)
     with open(path, "rb") as f:
         return pickle.load(f)
+
+
+def preprocess_fingerprint(preprocess_dir: str | Path) -> str:
+    """Identity of a preprocess folder's corpus: its shape record, document lengths and settings record."""
+    folder = Path(preprocess_dir)
+    return fingerprint([folder / "passages_meta", folder / "passages_length.npy", folder / PREPROCESS_RECORD])
 
 
 # --------------------------------------------------------------------------------------------

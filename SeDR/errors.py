@@ -1,17 +1,27 @@
-"""User-facing errors: one line that names the file, the line and the fix; no traceback."""
+"""User-facing errors: one line that names the file (and line or entry) or the flag, and the fix.
+
+Every script's ``main`` is wrapped by :func:`exit_on_input_error`: a :class:`SeDRInputError`, a full
+disk or an unwritable folder prints ``error: <one line>`` and exits with status 2, the status
+argparse uses for a bad flag (docs/errors.md#exit-status).
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 
+USER_ERROR_EXIT = 2
+# Write failures that are the user's environment, not a bug: full disk, quota, read-only, permissions.
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
 
 class SeDRInputError(Exception):
-    """Bad input data or a missing input file. Scripts print ``str(err)`` and exit with status 2."""
+    """Bad input, a bad flag or an output that must not be touched. Scripts print it and exit 2."""
 
 
 class DataFormatError(SeDRInputError):
-    """A malformed line in an input file."""
+    """A malformed line or entry in an input file."""
 
     def __init__(self, path, line_no: int | None, message: str):
         self.path, self.line_no = str(path), line_no
@@ -27,14 +37,31 @@ class MissingInputError(SeDRInputError):
         super().__init__(f"missing input file {path}; {how_to_get}")
 
 
+class OutputError(SeDRInputError):
+    """An output that could not be written (full disk, read-only folder) or that belongs to another run."""
+
+
+def describe_os_error(err: OSError, path=None) -> str:
+    where = path or err.filename or "an output file"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device while writing {where}; free space or choose another folder"
+    return f"cannot write {where}: {err.strerror or err}"
+
+
 def exit_on_input_error(main):
-    """Decorator for a script's ``main``: turn :class:`SeDRInputError` into a clean message and exit 2."""
+    """Decorator for a script's ``main``: user errors become one line on stderr and exit status 2."""
+
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except SeDRInputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            message = str(err)
+        except OSError as err:
+            if err.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            message = describe_os_error(err)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(USER_ERROR_EXIT)
 
     return wrapper

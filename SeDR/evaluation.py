@@ -26,7 +26,7 @@ from ir_measures import RR, Judged, R, nDCG
 
 from SeDR.constants import MRR_CUTOFF, SEGMENT_HITS, TREC_DOCS_KEPT
 from SeDR.data import iter_qrels
-from SeDR.outputs import atomic_write_text
+from SeDR.outputs import atomic_write_text, writing
 from SeDR.ranking import (
     DEFAULT_RUN_TAG,
     TIE_RULE,
@@ -145,7 +145,7 @@ def write_metrics_json(path: str | Path, metrics: Mapping) -> None:
 
 def append_jsonl(path: str | Path, record: Mapping) -> None:
     """One JSON object per line (the original appended objects without separators, SPEC §10 #34)."""
-    with open(path, "a") as f:
+    with writing(path), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -176,7 +176,7 @@ def evaluate_rankings(rankings_by_split: Mapping[str, Rankings], preprocess_dir:
                       out_dir: str | Path | None = None, *, run_tag: str = DEFAULT_RUN_TAG,
                       qrels_paths: Mapping[str, str | Path] | None = None, write_runs: bool = True,
                       original_ids: OriginalIds | None = None, offset_runs: bool = False,
-                      history_record: Mapping | None = None) -> Evaluation:
+                      history_record: Mapping | None = None, model_record: Mapping | None = None) -> Evaluation:
     """Evaluate per-split rankings, write run files and ``metrics.json``; the inference/ADORE entry point.
 
     Args:
@@ -188,6 +188,7 @@ def evaluate_rankings(rankings_by_split: Mapping[str, Rankings], preprocess_dir:
             writes nothing.
         qrels_paths: per-split qrels overriding ``{preprocess_dir}/{split}-qrel.tsv``, in offset space.
         history_record: extra fields (e.g. the ADORE step) for the line appended to ``res.jsonl``.
+        model_record: what produced the rankings (model path, class, fingerprint, ...), kept in ``metrics.json``.
 
     Returns:
         ``Evaluation(metrics, selection_score)``.
@@ -211,7 +212,7 @@ def evaluate_rankings(rankings_by_split: Mapping[str, Rankings], preprocess_dir:
     depths = {s: max((len(r) for r in rankings_by_split[s].values()), default=0) for s in splits}
     # flat names in the style of the original res.json ("dev_MRR@100", "test_nDCG@10", ...)
     scores = {f"{s}_{k}": v for s in splits for k, v in results[s].items() if not k.startswith("num_")}
-    metrics = {"scores": scores, "splits": results, "selection_score": selection,
+    metrics = {"scores": scores, "splits": results, "selection_score": selection, "model": dict(model_record or {}),
                "contract": metric_contract(qrels_files, depths)}
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -225,8 +226,8 @@ def evaluate_rankings(rankings_by_split: Mapping[str, Rankings], preprocess_dir:
                     write_trec_run(out_dir / f"{s}.offsets.trec", rankings_by_split[s], None, None, run_tag)
             metrics["run_files"] = {s: {"trec": f"{s}.trec", "msmarco": f"{s}.msmarco.tsv"} for s in splits}
         write_metrics_json(out_dir / "metrics.json", metrics)
-        append_jsonl(out_dir / "res.jsonl", {**(history_record or {}), "splits": results,
-                                             "selection_score": selection})
+        append_jsonl(out_dir / "res.jsonl", {**(history_record or {}), "splits": results, "selection_score": selection,
+                                             "model_fingerprint": (model_record or {}).get("model_fingerprint")})
     for s in splits:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in results[s].items() if not k.startswith("num_"))
         logger.info("%s (%d judged queries): %s", SPLIT_LABELS[s], results[s]["num_judged_queries"], shown)

@@ -51,15 +51,33 @@ def write_hard_negatives(path: str | Path, hard_negatives: Mapping[int, Sequence
     atomic_write(Path(path), write)
 
 
-def load_hard_negatives(path: str | Path) -> dict[int, list[int]]:
-    """Read ``hard_negative.json`` into ``{query offset: [doc offset, ...]}``."""
+def load_hard_negatives(path: str | Path, num_docs: int | None = None) -> dict[int, list[int]]:
+    """Read ``hard_negative.json`` into ``{query offset: [doc offset, ...]}``, every entry checked.
+
+    Keys must be query offsets, values lists of document offsets in ``0..num_docs-1``; a bad entry is
+    reported with its query and position before any training starts.
+    """
     path = Path(path)
     if not path.exists():
-        raise MissingInputError(path, "generate it with `python SeDR/inference.py ... --gen_hardneg` (SPEC §6)")
+        raise MissingInputError(path, "generate it with `python SeDR/inference.py ... --gen_hardneg`")
     try:
         raw = json.loads(path.read_text())
-        return {int(q): [int(d) for d in docs] for q, docs in raw.items()}
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
-        raise DataFormatError(path, None, f"not a hard-negative JSON object of int lists ({err})") from None
-
-
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataFormatError(path, None, f"not JSON ({err}); regenerate it with --gen_hardneg") from None
+    if not isinstance(raw, dict):
+        raise DataFormatError(path, None, "expected a JSON object {query offset: [document offsets]}")
+    out: dict[int, list[int]] = {}
+    for key, docs in raw.items():
+        if not key.isdecimal():
+            raise DataFormatError(path, None, f"key {key!r} is not a query offset")
+        arr = np.asarray(docs if isinstance(docs, list) else None)
+        if arr.ndim != 1 or (len(arr) and arr.dtype.kind not in "iu"):
+            raise DataFormatError(path, None, f"query {key}: expected a list of integer document offsets")
+        bad = np.flatnonzero((arr < 0) | (arr >= (num_docs if num_docs is not None else np.iinfo(np.int64).max)))
+        if len(bad):
+            i = int(bad[0])
+            raise DataFormatError(path, None, f"query {key}, position {i}: document offset {docs[i]} is outside "
+                                  f"0..{num_docs - 1 if num_docs is not None else 'N-1'}; regenerate the file "
+                                  "for this preprocess folder with --gen_hardneg")
+        out[int(key)] = docs
+    return out

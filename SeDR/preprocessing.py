@@ -1,38 +1,17 @@
-"""Preprocessing (SPEC §1.3): MS MARCO text files -> token-id memmaps and offset maps.
+"""Preprocessing: MS MARCO text files -> token-id memmaps and offset maps (docs/data.md#preprocess-outputs).
 
 Writes exactly the files of the original ``SeDR_preprocess.py`` (names, int32 dtypes, shapes,
 padding value 0, meta JSON, pickled ``dict[int, int]`` maps, offset qrels), so a folder made by
-either program can be read by the other's readers. What differs is how:
-
-* Tokenisation is batched on the Rust backend (:class:`SeDR.tokenization.StarTokenizer`) in
-  ``threads`` worker processes, each given one contiguous line range and writing straight into
-  the final memmap (no split folders to concatenate or leave behind; row = file line order).
-* Idempotent and atomic: everything is written into ``<output_dir>.incomplete-<pid>`` next to the
-  output and renamed into place at the end. A rerun on a complete folder (ours or the original's,
-  recognised by its files and sizes alone) logs that there is nothing to do. An interrupted run
-  leaves only the ``.incomplete-<pid>`` folder, which the next run removes.
-* Input is validated cheaply while streaming (the corpus is 22 GB; only ``pid -> offset`` and the
-  line start positions are kept in memory) and bad input stops the run with one line that names
-  the file and the line (:mod:`SeDR.errors`).
-
-Bad-input policy (decided here, SPEC §10 #32 and the Foundation issue):
-
-* missing input file: error naming it and ``bash download_data.sh``;
-* corpus line without exactly 4 tab-separated fields, or a doc id that is not ``D`` + digits, or a
-  repeated doc id: error;
-* bytes that are not UTF-8 (any input file): error with the line and byte position. The original
-  crashed on them too, and replacing them would feed the checkpoint ids it never saw;
-* empty body (after ``rstrip``): accepted, counted and reported in one warning. The text is still
-  ``url</s>title</s>`` and tokenises to at least the two separators, as in the original;
-* query line without exactly 2 tab-separated fields or with a non-integer qid: error (only judged
-  queries are checked for duplicates; a judged qid listed twice is an error);
-* qrels line without 4 whitespace-separated fields, non-integer qid, or a document missing from
-  the corpus: error; blank qrels lines are skipped;
-* judged qid missing from its queries file: error at the first qrels line that judges it.
+either program can be read by the other's readers. Tokenisation is batched on the Rust backend in
+``threads`` worker processes writing straight into the final memmap; everything is written into
+``<output_dir>.incomplete-<pid>`` and renamed into place at the end; a rerun on a complete folder
+made from the same settings and raw inputs does nothing. Bad input stops with one line naming the
+file and the line (docs/data.md#bad-input-policy).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import multiprocessing as mp
@@ -56,17 +35,17 @@ from SeDR.constants import (
     DEFAULT_MAX_QUERY_LENGTH,
     DEFAULT_MAX_SEQ_LENGTH,
     DOC_FIELD_SEPARATOR,
+    PREPROCESS_RECORD,
     SPLIT_FILES,
 )
 from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
+from SeDR.outputs import ensure_writable, pid_alive, writing
 from SeDR.tokenization import StarTokenizer
 
 logger = logging.getLogger(__name__)
 
 DOWNLOAD_HINT = "run `bash download_data.sh` (it downloads the MS MARCO / TREC-DL files into ./data)"
 PASSAGE_PREFIX = "passages"
-# Written by us only, to refuse a rerun with other settings; readers never need it.
-SETTINGS_FILE = "preprocess_args.json"
 INCOMPLETE_TAG = ".incomplete-"
 TOKEN_DTYPE = np.int32          # SPEC §1.3: every memmap and length array is int32
 PAD_VALUE = 0                   # SPEC §1.3: rows are right-padded with 0 (not <pad>)
@@ -74,6 +53,7 @@ PICKLE_PROTOCOL = 4             # as the original
 DOCS_PER_CALL = 128             # documents per backend call inside a worker
 QUERIES_PER_CALL = 4096
 _DOC_ID = re.compile(rb"D([0-9]+)")
+MAX_DOC_NUMBER = 2**63 - 1  # run files and id maps hold document numbers as int64
 
 
 @dataclass(frozen=True)
@@ -123,6 +103,13 @@ def missing_outputs(folder: str | Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Reading and validating inputs
 # ----------------------------------------------------------------------------------------------
+
+
+def _doc_number(match, path: Path, line_no: int) -> int:
+    pid = int(match.group(1))
+    if pid > MAX_DOC_NUMBER:
+        raise DataFormatError(path, line_no, f"document id D{pid} has more digits than a 64-bit id can hold")
+    return pid
 
 
 def _decode(raw: bytes, path: Path, line_no: int) -> str:
@@ -176,7 +163,7 @@ def scan_corpus(path: str | Path) -> CorpusIndex:
             m = _DOC_ID.fullmatch(head)
             if m is None:
                 raise DataFormatError(path, line_no, f"document id {head[:40].decode('utf-8')!r} is not 'D' followed by digits")
-            pid = int(m.group(1))
+            pid = _doc_number(m, path, line_no)
             if pid in pid2offset:
                 raise DataFormatError(path, line_no, f"document D{pid} already appeared on line {pid2offset[pid] + 1}")
             pid2offset[pid] = line_no - 1
@@ -215,10 +202,12 @@ def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int])
         qid_s, _, doc, rel = fields
         if not qid_s.isdecimal():
             raise DataFormatError(qrels_path, line_no, f"query id {qid_s!r} is not an integer")
+        if not rel.lstrip("-").isdecimal():
+            raise DataFormatError(qrels_path, line_no, f"relevance {rel!r} is not an integer")
         m = _DOC_ID.fullmatch(doc.encode())
         if m is None:
             raise DataFormatError(qrels_path, line_no, f"document id {doc!r} is not 'D' followed by digits")
-        pid = int(m.group(1))
+        pid = _doc_number(m, qrels_path, line_no)
         if pid not in pid2offset:
             raise DataFormatError(qrels_path, line_no, f"document {doc} is not in the corpus {CORPUS_FILE}")
         qid = int(qid_s)
@@ -366,14 +355,25 @@ def _run_doc_workers(tokenizer: StarTokenizer, jobs: list[DocRange], bar) -> Non
         messages.close()
 
 
+def _allocate(path: Path, size: int) -> None:
+    """A zero-filled file whose blocks are reserved now: a full disk fails here, not as a bus error later."""
+    with writing(path), open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            f.truncate(size)  # a filesystem without fallocate: sparse, as before
+
+
 def tokenize_corpus(tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path, settings: Settings,
                     threads: int) -> None:
     """Write ``passages.memmap`` and ``passages_length.npy`` into ``out_dir``."""
     n, width = index.num_docs, settings.max_seq_length
     tokens_path = out_dir / f"{PASSAGE_PREFIX}.memmap"
     lengths_path = out_dir / f"{PASSAGE_PREFIX}_length.tmp"
-    np.memmap(tokens_path, dtype=TOKEN_DTYPE, mode="w+", shape=(n, width)).flush()  # sparse, zero-filled
-    np.memmap(lengths_path, dtype=TOKEN_DTYPE, mode="w+", shape=(n,)).flush()
+    _allocate(tokens_path, n * width * np.dtype(TOKEN_DTYPE).itemsize)  # zero-filled, space taken now
+    _allocate(lengths_path, n * np.dtype(TOKEN_DTYPE).itemsize)
     # The original's ranges: [round(N*i/t), round(N*(i+1)/t)) (SPEC §1.3).
     bounds = [round(n * i / threads) for i in range(threads + 1)]
     jobs = [DocRange(str(index.path), index.line_starts[a], a, b, str(tokens_path), str(lengths_path), n, width,
@@ -428,6 +428,11 @@ def _write_pickle(path: Path, mapping: dict[int, int]) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def input_stamps(paths: dict[str, Path]) -> dict[str, list[int]]:
+    """``{file name: [bytes, mtime_ns]}`` of the raw inputs that exist, recorded to notice a changed input."""
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in paths.values() if p.is_file()}
+
+
 def input_paths(data_path: Path) -> dict[str, Path]:
     """Every input file by role: ``corpus`` and ``{split}.queries`` / ``{split}.qrels``."""
     paths = {"corpus": data_path / CORPUS_FILE}
@@ -437,30 +442,20 @@ def input_paths(data_path: Path) -> dict[str, Path]:
     return paths
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _clear_stale(out: Path) -> None:
     """Remove ``<out>.incomplete-<pid>`` folders of runs that are gone; refuse if one is still running."""
     for p in out.parent.glob(out.name + INCOMPLETE_TAG + "*"):
         pid = p.name[len(out.name + INCOMPLETE_TAG):]
         if not pid.isdecimal() or int(pid) == os.getpid():
             continue
-        if _pid_alive(int(pid)):
+        if pid_alive(int(pid)):
             raise SeDRInputError(f"{p} is being written by process {pid}; wait for it, or delete the folder "
                                  "if no preprocessing run is active")
         logger.info("removing %s left by an interrupted run", p)
         shutil.rmtree(p)
 
 
-def _check_existing(out: Path, settings: Settings) -> bool:
+def _check_existing(out: Path, settings: Settings, paths: dict[str, Path]) -> bool:
     """True if ``out`` already holds a complete output made with ``settings``."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return False
@@ -470,8 +465,13 @@ def _check_existing(out: Path, settings: Settings) -> bool:
                              f"{', ...' if len(missing) > 3 else ''}); delete it or pass another --output_dir")
     found = {"max_seq_length": json.loads((out / f"{PASSAGE_PREFIX}_meta").read_text())["embedding_size"],
              "max_query_length": json.loads((out / f"{query_prefix('train')}_meta").read_text())["embedding_size"]}
-    if (out / SETTINGS_FILE).is_file():     # ours; a folder made by the original has only the meta files
-        found.update(json.loads((out / SETTINGS_FILE).read_text()))
+    if (out / PREPROCESS_RECORD).is_file():     # ours; a folder made by the original has only the meta files
+        found.update(json.loads((out / PREPROCESS_RECORD).read_text()))
+    changed = [f"{n} ({found['inputs'][n]} -> {now})" for n, now in input_stamps(paths).items()
+               if n in found.get("inputs", {}) and found["inputs"][n] != now]
+    if changed:
+        raise SeDRInputError(f"{out} was made from other versions of its raw inputs: {', '.join(changed)} "
+                             "([bytes, mtime_ns] then -> now); delete it or pass another --output_dir")
     want = asdict(settings)
     differ = [k for k in want if k in found and found[k] != want[k] and k != "model_name_or_path"]
     if differ:
@@ -486,16 +486,16 @@ def _check_existing(out: Path, settings: Settings) -> bool:
 
 def preprocess(data_path: str | Path, output_dir: str | Path | None = None, settings: Settings | None = None,
                threads: int = 1) -> bool:
-    """Run SPEC §1.3 end to end. Returns False when ``output_dir`` was already complete (nothing done)."""
+    """Preprocess end to end. Returns False when ``output_dir`` was already complete (nothing done)."""
     settings = settings or Settings()
     data_path = Path(data_path)
     out = Path(output_dir) if output_dir is not None else data_path / "preprocess"
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    if _check_existing(out, settings):
+    paths = input_paths(data_path)
+    if _check_existing(out, settings, paths):
         logger.info("%s is already complete; nothing to do", out)
         return False
-    paths = input_paths(data_path)
     for p in paths.values():
         if not p.is_file():
             raise MissingInputError(p, DOWNLOAD_HINT)
@@ -506,15 +506,19 @@ def preprocess(data_path: str | Path, output_dir: str | Path | None = None, sett
     index = scan_corpus(paths["corpus"])
     splits = {s: read_split(paths[f"{s}.queries"], paths[f"{s}.qrels"], index.pid2offset) for s in SPLIT_FILES}
 
+    need = index.num_docs * (settings.max_seq_length + 1) * np.dtype(TOKEN_DTYPE).itemsize
+    ensure_writable(out.parent, need, "the token memmaps")
     tmp = out.parent / f"{out.name}{INCOMPLETE_TAG}{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         tokenize_corpus(tokenizer, index, tmp, settings, min(threads, index.num_docs))
-        for split, data in splits.items():
-            write_split(tokenizer, split, data, tmp, settings)
-        (tmp / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=1))
+        with writing(tmp):
+            for split, data in splits.items():
+                write_split(tokenizer, split, data, tmp, settings)
+            record = {**asdict(settings), "inputs": input_stamps(paths)}
+            (tmp / PREPROCESS_RECORD).write_text(json.dumps(record, indent=1))
         if out.exists():
             out.rmdir()     # empty (checked above); a non-empty folder was refused
         os.rename(tmp, out)

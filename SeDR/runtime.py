@@ -34,6 +34,22 @@ def seed_everything(seed: int, rank: int = 0) -> None:
     torch.manual_seed(s)
 
 
+def rng_state() -> dict:
+    """Python, numpy and torch (and CUDA) generator states, for an exact resume."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def resolve_device(no_cuda: bool = False, local_rank: int = -1) -> torch.device:
     if no_cuda or not torch.cuda.is_available():
         return torch.device("cpu")

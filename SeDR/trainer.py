@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import time
 from dataclasses import dataclass
@@ -31,15 +30,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from SeDR import data
+from SeDR.args import flag_changes
 from SeDR.batching import ItemDataset, SegmentBudgetBatchSampler
 from SeDR.data import SegmentSpec
+from SeDR.errors import DataFormatError, OutputError, SeDRInputError
 from SeDR.hard_negatives import load_hard_negatives
 from SeDR.modeling import TrainOutput, load_weights_into, save_pretrained
 from SeDR.modeling.cross_device import globalize_batch
 from SeDR.modeling.longformer import MODEL_CLASS_NAME as LONGFORMER_CLASS
 from SeDR.optim import build_optimizer, linear_schedule_with_warmup, total_training_steps
-from SeDR.outputs import atomic_save_dir
-from SeDR.runtime import Precision
+from SeDR.outputs import RunLock, atomic_save_dir, ensure_writable, move_to_backup
+from SeDR.runtime import Precision, rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,12 @@ def checkpoint_name(epoch: int, max_seg_length: int, max_seg_num: int, max_bsize
                     postfix: str = "") -> str:
     """``epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}{postfix}``, e.g. ``epoch-4-512-4-17-SeDR`` (SPEC §5.4)."""
     return f"epoch-{epoch}-{max_seg_length}-{max_seg_num}-{max_bsize}-{model_class}{postfix}"
+
+
+def run_checkpoint_name(args, epoch: int) -> str:
+    """The checkpoint folder name of ``epoch`` for a run's flags (SeDR-Longformer names its row length)."""
+    length = args.max_doc_length if args.model_class == LONGFORMER_CLASS else args.max_seg_length
+    return checkpoint_name(epoch, length, args.max_seg_num, args.max_bsize, args.model_class, args.postfix)
 
 
 def existing_checkpoints(output_dir: Path, name_of_epoch) -> dict[int, Path]:
@@ -67,19 +74,40 @@ def existing_checkpoints(output_dir: Path, name_of_epoch) -> dict[int, Path]:
     return found
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+# Flags a resumed run may change; every other flag (and recorded fact) is fixed by the saved state
+# (docs/training.md#resume).
+RESUMABLE_FLAGS = frozenset({"resume", "overwrite_output_dir", "epochs_to_run", "logging_steps", "logging_dir",
+                             "no_cuda", "local_rank", "use_gradient_checkpointing"})
 
 
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def claim_output_dir(args, name_of_epoch) -> RunLock:
+    """Before any long work: lock this run's checkpoints in ``--output_dir`` and settle what is already there.
+
+    Existing checkpoints of the run are refused unless ``--resume`` (whose fixed flags must equal the
+    saved ones) or ``--overwrite_output_dir`` (which moves them to a dated backup folder first).
+    """
+    out = ensure_writable(args.output_dir, what="checkpoints")
+    lock = RunLock(out, name_of_epoch(0)[len("epoch-0-"):]).acquire()
+    try:
+        found = existing_checkpoints(out, name_of_epoch)
+        if found and args.overwrite_output_dir:
+            backup = move_to_backup(found.values(), out / name_of_epoch(0)[len("epoch-0-"):])
+            logger.warning("--overwrite_output_dir: moved the earlier checkpoints of this run (%s) to %s",
+                           ", ".join(p.name for p in sorted(found.values())), backup)
+        elif found and not args.resume:
+            raise OutputError(f"{found[max(found)]} already exists: pass --resume to continue this run, or "
+                              "--overwrite_output_dir to train again (its checkpoints are moved to a dated backup)")
+        elif found:
+            resumable = [p for e, p in sorted(found.items()) if (p / TRAINING_STATE).exists()]
+            if resumable and (resumable[-1] / TRAINING_ARGS).exists():
+                conflicts = flag_changes(json.loads((resumable[-1] / TRAINING_ARGS).read_text()), args, RESUMABLE_FLAGS)
+                if conflicts:
+                    raise SeDRInputError(f"--resume from {resumable[-1]}: the saved state fixes these flags; "
+                                         f"rerun with the saved values or start a new run: {'; '.join(conflicts)}")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 @dataclass
@@ -102,7 +130,11 @@ def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec) -> TrainDat
     passages = data.passages(preprocess_dir)
     queries = data.queries(preprocess_dir, "train")
     rel = data.load_rel(Path(preprocess_dir) / "train-qrel.tsv")
-    hard = load_hard_negatives(hardneg_path)
+    hard = load_hard_negatives(hardneg_path, num_docs=len(passages))
+    missing = [q for q in sorted(rel) if not hard.get(q)]
+    if missing:
+        raise DataFormatError(hardneg_path, None, f"{len(missing)} training queries have no hard negatives (e.g. "
+                              f"query offset {missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`")
     seg_counts = np.asarray(data.num_segments(passages.lengths, spec), dtype=np.int64)
     return TrainData(passages, queries, rel, hard, spec, seg_counts)
 
@@ -174,16 +206,12 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def name_of_epoch(self, epoch: int) -> str:
-        a = self.args
-        return checkpoint_name(epoch, a.max_seg_length, a.max_seg_num, a.max_bsize, a.model_class, a.postfix)
+        return run_checkpoint_name(self.args, epoch)
 
-    def check_output_dir(self) -> None:
-        """Refuse to start over existing checkpoints unless told (--resume / --overwrite_output_dir)."""
-        found = existing_checkpoints(self.output_dir, self.name_of_epoch)
-        if found and not (self.args.resume or self.args.overwrite_output_dir):
-            newest = found[max(found)]
-            raise SystemExit(f"{newest} already exists: pass --resume to continue this run, or "
-                             f"--overwrite_output_dir to train again and replace its checkpoints")
+    def check_space(self) -> None:
+        """A checkpoint (weights + resumable state: optimizer moments and leftover gradients) must fit."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        ensure_writable(self.output_dir, need_bytes=4 * weights, what="the next checkpoint")
 
     def save_epoch(self, epoch: int) -> Path:
         target = self.output_dir / self.name_of_epoch(epoch)
@@ -191,7 +219,7 @@ class Trainer:
             "epoch": epoch, "global_step": self.global_step,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.precision.scaler is None else self.precision.scaler.state_dict(),
-            "rng": _rng_state(), "cache": None if self.cache is None else self.cache.state_dict(),
+            "rng": rng_state(), "cache": None if self.cache is None else self.cache.state_dict(),
             "leftover_grads": {n: p.grad.detach().cpu() for n, p in self.model.named_parameters() if p.grad is not None},
         }
 
@@ -231,7 +259,7 @@ class Trainer:
         params = dict(self.model.named_parameters())
         for n, g in state["leftover_grads"].items():
             params[n].grad = g.to(params[n].device)
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.global_step = state["global_step"]
         self.start_epoch = epoch
         if (folder / TRAIN_HISTORY).exists():
@@ -346,14 +374,10 @@ class Trainer:
 
 
 class LongformerTrainer(Trainer):
-    """:class:`Trainer` with SeDR-Longformer's checkpoint names and schedule horizon (no factor ``M``)."""
+    """:class:`Trainer` with SeDR-Longformer's schedule horizon (no factor ``M``)."""
 
     def schedule_seg_num(self) -> int:
         return 1  # 367,013·25/(7·4) -> 327,690 steps for the README run
-
-    def name_of_epoch(self, epoch: int) -> str:
-        a = self.args
-        return checkpoint_name(epoch, a.max_doc_length, a.max_seg_num, a.max_bsize, LONGFORMER_CLASS, a.postfix)
 
 
 def warn_if_positives_in_hard_negatives(train_data: TrainData, n_check: int = 1000) -> None:

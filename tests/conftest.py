@@ -134,3 +134,15 @@ def load_script(relative_path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def user_error(capsys, main, argv) -> str:
+    """Run a script's ``main(argv)``: it must stop with exit status 2 and one ``error:`` line, no traceback."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("error:") or ": error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

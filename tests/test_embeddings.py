@@ -47,19 +47,21 @@ def test_embedding_memmap_write_read_and_completion(tmp_path):
     np.testing.assert_array_equal(embeddings.load_segment_embeddings(legacy, legacy_dim=4).vectors, vecs)
 
 
-def test_interrupted_encoding_is_not_complete(tmp_path):
+def test_interrupted_encoding_leaves_no_partial_file_under_a_final_name(tmp_path):
     vecs = np.ones((2, 3), dtype=np.float32)
-    with embeddings.SegmentEmbeddingWriter(tmp_path, 3) as w:
-        w.append(vecs, np.array([0, 1]))
-    assert embeddings.embeddings_complete(tmp_path)
-    with pytest.raises(RuntimeError), embeddings.SegmentEmbeddingWriter(tmp_path, 3) as w:
+    with pytest.raises(RuntimeError), embeddings.SegmentEmbeddingWriter(tmp_path / "fresh", 3) as w:
         w.append(vecs, np.array([0, 1]))
         raise RuntimeError("killed")
-    assert not embeddings.embeddings_complete(tmp_path)  # the old record was removed when writing began
-    with pytest.raises(MissingInputError):
-        embeddings.load_segment_embeddings(tmp_path)
-    with embeddings.SegmentEmbeddingWriter(tmp_path, 3) as w, pytest.raises(ValueError, match="non-decreasing"):
-        w.append(vecs, np.array([1, 0]))
+    assert list((tmp_path / "fresh").iterdir()) == []  # temporary files gone, nothing under a final name
+    with embeddings.SegmentEmbeddingWriter(tmp_path, 3) as w:
+        w.append(vecs, np.array([0, 1]))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(RuntimeError), embeddings.SegmentEmbeddingWriter(tmp_path, 3, info={"new": 1}) as w:
+        w.append(2 * vecs, np.array([0, 1]))
+        assert (tmp_path / "passages.memmap").read_bytes() == before["passages.memmap"]  # old files untouched
+        raise RuntimeError("killed")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert embeddings.embeddings_complete(tmp_path)  # the earlier complete encoding, as it was
 
 
 def test_concat_embedding_shards(tmp_path):

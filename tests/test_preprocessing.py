@@ -91,7 +91,7 @@ def load_pickle(path):
 
 def test_every_output_file_matches_a_per_line_computation(out_one, msmarco, ref):
     docs, pid2offset, splits = expected_outputs(msmarco.data_dir, ref, **SMALL)
-    assert sorted(p.name for p in out_one.iterdir()) == sorted(prep.output_files() + [prep.SETTINGS_FILE])
+    assert sorted(p.name for p in out_one.iterdir()) == sorted(prep.output_files() + [prep.PREPROCESS_RECORD])
     # The settings bite: some documents are cut to 300 tokens, some queries to 12 (CLS/EOS kept).
     assert any(len(d) == 300 for d in docs) and any(len(d) < 300 for d in docs)
     assert any(len(q) == 12 for s in splits.values() for q in s["ids"])
@@ -141,7 +141,7 @@ def test_rerun_on_complete_output_does_nothing(out_one, msmarco, small_settings,
 
 def test_folder_of_the_original_is_accepted_and_other_settings_refused(out_one, tmp_path, msmarco, small_settings):
     original = shutil.copytree(out_one, tmp_path / "preprocess")
-    (original / prep.SETTINGS_FILE).unlink()          # the original writes no settings file
+    (original / prep.PREPROCESS_RECORD).unlink()          # the original writes no settings file
     assert prep.missing_outputs(original) == []
     assert prep.preprocess(msmarco.data_dir, original, small_settings) is False
     other = prep.Settings(small_settings.model_name_or_path, 200, 12, 2000)
@@ -269,7 +269,7 @@ def test_readme_command_verbatim(tmp_path, msmarco, hf_home, script, ref, monkey
     check_rows(out / "passages.memmap", out / "passages_length.npy", out / "passages_meta", docs, 2048)
     check_rows(out / "train-query.memmap", out / "train-query_length.npy", out / "train-query_meta",
                splits["train"]["ids"], 64)
-    assert json.loads((out / prep.SETTINGS_FILE).read_text())["model_name_or_path"] == "roberta-base"
+    assert json.loads((out / prep.PREPROCESS_RECORD).read_text())["model_name_or_path"] == "roberta-base"
     assert sorted(os.listdir(tmp_path / "data")) == sorted(
         [CORPUS_FILE, "preprocess"] + [f for pair in SPLIT_FILES.values() for f in pair])
 

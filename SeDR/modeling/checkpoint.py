@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import CONFIG_MAPPING
 
-from SeDR.errors import MissingInputError, SeDRInputError
+from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
 from SeDR.modeling import models as M
+from SeDR.outputs import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +76,36 @@ def read_config_dict(path) -> dict:
     cfg = Path(path) / CONFIG_NAME
     if not cfg.exists():
         raise MissingInputError(cfg, "a checkpoint folder needs config.json next to its weights")
-    return json.loads(cfg.read_text())
+    try:
+        return json.loads(cfg.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataFormatError(cfg, None, f"not a readable JSON config ({err}); re-copy the checkpoint") from None
+
+
+def weights_path(path) -> Path:
+    """``model.safetensors`` if present, else the legacy ``pytorch_model.bin``."""
+    folder = Path(path)
+    for name in (WEIGHTS_NAME, LEGACY_WEIGHTS_NAME):
+        if (folder / name).exists():
+            return folder / name
+    raise MissingInputError(folder / WEIGHTS_NAME, f"no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME} in {folder}")
 
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """``model.safetensors`` if present, else the legacy ``pytorch_model.bin`` (``weights_only``)."""
-    folder = Path(path)
-    if (folder / WEIGHTS_NAME).exists():
-        return load_file(str(folder / WEIGHTS_NAME))
-    if (folder / LEGACY_WEIGHTS_NAME).exists():
-        return torch.load(folder / LEGACY_WEIGHTS_NAME, map_location="cpu", weights_only=True)
-    raise MissingInputError(folder / WEIGHTS_NAME, f"no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME} in {folder}")
+    """The checkpoint's tensors; a truncated or corrupt file is one clear error, not a library traceback."""
+    file = weights_path(path)
+    try:
+        if file.name == WEIGHTS_NAME:
+            return load_file(str(file))
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
+        raise DataFormatError(file, None, f"unreadable or truncated checkpoint ({str(err).splitlines()[0][:200]}); "
+                                          "re-copy it or train it again") from None
+
+
+def model_fingerprint(path) -> str:
+    """Identity of a checkpoint's weights and config (sha256 of both files), tying outputs to what made them."""
+    return fingerprint([Path(path) / CONFIG_NAME, weights_path(path)])
 
 
 def recorded_class(cfg: dict) -> str | None:
