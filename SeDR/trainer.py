@@ -75,7 +75,7 @@ def existing_checkpoints(output_dir: Path, name_of_epoch) -> dict[int, Path]:
 
 
 # Flags a resumed run may change; every other flag (and recorded fact) is fixed by the saved state
-# (docs/training.md#resume).
+# (docs/training.md#resume-flags).
 RESUMABLE_FLAGS = frozenset({"resume", "overwrite_output_dir", "epochs_to_run", "logging_steps", "logging_dir",
                              "no_cuda", "local_rank", "use_gradient_checkpointing"})
 

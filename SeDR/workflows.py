@@ -151,8 +151,8 @@ OWNER_KEYS = ("model_path", "model_class")
 def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
     """Settle an existing evaluation folder before encoding; True when its embeddings are reused.
 
-    Our folder, same owner: reused when every identity field matches, else re-encoded (the previous
-    result files move to a dated ``results.bak-*`` subfolder). Another owner's folder is refused,
+    Our folder, same owner: reused when every identity field matches, else re-encoded (once that
+    succeeds, the previous result files move to a dated ``results.bak-*`` subfolder). Another owner's folder is refused,
     or moved to a dated backup with ``--overwrite_output_dir``. A folder of the original code
     (embeddings without our record) is used only with ``--reuse_embeddings``, after checking it.
     """
@@ -189,10 +189,14 @@ def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
     if args.reuse_embeddings:
         raise OutputError(f"--reuse_embeddings: the embeddings in {out_dir} do not match this run ({why})")
     logger.info("re-encoding %s: %s", out_dir, why)
-    backup = move_to_backup(results, out_dir / "results")
+    return False
+
+
+def set_aside_results(out_dir: Path) -> None:
+    """Result files of earlier embeddings move to a dated ``results.bak-*`` subfolder before new ones are written."""
+    backup = move_to_backup([p for g in RESULT_GLOBS for p in out_dir.glob(g)], out_dir / "results")
     if backup:
         logger.info("the previous result files of %s are kept in %s", out_dir, backup)
-    return False
 
 
 def encode_documents(model, passages, spec, args, device, precision, out_dir: Path, info: dict,
@@ -286,7 +290,8 @@ def _inference(args, model, spec, seg_length: int, device, precision, shard_id=0
     rows = model.rows_per_document(torch.as_tensor(corpus_segment_counts(passages, spec))).numpy()
     _start_distributed(device, world_size)
     owner = rank == 0 and (world_size > 1 or num_shards == 1)  # job-array shards share the folder
-    lock = RunLock(ensure_writable(out_dir), "inference").acquire() if owner else None
+    # The lock sits beside the folder, which --overwrite_output_dir may move to a backup.
+    lock = RunLock(ensure_writable(out_dir).parent, out_dir.name).acquire() if owner else None
     try:
         reuse = [claim_eval_dir(out_dir, identity, args, rows) if rank == 0 else False]
         if world_size > 1:
@@ -305,6 +310,8 @@ def _inference(args, model, spec, seg_length: int, device, precision, shard_id=0
             logger.info("shard %d of %d done; run the other shards, then any shard again to merge and evaluate",
                         shard_id, num_shards)
             return None
+        if not reuse[0]:
+            set_aside_results(out_dir)
         return search_and_evaluate(model, out_dir, preprocess_dir, args, device, precision, identity)
     finally:
         if lock is not None:

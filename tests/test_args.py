@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from SeDR import args as sedr_args
+from SeDR.errors import SeDRInputError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -59,3 +60,52 @@ def test_ambiguous_prefix_is_rejected(capsys):
     with pytest.raises(SystemExit):
         sedr_args.build_train_parser().parse_args(["--max_seg", "4"])
     assert "ambiguous option: --max_seg could match --max_seg_length, --max_seg_num" in capsys.readouterr().err
+
+
+TRAIN_OK = ["--max_query_length", "32", "--max_seg_length", "512", "--max_seg_num", "4", "--init_path", "x",
+            "--hardneg_path", "y"]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max_query_length", "0", "argument --max_query_length: must be >= 2, got 0"),
+    ("--max_bsize", "0", "argument --max_bsize: must be >= 1, got 0"),
+    ("--num_train_epochs", "0", "argument --num_train_epochs: must be >= 1, got 0"),
+    ("--max_seg_num", "0", "argument --max_seg_num: must be >= 1, got 0"),
+    ("--learning", "-1", "argument --learning_rate: must be > 0, got -1"),
+    ("--cache_size", "0", "argument --cache_size: must be >= 1, got 0"),
+    ("--max_grad_norm", "0", "argument --max_grad_norm: must be > 0, got 0"),
+    ("--warmup_steps", "x", "argument --warmup_steps: expected an integer, got 'x'"),
+])
+def test_bad_numbers_are_refused_while_parsing(capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exc:
+        sedr_args.build_train_parser().parse_args([*TRAIN_OK, flag, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and message in err, err
+    sedr_args.build_train_parser().parse_args([*TRAIN_OK, "--max_grad_norm", "-1"])  # -1 = no clipping
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max_seg_length", "12"], "--max_seg_length 12 leaves no content tokens with --max_seg_num 4"),
+    (["--num_train_epochs", "3", "--epochs_to_run", "5"], "--epochs_to_run 5 exceeds --num_train_epochs 3"),
+    (["--fp16", "--bf16"], "--fp16 and --bf16 are exclusive"),
+    (["--resume", "--overwrite_output_dir"], "--resume and --overwrite_output_dir are exclusive"),
+])
+def test_cross_flag_errors_are_user_errors(extra, message):
+    ns = sedr_args.build_train_parser().parse_args([*TRAIN_OK, *extra])
+    with pytest.raises(SeDRInputError, match=re.escape(message)):
+        sedr_args.validate_train_args(ns)
+
+
+def test_inference_and_adore_ranges(capsys):
+    base = ["--model_path", "m"]
+    for argv in ([*base, "--eval_batch_size", "0"], [*base, "--search_shards", "0"], [*base, "--num_shards", "0"]):
+        with pytest.raises(SystemExit):
+            sedr_args.build_inference_parser().parse_args(argv)
+        assert "must be >= 1, got 0" in capsys.readouterr().err
+    ns = sedr_args.build_inference_parser().parse_args([*base, "--num_shards", "2", "--shard_id", "2"])
+    with pytest.raises(SeDRInputError, match="--shard_id must lie in 0..1"):
+        sedr_args.validate_inference_args(ns)
+    with pytest.raises(SystemExit):
+        sedr_args.build_adore_parser().parse_args(["--init_path", "a", "--pembed_dir", "b", "--model_save_dir", "c",
+                                                   "--log_dir", "d", "--preprocess_dir", "e", "--metric_cut", "0"])
+    assert "argument --metric_cut: must be >= 1, got 0" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """SPEC §1.3 outputs, end to end on the synthetic MS MARCO folder, against a per-line computation
 with the pure-Python 2.8 reference tokenizer; idempotence, atomicity and the bad-input policy."""
 
+import errno
 import importlib.util
 import json
 import logging
@@ -206,6 +207,10 @@ BAD_INPUTS = {
     "qrels_fields": ("2020qrels-docs.txt", 4, lambda raw: raw + b" extra", "expected 4 whitespace-separated"),
     "query_fields": ("msmarco-doctrain-queries.tsv", 6, lambda raw: raw.replace(b"\t", b" "),
                      "expected 2 tab-separated fields"),
+    "qrels_relevance": ("2019qrels-docs.txt", 3, lambda raw: raw.rsplit(b" ", 1)[0] + b" high",
+                        "relevance 'high' is not an integer"),
+    "corpus_id_too_long": (CORPUS_FILE, 4, lambda raw: b"D" + b"9" * 24 + raw[raw.index(b"\t"):],
+                           "more digits than a 64-bit id can hold"),
 }
 
 
@@ -316,3 +321,31 @@ def test_bert_wordpiece_tokenizer_end_to_end(tmp_path, msmarco):
     assert all(w[0] == cls and w[-1] == sep for w in want)
     check_rows(out / "dev-query.memmap", out / "dev-query_length.npy", out / "dev-query_meta", want,
                SMALL["max_query_length"])
+
+
+def test_changed_raw_input_after_a_complete_run_is_refused(out_one, tmp_path, msmarco, small_settings):
+    data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
+    out = shutil.copytree(out_one, tmp_path / "preprocess")
+    record = json.loads((out / prep.PREPROCESS_RECORD).read_text())
+    for name in record["inputs"]:  # the copies carry the same sizes and times
+        os.utime(data / name, ns=(record["inputs"][name][1], record["inputs"][name][1]))
+    assert prep.preprocess(data, out, small_settings) is False
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    qrels = data / "msmarco-docdev-qrels.tsv"
+    qrels.write_text(qrels.read_text() + qrels.read_text().splitlines()[0] + "\n")
+    with pytest.raises(SeDRInputError, match="made from other versions of its raw inputs: msmarco-docdev-qrels.tsv"):
+        prep.preprocess(data, out, small_settings)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_full_disk_stops_before_tokenising_and_leaves_nothing(tmp_path, msmarco, hf_home, script, capsys,
+                                                               monkeypatch):
+    def no_space(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--data_path", str(msmarco.data_dir), "--threads", "1", "--output_dir", str(tmp_path / "pre")])
+    (err,) = error_lines(capsys)
+    assert exc.value.code == 2 and "no space left on the device while writing" in err and "passages.memmap" in err
+    assert list(tmp_path.iterdir()) == []
