@@ -123,8 +123,8 @@ def ensure_writable(folder, need_bytes: int = 0, what: str = "the outputs") -> P
         raise OutputError(f"cannot write into {folder}: {err.strerror or err}; choose another folder") from None
     free = free_bytes(folder)
     if need_bytes > free:
-        raise OutputError(f"only {free / 2**30:.2f} GiB free on the device of {folder}; {what} need about "
-                          f"{need_bytes / 2**30:.2f} GiB; free space or choose another folder")
+        raise OutputError(f"only {free / 2**30:.2f} GiB free on the device of {folder}; {what}: about "
+                          f"{need_bytes / 2**30:.2f} GiB needed; free space or choose another folder")
     return folder
 
 

@@ -87,7 +87,7 @@ def test_ensure_writable_checks_the_folder_and_the_free_space(tmp_path, monkeypa
         outputs.ensure_writable(tmp_path / "file" / "sub")
     assert outputs.ensure_writable(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: type("U", (), {"free": 2**30})())
-    with pytest.raises(OutputError, match=r"only 1\.00 GiB free .* need about 2\.00 GiB"):
+    with pytest.raises(OutputError, match=r"only 1\.00 GiB free .*the embeddings: about 2\.00 GiB needed"):
         outputs.ensure_writable(tmp_path, 2 * 2**30, "the embeddings")
 
 

@@ -282,3 +282,17 @@ def test_full_disk_while_encoding_names_the_file_and_keeps_earlier_outputs(root,
                                                  "--output_dir", "./m2"])
     assert "could not write m2/epoch-1-64-4-6-STAR_MaxP" in msg
     assert not list(Path("m2").glob("*epoch*")) and snapshot("data/models") == models
+
+
+def test_unwritable_or_full_output_folder_is_found_before_training(root, capsys, monkeypatch):
+    Path("blocked").write_text("a file where a folder should be")
+    msg = user_error(capsys, train_script.main, [*TRAIN, "--output_dir", "blocked/models"])
+    assert "cannot write into blocked/models" in msg
+    from SeDR import outputs
+
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: type("Usage", (), {"free": 1000})())
+    msg = user_error(capsys, train_script.main, [*TRAIN, "--num_train_epochs", "1"])
+    assert "GiB free on the device of data/models; the next checkpoint: about" in msg
+    assert not list(Path("data/models").glob("epoch-*"))
+    msg = user_error(capsys, inference_script.main, [*INFER, "--model_path", "data/star"])
+    assert "the segment embeddings: about" in msg and not Path("data/evaluate/star-inf64-4/passages.memmap").exists()
