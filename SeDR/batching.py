@@ -57,7 +57,7 @@ def plan_row_groups(widths: np.ndarray, num_placeholders: int,
 
 
 # --------------------------------------------------------------------------------------------
-# Training batches (SPEC §5.2)
+# Training batches (docs/training.md#segment-budget-packing)
 # --------------------------------------------------------------------------------------------
 
 
@@ -101,10 +101,10 @@ class SegmentBudgetBatchSampler:
     """Packs training queries into micro-batches whose positives hold at most ``max_bsize`` segments.
 
     Per epoch: a permutation of the training queries from a seeded RNG (replacing the original's
-    ``random.sample`` on a set, SPEC §10 #19); each query draws, in order, a positive uniformly from
+    ``random.sample`` on a set, docs/deviations.md#dev-query-shuffle); each query draws, in order, a positive uniformly from
     its relevant documents and ``hard_num`` negatives uniformly from the first ``hardneg_topk``
     entries of its hard-negative list. Items are popped from the front of that stream while the
-    positives' segment total fits the budget; no look-ahead, no reordering (SPEC §5.2).
+    positives' segment total fits the budget; no look-ahead, no reordering.
     A single item larger than the budget forms a batch on its own.
 
     Under DDP every rank computes the same epoch plan and takes micro-batches
@@ -180,7 +180,7 @@ class ItemDataset(torch.utils.data.Dataset):
 
 
 # --------------------------------------------------------------------------------------------
-# Inference batches (SPEC §7.2)
+# Inference batches (docs/retrieval.md#document-encoding)
 # --------------------------------------------------------------------------------------------
 
 

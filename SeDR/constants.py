@@ -1,19 +1,19 @@
-"""Constants of the original pipeline, each with the SPEC section it comes from."""
+"""Constants of the original pipeline, each with the docs section that explains it."""
 
-# RoBERTa special ids of the released STAR checkpoint (SPEC §0). Our code reads the ids
+# RoBERTa special ids of the released STAR checkpoint (docs/README.md#notation). Our code reads the ids
 # from the tokenizer/config where it can; these are the defaults and the oracle values.
 CLS_ID = 0
 PAD_ID = 1
 EOS_ID = 2
 
-# Segmentation (SPEC §2): content budget L = Lraw - 12 when M > 1, else Lraw - 2.
+# Segmentation (docs/segmentation.md#content-budget): content budget L = Lraw - 12 when M > 1, else Lraw - 2.
 MULTI_SEGMENT_RESERVE = 12
 SINGLE_SEGMENT_RESERVE = 2
-# A trailing piece shorter than min(floor(0.3 * L), 50) tokens is dropped (SPEC §2.1).
+# A trailing piece shorter than min(floor(0.3 * L), 50) tokens is dropped (docs/segmentation.md#short-tail-rule).
 SHORT_TAIL_FRACTION = 0.3
 SHORT_TAIL_CAP = 50
 
-# Preprocessing (SPEC §1.3).
+# Preprocessing (docs/data.md#preprocess-outputs).
 DOC_FIELD_SEPARATOR = "</s>"
 DEFAULT_MAX_DOC_CHARACTER = 10000
 DEFAULT_MAX_SEQ_LENGTH = 2048
@@ -21,7 +21,7 @@ DEFAULT_MAX_QUERY_LENGTH = 64
 # Written by SeDR_preprocess.py beside its outputs: the settings and the raw inputs they came from.
 PREPROCESS_RECORD = "preprocess_args.json"
 
-# Split name -> (queries file, qrels file) (SPEC §1.3).
+# Split name -> (queries file, qrels file) (docs/data.md#input-files).
 SPLIT_FILES = {
     "train": ("msmarco-doctrain-queries.tsv", "msmarco-doctrain-qrels.tsv"),
     "dev": ("msmarco-docdev-queries.tsv", "msmarco-docdev-qrels.tsv"),
@@ -30,13 +30,13 @@ SPLIT_FILES = {
 }
 CORPUS_FILE = "msmarco-docs.tsv"
 
-# Retrieval (SPEC §7.3): segment hits per query, documents kept for dev / TREC-DL.
+# Retrieval (docs/retrieval.md#maxp-aggregation): segment hits per query, documents kept for dev / TREC-DL.
 SEGMENT_HITS = 1024
 DEV_DOCS_KEPT = 101
 TREC_DOCS_KEPT = 100
-# Evaluated splits and the documents kept per query for each (SPEC §7.3).
+# Evaluated splits and the documents kept per query for each.
 EVAL_DOCS_KEPT = {"dev": DEV_DOCS_KEPT, "test": TREC_DOCS_KEPT, "2020test": TREC_DOCS_KEPT}
 MRR_CUTOFF = 100
 
-# Hard negatives (SPEC §6).
+# Hard negatives kept per training query (docs/retrieval.md#hard-negative-generation).
 HARDNEG_LIST_LENGTH = 300

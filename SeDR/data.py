@@ -1,7 +1,7 @@
 """Data layer: memmap readers, the query view, segmentation, collation and segment-budget batching.
 
-Everything here follows SPEC §1.4-§1.5 (readers), §2 (segment rows, placeholders, fuse matrix)
-and §5.2 (packing micro-batches by segment count). The functions are pure and operate on
+Readers: docs/data.md#readers; the query view: docs/data.md#query-view; segment rows,
+placeholders and the fuse matrix: docs/segmentation.md. The functions are pure and operate on
 numpy token arrays; tensors are only built by the collators.
 """
 
@@ -39,7 +39,7 @@ PREPROCESS_HINT = "run `python SeDR_preprocess.py --data_path ./data --max_seq_l
 
 
 # --------------------------------------------------------------------------------------------
-# Readers (SPEC §1.4)
+# Readers
 # --------------------------------------------------------------------------------------------
 
 
@@ -120,7 +120,7 @@ def iter_qrels(path: str | Path) -> Iterator[tuple[str, str, str]]:
 def load_rel(path: str | Path) -> dict[int, list[int]]:
     """Offset qrels ``qoffset \\t 0 \\t doffset \\t rel`` → ``{qoffset: [doffset, ...]}``.
 
-    Every line counts, whatever its ``rel`` (SPEC §1.4, §10 #35): this dict only feeds the
+    Every line counts, whatever its ``rel`` (docs/data.md#relevance-dict): this dict only feeds the
     train/dev masks and labels, whose qrels are binary. TREC metrics read the file themselves.
     """
     rel: dict[int, list[int]] = {}
@@ -145,7 +145,7 @@ def preprocess_fingerprint(preprocess_dir: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Query view (SPEC §1.5)
+# Query view (docs/data.md#query-view)
 # --------------------------------------------------------------------------------------------
 
 
@@ -158,7 +158,7 @@ def truncate_query(ids: np.ndarray, max_query_length: int) -> np.ndarray:
 
 def collate_queries(items: Sequence[np.ndarray], offsets: Sequence[int], max_query_length: int,
                     pad_id: int = PAD_ID, pad_to_max_length: bool = True) -> QueryBatch:
-    """Truncate (§1.5) and pad with ``PAD`` (mask 0) to ``max_query_length`` or to the batch maximum."""
+    """Truncate (keep the first and last token) and pad with ``PAD`` (mask 0) to ``max_query_length`` or to the batch maximum."""
     views = [truncate_query(np.asarray(x), max_query_length) for x in items]
     width = max_query_length if pad_to_max_length else max(len(v) for v in views)
     ids = torch.full((len(views), width), pad_id, dtype=torch.long)
@@ -170,7 +170,7 @@ def collate_queries(items: Sequence[np.ndarray], offsets: Sequence[int], max_que
 
 
 # --------------------------------------------------------------------------------------------
-# Segmentation (SPEC §2)
+# Segmentation (docs/segmentation.md)
 # --------------------------------------------------------------------------------------------
 
 
@@ -179,7 +179,7 @@ class SegmentSpec:
     """Shape of the segment rows for ``--max_seg_length Lraw`` and ``--max_seg_num M``.
 
     ``extra_reserve`` shrinks the content budget further; STAR_Multi uses ``K - 1`` so that its
-    row stays within 512 positions after the view tokens are inserted (SPEC §10 #23).
+    row stays within 512 positions after the view tokens are inserted (docs/models.md#star-multi).
     """
 
     max_seg_length: int
@@ -216,7 +216,7 @@ class SegmentSpec:
 
 
 def num_segments(length, spec: SegmentSpec):
-    """Segments ``s`` of a document with ``length`` stored tokens (SPEC §2.1); works on arrays too."""
+    """Segments ``s`` of a document with ``length`` stored tokens (docs/segmentation.md#segment-count); works on arrays too."""
     L, M, g = spec.content_len, spec.max_seg_num, spec.ignore_len
     n = np.minimum(np.asarray(length, dtype=np.int64), L * M)
     s = -(-n // L)
@@ -229,12 +229,12 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
                       seg_caps: Sequence[int] | None = None, cls_id: int = CLS_ID, eos_id: int = EOS_ID,
                       pad_id: int = PAD_ID, compact: bool = False, row_groups: bool = False,
                       group_overhead: int = ROW_GROUP_OVERHEAD) -> SegmentBatch:
-    """Build the segment rows, masks and fuse matrix of a batch of documents (SPEC §2.2-§2.3).
+    """Build the segment rows, masks and fuse matrix of a batch of documents (docs/segmentation.md#segment-rows).
 
     Args:
         docs: stored token ids of each document (no CLS/EOS).
         doc_offsets: corpus offsets of the documents, carried along.
-        seg_caps: optional per-document cap on the segment count (hard negatives, SPEC §5.2 step 3);
+        seg_caps: optional per-document cap on the segment count (docs/training.md#hard-negative-capping);
             a cap removes trailing segments.
         compact: drop the all-padding columns between the longest content and the placeholders.
             Those positions are masked out, so outputs are unchanged up to float summation order;
@@ -293,7 +293,7 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
 
 
 def fuse_table(s: int, num_placeholders: int) -> tuple[np.ndarray, np.ndarray]:
-    """Local fuse table ``F_s`` and placeholder mask ``A_s`` of an ``s``-segment document (SPEC §2.3).
+    """Local fuse table ``F_s`` and placeholder mask ``A_s`` of an ``s``-segment document (docs/segmentation.md#fuse-matrix).
 
     ``F_s[i, j]`` is the ``j``-th other segment of segment ``i`` (skipping ``i``) for ``j < s - 1``,
     else 0; ``A_s[i, j] = 1[j < s - 1]``.
@@ -307,7 +307,7 @@ def fuse_table(s: int, num_placeholders: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class TrainCollator:
-    """Turns a list of :class:`TrainItem` into a :class:`TrainBatch` (SPEC §5.2 steps 3-4)."""
+    """Turns a list of :class:`TrainItem` into a :class:`TrainBatch` (docs/training.md#collation)."""
 
     def __init__(self, passage_cache: TokenCache, query_cache: TokenCache, rel: dict[int, list[int]],
                  spec: SegmentSpec, max_query_length: int, max_bsize: int, hard_num: int = 1,
@@ -338,7 +338,7 @@ class TrainCollator:
 
 def pair_masks(query_offsets: Sequence[int], rel: dict[int, list[int]], positives: Sequence[int],
                negatives: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """False-negative masks (SPEC §4.2): ``(B, len(positives))`` and ``(B, len(negatives))``, 0 where relevant."""
+    """False-negative masks (docs/training.md#false-negative-masks): ``(B, len(positives))`` and ``(B, len(negatives))``, 0 where relevant."""
     rel_sets = [set(rel.get(int(q), ())) for q in query_offsets]
     B = len(rel_sets)
     rel_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in positives] for r in rel_sets]).reshape(B, -1)

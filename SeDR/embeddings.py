@@ -226,7 +226,7 @@ def concat_embedding_shards(folder: str | Path, shard_prefixes: Sequence[str], p
 def first_row_index(row_doc_ids: np.ndarray) -> np.ndarray:
     """``first_row[doc]`` = first row of document ``doc``, plus the sentinel ``S``: int64 ``[N + 1]``.
 
-    Rows of document ``d`` are ``first_row[d] : first_row[d + 1]``. Requires the layout of SPEC §7.2:
+    Rows of document ``d`` are ``first_row[d] : first_row[d + 1]``. Requires the layout of docs/retrieval.md#embedding-files:
     documents 0..N-1 appear contiguously and in offset order, each with at least one row.
     """
     ids = np.asarray(row_doc_ids, dtype=np.int64)  # (S,)

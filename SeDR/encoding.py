@@ -1,7 +1,7 @@
 """Batched encoding of documents (one vector per segment) and of queries, for inference and ADORE.
 
 Documents are processed in offset order and packed into forward passes of at most
-``max_bsize`` segments (SPEC §7.2); each pass yields the vectors of its rows and the document
+``max_bsize`` segments (docs/retrieval.md#document-encoding); each pass yields the vectors of its rows and the document
 offset of every row (rows of a document are contiguous and in segment order).
 """
 

@@ -1,4 +1,4 @@
-"""Metrics, run files and ``metrics.json`` (SPEC §7.4, §10 #20, #21, #34, #35).
+"""Metrics and ``metrics.json`` (docs/retrieval.md#metrics-contract).
 
 Metric contract (also recorded in every ``metrics.json``):
 
@@ -42,13 +42,13 @@ logger = logging.getLogger(__name__)
 
 Qrels = dict[str, dict[str, int]]
 
-# SPEC §7.4: dev recall cut-offs; TREC-DL measures.
+# Dev recall cut-offs and TREC-DL measures (docs/retrieval.md#dev-metrics, #trec-metrics).
 DEV_RECALL_CUTOFFS = (5, 10, 30, 50, 100)
 NDCG_CUTOFF = 10
 TREC_RECALL_CUTOFF = 100
 JUDGED_CUTOFF = 10
 RELEVANCE_THRESHOLD = 1
-# Which metric family each preprocessed split gets (SPEC §1.3 split names).
+# Which metric family each preprocessed split gets.
 SPLIT_KINDS = {"dev": "msmarco", "test": "trec", "2020test": "trec"}
 SPLIT_LABELS = {"dev": "MS MARCO dev", "test": "TREC-DL 2019", "2020test": "TREC-DL 2020"}
 
@@ -62,7 +62,7 @@ def read_qrels(path: str | Path) -> Qrels:
     """TREC qrels ``qid iter docid rel`` (offset-space ``{split}-qrel.tsv`` or original-id files).
 
     Every line is kept, ``rel = 0`` included (judged non-relevant: needed by ``Judged@10``, never
-    counted as relevant, SPEC §10 #35). Ids stay strings.
+    counted as relevant). Ids stay strings.
     """
     qrels: Qrels = {}
     for q, d, rel in iter_qrels(path):
@@ -97,14 +97,14 @@ def _aggregate(measures: dict, qrels: Qrels, run: Run) -> dict[str, float]:
 
 
 def msmarco_dev_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
-    """MRR@100 and Recall@{5,10,30,50,100} (SPEC §7.4)."""
+    """MRR@100 and Recall@{5,10,30,50,100} (docs/retrieval.md#dev-metrics)."""
     measures = {f"MRR@{MRR_CUTOFF}": RR(rel=RELEVANCE_THRESHOLD) @ MRR_CUTOFF}
     measures.update({f"Recall@{k}": R @ k for k in DEV_RECALL_CUTOFFS})
     return _aggregate(measures, qrels, run)
 
 
 def trec_dl_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
-    """nDCG@10 (graded), R@100 (rel >= 1) and Judged@10 (SPEC §7.4)."""
+    """nDCG@10 (graded), R@100 (rel >= 1) and Judged@10 (docs/retrieval.md#trec-metrics)."""
     measures = {f"nDCG@{NDCG_CUTOFF}": nDCG @ NDCG_CUTOFF, f"R@{TREC_RECALL_CUTOFF}": R @ TREC_RECALL_CUTOFF,
                 f"Judged@{JUDGED_CUTOFF}": Judged @ JUDGED_CUTOFF}
     return _aggregate(measures, qrels, run)
@@ -144,7 +144,7 @@ def write_metrics_json(path: str | Path, metrics: Mapping) -> None:
 
 
 def append_jsonl(path: str | Path, record: Mapping) -> None:
-    """One JSON object per line (the original appended objects without separators, SPEC §10 #34)."""
+    """One JSON object per line (the original appended objects without separators, docs/deviations.md#dev-res-jsonl)."""
     with writing(path), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 

@@ -31,7 +31,7 @@ def hard_negatives_for_queries(index, row_doc_ids: np.ndarray, queries: np.ndarr
                                query_offsets: Sequence[int], rel: Mapping[int, Collection[int]],
                                hits: int = SEGMENT_HITS, keep: int = HARDNEG_LIST_LENGTH,
                                batch_size: int = SEARCH_BATCH, show_progress: bool = True) -> dict[int, list[int]]:
-    """Hard negatives of every query: ``{query offset: [doc offset, ...] best first}`` (SPEC §6 step 2)."""
+    """Hard negatives of every query: ``{query offset: [doc offset, ...] best first}`` (docs/retrieval.md#hard-negative-generation)."""
     query_offsets = list(query_offsets)
     out: dict[int, list[int]] = {}
     for start, _, rows in iter_search(index, queries, hits, batch_size, show_progress, "hard negatives"):

@@ -24,7 +24,7 @@ DEFAULT_LEDGER = Path("reproduction/ledger.json")
 
 # Ledger metric name -> where its value lies in a metrics.json, tried in order (a key path into
 # nested objects). SeDR/evaluation.py writes flat names under "scores" ("dev_MRR@100",
-# "dev_Recall@100", "test_nDCG@10" where split "test" is TREC-DL 2019, SPEC §1.3); the flat
+# "dev_Recall@100", "test_nDCG@10" where split "test" is TREC-DL 2019); the flat
 # top-level forms are accepted too.
 METRIC_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
     "dev_MRR@100": (("scores", "dev_MRR@100"), ("dev_MRR@100",)),

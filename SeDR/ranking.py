@@ -67,7 +67,7 @@ def rank_documents(scores: np.ndarray, rows: np.ndarray, row_doc_ids: np.ndarray
 def retrieve_documents(index, row_doc_ids: np.ndarray, queries: np.ndarray, query_offsets: Sequence[int],
                        k_docs: int, hits: int = SEGMENT_HITS, batch_size: int = SEARCH_BATCH,
                        show_progress: bool = True) -> Rankings:
-    """SPEC §7.3: search ``hits`` segment rows per query, keep the first ``k_docs`` unique documents
+    """docs/retrieval.md#maxp-aggregation: search ``hits`` segment rows per query, keep the first ``k_docs`` unique documents
     (101 for dev, 100 for TREC-DL), each scored by its best segment among the hits."""
     query_offsets = list(query_offsets)
     out: Rankings = {}

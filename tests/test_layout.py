@@ -1,6 +1,6 @@
 """The repository explains itself and its layout shows the architecture (docs/architecture.md).
 
-Checked here: every ``docs/FILE.md#anchor`` cited anywhere exists; no import circle among the
+Checked here: every docs anchor cited anywhere (``docs/<page>.md#<anchor>``) exists; no import circle among the
 package's modules; no module of the library imports a script; no module over 450 lines.
 """
 

@@ -1,4 +1,4 @@
-"""SeDR models on stock Hugging Face encoders (SPEC §3-§4, Appendix A).
+"""SeDR models on stock Hugging Face encoders (docs/models.md).
 
 Public API::
 

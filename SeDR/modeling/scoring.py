@@ -1,8 +1,8 @@
-"""Scores, losses and the Late-Cache Negative (SPEC §4.1-§4.3, §4.7) as pure tensor functions.
+"""Scores, losses and the Late-Cache Negative (docs/training.md#late-cache) as pure tensor functions.
 
 Nothing here touches an encoder: inputs are query vectors ``(B, d)`` and per-document matrices
 ``(n, M, d)`` (one row per segment slot or view). All scores, masks and losses are computed in
-fp32 with autocast switched off, whatever precision the encoder ran in (SPEC §10 #3).
+fp32 with autocast switched off, whatever precision the encoder ran in (docs/training.md#precision).
 The only stateful piece, :class:`LateCache`, is an explicit object owned by the training loop.
 """
 
@@ -13,24 +13,24 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-# Score given to masked (false-negative) pairs; part of the loss, so kept at the original's value (SPEC §4.2, §10 #38).
+# Score given to masked (false-negative) pairs; part of the loss, so kept at the original's value.
 MASKED_SCORE = -10000.0
 
 
 def _fp32(device: torch.device):
-    """Disable autocast for the score/loss block (SPEC §4.1: scores are fp32)."""
+    """Disable autocast for the score/loss block: scores are fp32."""
     if device.type in ("cuda", "cpu", "xpu", "mps"):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
 
 
 def max_segment_scores(queries: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-    """``s(q, d) = max_k q · D_d[k]`` over **all** slots of every document (SPEC §4.1), fp32.
+    """``s(q, d) = max_k q · D_d[k]`` over **all** slots of every document (docs/models.md#max-over-segments), fp32.
 
     Args:
         queries: ``(B, d)``.
         docs: ``(N, M, d)``; empty slots are whatever the class put there (zeros for most classes,
-            so a short document scores at least 0 in training — SPEC §10 #9).
+            so a short document scores at least 0 in training — docs/models.md#empty-slots).
 
     Returns:
         ``(B, N)`` fp32 scores.
@@ -46,7 +46,7 @@ def cross_entropy_scores(queries: torch.Tensor, positives: torch.Tensor, negativ
                          cached_queries: torch.Tensor | None = None,
                          cached_positives: torch.Tensor | None = None,
                          cached_negatives: torch.Tensor | None = None, positive_offset: int = 0) -> torch.Tensor:
-    """Masked score matrix of the in-batch + hard-negative CE loss with an optional Late-Cache (SPEC §4.2-§4.3).
+    """Masked score matrix of the in-batch + hard-negative CE loss with an optional Late-Cache (docs/training.md#late-cache-layout).
 
     Layout (``B`` queries, ``C`` cached queries, ``h`` hard negatives per query, ``C' = C·h``)::
 
@@ -56,7 +56,7 @@ def cross_entropy_scores(queries: torch.Tensor, positives: torch.Tensor, negativ
         mask[0:B, B+C : B+C+B·h]  = hard_pair_mask
         S[mask == 0] = -10000; cached rows/columns are never masked.
 
-    With ``h = 1`` this is exactly the original; the hard block has width ``B·h`` in general (SPEC §10 #12).
+    With ``h = 1`` this is exactly the original; the hard block has width ``B·h`` in general (docs/deviations.md#dev-hard-num).
 
     Cross-device negatives (``--negatives_x_device``): ``positives``/``negatives`` are then the
     ``N`` (``N'``) gathered over all ranks, the masks have ``N`` / ``N'`` columns, and query ``i``'s
@@ -98,7 +98,7 @@ def cross_entropy_labels(num_queries: int, num_cached: int, num_positives: int, 
 
 def cross_entropy_loss(scores: torch.Tensor, num_queries: int,
                        labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean CE over **all** rows (cached rows included, SPEC §4.3); by default row ``r``'s label is column ``r``.
+    """Mean CE over **all** rows (cached rows included, docs/training.md#late-cache-layout); by default row ``r``'s label is column ``r``.
 
     Returns:
         ``(loss, accuracy)``: fp32 scalars; accuracy over the first ``num_queries`` (current) rows only.
@@ -114,12 +114,12 @@ def cross_entropy_loss(scores: torch.Tensor, num_queries: int,
 def star_pairwise_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                        rel_pair_mask: torch.Tensor, hard_pair_mask: torch.Tensor, positive_offset: int = 0
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """STAR's pairwise softmax loss over in-batch and hard negatives (SPEC §4.7).
+    """STAR's pairwise softmax loss over in-batch and hard negatives (docs/training.md#star-pairwise-loss).
 
     ``loss = (Σ rel·softplus(S - p) + Σ hard·softplus(S' - p)) / (Σ rel + Σ hard)`` with ``p_i = S[i, i]``;
     ``softplus(x - p) = -log σ(p - x)``. The diagonal is excluded because ``rel_pair_mask`` is 0 there.
 
-    The original's "accuracy" compared mismatched tensors (SPEC §10 #33, FIX); ours is the
+    The original's "accuracy" compared mismatched tensors (docs/deviations.md#dev-logged-values); ours is the
     fraction of queries whose positive outscores every unmasked in-batch and hard negative.
 
     With cross-device negatives the positives/negatives are those of all ranks and query ``i``'s
@@ -143,13 +143,13 @@ def star_pairwise_loss(queries: torch.Tensor, positives: torch.Tensor, negatives
 
 
 class LateCache:
-    """Late-Cache Negative (SPEC §4.3): FIFO of the last ``capacity`` queries with their positives and negatives.
+    """Late-Cache Negative (docs/training.md#late-cache): FIFO of the last ``capacity`` queries with their positives and negatives.
 
-    Semantics kept from the original (SPEC §10 #10): entries are detached constants; the cache is
+    Semantics kept from the original: entries are detached constants; the cache is
     never cleared by the model (it persists across micro-batches, optimizer steps and epochs) and is
     truncated to the last ``capacity`` entries after every push. Unlike the original it is an explicit
     object owned by the training loop, it refuses ``capacity <= 0`` (the original's ``--cache_size 0``
-    silently kept the whole history, SPEC §10 #40) and it can be saved for resumable training.
+    silently kept the whole history, docs/training.md#late-cache-capacity) and it can be saved for resumable training.
 
     With ``h`` hard negatives per query the negatives of the cached queries are kept (``capacity·h``
     matrices, query-major), which for ``h = 1`` is the original's truncation of each list to ``capacity``.
@@ -158,7 +158,7 @@ class LateCache:
     def __init__(self, capacity: int):
         if capacity <= 0:
             raise ValueError(f"Late-Cache capacity must be > 0, got {capacity}; for a run without the cache "
-                             "use the model class SeDR_without_LateCache (SPEC §4.3, §10 #40)")
+                             "use the model class SeDR_without_LateCache")
         self.capacity = int(capacity)
         self.queries: torch.Tensor | None = None  # (C, d)
         self.positives: torch.Tensor | None = None  # (C, M, d)
