@@ -30,7 +30,7 @@ import regex
 from SeDR.constants import CORPUS_FILE, SPLIT_FILES
 from SeDR.tokenization import GPT2_PATTERN, StarTokenizer, byte_to_unicode
 
-ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+ROBERTA_RESERVED_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 FAKE_SNAPSHOT_HASH = "0" * 40
 
 
@@ -59,7 +59,7 @@ def train_tokenizer(out_dir: str | Path, texts: list[str] | None = None, vocab_s
         texts += ["https://a.b/ Foo Bar Baz. What is X? http://example.com/doc title body"] * 5
     tok = ByteLevelBPETokenizer(add_prefix_space=False)
     tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1,
-                            special_tokens=ROBERTA_SPECIAL_TOKENS, show_progress=False)
+                            special_tokens=ROBERTA_RESERVED_TOKENS, show_progress=False)
     tok.save_model(str(out))
     (out / "config.json").write_text(json.dumps({"model_type": "roberta"}))
     (out / "tokenizer_config.json").write_text(json.dumps({
@@ -190,8 +190,8 @@ def make_msmarco_data(data_dir: str | Path, n_docs: int = 40, seed: int = 0, n_t
 # The transformers-2.8 slow tokenizer, step by step
 # ----------------------------------------------------------------------------------------------
 
-# RoBERTa's special-token attributes in 2.8 (``SPECIAL_TOKENS_ATTRIBUTES`` minus the unset ones).
-_ROBERTA_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+# RoBERTa's special-token attributes in 2.8 (its list of attribute names minus the unset ones).
+_ROBERTA_TOKEN_ATTRIBUTES = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
                      "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
 
 
@@ -218,7 +218,7 @@ class ReferenceRobertaTokenizer:
         self.bpe_ranks = {tuple(m): i for i, m in enumerate(merges)}
         # Special strings missing from the BPE vocabulary (the GPT-2 files) are 2.8's added tokens.
         self.added_tokens_encoder = {s: i for s, i in special_ids.items() if s not in encoder}
-        self._specials = {attr: s for attr, s in _ROBERTA_SPECIALS.items() if s in special_ids}
+        self._specials = {attr: s for attr, s in _ROBERTA_TOKEN_ATTRIBUTES.items() if s in special_ids}
         self.unique_added_tokens_encoder = set(self.all_special_tokens) | set(self.added_tokens_encoder)
         self.init_kwargs = {"do_lower_case": True}
         self.pat = regex.compile(GPT2_PATTERN)
