@@ -43,6 +43,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from SeDR.demo.collection import load_snapshot, tsv_field  # noqa: E402
 from SeDR.preprocessing import DOCS_PER_CALL, document_text  # noqa: E402
 from SeDR.testing import ReferenceRobertaTokenizer, make_msmarco_data, train_tokenizer  # noqa: E402
 from SeDR.tokenization import StarTokenizer  # noqa: E402
@@ -86,8 +87,6 @@ def load_tokenizer(choice: str, workdir: Path) -> tuple[StarTokenizer, str]:
 
 def manpage_texts(n_docs: int, separator: str) -> list[str]:
     """MS MARCO-like documents from the man-page snapshot; most are lengthened past the cut."""
-    from SeDR.manpages import load_snapshot, tsv_field
-
     docs = load_snapshot().documents
     rng = random.Random(1)
     texts = []
