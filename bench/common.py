@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from SeDR import synthetic
+from SeDR import testing
 from SeDR.data import SegmentSpec
 from SeDR.modeling import build_model
 
@@ -55,8 +55,8 @@ def random_models(classes: list[str], *, max_seg_num: int, hidden: int, layers: 
                   **build_kwargs) -> dict[str, torch.nn.Module]:
     """One random STAR checkpoint loaded as each of ``classes``, all sharing the same weights."""
     with tempfile.TemporaryDirectory() as tmp:
-        synthetic.make_star_checkpoint(tmp, vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
-                                       num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden)
+        testing.make_star_checkpoint(tmp, vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
+                                     num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden)
         models = {c: build_model(c, tmp, max_seg_num=max_seg_num, **build_kwargs) for c in classes}
     first = next(iter(models.values()))
     for m in models.values():

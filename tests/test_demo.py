@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SeDR import demo
 from SeDR.constants import CORPUS_FILE, SPLIT_FILES
-from SeDR.manpages import load_snapshot
+from SeDR.demo import run as demo
+from SeDR.demo.__main__ import main as demo_main
+from SeDR.demo.report import TABLE_METRICS
+from SeDR.demo.stages import key_hash
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,9 @@ def runs(tmp_path_factory, tiny_bert):
     """The quick demo run twice into one folder; the second run must find every stage done."""
     out = tmp_path_factory.mktemp("demo") / "run"
     argv = ["--out", str(out), "--quick", "--model", str(tiny_bert)]
-    first = demo.main(argv)
+    first = demo_main(argv)
     before = _mtimes(out)
-    second = demo.main(argv)
+    second = demo_main(argv)
     return out, argv, first, second, before
 
 
@@ -53,7 +55,7 @@ def test_stage_outputs(runs, tiny_bert):
     out, _, first, _, _ = runs
     s = demo.DemoSettings(model_dir=str(tiny_bert)).quick()
     n_docs = sum(demo.QUICK_DOCS_PER_SPLIT.values())
-    # collection: the nine SPEC §1.1 files, one corpus line per kept page
+    # collection: the nine MS MARCO / TREC-DL files, one corpus line per kept page
     names = {CORPUS_FILE} | {f for pair in SPLIT_FILES.values() for f in pair}
     assert {p.name for p in (out / "data").iterdir()} == names
     assert len((out / "data" / CORPUS_FILE).read_text().splitlines()) == n_docs
@@ -103,7 +105,7 @@ def test_table_equals_the_metrics_files(runs, capsys):
         scores = json.loads((out / row["metrics_json"]).read_text())["scores"]
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == row["system"]
-        for k, (key, _) in enumerate(demo.TABLE_METRICS, start=1):
+        for k, (key, _) in enumerate(TABLE_METRICS, start=1):
             assert row[key] == scores[key]                     # results.json: the very float
             assert cells[k] == f"{scores[key]:.4f}"           # results.md: that float, rounded
     results = json.loads((out / "results.json").read_text())
@@ -111,7 +113,7 @@ def test_table_equals_the_metrics_files(runs, capsys):
 
 
 def _dev_mrr_from_run(run_file: Path, qrels_file: Path) -> float:
-    """MRR@100 from a TREC run file and the original dev qrels, by hand (SPEC §7.4)."""
+    """MRR@100 from a TREC run file and the original dev qrels, by hand (first relevant rank within 100)."""
     rel = {}
     for line in qrels_file.read_text().splitlines():
         q, _, d, r = line.split()
@@ -138,7 +140,7 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(runs, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     # a moved folder stays valid (stage records hold paths relative to it)
-    third = demo.main([a if a != str(out) else str(copy) for a in argv] + ["--epochs", "2"])
+    third = demo_main([a if a != str(out) else str(copy) for a in argv] + ["--epochs", "2"])
     upstream = ["collection", "preprocess", "start"] + (["bm25"] if "bm25" in first["stages_ran"] else [])
     assert third["stages_reused"] == upstream
     assert third["stages_ran"] == [f"train-{c}" if k == 0 else f"eval-{c}-epoch{k}"
@@ -146,13 +148,6 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(runs, tmp_path):
     assert all(len(c["dev_mrr"]) == 2 for c in third["curves"].values())
 
 
-def test_select_collection_keeps_pages_and_drops_queries():
-    full = load_snapshot()
-    sub = demo.select_collection(full, train_queries=5, docs_per_split=None, seed=1)
-    assert len(sub.documents) == len(full.documents)
-    assert len(sub.queries("train")) == 5 and len(sub.queries("dev")) == len(full.queries("dev"))
-    assert sub.documents != demo.select_collection(full, 5, None, seed=2).documents
-    small = demo.select_collection(full, None, {"train": 4, "dev": 2}, seed=1)
-    numbers = {d.number for d in small.documents}
-    assert len(numbers) == 6 and all(set(d.see_also) <= numbers for d in small.documents)
-    assert re.fullmatch(r"[0-9a-f]{16}", demo.key_hash({"a": 1}))
+def test_key_hash_is_a_stable_short_digest():
+    assert re.fullmatch(r"[0-9a-f]{16}", key_hash({"a": 1}))
+    assert key_hash({"a": 1, "b": [2]}) == key_hash({"b": [2], "a": 1}) != key_hash({"a": 2, "b": [2]})

@@ -19,7 +19,7 @@ import torch
 from conftest import cwd, load_script
 from safetensors.torch import load_file, save_file
 
-from SeDR import data, synthetic
+from SeDR import data, testing
 from SeDR.batch import TrainBatch
 from SeDR.data import SegmentSpec, collate_documents, collate_queries
 from SeDR.modeling import MODEL_REGISTRY, build_model, load_model, save_pretrained
@@ -56,8 +56,8 @@ def star_state(folder) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def star(tmp_path_factory, tokenizer, tokenizer_dir):
     """Tiny STAR checkpoint (hidden 32, 2 layers, 2 heads: fewer banded score tensors than 4 heads)."""
-    return synthetic.make_star_checkpoint(tmp_path_factory.mktemp("lf-star") / "star", vocab_size=len(tokenizer),
-                                          tokenizer_dir=tokenizer_dir, num_attention_heads=2, seed=1)
+    return testing.make_star_checkpoint(tmp_path_factory.mktemp("lf-star") / "star", vocab_size=len(tokenizer),
+                                        tokenizer_dir=tokenizer_dir, num_attention_heads=2, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +134,8 @@ def test_cls_output_equals_star_on_short_inputs(star, converted, tmp_path, lengt
     model is STAR exactly; up to 512 tokens the CLS of a one-layer model still is (it attends to all tokens
     with copies of STAR's projections). Tolerance 1e-5 (fp32; observed ~1e-6)."""
     if one_layer:
-        star = synthetic.make_star_checkpoint(tmp_path / "star1", vocab_size=400, num_hidden_layers=1,
-                                              num_attention_heads=2, seed=2)
+        star = testing.make_star_checkpoint(tmp_path / "star1", vocab_size=400, num_hidden_layers=1,
+                                            num_attention_heads=2, seed=2)
         converted = star2lf.main(["--star_path", str(star), "--output_path", str(tmp_path / "lf1")])
     enc, head = _stock_star(star)
     lf = load_longformer(converted).eval()
@@ -192,8 +192,8 @@ def test_t11_slot_values_training_vs_inference(converted_small):
 
 def test_global_and_local_attention_ranges(star, tmp_path):
     """One layer, 32-token window: the global CLS at 1024 sees position 3, a local token at 700 does not."""
-    one = synthetic.make_star_checkpoint(tmp_path / "star1", vocab_size=400, num_hidden_layers=1,
-                                         num_attention_heads=2, seed=3)
+    one = testing.make_star_checkpoint(tmp_path / "star1", vocab_size=400, num_hidden_layers=1,
+                                       num_attention_heads=2, seed=3)
     lf = load_longformer(star2lf.main(["--star_path", str(one), "--output_path", str(tmp_path / "lf1"),
                                        *SMALL_WINDOW])).eval()
     doc = np.arange(1098) % 390 + 5
@@ -287,7 +287,7 @@ def root(tmp_path_factory, hf_home, star):
     from SeDR import inference as sedr_inference
 
     root = tmp_path_factory.mktemp("lf-root")
-    synthetic.make_msmarco_data(root / "data", n_docs=8, n_train=3, n_dev=3, n_test=2, max_words=400, seed=4)
+    testing.make_msmarco_data(root / "data", n_docs=8, n_train=3, n_dev=3, n_test=2, max_words=400, seed=4)
     shutil.copytree(star, root / "data" / "star")
     with cwd(root):
         run_preprocess(["--data_path", "./data", "--max_seq_length", "2048"])

@@ -17,7 +17,8 @@ from SeDR import data as readers
 from SeDR import preprocessing as prep
 from SeDR.constants import CORPUS_FILE, SPLIT_FILES
 from SeDR.errors import SeDRInputError
-from SeDR.tokenization import ReferenceRobertaTokenizer, StarTokenizer
+from SeDR.testing import ReferenceRobertaTokenizer
+from SeDR.tokenization import StarTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(max_seq_length=300, max_query_length=12, max_doc_character=2000)

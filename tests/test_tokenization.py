@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from SeDR.tokenization import ReferenceRobertaTokenizer, StarTokenizer, byte_to_unicode, lower_per_character
+from SeDR.testing import ReferenceRobertaTokenizer
+from SeDR.tokenization import StarTokenizer, byte_to_unicode, lower_per_character
 
 BIG = 10**6
 
@@ -253,40 +254,3 @@ def test_word_cache_is_emptied_when_full(star, backend_only, monkeypatch):
     assert fresh.encode_documents(second, BIG) == backend_only.encode_documents(second, BIG)
     # 10 + 25 > 30: emptied, then filled with the second call's pre-tokens only
     assert set(fresh._word_ids) == set(regex.findall(tokenization.GPT2_PATTERN, second[0]))
-
-
-# ----------------------------------------------------------------------------------------------
-# The 2.8 call path restated by the reference
-# ----------------------------------------------------------------------------------------------
-
-def test_reference_truncation_and_model_inputs_as_2_8(ref):
-    assert ref.truncate_sequences([1, 2, 3, 4, 5], num_tokens_to_remove=2) == ([1, 2, 3], [4, 5])
-    assert ref.truncate_sequences([1, 2, 3, 4, 5], num_tokens_to_remove=2, stride=1) == ([1, 2, 3], [3, 4, 5])
-    assert ref.truncate_sequences([1, 2], num_tokens_to_remove=0) == ([1, 2], [])
-    out = ref.prepare_for_model([7, 8, 9], max_length=4, add_special_tokens=True)
-    assert out == {"input_ids": [0, 7, 8, 2], "token_type_ids": [0] * 4, "attention_mask": [1] * 4}
-    assert ref.prepare_for_model([7, 8, 9], max_length=2, add_special_tokens=False)["input_ids"] == [7, 8]
-    assert ref.num_special_tokens_to_add() == 2
-
-
-def test_reference_bpe_cache_holds_space_joined_strings(ref):
-    word = "".join(byte_to_unicode()[b] for b in b" hello")
-    joined = ref.bpe(word)
-    assert "".join(joined.split(" ")) == word and ref.cache[word] == joined
-    assert ref.bpe("x") == "x" and "x" not in ref.cache           # 2.8 returned single symbols uncached
-
-
-def test_reference_special_strings_outside_the_vocabulary(star, ref):
-    """The GPT-2 files case: special strings are 2.8 "added tokens" with ids after the vocabulary."""
-    import json
-
-    vocab = json.loads(star.backend.to_str())["model"]["vocab"]
-    merges = list(ref.bpe_ranks)
-    plain = {t: i for t, i in vocab.items() if t not in star.special_ids}
-    shifted = {s: 10_000 + i for s, i in star.special_ids.items()}
-    added = ReferenceRobertaTokenizer(plain, merges, shifted)
-    assert added.added_tokens_encoder == shifted
-    text = "Foo</s>bar <unk> baz"
-    expected = [10_000 + i if i in star.special_ids.values() else i for i in ref.encode(text, False, BIG)]
-    assert added.encode(text, False, BIG) == expected
-    assert added.encode("x", True, BIG)[0] == 10_000 + star.cls_id
