@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Download the nine MS MARCO Document / TREC-DL files of SPEC §1.1 into ./data, gunzipped.
+# Download the nine MS MARCO Document / TREC-DL files (docs/data.md#input-files) into ./data, gunzipped.
 #
 #   bash download_data.sh            # fetch what is missing (about 8.5 GB compressed, 22 GB on disk)
 #   bash download_data.sh --dry-run  # print what would be fetched from where
