@@ -46,6 +46,14 @@ logger = logging.getLogger(__name__)
 
 # ADORE keeps the first `metric_cut` unique documents of each query's hits.
 ADORE_METRIC_CUT = 200
+# --adore_optimizer -> SeDR.optim.build_optimizer name ("original": transformers 4.x AdamW, the original's).
+ADORE_OPTIMIZERS = {"original": "transformers_adamw", "torch_adamw": "adamw"}
+
+
+def adore_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
+    """The optimizer ``--adore_optimizer`` names, over every parameter with the usual no-decay groups."""
+    return build_optimizer(ADORE_OPTIMIZERS[args.adore_optimizer], model, lr=args.learning_rate,
+                           weight_decay=args.weight_decay, eps=args.adam_epsilon)
 
 
 @dataclass
@@ -212,12 +220,11 @@ class AdoreRun:
         self.writer = SummaryWriter(log_dir=str(Path(a.log_dir) / f"adore-{self.name}"))
         n_batches = math.ceil(len(self.train_offsets) / a.per_gpu_batch_size)
         total = (n_batches // a.gradient_accumulation_steps) * a.num_train_epochs
-        optimizer = build_optimizer("adamw", self.model, lr=a.learning_rate, weight_decay=a.weight_decay,
-                                    eps=a.adam_epsilon)
+        optimizer = adore_optimizer(self.model, a)
         scheduler = linear_schedule_with_warmup(optimizer, a.warmup_steps, total)
         logger.info("***** ADORE: %s *****", a.init_path)
-        logger.info("  %d training queries, %d segment rows, %d optimizer steps, lr %g", len(self.train_offsets),
-                    len(self.emb.doc_ids), total, a.learning_rate)
+        logger.info("  %d training queries, %d segment rows, %d optimizer steps, lr %g, %s", len(self.train_offsets),
+                    len(self.emb.doc_ids), total, a.learning_rate, type(optimizer).__name__)
         rng = random.Random(a.seed)
         if a.resume and self.state_path.exists():
             start_epoch, step, best, saved = self._load_state(optimizer, scheduler, rng)

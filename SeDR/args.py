@@ -193,6 +193,9 @@ def build_adore_parser() -> argparse.ArgumentParser:
     g.add_argument("--per_gpu_batch_size", type=POSITIVE, default=32, help="queries per step")
     g.add_argument("--gradient_accumulation_steps", type=POSITIVE, default=1, help="micro-batches per optimizer step")
     g.add_argument("--learning_rate", type=POSITIVE_FLOAT, default=5e-6, help="peak learning rate (AdamW)")
+    g.add_argument("--adore_optimizer", choices=["original", "torch_adamw"], default="original",
+                   help="original: transformers 4.x AdamW as the original ran it (decay after the step, on the "
+                        "updated weights); torch_adamw: torch.optim.AdamW")
     g.add_argument("--weight_decay", type=number(float, 0), default=0.01, help="weight decay (no bias / LayerNorm.weight)")
     g.add_argument("--adam_epsilon", type=POSITIVE_FLOAT, default=1e-8, help="AdamW epsilon")
     g.add_argument("--max_grad_norm", type=number(float, 0, low_open=True, allow=(-1,)), default=1.0, help="clipping threshold")

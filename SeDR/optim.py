@@ -2,6 +2,8 @@
 
 * :class:`Lamb` is the original's ``lamb.py`` in its used mode: no bias correction, decay inside
   the update, trust ratio ``min(||p||, 10) / ||u||`` (1 when either norm is 0) (SPEC §10 #15, KEEP).
+* :class:`TransformersAdamW` is transformers 4.x's ``AdamW`` (gone from 5.x), the original ADORE
+  stage's optimizer: decay after the Adam step, on the updated weights.
 * :func:`parameter_groups` applies weight decay to every parameter whose name contains neither
   ``bias`` nor ``LayerNorm.weight``; the output ``norm.weight`` is therefore decayed (KEEP).
 * :func:`total_training_steps` is the original's step estimate (it assumes every positive has ``M``
@@ -26,7 +28,16 @@ LAMB_BETAS = (0.9, 0.999)
 LAMB_MAX_WEIGHT_NORM = 10.0
 # Substrings of parameter names that get no weight decay (SPEC §5.1).
 NO_DECAY_KEYS = ("bias", "LayerNorm.weight")
-OPTIMIZERS = ("lamb", "adamw")
+OPTIMIZERS = ("lamb", "adamw", "transformers_adamw")
+
+
+def _check_hyperparameters(lr: float, eps: float, betas) -> None:
+    if lr < 0.0:
+        raise ValueError(f"invalid learning rate {lr}")
+    if eps < 0.0:
+        raise ValueError(f"invalid epsilon {eps}")
+    if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+        raise ValueError(f"invalid betas {betas}")
 
 
 class Lamb(torch.optim.Optimizer):
@@ -44,12 +55,7 @@ class Lamb(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = LAMB_BETAS,
                  eps: float = 1e-6, weight_decay: float = 0.0, max_weight_norm: float = LAMB_MAX_WEIGHT_NORM):
-        if lr < 0.0:
-            raise ValueError(f"invalid learning rate {lr}")
-        if eps < 0.0:
-            raise ValueError(f"invalid epsilon {eps}")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"invalid betas {betas}")
+        _check_hyperparameters(lr, eps, betas)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         max_weight_norm=max_weight_norm)
         super().__init__(params, defaults)
@@ -90,6 +96,54 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
+class TransformersAdamW(torch.optim.Optimizer):
+    """AdamW as transformers 4.x shipped it (``transformers.AdamW``, removed in 5.x).
+
+    Per parameter, at step ``t``::
+
+        m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+        p <- p - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
+        p <- p - lr wd p                     # decay after the step, on the updated weights
+
+    torch's AdamW decays first and adds ``eps`` to the bias-corrected ``sqrt(v)``; the two differ
+    in those places only. Parameters without a gradient are skipped.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0):
+        _check_hyperparameters(lr, eps, betas)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("TransformersAdamW does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                state["step"] += 1
+                t = state["step"]
+                m.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+                step_size = group["lr"] * math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+                p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-step_size)
+                if group["weight_decay"] > 0.0:
+                    p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+        return loss
+
+
 def decays(name: str) -> bool:
     """Whether the parameter called ``name`` gets weight decay (SPEC §5.1)."""
     return not any(key in name for key in NO_DECAY_KEYS)
@@ -114,7 +168,7 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: float, eps: float = 1e-8,
                     betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
-    """``lamb`` (the README's choice) or ``adamw`` (torch AdamW: bias-corrected, decoupled decay).
+    """``lamb`` (the README's choice), ``adamw`` (torch AdamW) or ``transformers_adamw`` (:class:`TransformersAdamW`).
 
     As in the original, LAMB ignores ``betas`` (the ``--adam_beta*`` flags) and uses (0.9, 0.999).
     """
@@ -126,6 +180,8 @@ def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: 
         return Lamb(groups, lr=lr, betas=LAMB_BETAS, eps=eps, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    if name == "transformers_adamw":
+        return TransformersAdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
 
 

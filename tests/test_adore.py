@@ -56,3 +56,23 @@ def test_adore_loss_matches_hand_cross_entropy():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     loss.backward()
     assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_adore_optimizer_is_the_originals_unless_told():
+    """The README command builds transformers 4.x AdamW at 3e-6; --adore_optimizer torch_adamw gives torch's."""
+    from conftest import ROOT
+
+    from SeDR.args import build_adore_parser
+    from SeDR.optim import TransformersAdamW
+
+    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("python SeDR/adore_train.py"))
+    argv = line.split()[2:]
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+    opt = adore.adore_optimizer(model, build_adore_parser().parse_args(argv))
+    assert type(opt) is TransformersAdamW and opt.defaults["lr"] == 3e-6 and opt.defaults["eps"] == 1e-8
+    # The no-decay rule is by name, as before: biases are not decayed; "1.weight" (a LayerNorm not called
+    # LayerNorm, like the output norm) is.
+    assert [(g["param_names"], g["weight_decay"]) for g in opt.param_groups] == [
+        (["0.weight", "1.weight"], 0.01), (["0.bias", "1.bias"], 0.0)]
+    torch_opt = adore.adore_optimizer(model, build_adore_parser().parse_args([*argv, "--adore_optimizer", "torch_adamw"]))
+    assert type(torch_opt) is torch.optim.AdamW

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from safetensors.torch import load_file, save_file
 from SeDR import data, testing
 from SeDR.batch import TrainBatch
 from SeDR.data import SegmentSpec, collate_documents, collate_queries
-from SeDR.modeling import MODEL_REGISTRY, build_model, load_model, save_pretrained
+from SeDR.errors import SeDRInputError
+from SeDR.modeling import MODEL_REGISTRY, ModelConfigError, build_model, load_model, save_pretrained
 from SeDR.modeling.longformer import (
+    ALLENAI_KEYS,
     CLS_STRIDE,
     SeDRLongformer,
     build_longformer,
@@ -269,6 +272,156 @@ def test_checkpoint_round_trip_and_load_model(converted_small, tmp_path):
             torch.testing.assert_close(via.eval().encode_queries(q), ref, rtol=0, atol=0)
     finally:
         MODEL_REGISTRY.pop("SeDR_Longformer", None)
+
+
+# ------------------------------------------------------------------------------------------- the original's folders
+
+
+def original_folder(star, converted, folder, *, trained=False) -> Path:
+    """A folder as the original's transformers 3.0.2 wrote it: allenai config keys with the one-sided window 256,
+    ``pytorch_model.bin`` with ``roberta.*`` (pooler included), 2050 position rows, ``embeddingHead.*``, ``norm.*``.
+
+    ``trained``: a SeDR_Longformer checkpoint of its training script (RobertaConfig, so model_type roberta, and
+    its finetuning_task / gradient_checkpointing fields); else the conversion (HF 3.0.2 LongformerConfig).
+    """
+    folder.mkdir()
+    sd = load_file(str(converted / WEIGHTS))
+    H = sd["embeddingHead.weight"].shape[1]
+    gen = torch.Generator().manual_seed(5)
+    sd["roberta.pooler.dense.weight"] = torch.randn(H, H, generator=gen)
+    sd["roberta.pooler.dense.bias"] = torch.randn(H, generator=gen)
+    sd[POS] = sd[POS].clone()
+    sd[POS][0] = 1e30  # left uninitialised by the original's conversion; position 0 is never looked up
+    torch.save(sd, folder / "pytorch_model.bin")
+    cfg = json.loads((star / "config.json").read_text())
+    layers = cfg["num_hidden_layers"]
+    cfg.update(max_position_embeddings=2050, attention_window=[256] * layers, attention_dilation=[1] * layers,
+               attention_mode="sliding_chunks", autoregressive=False, architectures=["SeDR_Longformer"],
+               sep_token_id=2, model_type="longformer")
+    if trained:
+        cfg.update(model_type="roberta", finetuning_task="msmarco", gradient_checkpointing=True)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def _reference(star, sd, window):
+    """Stock ``LongformerModel`` with the window given explicitly (HF counts both sides)."""
+    from transformers import LongformerConfig, LongformerModel
+
+    cfg = json.loads((star / "config.json").read_text())
+    cfg.update(model_type="longformer", max_position_embeddings=2050, attention_window=window)
+    ref = LongformerModel(LongformerConfig.from_dict(cfg), add_pooling_layer=False).eval()
+    ref.load_state_dict({k[len("roberta."):]: v for k, v in sd.items()
+                         if k.startswith("roberta.") and ".pooler." not in k}, strict=True)
+    return ref
+
+
+def test_original_folder_attends_to_its_trained_span(star, converted, tmp_path, caplog):
+    """allenai's 256 (one-sided) is read as HF 512: outputs equal a stock Longformer with window 512, and the
+    silent misreading (HF 256 = 128 per side) would change them on a 400-token row. One INFO line says so."""
+    folder = original_folder(star, converted, tmp_path / "starlongformer")
+    with caplog.at_level(logging.INFO, logger="SeDR.modeling.longformer"):
+        lf = load_longformer(folder).eval()
+    (note,) = [r for r in caplog.records if r.name == "SeDR.modeling.longformer" and "allenai" in r.getMessage()]
+    assert note.levelno == logging.INFO
+    for part in (str(folder / "config.json"), "256 on each side", "attention_window 512"):
+        assert part in note.getMessage()
+    assert lf.config.attention_window == [512, 512]
+    sd = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 390, (2, 400), generator=gen)
+    ids[:, 0], ids[0, -1], ids[1, 299], ids[1, 300:] = 0, 2, 2, 1
+    mask = (ids != 1).long()
+    glob = torch.zeros_like(mask)
+    glob[:, 0] = 1
+    with torch.no_grad():
+        ours = lf.run_encoder(ids, mask, glob)[mask.bool()]
+        right = _reference(star, sd, 512)(ids, attention_mask=mask, global_attention_mask=glob).last_hidden_state
+        wrong = _reference(star, sd, 256)(ids, attention_mask=mask, global_attention_mask=glob).last_hidden_state
+    torch.testing.assert_close(ours, right[mask.bool()], rtol=0, atol=1e-6)
+    assert (ours - wrong[mask.bool()]).abs().max() > 1e-3
+
+
+def test_original_trained_checkpoint_loads_for_inference(star, converted, tmp_path, caplog):
+    """model_type roberta + allenai keys (the original's training config): same vectors as our conversion, the
+    pooler dropped, HF's own checkpointing not switched on by the old config flag, nothing warned."""
+    folder = original_folder(star, converted, tmp_path / "epoch-4-2048-4-7-SeDR_Longformer", trained=True)
+    with caplog.at_level(logging.WARNING):
+        lf = load_longformer(folder, max_seg_num=4).eval()
+    assert caplog.records == []
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in lf.modules())
+    ours = load_longformer(converted).eval()
+    batch = collate_documents([np.arange(600) % 380 + 5, np.arange(40) + 5], [0, 1], SegmentSpec(2048, 1))
+    q = collate_queries([np.array([0, 9, 10, 2])], [0], 8)
+    with torch.no_grad():
+        assert torch.equal(lf.encode_segments(batch), ours.encode_segments(batch))
+        assert torch.equal(lf.encode_queries(q), ours.encode_queries(q))
+
+
+@pytest.mark.parametrize("key, value", [("attention_window", [256, 128]), ("attention_window", 256),
+                                        ("attention_dilation", [2, 2]), ("autoregressive", True),
+                                        ("attention_mode", "tvm"), ("attention_mode", None)])
+def test_ambiguous_original_configs_are_refused(star, converted, tmp_path, key, value):
+    folder = original_folder(star, converted, tmp_path / "orig")
+    cfg = json.loads((folder / "config.json").read_text())
+    if value is None:
+        del cfg[key]
+    else:
+        cfg[key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelConfigError) as err:
+        load_longformer(folder)
+    for part in (str(folder / "config.json"), key, "Star2Star_Longformer.py"):
+        assert part in str(err.value)
+
+
+@pytest.mark.parametrize("case", ["ours_without_window", "roberta_with_window"])
+def test_configs_without_a_known_side_count_are_refused(converted, tmp_path, case):
+    """Our config lacking attention_window (HF would default to 512), or a window without allenai's keys."""
+    folder = tmp_path / "ck"
+    shutil.copytree(converted, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    if case == "ours_without_window":
+        del cfg["attention_window"]
+        key = "attention_window"
+    else:
+        cfg["model_type"] = "roberta"
+        key = "model_type"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelConfigError) as err:
+        build_longformer(folder)
+    assert str(folder / "config.json") in str(err.value) and key in str(err.value)
+    assert "Star2Star_Longformer.py" in str(err.value)
+
+
+def test_non_finite_padding_position_row_is_refused(star, converted, tmp_path):
+    folder = original_folder(star, converted, tmp_path / "orig")
+    sd = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    sd[POS][1] = float("nan")  # row 1 = padding positions, read by every padded row
+    torch.save(sd, folder / "pytorch_model.bin")
+    with pytest.raises(SeDRInputError, match=r"position_embeddings.weight rows \[1\]"):
+        load_longformer(folder)
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_global_attention_from_an_original_starlongformer(star, converted, tmp_path, trained):
+    """SeDR_Global_Attention from the original's ./data/starlongformer (or one of its trained Longformer
+    checkpoints, model_type roberta): its own global projections, the first 514 position rows, pooler dropped,
+    and none of the Longformer fields left in the config it will save."""
+    folder = original_folder(star, converted, tmp_path / "starlongformer", trained=trained)
+    sd = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    key = "roberta.encoder.layer.1.attention.self.value_global.weight"
+    sd[key] = torch.randn_like(sd[key])
+    torch.save(sd, folder / "pytorch_model.bin")
+    model = build_model("SeDR_Global_Attention", folder, max_seg_num=4)
+    got = model.state_dict()
+    assert torch.equal(got[key], sd[key]) and torch.equal(got[POS], sd[POS][:514])
+    for k, v in sd.items():
+        if k != POS and ".pooler." not in k:
+            assert torch.equal(got[k], v), k
+    saved = json.loads((save_pretrained(model, tmp_path / "ga") / "config.json").read_text())
+    assert saved["model_type"] == "roberta" and saved["max_position_embeddings"] == 514
+    assert not {"attention_window", "gradient_checkpointing", *ALLENAI_KEYS} & set(saved)
 
 
 # ------------------------------------------------------------------------------------------- scripts

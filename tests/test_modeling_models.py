@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -149,6 +151,26 @@ def test_transformer_head_slots(star_dir):
     assert R[0, 1:].abs().sum() > 0  # empty slots are head(layer(0...)), not zero (§10 #9)
     assert rows.shape == (8, 32)
     assert torch.equal(rows[0], R[0, 0]) and torch.equal(rows[1:4], R[1, :3]) and torch.equal(rows[4:], R[2])
+
+
+def test_transformer_head_init_is_the_originals(star_dir):
+    """Weights redrawn N(0, 0.02); biases PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not zero; LayerNorm 1/0."""
+    torch.manual_seed(0)
+    head = build("SeDR_Transformer_Head", star_dir).trans_head
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 6  # query, key, value, attention output, intermediate, output
+    spread = []
+    for lin in linears:
+        bound = 1.0 / math.sqrt(lin.in_features)  # 1/sqrt(32) = 0.177, 1/sqrt(37) = 0.164
+        b = lin.bias.detach()
+        assert b.abs().max() <= bound and b.abs().max() > 0.5 * bound
+        spread.append(b.abs() / bound)
+        # kaiming-uniform (PyTorch's default weight) has std bound/sqrt(3) = 0.09-0.10 here.
+        assert 0.017 < lin.weight.detach().std().item() < 0.023
+    # |U(-1, 1)| has mean 1/2 (N(0, 0.02) biases would give ~0.09); 197 biases: standard error 0.021.
+    assert 0.42 < torch.cat(spread).mean().item() < 0.58
+    norms = [m for m in head.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 and all(bool((n.weight == 1).all() and (n.bias == 0).all()) for n in norms)
 
 
 def test_star_multi_views(star_dir, tokenizer):

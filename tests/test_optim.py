@@ -7,6 +7,7 @@ import torch
 
 from SeDR.optim import (
     Lamb,
+    TransformersAdamW,
     build_optimizer,
     linear_schedule_with_warmup,
     linear_warmup_decay,
@@ -111,6 +112,40 @@ def test_lamb_matches_reference_over_several_steps_and_skips_gradless():
     assert torch.equal(frozen.detach(), frozen_before) and frozen not in opt.state
 
 
+# ------------------------------------------------------------------------------------ transformers 4.x AdamW
+
+# lr 0.1, wd 0.01, betas (0.9, 0.999), eps 1e-3 (large, so where eps enters shows), p0 = (1, -2),
+# g1 = (0.5, -0.1), g2 = (-0.2, 0.3). Per coordinate, by hand:
+# t=1: m = 0.1 g1 = (0.05, -0.01); v = 0.001 g1^2 = (2.5e-4, 1e-5); sqrt(v) = (0.0158113883, 0.0031622777)
+#      step_size = 0.1 * sqrt(1 - 0.999) / (1 - 0.9) = 0.0316227766
+#      m / (sqrt(v) + eps) = (2.9741743576, -2.4025307335)
+#      after the step (0.9059483487, -1.9240253073); decay of the UPDATED weights, times (1 - 0.1 * 0.01):
+STEP1 = [0.9050424003664824, -1.9221012820278691]
+# t=2: m = 0.9 m + 0.1 g2 = (0.025, 0.021); v = 0.999 v + 0.001 g2^2 = (2.8975e-4, 9.999e-5)
+#      sqrt(v) = (0.0170220445, 0.0099994999); step_size = 0.1 * sqrt(1 - 0.999^2) / (1 - 0.9^2) = 0.0235316725
+#      m / (sqrt(v) + eps) = (1.3871900026, 1.9091776921)
+#      after the step (0.8723994995, -1.9670274263), times 0.999:
+STEP2 = [0.8715270999840597, -1.9650603988580742]
+
+
+def test_transformers_adamw_two_steps_by_hand():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    frozen = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+    opt = TransformersAdamW([p, frozen], lr=0.1, eps=1e-3, weight_decay=0.01)
+    for g, expected in (([0.5, -0.1], STEP1), ([-0.2, 0.3], STEP2)):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        assert p.detach().tolist() == pytest.approx(expected, abs=1e-7)
+    assert frozen.item() == 1.0 and frozen not in opt.state  # no gradient: no step, no decay
+    # torch's AdamW (decay first, eps after the bias correction) lands elsewhere on the same problem.
+    q = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    torch_opt = torch.optim.AdamW([q], lr=0.1, eps=1e-3, weight_decay=0.01)
+    for g in ([0.5, -0.1], [-0.2, 0.3]):
+        q.grad = torch.tensor(g, dtype=torch.float64)
+        torch_opt.step()
+    assert max(abs(a - b) for a, b in zip(q.detach().tolist(), STEP2)) > 1e-3
+
+
 # ------------------------------------------------------------------------------------ §5.1
 
 
@@ -145,7 +180,8 @@ def test_parameter_groups_on_transformers_roberta_still_find_layernorm():
             "encoder.layer.0.output.LayerNorm.weight"} <= no_decay
 
 
-@pytest.mark.parametrize("name,cls", [("lamb", Lamb), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize("name,cls", [("lamb", Lamb), ("adamw", torch.optim.AdamW),
+                                      ("transformers_adamw", TransformersAdamW)])
 def test_build_optimizer(name, cls):
     opt = build_optimizer(name, Named(), lr=5e-5, weight_decay=0.01, eps=1e-8, betas=(0.9, 0.98))
     assert isinstance(opt, cls)

@@ -5,13 +5,16 @@ model-defining SeDR field: ``sedr_model_class``, ``max_seg_num``, ``multi_view_k
 ``output_embedding_size`` when set, ``sedr_special_ids``) and ``model.safetensors`` whose parameter
 names are those of SPEC Appendix A (``roberta.*``, ``embeddingHead.*``, ``norm.*``,
 ``roberta.embeddings.segment_type_embeddings.weight``, ``…attention.self.{query,key,value}_global.*``,
-``trans_head.*``), so the original code can read our weights and we read its ``pytorch_model.bin``.
+``trans_head.*``), so we read the original's ``pytorch_model.bin`` as is. The original's transformers
+(4.12, 3.0.2 for SeDR-Longformer) cannot read ``model.safetensors``: ``python -m SeDR.export_original``
+writes its layout.
 
 Reading is one explicit key mapping (:func:`adapt_state_dict`), whatever the source:
 
 * ``*.position_ids`` buffers and pooler weights are dropped (documented, logged at INFO);
 * a plain encoder (keys ``embeddings.*``/``encoder.*``, e.g. a ``BertModel`` checkpoint) gets the
   model's prefix; ``longformer.*`` (a ``./data/starlongformer`` conversion) is renamed to ``roberta.*``;
+  a Longformer config (ours, or the original's with allenai's keys) is read as RoBERTa's;
 * a position table longer than the model's (2050 rows in the Longformer conversion) is cut to the
   model's first rows (514 for RoBERTa: rows 2..513 are STAR's);
 * ``*_global`` projections present in the checkpoint are used as is; absent ones are copied from the
@@ -54,7 +57,7 @@ ROBERTA_POSITION_ROWS = 514
 BERT_DEFAULT_IDS = {"cls_id": 101, "eos_id": 102, "pad_id": 0}
 # Longformer-only config fields dropped when a conversion is read as RoBERTa.
 _LONGFORMER_FIELDS = ("attention_window", "attention_mode", "attention_dilation", "autoregressive",
-                      "onnx_export", "sep_token_id")
+                      "onnx_export", "sep_token_id", "gradient_checkpointing")
 _SUPPORTED_TYPES = ("roberta", "bert", "longformer")
 
 
@@ -143,7 +146,7 @@ def make_config(cfg: dict, folder, model_class: str, *, max_seg_num: int, cache_
     if model_type not in _SUPPORTED_TYPES:
         raise SeDRInputError(f"{folder}: unsupported backbone model_type {model_type!r}; "
                              f"supported: {', '.join(_SUPPORTED_TYPES)}")
-    if model_type == "longformer":
+    if model_type == "longformer" or "attention_window" in d:  # the original's trained ones say roberta
         for k in _LONGFORMER_FIELDS:
             d.pop(k, None)
         d["model_type"] = "roberta"

@@ -11,6 +11,11 @@ nothing is vendored. Mapping of the original's settings:
   attention mask, so a global flag on a padding position stays padding, as in the original;
 * HF pads every sequence to a multiple of the window itself, as the original did explicitly.
 
+Folders the original wrote (its conversion and its checkpoints) carry allenai's config keys
+(``attention_mode``, ``attention_dilation``, ``autoregressive``) next to the one-sided window;
+:func:`allenai_to_hf` doubles the window and refuses anything it would have to guess
+(docs/original-code.md).
+
 The encoder attribute is named ``roberta`` so parameter names are the original checkpoint's
 (``roberta.*``, ``embeddingHead.*``, ``norm.*``; Appendix A); :func:`SeDR.modeling.load_weights_into`
 and :func:`SeDR.modeling.save_pretrained` read and write them unchanged.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -34,6 +40,7 @@ from transformers import LongformerConfig, LongformerModel
 from SeDR.batch import QueryBatch, SegmentBatch
 from SeDR.errors import SeDRInputError
 from SeDR.modeling.checkpoint import (
+    CONFIG_NAME,
     ROBERTA_POSITION_ROWS,
     load_weights_into,
     read_config_dict,
@@ -65,6 +72,9 @@ DEFAULT_MAX_SEG_NUM = 4
 # Config keys that survive SeDR.modeling's Longformer -> RoBERTa config reduction, so load_model can rebuild us.
 SAVED_WINDOW_KEY = "sedr_longformer_attention_window"
 SAVED_POSITIONS_KEY = "sedr_longformer_max_position_embeddings"
+# Keys of allenai's Longformer config, written by the original's conversion and training (window one-sided).
+ALLENAI_KEYS = ("attention_mode", "attention_dilation", "autoregressive")
+CONVERT_COMMAND = "python SeDR_Longformer/Star2Star_Longformer.py"
 
 
 def cls_positions(max_seg_num: int, stride: int = CLS_STRIDE) -> list[int]:
@@ -108,8 +118,9 @@ def longformer_config(config):
     else:
         d = config.to_dict()
         if SAVED_WINDOW_KEY not in d:
-            raise ModelConfigError(f"{MODEL_CLASS_NAME} needs a Longformer config (convert STAR with "
-                                   "SeDR_Longformer/Star2Star_Longformer.py)")
+            raise ModelConfigError(f"{MODEL_CLASS_NAME} needs a Longformer config: this one lacks {SAVED_WINDOW_KEY} "
+                                   f"and attention_window; load the folder with load_longformer (the "
+                                   f"SeDR_Longformer scripts), or convert STAR again: {CONVERT_COMMAND}")
         d["model_type"] = "longformer"
         d["attention_window"] = d[SAVED_WINDOW_KEY]
         d["max_position_embeddings"] = d[SAVED_POSITIONS_KEY]
@@ -230,12 +241,56 @@ class SeDRLongformer(DenseRetriever):
 # ---------------------------------------------------------------------------------------------- loading
 
 
+def _refuse(file, key: str, problem: str) -> NoReturn:
+    raise ModelConfigError(f"{file}: {key} {problem}; the attended span would be a guess, so it is not loaded. "
+                           f"Convert STAR again ({CONVERT_COMMAND}, window counted on both sides)")
+
+
+def allenai_to_hf(cfg: dict, file) -> dict:
+    """The original's allenai config as today's: its one-sided window ``w`` becomes ``attention_window = 2w``.
+
+    Only the original's own settings are read (one window for every layer, no dilation, not
+    autoregressive, ``sliding_chunks``); anything else is refused rather than guessed.
+    """
+    layers = int(cfg.get("num_hidden_layers", 0))
+    for key in ("attention_window", *ALLENAI_KEYS):
+        if key not in cfg:
+            _refuse(file, key, "is missing (an allenai Longformer config has attention_window, "
+                    f"{', '.join(ALLENAI_KEYS)})")
+    if cfg.get("model_type") not in ("roberta", "longformer"):
+        _refuse(file, "model_type", f"is {cfg.get('model_type')!r}, not roberta/longformer")
+    if cfg["attention_mode"] != "sliding_chunks":
+        _refuse(file, "attention_mode", f"is {cfg['attention_mode']!r}, not 'sliding_chunks'")
+    if cfg["autoregressive"] is not False:
+        _refuse(file, "autoregressive", f"is {cfg['autoregressive']!r}, not false")
+    dil = cfg["attention_dilation"]
+    if not (isinstance(dil, list) and len(dil) == layers and all(d == 1 for d in dil)):
+        _refuse(file, "attention_dilation", f"is {dil!r}, not [1] * {layers}")
+    win = cfg["attention_window"]
+    if not (isinstance(win, list) and len(win) == layers and len(set(win)) == 1
+            and isinstance(win[0], int) and win[0] > 0):
+        _refuse(file, "attention_window", f"is {win!r}, not one positive one-sided window for each of {layers} layers")
+    # gradient_checkpointing: the 3.0.2 config flag would switch on HF's own checkpointing here; the training flag decides.
+    d = {k: v for k, v in cfg.items() if k not in (*ALLENAI_KEYS, "gradient_checkpointing")}
+    d.update(model_type="longformer", attention_window=[2 * win[0]] * layers)
+    logger.info("%s: the original's allenai Longformer config, window %d on each side: read as attention_window "
+                "%d (both sides counted), the span it was trained with", file, win[0], 2 * win[0])
+    return d
+
+
 def _configured(folder, *, max_seg_num: int | None, cache_size: int | None):
     cfg = read_config_dict(folder)
-    if cfg.get("model_type") != "longformer":
-        raise ModelConfigError(f"{folder} is not a Longformer checkpoint (model_type {cfg.get('model_type')!r}); "
-                               "convert STAR first: python SeDR_Longformer/Star2Star_Longformer.py")
-    config = LongformerConfig.from_dict(cfg)
+    file = Path(folder) / CONFIG_NAME
+    if any(k in cfg for k in ALLENAI_KEYS):
+        d = allenai_to_hf(cfg, file)
+    elif cfg.get("model_type") != "longformer":
+        _refuse(file, "model_type", f"is {cfg.get('model_type')!r} without allenai's {', '.join(ALLENAI_KEYS)}: "
+                "not a Longformer folder (or one whose window side count is unknown)")
+    elif "attention_window" not in cfg:
+        _refuse(file, "attention_window", "is missing (today's Longformer would silently take 512)")
+    else:
+        d = cfg
+    config = LongformerConfig.from_dict(d)
     config.sedr_model_class = MODEL_CLASS_NAME
     config.architectures = [MODEL_CLASS_NAME]
     config.max_seg_num = int(max_seg_num if max_seg_num is not None else cfg.get("max_seg_num", DEFAULT_MAX_SEG_NUM))
@@ -246,13 +301,24 @@ def _configured(folder, *, max_seg_num: int | None, cache_size: int | None):
     return config
 
 
+def _load(model: SeDRLongformer, folder) -> SeDRLongformer:
+    """Weights from ``folder``; a non-finite position row that tokens can use (1 = padding) is refused."""
+    load_weights_into(model, folder)
+    pos = model.roberta.embeddings.position_embeddings.weight
+    bad = (~torch.isfinite(pos[1:]).all(dim=1)).nonzero().flatten() + 1
+    if len(bad):
+        raise SeDRInputError(f"{folder}: roberta.embeddings.position_embeddings.weight rows {bad.tolist()[:5]} are "
+                             f"not finite (the original's conversion left rows 0-1 uninitialised); "
+                             f"convert STAR again: {CONVERT_COMMAND}")
+    return model
+
+
 def build_longformer(init_path, *, max_seg_num: int = DEFAULT_MAX_SEG_NUM, cache_size: int = DEFAULT_CACHE_SIZE,
                      gradient_checkpointing: bool = False) -> SeDRLongformer:
     """A model to train from a conversion (``./data/starlongformer``) or a SeDR-Longformer checkpoint."""
     if cache_size <= 0:
         raise ModelConfigError(f"--cache_size must be > 0 for {MODEL_CLASS_NAME} (got {cache_size}; SPEC §10 #40)")
-    model = SeDRLongformer(_configured(init_path, max_seg_num=max_seg_num, cache_size=cache_size))
-    load_weights_into(model, init_path)
+    model = _load(SeDRLongformer(_configured(init_path, max_seg_num=max_seg_num, cache_size=cache_size)), init_path)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
@@ -260,9 +326,7 @@ def build_longformer(init_path, *, max_seg_num: int = DEFAULT_MAX_SEG_NUM, cache
 
 def load_longformer(path, max_seg_num: int | None = None) -> SeDRLongformer:
     """A trained SeDR-Longformer checkpoint; ``max_seg_num`` (the inference flag) overrides the recorded one."""
-    model = SeDRLongformer(_configured(path, max_seg_num=max_seg_num, cache_size=None))
-    load_weights_into(model, path)
-    return model
+    return _load(SeDRLongformer(_configured(path, max_seg_num=max_seg_num, cache_size=None)), path)
 
 
 def register_longformer() -> type[SeDRLongformer]:

@@ -104,6 +104,20 @@ def init_new_linear(module: nn.Module, std: float) -> None:
             nn.init.zeros_(m.bias)
 
 
+def init_weights_only(module: nn.Module, std: float) -> None:
+    """The original's ``_init_weights`` on a fresh sub-module: Linear/Embedding weights ``N(0, std²)``.
+
+    Biases keep what ``nn.Linear`` drew at construction, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    (the original never redrew them); LayerNorm 1/0.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class DenseRetriever(nn.Module):
     """Template dual encoder (STAR's ``RobertaDot``, SPEC §4.1).
 
@@ -322,7 +336,7 @@ class SeDRTransformerHead(SeDRMaxP):
         super().__init__(config)
         layer_cls = type(self.backbone.encoder.layer[0])
         self.trans_head = layer_cls(config)
-        init_new_linear(self.trans_head, float(getattr(config, "initializer_range", 0.02)))
+        init_weights_only(self.trans_head, float(getattr(config, "initializer_range", 0.02)))
 
     def _slots(self, batch: SegmentBatch) -> torch.Tensor:
         X = scatter_segments(self.segment_cls(batch), batch)  # (n_docs, M, H), zero slots
