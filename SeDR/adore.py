@@ -118,8 +118,8 @@ class AdoreRun:
         self.preprocess_dir = Path(args.preprocess_dir)
         self.emb = embeddings.load_segment_embeddings(args.pembed_dir)
         self.first_row = embeddings.load_or_build_first_row(args.pembed_dir, self.emb.doc_ids)
-        indexes.set_faiss_threads(args.faiss_omp_num_threads)
-        self.index = indexes.build_index(self.emb.vectors, args.faiss_gpu_index)
+        self.index = indexes.build_index(self.emb.vectors, args.faiss_gpu_index, backend=args.search_backend,
+                                         faiss_threads=args.faiss_omp_num_threads)
         self.train_queries = data.queries(self.preprocess_dir, "train")
         self.rel = data.load_rel(self.preprocess_dir / "train-qrel.tsv")
         self.train_offsets = sorted(self.rel)

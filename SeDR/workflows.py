@@ -159,7 +159,8 @@ def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device
     """Index the vectors in ``out_dir``, rank every split's queries, evaluate; with ``--gen_hardneg``
     also write the hard negatives of every training query."""
     emb = embeddings.load_segment_embeddings(out_dir)
-    index = indexes.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16, search_shards=args.search_shards)
+    index = indexes.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16, backend=args.search_backend,
+                                search_shards=args.search_shards)
     rankings = {}
     for split, k_docs in EVAL_DOCS_KEPT.items():
         if not (preprocess_dir / f"{split}-query_meta").exists():
