@@ -204,10 +204,14 @@ def _rows_on(vectors: np.ndarray, device: torch.device, dtype: torch.dtype) -> t
 
 def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` of each row of ``scores`` ``[n, c]``, ordered by value descending then column ascending,
-    with the lowest tied columns at the cut (``torch.topk`` alone picks and orders ties arbitrarily)."""
-    val, col = scores.topk(k, dim=1)  # (n, k), values sorted descending
+    with the lowest tied columns at the cut (``torch.topk`` alone picks and orders ties arbitrarily).
+
+    One value more than asked shows which rows have a tie across the cut; only those are redone.
+    """
+    val, col = scores.topk(min(k + 1, scores.shape[1]), dim=1)  # (n, k + 1), values sorted descending
+    short = (val[:, k] == val[:, k - 1]).nonzero().squeeze(1) if val.shape[1] > k else val.new_zeros(0).long()
+    val, col = val[:, :k], col[:, :k]
     cut = val[:, -1:]
-    short = ((scores == cut).sum(1) > (val == cut).sum(1)).nonzero().squeeze(1)  # tied columns left out
     if len(short):
         n_cut = (val[short] == cut[short]).sum(1)  # trailing slots that hold the cut value
         pos = torch.arange(scores.shape[1], device=scores.device, dtype=torch.float32)
