@@ -212,15 +212,16 @@ def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     short = (val[:, k] == val[:, k - 1]).nonzero().squeeze(1) if val.shape[1] > k else val.new_zeros(0).long()
     val, col = val[:, :k], col[:, :k]
     cut = val[:, -1:]
-    if len(short):
-        n_cut = (val[short] == cut[short]).sum(1)  # trailing slots that hold the cut value
-        pos = torch.arange(scores.shape[1], device=scores.device, dtype=torch.float32)
-        key = torch.where(scores[short] == cut[short], -pos, float("-inf"))  # lowest tied column first
+    pos = torch.arange(scores.shape[1], device=scores.device, dtype=torch.float32)
+    slices = short.split(max(1, len(scores) * scores.element_size() // 4)) if len(short) else ()
+    for part in slices:  # rows with a tie at the cut; each slice's float32 keys fit in one score block
+        n_cut = (val[part] == cut[part]).sum(1)  # trailing slots that hold the cut value
+        key = torch.where(scores[part] == cut[part], -pos, float("-inf"))  # lowest tied column first
         first = key.topk(int(n_cut.max()), dim=1).indices
         j = torch.arange(first.shape[1], device=scores.device)
         fill = j < n_cut[:, None]
         slot = k - n_cut[:, None] + j
-        col[short[:, None].expand_as(slot)[fill], slot[fill]] = first[fill]
+        col[part[:, None].expand_as(slot)[fill], slot[fill]] = first[fill]
     col, order = col.sort(dim=1)
     val, order = val.gather(1, order).sort(dim=1, descending=True, stable=True)
     return val, col.gather(1, order)

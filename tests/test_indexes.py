@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from SeDR import indexes
 
@@ -256,3 +257,24 @@ def test_inference_with_torch_and_faiss_backends_writes_the_same_results(root):
             for y in a[i + 1:]:
                 if pos[y] < pos[x]:  # swapped: only a near-tie may swap
                     assert abs(best[int(key), x] - best[int(key), y]) <= 1e-5 * abs(best[int(key), x])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_stable_topk_on_tensors_with_many_ties(dtype):
+    """The torch backend's top-k on its own, float16 included (GPU ``--faiss_fp16`` scores; its tied rows
+    are redone in slices, so this also covers more than one slice)."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(-3, 4, (40, 300), generator=g).to(dtype)  # (queries, rows), ~43 ties per value
+    for k in (1, 5, 60, 299, 300):
+        val, col = indexes.stable_topk(scores, k)
+        for i, row in enumerate(scores.float().numpy()):
+            ref = np.lexsort((np.arange(len(row)), -row))[:k]
+            assert col[i].tolist() == ref.tolist(), (k, i)
+            assert val[i].float().tolist() == row[ref].tolist()
+
+
+def test_vectors_copied_to_a_device_in_blocks(monkeypatch):
+    monkeypatch.setattr(indexes, "ADD_BATCH_ROWS", 7)  # several blocks
+    x = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
+    out = indexes._rows_on(x, torch.device("cpu"), torch.float16)  # the GPU path's copy, here on CPU
+    assert out.dtype == torch.float16 and torch.equal(out, torch.from_numpy(x).half())
