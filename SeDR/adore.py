@@ -181,8 +181,8 @@ class AdoreRun:
         self.preprocess_dir = Path(args.preprocess_dir)
         self.emb, ours = open_frozen_embeddings(args.pembed_dir, args.init_path, model.embedding_dim)
         self.first_row = embeddings.load_or_build_first_row(args.pembed_dir, self.emb.doc_ids, cache=ours)
-        indexes.set_faiss_threads(args.faiss_omp_num_threads)
-        self.index = indexes.build_index(self.emb.vectors, args.faiss_gpu_index)
+        self.index = indexes.build_index(self.emb.vectors, args.faiss_gpu_index, backend=args.search_backend,
+                                         faiss_threads=args.faiss_omp_num_threads)
         self.train_queries = data.queries(self.preprocess_dir, "train")
         self.rel = data.load_rel(self.preprocess_dir / "train-qrel.tsv")
         self.train_offsets = sorted(self.rel)

@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 
-from SeDR.constants import MULTI_SEGMENT_RESERVE, SINGLE_SEGMENT_RESERVE
+from SeDR.constants import MULTI_SEGMENT_RESERVE, SEARCH_BACKENDS, SINGLE_SEGMENT_RESERVE
 from SeDR.errors import SeDRInputError
 
 
@@ -94,6 +94,9 @@ def add_retrieval_args(parser, length_flag: str):
     g.add_argument("--faiss_gpus", type=int, nargs="*", default=None,
                    help="GPU ids for the faiss index (several = sharded); none or no GPU: CPU search")
     g.add_argument("--faiss_fp16", action="store_true", help="store the GPU index in float16 (half the memory)")
+    g.add_argument("--search_backend", choices=SEARCH_BACKENDS, default="auto",
+                   help="exact search by faiss or by torch matmul + top-k (same rankings); auto: faiss on GPU "
+                        "with faiss-gpu, else torch on the GPUs of --faiss_gpus, on CPU the faster one (torch)")
     g.add_argument("--search_shards", type=POSITIVE, default=1,
                    help="CPU only: search N row shards one at a time and merge (bounds index memory)")
     g.add_argument("--output_dir", default=None,
@@ -207,6 +210,8 @@ def build_adore_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_gpu_index", type=NON_NEGATIVE, default=0, help="GPU of the query encoder (CPU if none)")
     g.add_argument("--faiss_gpu_index", type=int, nargs="*", default=[], help="GPU ids of the faiss index")
     g.add_argument("--faiss_omp_num_threads", type=POSITIVE, default=32, help="faiss CPU threads")
+    g.add_argument("--search_backend", choices=SEARCH_BACKENDS, default="auto",
+                   help="faiss or torch exact search (as inference.py); auto: faiss with faiss-gpu, else torch")
     g.add_argument("--no_cuda", action="store_true", help="run on CPU even when a GPU is visible")
     g.add_argument("--seed", type=int, default=42, help="seed")
     g = p.add_argument_group("output")

@@ -1,7 +1,10 @@
 """Device, precision, seeding and logging: one explicit switch each, with a CPU fallback.
 
 ``--fp16``/``--bf16`` and ``--faiss_gpus`` on a machine without a GPU log one warning and run
-fp32 / faiss-cpu (never crash). Scores, masks and losses stay fp32 inside the models (SPEC §10 #3).
+fp32 / CPU search (never crash). Scores, masks and losses stay fp32 inside the models.
+Every precision clips the (partially accumulated) gradients after every micro-step, as the fp32
+original did; under a GradScaler the clip acts on the scaled gradients with the same coefficient
+(docs/precision-and-search.md#clipping).
 """
 
 from __future__ import annotations
@@ -72,6 +75,34 @@ class Precision:
     @property
     def name(self) -> str:
         return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def clip_(self, parameters, max_norm: float) -> torch.Tensor:
+        """Clip the gradients to ``max_norm`` as unscaled fp32 gradients would be; returns the unscaled norm.
+
+        With scale ``s`` the gradients are ``s·g``: their norm divided by ``s`` is ``||g||``
+        (``s`` is a power of two, so exactly), and multiplying ``s·g`` by fp32's coefficient
+        ``min(1, max_norm / (||g|| + 1e-6))`` equals unscale, clip, rescale. An inf/nan norm stays
+        inf/nan (the gradients become nan), so the scaler still finds it and skips the step.
+        """
+        params = [p for p in parameters if p.grad is not None]
+        scale = 1.0 if self.scaler is None else self.scaler.get_scale()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params]) / scale
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return norm
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """One optimizer step; False when the scaler skipped it (inf/nan gradients), so the caller
+        leaves the learning-rate schedule where it is."""
+        if self.scaler is None:
+            optimizer.step()
+            return True
+        before = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        return self.scaler.get_scale() >= before  # a skipped step always backs the scale off
 
 
 def resolve_precision(device: torch.device, fp16: bool = False, bf16: bool = False, training: bool = True) -> Precision:

@@ -3,9 +3,10 @@ gradient accumulation with per-micro-step clipping, per-epoch checkpoints, resum
 
 Deviations from the original, each deliberate:
 * ``--model_class`` is honoured (SPEC §10 #1), every class is registered (#2, #39).
-* ``--fp16`` really uses autocast + GradScaler on a GPU (the original trained fp32). With a
-  scaler, clipping happens once per optimizer step after ``unscale_`` (a scaled gradient
-  cannot be clipped per micro-step); in fp32 clipping stays per micro-step (KEEP #14).
+* ``--fp16`` really uses autocast + GradScaler on a GPU (the original trained fp32). Every
+  precision clips after every micro-step as the original did (the scaled gradients with the
+  unscaled coefficient, :meth:`SeDR.runtime.Precision.clip_`); a step the scaler skips (inf/nan)
+  does not advance the learning-rate schedule nor the optimizer-step count.
 * Gradient checkpointing engages (#4). Logged loss is the unscaled loss (#33).
 * Document rows are not padded to ``T``: each layer runs rows of similar length at their own
   width (:func:`SeDR.data.plan_row_groups`; masked columns only, so the loss and gradients are
@@ -194,7 +195,8 @@ class Trainer:
                                                 args.gradient_accumulation_steps)
         self.scheduler = linear_schedule_with_warmup(self.optimizer, args.warmup_steps, self.total_steps)
         self.cache = model.new_cache()
-        self.global_step = 0
+        self.global_step = 0  # optimizer steps taken (= the scheduler's position)
+        self.skipped_steps = 0  # steps the GradScaler skipped (inf/nan gradients)
         self.start_epoch = 0
         self.writer = None
         self.history: list[dict] = []  # per-epoch means, saved in every checkpoint (train_history.json)
@@ -216,7 +218,7 @@ class Trainer:
     def save_epoch(self, epoch: int) -> Path:
         target = self.output_dir / self.name_of_epoch(epoch)
         state = {
-            "epoch": epoch, "global_step": self.global_step,
+            "epoch": epoch, "global_step": self.global_step, "skipped_steps": self.skipped_steps,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.precision.scaler is None else self.precision.scaler.state_dict(),
             "rng": rng_state(), "cache": None if self.cache is None else self.cache.state_dict(),
@@ -261,6 +263,7 @@ class Trainer:
             params[n].grad = g.to(params[n].device)
         set_rng_state(state["rng"])
         self.global_step = state["global_step"]
+        self.skipped_steps = state.get("skipped_steps", 0)
         self.start_epoch = epoch
         if (folder / TRAIN_HISTORY).exists():
             self.history = json.loads((folder / TRAIN_HISTORY).read_text())
@@ -279,7 +282,16 @@ class Trainer:
 
     def _clip(self) -> None:
         if self.args.max_grad_norm != -1:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+            self.precision.clip_(self.model.parameters(), self.args.max_grad_norm)
+
+    def _optimizer_step(self) -> None:
+        """The schedule advances only on steps the optimizer took (the GradScaler skips inf/nan ones)."""
+        if self.precision.step(self.optimizer):
+            self.scheduler.step()
+            self.global_step += 1
+        else:
+            self.skipped_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
 
     def train(self) -> list[Path]:
         a = self.args
@@ -293,7 +305,6 @@ class Trainer:
         loader = torch.utils.data.DataLoader(ItemDataset(), batch_sampler=self.sampler,
                                              collate_fn=self.collator, num_workers=0)
         accum = a.gradient_accumulation_steps
-        scaler = self.precision.scaler
         saved: list[Path] = self.saved
         self.model.train()
         for epoch in range(self.start_epoch, self.epochs_to_run):
@@ -313,22 +324,10 @@ class Trainer:
                 loss = out.loss
                 if accum > 1:
                     loss = loss / accum
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-                    self._clip()  # every micro-step, on the partial accumulation (SPEC §5.3, KEEP #14)
+                self.precision.backward(loss)
+                self._clip()  # every micro-step, on the partial accumulation, in every precision
                 if (micro_step + 1) % accum == 0:
-                    if scaler is not None:
-                        scaler.unscale_(self.optimizer)
-                        self._clip()
-                        scaler.step(self.optimizer)
-                        scaler.update()
-                    else:
-                        self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.global_step += 1
+                    self._optimizer_step()
                 window["loss"] += out.loss.item()
                 window["acc"] += float(out.accuracy)
                 epoch_loss += out.loss.item()
@@ -342,7 +341,8 @@ class Trainer:
                     window = _fresh_window()
             self.history.append({"epoch": epoch + 1, "mean_loss": epoch_loss / max(epoch_batches, 1),
                                  "mean_accuracy": epoch_acc / max(epoch_batches, 1), "micro_batches": epoch_batches,
-                                 "optimizer_steps": self.global_step, "seconds": time.time() - t_epoch})
+                                 "optimizer_steps": self.global_step,
+                                 "skipped_steps": self.skipped_steps, "seconds": time.time() - t_epoch})
             if self.is_main:
                 if window["n"]:
                     self._log(window, micro_step, bar)

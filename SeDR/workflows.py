@@ -247,7 +247,8 @@ def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device
     also write the hard negatives of every training query. ``identity`` goes into ``metrics.json``."""
     emb = (embeddings.load_segment_embeddings(out_dir) if not embeddings.foreign_embeddings(out_dir)
            else embeddings.load_segment_embeddings(out_dir, legacy_dim=model.embedding_dim))
-    index = indexes.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16, search_shards=args.search_shards)
+    index = indexes.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16, backend=args.search_backend,
+                                search_shards=args.search_shards)
     rankings = {}
     for split, k_docs in EVAL_DOCS_KEPT.items():
         if not (preprocess_dir / f"{split}-query_meta").exists():

@@ -2,7 +2,7 @@
 
 One run, one random RoBERTa shared by both classes, MS MARCO-like documents at (512, 4) (about
 2.2 segments per document, 30% within one segment), packed in offset order into passes of at most
-``--max_bsize`` segments (SPEC §7.2). Schemes, timed interleaved (per pass, min of ``--reps``, one thread):
+``--max_bsize`` segments. Schemes, timed interleaved (per pass, min of ``--reps``, one thread):
 
 * ``SeDR fixed``: every row padded to T = 505 positions, as the original did;
 * ``SeDR ours``: the batches of ``SeDR.encoding.encode_corpus`` (``collate_pass`` with its defaults):
@@ -17,7 +17,7 @@ One run, one random RoBERTa shared by both classes, MS MARCO-like documents at (
 Printed: segments/s, real tokens/s and processed/real tokens (processed = rows x columns each
 layer runs on; real = attended tokens) of each scheme; the ideal bound of any padding scheme,
 processed tokens of fixed padding / real tokens; our speed-up over fixed padding and its share of
-that bound (issue 7: within 5%). ``--overheads 0,64,256`` also times ``ours`` with other values of
+that bound (target: within 5%). ``--overheads 0,64,256`` also times ``ours`` with other values of
 the per-group overhead constant (to choose ``SeDR.data.ROW_GROUP_OVERHEAD``).
 
     python bench/batching.py                 # ~3-5 minutes on 2 loaded CPU cores
@@ -38,7 +38,7 @@ from SeDR.data import SegmentSpec, num_segments
 from SeDR.encoding import collate_pass, encode_corpus
 from SeDR.runtime import Precision
 
-OVERHEAD_TARGET = 1.05  # SeDR / STAR_MaxP wall time (issue 7)
+OVERHEAD_TARGET = 1.05  # SeDR / STAR_MaxP wall time
 BOUND_TOLERANCE = 0.05  # speed-up over fixed padding within 5% of the ideal (processed/real token) bound
 
 

@@ -43,7 +43,7 @@ def msmarco_like_documents(n: int, spec: SegmentSpec, rng: np.random.Generator,
     p = np.asarray(mix[:M], dtype=float)
     docs = []
     for s in rng.choice(np.arange(1, M + 1), size=n, p=p / p.sum()):
-        # A document with s segments: s-1 full pieces and a tail long enough not to be dropped (§2.1);
+        # A document with s segments: s-1 full pieces and a tail long enough not to be dropped;
         # documents with M segments are often truncated at L·M, so their tail is full more often.
         tail = L if s == M and rng.random() < 0.5 else int(rng.integers(g if s > 1 else 20, L + 1))
         docs.append(rng.integers(5, VOCAB, size=int((s - 1) * L + tail)))
@@ -52,10 +52,10 @@ def msmarco_like_documents(n: int, spec: SegmentSpec, rng: np.random.Generator,
 
 def random_models(classes: list[str], *, max_seg_num: int, hidden: int, layers: int, heads: int,
                   intermediate: int | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                  **build_kwargs) -> dict[str, torch.nn.Module]:
+                  vocab: int = VOCAB, **build_kwargs) -> dict[str, torch.nn.Module]:
     """One random STAR checkpoint loaded as each of ``classes``, all sharing the same weights."""
     with tempfile.TemporaryDirectory() as tmp:
-        testing.make_star_checkpoint(tmp, vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers,
+        testing.make_star_checkpoint(tmp, vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
                                      num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden)
         models = {c: build_model(c, tmp, max_seg_num=max_seg_num, **build_kwargs) for c in classes}
     first = next(iter(models.values()))

@@ -24,7 +24,7 @@ from SeDR.batching import document_batches
 from SeDR.data import SegmentSpec, num_segments
 from SeDR.encoding import collate_pass
 
-OVERHEAD_TARGET = 1.05  # SeDR / STAR_MaxP wall time (issue 7)
+OVERHEAD_TARGET = 1.05  # SeDR / STAR_MaxP wall time
 
 
 def main(argv=None) -> float:

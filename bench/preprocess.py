@@ -48,7 +48,7 @@ from SeDR.preprocessing import DOCS_PER_CALL, document_text  # noqa: E402
 from SeDR.testing import ReferenceRobertaTokenizer, make_msmarco_data, train_tokenizer  # noqa: E402
 from SeDR.tokenization import StarTokenizer  # noqa: E402
 
-MAX_SEQ_LENGTH, MAX_DOC_CHARACTER = 2048, 10000   # SPEC §1.3
+MAX_SEQ_LENGTH, MAX_DOC_CHARACTER = 2048, 10000   # the preprocessing limits of SeDR_preprocess.py
 LONG_FRACTION = 0.8
 
 

@@ -4,7 +4,7 @@ rows grouped by width (what SeDR/trainer.py does) vs every row padded to ``T`` (
 Configurations (same random weights, same MS MARCO-like training batch, LAMB):
 
 * ``cache 0``: ``SeDR_without_LateCache`` (the encoder of SeDR without the cache; ``SeDR`` refuses
-  ``--cache_size 0``, SPEC §10 #40);
+  ``--cache_size 0``);
 * ``cache 50``: ``SeDR`` whose Late-Cache already holds 50 queries with their documents, so every
   query scores 50 more positives and 50·h more hard negatives (as after the first steps of a run);
 * ``cache 50 + ckpt``: the same with gradient checkpointing;

@@ -1,9 +1,11 @@
 """Exact inner-product search: faiss vs torch, the GPU fallback and the GPU wiring."""
 
+import json
 import logging
 
 import numpy as np
 import pytest
+import torch
 
 from SeDR import indexes
 
@@ -89,3 +91,190 @@ def test_gpu_wiring_single_and_sharded(random_corpus, monkeypatch):
         np.testing.assert_array_equal(indexes.search(index, queries, 32, show_progress=False)[1], cpu[1])
     with pytest.raises(ValueError, match="GPUs 0..1"):
         indexes.build_index(vectors, [2], show_progress=False)
+
+
+# ------------------------------------------------------------------ canonical order, both backends
+
+
+def brute_force_topk(vectors, queries, k):
+    """Score descending, then row ascending; ``-1`` / ``-inf`` past the last row."""
+    scores = queries.astype(np.float64) @ vectors.T.astype(np.float64)  # exact for the small integers used
+    n = len(vectors)
+    rows = np.full((len(queries), k), -1, dtype=np.int64)
+    best = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    for i, s in enumerate(scores):
+        order = np.lexsort((np.arange(n), -s))[:k]
+        rows[i, :len(order)], best[i, :len(order)] = order, s[order]
+    return best, rows
+
+
+def tie_data(kind, rng, n=400, d=6):
+    if kind == "integer":  # scores are small integers: many exact ties
+        return (rng.integers(-2, 3, size=(n, d)).astype(np.float32),
+                rng.integers(-2, 3, size=(30, d)).astype(np.float32))
+    if kind == "duplicated":  # eighths: exact products; a third of the rows copies of a few others
+        x = rng.integers(-16, 17, size=(n, d)).astype(np.float32) / 8
+        x[rng.integers(0, n, size=n // 3)] = x[rng.integers(0, 5, size=n // 3)]
+        return x, rng.integers(-16, 17, size=(30, d)).astype(np.float32) / 8
+    return rng.standard_normal((n, d)).astype(np.float32), rng.standard_normal((30, d)).astype(np.float32)
+
+
+def every_index(vectors):
+    return {
+        "faiss": indexes.FaissFlatIndex(vectors, show_progress=False),
+        "torch": indexes.TorchFlatIndex(vectors),
+        "torch, chunks of 37 rows": indexes.TorchFlatIndex(vectors, chunk_rows=37),
+        "faiss, 3 shards": indexes.ShardedCpuIndex(vectors, 3),
+        "torch, 5 shards": indexes.ShardedCpuIndex(vectors, 5, lambda v: indexes.TorchFlatIndex(v, chunk_rows=29)),
+        "torch, 3 devices": indexes.TorchShardedIndex(vectors, ["cpu"] * 3, chunk_rows=50),
+    }
+
+
+@pytest.mark.parametrize("kind", ["integer", "duplicated", "normal"])
+def test_every_backend_returns_the_canonical_top_k(kind):
+    rng = np.random.default_rng(["integer", "duplicated", "normal"].index(kind))
+    vectors, queries = tie_data(kind, rng)
+    for k in (1, 7, 100, len(vectors) + 5):
+        ref_s, ref_r = brute_force_topk(vectors, queries, k)
+        for name, index in every_index(vectors).items():
+            for q in (slice(0, 30), slice(0, 6)):  # faiss takes a BLAS path from 20 queries, a loop below
+                s, r = index.search(queries[q], k)
+                np.testing.assert_array_equal(r, ref_r[q], err_msg=f"{name}, k={k}")
+                np.testing.assert_allclose(s, ref_s[q], rtol=1e-5, atol=1e-5, err_msg=f"{name}, k={k}")
+
+
+def test_faiss_alone_orders_ties_otherwise():
+    """Why FaissFlatIndex reorders: raw faiss lists tied rows by descending id and keeps an arbitrary
+    subset of the tied rows at the cut."""
+    vectors, queries = tie_data("integer", np.random.default_rng(0))
+    index = indexes.FaissFlatIndex(vectors, show_progress=False)
+    raw = index.index.search(queries, 10)[1]
+    assert not np.array_equal(raw, brute_force_topk(vectors, queries, 10)[1])
+    np.testing.assert_array_equal(index.search(queries, 10)[1], brute_force_topk(vectors, queries, 10)[1])
+
+
+def test_empty_and_tiny_indexes():
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)  # 2 rows, tied for every query
+    queries = np.array([[2.0, 1.0]], dtype=np.float32)
+    for name, index in every_index(vectors).items():  # 3 and 5 shards of 2 rows: empty shards
+        s, r = index.search(queries, 4)
+        assert r.tolist() == [[0, 1, -1, -1]], name
+        assert s[0, :2].tolist() == [2.0, 2.0] and np.isneginf(s[0, 2:]).all(), name
+    for empty in (indexes.TorchFlatIndex(np.zeros((0, 2), np.float32)),
+                  indexes.FaissFlatIndex(np.zeros((0, 2), np.float32), show_progress=False)):
+        s, r = empty.search(queries, 3)
+        assert r.tolist() == [[-1, -1, -1]] and np.isneginf(s).all()
+
+
+def test_torch_index_uses_a_memmap_in_place_and_bounds_its_chunks(tmp_path):
+    rows = np.memmap(tmp_path / "v.memmap", dtype=np.float32, mode="w+", shape=(1000, 8))
+    rows[:] = np.random.default_rng(0).standard_normal((1000, 8))
+    rows.flush()
+    ro = np.memmap(tmp_path / "v.memmap", dtype=np.float32, mode="r", shape=(1000, 8))
+    index = indexes.TorchFlatIndex(ro)
+    assert index.vectors.data_ptr() == ro.ctypes.data  # no copy of the segment vectors
+    for n in (1, 64, 1024, 4096):
+        assert index.rows_per_chunk(n) * n * 4 <= indexes.TORCH_SCORE_BYTES
+    q = np.asarray(ro[:5]) + 0.1
+    np.testing.assert_array_equal(index.search(q, 50)[1], brute_force_topk(np.asarray(ro), q, 50)[1])
+
+
+def test_resolve_search_backend(monkeypatch, caplog):
+    monkeypatch.setattr(indexes, "faiss_gpu_available", lambda: False)
+    monkeypatch.setattr(indexes.torch.cuda, "is_available", lambda: False)
+    assert indexes.resolve_search_backend("auto", None) == (indexes.CPU_AUTO_BACKEND, [])
+    assert indexes.resolve_search_backend("faiss", [0]) == ("faiss", [0])  # FaissFlatIndex warns and goes to CPU
+    with caplog.at_level(logging.WARNING, logger="SeDR.indexes"):
+        assert indexes.resolve_search_backend("torch", [0]) == ("torch", [])
+    assert len(caplog.records) == 1 and "no CUDA GPU" in caplog.records[0].getMessage()
+    # A CUDA GPU without faiss-gpu (the CUDA 13 case): auto searches with torch on it.
+    monkeypatch.setattr(indexes.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(indexes.torch.cuda, "device_count", lambda: 2)
+    assert indexes.resolve_search_backend("auto", [1, 0]) == ("torch", [1, 0])
+    with pytest.raises(ValueError, match="GPUs 0..1"):
+        indexes.resolve_search_backend("torch", [2])
+    monkeypatch.setattr(indexes, "faiss_gpu_available", lambda: True)
+    assert indexes.resolve_search_backend("auto", [0]) == ("faiss", [0])
+    assert indexes.resolve_search_backend("torch", [0]) == ("torch", [0])
+    with pytest.raises(ValueError, match="choose one of"):
+        indexes.resolve_search_backend("gpu", [0])
+
+
+def test_no_faiss_installed_still_searches(monkeypatch, random_corpus):
+    """GPU images without faiss: auto needs no faiss at all."""
+    vectors, _, queries = random_corpus
+
+    def missing():
+        raise ImportError("No module named 'faiss'")
+
+    monkeypatch.setattr(indexes, "_faiss", missing)
+    assert not indexes.faiss_gpu_available()
+    index = indexes.build_index(vectors, [0], show_progress=False, search_shards=2)
+    np.testing.assert_array_equal(index.search(queries, 9)[1], brute_force_topk(vectors, queries, 9)[1])
+
+
+def test_inference_with_torch_and_faiss_backends_writes_the_same_results(root):
+    from pathlib import Path
+
+    from SeDR import inference
+
+    cmd = ("--model_class STAR_MaxP --max_query_length 32 --max_seg_length 64 --max_seg_num 4 "
+           "--model_path ./data/star --faiss_gpus 0 --gen_hardneg").split()
+    for backend in ("faiss", "torch"):
+        inference.main(cmd + ["--search_backend", backend, "--output_dir", f"./{backend}",
+                              "--hardneg_path", f"./{backend}.json"])
+    scores = [json.loads((Path(b) / "metrics.json").read_text())["scores"] for b in ("faiss", "torch")]
+    assert scores[0] == scores[1]
+    for split in ("dev", "test", "2020test"):
+        runs = [[line.split() for line in (Path(b) / f"{split}.trec").read_text().splitlines()]
+                for b in ("faiss", "torch")]
+        assert [r[:4] for r in runs[0]] == [r[:4] for r in runs[1]] and len(runs[0]) > 0  # qid Q0 doc rank
+        np.testing.assert_allclose([float(r[4]) for r in runs[0]], [float(r[4]) for r in runs[1]], rtol=1e-5)
+    # Hard negatives: the same documents; two may swap only when their best segment scores are within
+    # float rounding (the two backends' matrix products round differently; on this fixture rows of
+    # different documents score within 1 ulp of each other).
+    import torch
+
+    from SeDR import data, embeddings
+    from SeDR.encoding import encode_queries
+    from SeDR.modeling import load_model
+    from SeDR.runtime import resolve_precision
+
+    emb = embeddings.load_segment_embeddings("faiss")
+    model = load_model("./data/star", model_class="STAR_MaxP", max_seg_num=4)
+    cpu = torch.device("cpu")
+    q = encode_queries(model, data.queries("./data/preprocess", "train"), 32, 32, cpu, resolve_precision(cpu))
+    seg = q @ np.asarray(emb.vectors).T  # (queries, rows)
+    best = np.full((len(q), int(emb.doc_ids.max()) + 1), -np.inf, dtype=np.float32)
+    np.maximum.at(best.T, np.asarray(emb.doc_ids), seg.T)
+    hard = [json.loads(Path(f"{b}.json").read_text()) for b in ("faiss", "torch")]
+    assert hard[0].keys() == hard[1].keys()
+    for key, a in hard[0].items():
+        b = hard[1][key]
+        assert sorted(a) == sorted(b)
+        pos = {d: i for i, d in enumerate(b)}
+        for i, x in enumerate(a):
+            for y in a[i + 1:]:
+                if pos[y] < pos[x]:  # swapped: only a near-tie may swap
+                    assert abs(best[int(key), x] - best[int(key), y]) <= 1e-5 * abs(best[int(key), x])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_stable_topk_on_tensors_with_many_ties(dtype):
+    """The torch backend's top-k on its own, float16 included (GPU ``--faiss_fp16`` scores; its tied rows
+    are redone in slices, so this also covers more than one slice)."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(-3, 4, (40, 300), generator=g).to(dtype)  # (queries, rows), ~43 ties per value
+    for k in (1, 5, 60, 299, 300):
+        val, col = indexes.stable_topk(scores, k)
+        for i, row in enumerate(scores.float().numpy()):
+            ref = np.lexsort((np.arange(len(row)), -row))[:k]
+            assert col[i].tolist() == ref.tolist(), (k, i)
+            assert val[i].float().tolist() == row[ref].tolist()
+
+
+def test_vectors_copied_to_a_device_in_blocks(monkeypatch):
+    monkeypatch.setattr(indexes, "ADD_BATCH_ROWS", 7)  # several blocks
+    x = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
+    out = indexes._rows_on(x, torch.device("cpu"), torch.float16)  # the GPU path's copy, here on CPU
+    assert out.dtype == torch.float16 and torch.equal(out, torch.from_numpy(x).half())
