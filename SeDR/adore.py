@@ -1,4 +1,4 @@
-"""ADORE stage (SPEC §8): fine-tune the query encoder against a frozen segment index.
+"""ADORE stage (docs/adore.md): fine-tune the query encoder against a frozen segment index.
 
 Each step encodes 32 training queries (dropout on), searches the frozen index with the
 detached vectors, and trains with softmax cross-entropy over the best segment of the first
@@ -82,7 +82,7 @@ def best_row_of_doc(doc: int, query_vec: np.ndarray, vectors: np.ndarray, first_
 def adore_targets(rows: np.ndarray, row_doc_ids: np.ndarray, relevant: Sequence[int], query_vec: np.ndarray,
                   vectors: np.ndarray, first_row: np.ndarray, metric_cut: int = ADORE_METRIC_CUT,
                   mrr_cutoff: int = 100) -> AdoreTargets:
-    """SPEC §8 step 4 for one query.
+    """The positive and negative rows of one query (docs/adore.md#adore-targets).
 
     Args:
         rows: int ``[k]`` index hits, best first (``-1`` entries are ignored).
@@ -118,7 +118,7 @@ def adore_loss(query_emb: torch.Tensor, targets: Sequence[AdoreTargets], vectors
                nominal_batch_size: int, grad_accum: int = 1) -> torch.Tensor:
     """Sum over queries of CE(q · E[[pos] + negatives], 0), divided by ``nominal_batch_size · grad_accum``.
 
-    The divisor uses the nominal batch size even for a short last batch (SPEC §8, §10 #37, KEEP).
+    The divisor uses the nominal batch size even for a short last batch, as the original (docs/adore.md#adore-loss).
     Scores are computed in fp32; only ``query_emb`` ``[B, d]`` carries gradients.
     """
     losses = []

@@ -59,7 +59,7 @@ def add_data_args(parser, *, required: bool = True, query_length_default: int | 
     g = parser.add_argument_group("data")
     g.add_argument("--max_query_length", type=QUERY_LENGTH, required=query_length_default is None and required,
                    default=query_length_default,
-                   help="query tokens used, CLS and EOS included (queries are stored at 64; SPEC §1.5)")
+                   help="query tokens used, CLS and EOS included (queries are stored at 64; docs/data.md#query-view)")
     g.add_argument("--preprocess_dir", default="./data/preprocess",
                    help="folder written by SeDR_preprocess.py")
     return g
@@ -67,7 +67,7 @@ def add_data_args(parser, *, required: bool = True, query_length_default: int | 
 
 def add_segment_args(parser, *, seg_length_default: int | None, seg_num_default: int | None,
                      max_bsize_default: int):
-    g = parser.add_argument_group("segmentation (SPEC §2)")
+    g = parser.add_argument_group("segmentation (docs/segmentation.md)")
     g.add_argument("--max_seg_length", type=POSITIVE, required=seg_length_default is None, default=seg_length_default,
                    help="segment row budget Lraw in tokens; content per segment is Lraw-12 (Lraw-2 when max_seg_num=1)")
     g.add_argument("--max_seg_num", type=POSITIVE, required=seg_num_default is None, default=seg_num_default,
@@ -111,7 +111,7 @@ def add_retrieval_args(parser, length_flag: str):
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    p = _parser("Train a SeDR model class (SPEC §5).")
+    p = _parser("Train a SeDR model class (docs/training.md).")
     add_data_args(p)
     add_segment_args(p, seg_length_default=None, seg_num_default=None, max_bsize_default=512)
     add_train_args(p)
@@ -120,7 +120,7 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 
 def add_train_args(p, *, model_class: bool = True):
-    """Model, negatives, optimisation and output flags of every training script (SPEC §5.1, §5.5)."""
+    """Model, negatives, optimisation and output flags of every training script."""
     g = p.add_argument_group("model")
     if model_class:
         g.add_argument("--model_class", default="SeDR", help="one of the registered model classes (README names)")
@@ -135,7 +135,7 @@ def add_train_args(p, *, model_class: bool = True):
     g.add_argument("--negatives_x_device", action="store_true",
                    help="under torchrun, score each rank's queries against the positives and hard negatives of "
                         "all ranks (off: each rank's micro-batch alone, the paper's per-GPU semantics)")
-    g = p.add_argument_group("optimisation (SPEC §5.3)")
+    g = p.add_argument_group("optimisation (docs/training.md#optimizer)")
     g.add_argument("--optimizer_str", choices=["lamb", "adamw"], default="lamb", help="optimizer")
     g.add_argument("--learning_rate", type=POSITIVE_FLOAT, default=1e-4, help="peak learning rate")
     g.add_argument("--weight_decay", type=number(float, 0), default=0.01,
@@ -164,7 +164,7 @@ def add_train_args(p, *, model_class: bool = True):
 
 
 def build_inference_parser() -> argparse.ArgumentParser:
-    p = _parser("Encode every segment, search with faiss, rank documents by their best segment, evaluate (SPEC §6-7).")
+    p = _parser("Encode every segment, search with faiss, rank documents by their best segment, evaluate (docs/retrieval.md).")
     add_data_args(p, query_length_default=32)
     add_segment_args(p, seg_length_default=512, seg_num_default=4, max_bsize_default=100)
     g = p.add_argument_group("model")
@@ -183,7 +183,7 @@ def build_inference_parser() -> argparse.ArgumentParser:
 
 
 def build_adore_parser() -> argparse.ArgumentParser:
-    p = _parser("ADORE: fine-tune the query encoder against a frozen segment index (SPEC §8).")
+    p = _parser("ADORE: fine-tune the query encoder against a frozen segment index (docs/adore.md).")
     g = p.add_argument_group("data")
     g.add_argument("--init_path", required=True, help="trained checkpoint (its own model class is loaded)")
     g.add_argument("--pembed_dir", required=True, help="folder with passages.memmap and passages-id.memmap")
@@ -274,8 +274,8 @@ def flag_changes(saved: dict, args, resumable) -> list[str]:
 
 def add_document_args(parser, *, doc_length_default: int | None, seg_num_default: int | None,
                       max_bsize_default: int):
-    """SeDR-Longformer's row flags: one ``max_doc_length`` row per document, ``M`` global CLS (SPEC §5.5, §7.5)."""
-    g = parser.add_argument_group("documents (SPEC §3.4)")
+    """SeDR-Longformer's row flags: one ``max_doc_length`` row per document, ``M`` global CLS (docs/longformer.md#longformer-rows)."""
+    g = parser.add_argument_group("documents (docs/longformer.md)")
     g.add_argument("--max_doc_length", type=POSITIVE, required=doc_length_default is None, default=doc_length_default,
                    help="document row length, CLS and EOS included (README 2048; content = max_doc_length-2)")
     g.add_argument("--max_seg_num", type=POSITIVE, required=seg_num_default is None, default=seg_num_default,
@@ -286,7 +286,7 @@ def add_document_args(parser, *, doc_length_default: int | None, seg_num_default
 
 
 def build_longformer_train_parser() -> argparse.ArgumentParser:
-    p = _parser("Train SeDR-Longformer (SPEC §5.5): the SeDR loop over one 2048-token row per document.")
+    p = _parser("Train SeDR-Longformer (docs/longformer.md#longformer-training): the SeDR loop over one 2048-token row per document.")
     add_data_args(p)
     add_document_args(p, doc_length_default=None, seg_num_default=None, max_bsize_default=512)
     add_train_args(p, model_class=False)
@@ -295,7 +295,7 @@ def build_longformer_train_parser() -> argparse.ArgumentParser:
 
 
 def build_longformer_inference_parser() -> argparse.ArgumentParser:
-    p = _parser("Encode SeDR-Longformer document vectors, search, evaluate (SPEC §7.5).")
+    p = _parser("Encode SeDR-Longformer document vectors, search, evaluate (docs/longformer.md#longformer-rows-per-document).")
     add_data_args(p, query_length_default=32)
     add_document_args(p, doc_length_default=512, seg_num_default=4, max_bsize_default=50)
     g = p.add_argument_group("model")

@@ -62,7 +62,7 @@ def plan_row_groups(widths: np.ndarray, num_placeholders: int,
 
 
 def cap_hard_negative_segments(counts: Sequence[int], budget: int) -> list[int]:
-    """Cap segment counts in order so the total stays within ``budget``; later ones keep >= 1 (T6)."""
+    """Cap segment counts in order so the total stays within ``budget``; later ones keep >= 1."""
     caps, left, H = [], int(budget), len(counts)
     for k, s in enumerate(counts):
         c = max(1, min(int(s), left - (H - k - 1)))
@@ -72,7 +72,7 @@ def cap_hard_negative_segments(counts: Sequence[int], budget: int) -> list[int]:
 
 
 def pack_by_segment_budget(seg_counts: Sequence[int], max_bsize: int) -> list[list[int]]:
-    """Group indices ``0..n-1`` in order, popping from the front while the total fits (T7).
+    """Group indices ``0..n-1`` in order, popping from the front while the total fits.
 
     No look-ahead and no reordering; an item larger than the budget forms a group on its own.
     """

@@ -1,13 +1,13 @@
-"""Optimisers and the learning-rate schedule of the original training loop (SPEC §5.1, §5.3).
+"""Optimisers and the learning-rate schedule of the original training loop (docs/training.md#optimizer).
 
 * :class:`Lamb` is the original's ``lamb.py`` in its used mode: no bias correction, decay inside
-  the update, trust ratio ``min(||p||, 10) / ||u||`` (1 when either norm is 0) (SPEC §10 #15, KEEP).
+  the update, trust ratio ``min(||p||, 10) / ||u||`` (1 when either norm is 0), as the original (docs/training.md#lamb).
 * :class:`TransformersAdamW` is transformers 4.x's ``AdamW`` (gone from 5.x), the original ADORE
   stage's optimizer: decay after the Adam step, on the updated weights.
 * :func:`parameter_groups` applies weight decay to every parameter whose name contains neither
-  ``bias`` nor ``LayerNorm.weight``; the output ``norm.weight`` is therefore decayed (KEEP).
+  ``bias`` nor ``LayerNorm.weight``; the output ``norm.weight`` is therefore decayed, as in the original.
 * :func:`total_training_steps` is the original's step estimate (it assumes every positive has ``M``
-  segments, SPEC §10 #16, KEEP) and :func:`linear_schedule_with_warmup` is HF's linear schedule.
+  segments, docs/training.md#schedule-horizon) and :func:`linear_schedule_with_warmup` is HF's linear schedule.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from torch.optim.lr_scheduler import LambdaLR
 
 logger = logging.getLogger(__name__)
 
-# LAMB constants of the original lamb.py (SPEC §5.3): its own betas (the --adam_beta flags are
+# LAMB constants of the original lamb.py: its own betas (the --adam_beta flags are
 # only read by AdamW) and the clamp of the weight norm in the trust ratio.
 LAMB_BETAS = (0.9, 0.999)
 LAMB_MAX_WEIGHT_NORM = 10.0
-# Substrings of parameter names that get no weight decay (SPEC §5.1).
+# Substrings of parameter names that get no weight decay (docs/training.md#weight-decay-groups).
 NO_DECAY_KEYS = ("bias", "LayerNorm.weight")
 OPTIMIZERS = ("lamb", "adamw", "transformers_adamw")
 
@@ -41,7 +41,7 @@ def _check_hyperparameters(lr: float, eps: float, betas) -> None:
 
 
 class Lamb(torch.optim.Optimizer):
-    """LAMB without bias correction, exactly as the original's ``lamb.py`` (SPEC §5.3).
+    """LAMB without bias correction, exactly as the original's ``lamb.py`` (docs/training.md#lamb).
 
     Per parameter ``p`` with gradient ``g``::
 
@@ -83,7 +83,7 @@ class Lamb(torch.optim.Optimizer):
                 state["step"] += 1
                 m.mul_(beta1).add_(grad, alpha=1.0 - beta1)
                 v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                update = m / (v.sqrt() + group["eps"])  # no bias correction (SPEC §5.3)
+                update = m / (v.sqrt() + group["eps"])  # no bias correction
                 if group["weight_decay"] != 0:
                     update.add_(p, alpha=group["weight_decay"])
                 weight_norm = p.norm(2).clamp(max=group["max_weight_norm"])
@@ -145,7 +145,7 @@ class TransformersAdamW(torch.optim.Optimizer):
 
 
 def decays(name: str) -> bool:
-    """Whether the parameter called ``name`` gets weight decay (SPEC §5.1)."""
+    """Whether the parameter called ``name`` gets weight decay."""
     return not any(key in name for key in NO_DECAY_KEYS)
 
 
@@ -187,10 +187,10 @@ def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: 
 
 def total_training_steps(n_queries: int, num_epochs: float, max_seg_num: int, max_bsize: int,
                          grad_accum: int) -> int:
-    """The original's schedule horizon ``floor(n · epochs · M / (max_bsize · accum))`` (SPEC §5.3).
+    """The original's schedule horizon ``floor(n · epochs · M / (max_bsize · accum))`` (docs/training.md#schedule-horizon).
 
     It assumes every positive fills ``M`` segments, so it overestimates the real number of steps
-    (KEEP, it sets the LR decay). The Longformer script omits ``M``: pass ``max_seg_num=1``.
+    (it sets the LR decay). The Longformer script omits ``M``: pass ``max_seg_num=1``.
     """
     numerator, denominator = n_queries * num_epochs * max_seg_num, max_bsize * grad_accum
     if isinstance(numerator, int):

@@ -1,19 +1,7 @@
-"""The training loop of SPEC §5: segment-budget micro-batches, LAMB, warm-up + linear decay,
-gradient accumulation with per-micro-step clipping, per-epoch checkpoints, resumable state.
-
-Deviations from the original, each deliberate:
-* ``--model_class`` is honoured (SPEC §10 #1), every class is registered (#2, #39).
-* ``--fp16`` really uses autocast + GradScaler on a GPU (the original trained fp32). Every
-  precision clips after every micro-step as the original did (the scaled gradients with the
-  unscaled coefficient, :meth:`SeDR.runtime.Precision.clip_`); a step the scaler skips (inf/nan)
-  does not advance the learning-rate schedule nor the optimizer-step count.
-* Gradient checkpointing engages (#4). Logged loss is the unscaled loss (#33).
-* Document rows are not padded to ``T``: each layer runs rows of similar length at their own
-  width (:func:`SeDR.data.plan_row_groups`; masked columns only, so the loss and gradients are
-  the original's up to float summation order, while dropout draws differ from a padded run).
-* Checkpoints are never overwritten silently; the newest epoch folder also holds the
-  training state (optimizer, scheduler, scaler, RNG, Late-Cache, leftover accumulated
-  gradients), so ``--resume`` ends exactly where an uninterrupted run ends.
+"""The training loop (docs/training.md): segment-budget micro-batches, LAMB, warm-up + linear decay,
+gradient accumulation with per-micro-step clipping in every precision, per-epoch checkpoints and an
+exact ``--resume``. Where it differs from the original, and why: docs/deviations.md (``--model_class``
+honoured, real mixed precision, gradient checkpointing, rows grouped by width, owned outputs).
 """
 
 from __future__ import annotations
@@ -52,7 +40,7 @@ TRAIN_HISTORY = "train_history.json"
 
 def checkpoint_name(epoch: int, max_seg_length: int, max_seg_num: int, max_bsize: int, model_class: str,
                     postfix: str = "") -> str:
-    """``epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}{postfix}``, e.g. ``epoch-4-512-4-17-SeDR`` (SPEC §5.4)."""
+    """``epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}{postfix}``, e.g. ``epoch-4-512-4-17-SeDR`` (docs/training.md#checkpoint-names)."""
     return f"epoch-{epoch}-{max_seg_length}-{max_seg_num}-{max_bsize}-{model_class}{postfix}"
 
 
@@ -203,7 +191,7 @@ class Trainer:
         self.saved: list[Path] = []  # checkpoint folders written by this run (rank 0)
 
     def schedule_seg_num(self) -> int:
-        """``M`` in the schedule horizon (SPEC §5.3); SeDR-Longformer's trainer omits it (§5.5)."""
+        """``M`` in the schedule horizon (docs/training.md#schedule-horizon); SeDR-Longformer's trainer omits it."""
         return self.args.max_seg_num
 
     # ---------------------------------------------------------------- checkpoints
@@ -277,7 +265,7 @@ class Trainer:
                     int(self.data.seg_counts.sum()), a.max_seg_num, self.data.spec.content_len)
         logger.info("  micro-batches in epoch 1: %d | accumulation %d | epochs run %d of %d", len(self.sampler),
                     a.gradient_accumulation_steps, self.epochs_to_run, a.num_train_epochs)
-        logger.info("  schedule horizon (SPEC §5.3): %d optimizer steps, warm-up %d, peak lr %g, %s, %s",
+        logger.info("  schedule horizon: %d optimizer steps, warm-up %d, peak lr %g, %s, %s",
                     self.total_steps, a.warmup_steps, a.learning_rate, a.optimizer_str, self.precision.name)
 
     def _clip(self) -> None:
@@ -381,7 +369,7 @@ class LongformerTrainer(Trainer):
 
 
 def warn_if_positives_in_hard_negatives(train_data: TrainData, n_check: int = 1000) -> None:
-    """The original asserted on query 0 (SPEC §6); we check a sample and warn instead."""
+    """The original asserted on query 0; we check a sample and warn instead (docs/deviations.md#dev-hardneg-check)."""
     bad = 0
     for q in train_data.query_offsets[:n_check]:
         if set(train_data.rel[q]) & set(train_data.hard_negatives.get(q, [])[:200]):

@@ -1,10 +1,10 @@
-"""Convert the STAR checkpoint into a SeDR-Longformer initialisation (SPEC §3.4, §10 #26, Appendix A).
+"""Convert the STAR checkpoint into a SeDR-Longformer initialisation (docs/longformer.md#longformer-conversion).
 
     python SeDR_Longformer/Star2Star_Longformer.py          # ./data/star -> ./data/starlongformer
 
 * position table: ``max_doc_length + 2`` rows (2050); STAR's learned rows ``2..513`` are tiled into
   rows ``2..513, 514..1025, 1026..1537, 1538..2049``; rows 0 and 1 (1 = padding) are STAR's
-  (the original left them uninitialised: FIX §10 #26);
+  (the original left them uninitialised: docs/deviations.md#dev-longformer-position-rows);
 * every layer keeps STAR's ``query/key/value``; ``query_global/key_global/value_global`` are copies;
 * window 256 on each side for every layer (HF ``attention_window = 512``, both sides counted);
 * STAR's ``embeddingHead`` and ``norm`` are copied; keys ``roberta.*``, ``embeddingHead.*``, ``norm.*``.

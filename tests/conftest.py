@@ -57,7 +57,7 @@ def star_dir(tmp_path_factory, tokenizer, tokenizer_dir):
 
 @pytest.fixture(scope="session")
 def msmarco(tmp_path_factory):
-    """A small MS MARCO-format ``data`` folder (the nine files of SPEC §1.1)."""
+    """A small MS MARCO-format ``data`` folder (the nine files of docs/data.md#input-files)."""
     return testing.make_msmarco_data(tmp_path_factory.mktemp("msmarco") / "data")
 
 

@@ -15,7 +15,7 @@ def adore_fixture():
     return row_doc_ids, rows
 
 
-def test_adore_positive_is_first_relevant_retrieved_t13():
+def test_adore_positive_is_first_relevant_retrieved():
     row_doc_ids, rows = adore_fixture()
     first_row = embeddings.first_row_index(row_doc_ids)
     vectors = np.zeros((12, 2), dtype=np.float32)
@@ -27,7 +27,7 @@ def test_adore_positive_is_first_relevant_retrieved_t13():
     assert t.positive_retrieved and t.rr_at_100 == 0.5 and t.recall_at_100 == 1.0
 
 
-def test_adore_fallback_positive_t13():
+def test_adore_fallback_positive():
     row_doc_ids, rows = adore_fixture()
     first_row = embeddings.first_row_index(row_doc_ids)
     vectors = np.zeros((12, 2), dtype=np.float32)

@@ -24,12 +24,12 @@ def set_partitions(items):
             yield [*part[:k], [first, *part[k]], *part[k + 1:]]
 
 
-def test_T6_hard_negative_caps():
+def test_hard_negative_caps():
     assert batching.cap_hard_negative_segments([4, 4, 4, 4, 4], 17) == [4, 4, 4, 4, 1]
     assert batching.cap_hard_negative_segments([2, 1, 3], 17) == [2, 1, 3]
 
 
-def test_T7_positive_packing():
+def test_positive_packing():
     counts = [4, 4, 4, 4, 3, 1, 2, 4, 4, 4, 1, 1, 20]
     groups = batching.pack_by_segment_budget(counts, 17)
     sizes = [[counts[i] for i in g] for g in groups]

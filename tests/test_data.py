@@ -1,4 +1,5 @@
-"""Data-layer oracles of SPEC §11 (T1, T2, T6, T7, T8) and the readers of §1.4."""
+"""Data layer: the worked examples of docs/segmentation.md (segment counts, rows, fuse matrix), the
+query view of docs/data.md#query-view, collation and the readers."""
 
 import json
 
@@ -10,14 +11,14 @@ from SeDR import data
 from SeDR.batching import TrainItem
 from SeDR.data import SegmentSpec
 
-SPEC_512_4 = SegmentSpec(512, 4)
+SHAPE_512_4 = SegmentSpec(512, 4)
 
 
 def test_spec_shapes():
-    assert (SPEC_512_4.content_len, SPEC_512_4.num_placeholders, SPEC_512_4.row_len, SPEC_512_4.ignore_len) == (500, 3, 505, 50)
+    assert (SHAPE_512_4.content_len, SHAPE_512_4.num_placeholders, SHAPE_512_4.row_len, SHAPE_512_4.ignore_len) == (500, 3, 505, 50)
     one = SegmentSpec(512, 1)
     assert (one.content_len, one.num_placeholders, one.row_len) == (510, 0, 512)
-    # STAR_Multi with K = 4: budget 512 - 2 - 3 = 507 content tokens (SPEC §10 #23).
+    # STAR_Multi with K = 4: budget 512 - 2 - 3 = 507 content tokens (docs/models.md#star-multi).
     assert SegmentSpec(512, 1, extra_reserve=3).content_len == 507
 
 
@@ -30,10 +31,10 @@ def test_spec_shapes():
     (1520, 3, [(0, 500), (500, 1000), (1000, 1500)]),
     (2048, 4, [(0, 500), (500, 1000), (1000, 1500), (1500, 2000)]),
 ])
-def test_T1_segment_count_and_ranges(n, s, ranges):
-    assert data.num_segments(n, SPEC_512_4) == s
+def test_segment_count_and_ranges(n, s, ranges):
+    assert data.num_segments(n, SHAPE_512_4) == s
     doc = np.arange(100, 100 + n)
-    batch = data.collate_documents([doc], [0], SPEC_512_4)
+    batch = data.collate_documents([doc], [0], SHAPE_512_4)
     assert batch.seg_counts.tolist() == [s]
     for r, (a, b) in enumerate(ranges):
         row = batch.input_ids[r]
@@ -41,9 +42,9 @@ def test_T1_segment_count_and_ranges(n, s, ranges):
         assert row[1 + b - a].item() == 2  # EOS right after the content
 
 
-def test_T1_inference_formula_agrees_for_every_length():
-    """SPEC §2.1: the inference formula (untruncated n, cap at M) gives the same s for every n."""
-    spec = SPEC_512_4
+def test_inference_formula_agrees_for_every_length():
+    """docs/segmentation.md#segment-count: the inference formula (untruncated n, cap at M) gives the same s for every n."""
+    spec = SHAPE_512_4
     L, M, g = spec.content_len, spec.max_seg_num, spec.ignore_len
     n = np.arange(1, 2049)
     s_inf = -(-n // L)
@@ -54,10 +55,10 @@ def test_T1_inference_formula_agrees_for_every_length():
     assert data.num_segments(1300, SegmentSpec(512, 1)) == 1
 
 
-def test_T2_rows_of_a_1300_token_document_after_a_2_segment_document():
+def test_rows_of_a_1300_token_document_after_a_2_segment_document():
     x = np.arange(1000, 2300)  # content ids x0..x1299
     first = np.arange(5, 5 + 600)  # a 2-segment document (600 tokens)
-    b = data.collate_documents([first, x], [7, 9], SPEC_512_4)
+    b = data.collate_documents([first, x], [7, 9], SHAPE_512_4)
     assert b.input_ids.shape == (5, 505)
     assert b.seg_counts.tolist() == [2, 3]
     seg0, seg2 = b.input_ids[2], b.input_ids[4]
@@ -103,7 +104,7 @@ def test_compact_rows_keep_content_and_placeholders():
     assert torch.equal(small.fuse_mat, full.fuse_mat)
 
 
-def test_T8_query_truncation():
+def test_query_truncation():
     t = np.arange(40)
     assert data.truncate_query(t, 32).tolist() == list(range(31)) + [39]
     assert data.truncate_query(np.arange(20), 32).tolist() == list(range(20))
@@ -135,7 +136,7 @@ def test_train_collator_masks_and_caps(tmp_path):
     assert rel == {0: [0], 1: [1, 2]}
     pc, qc = data.passages(tmp_path), data.queries(tmp_path, "train")
     assert pc[1].tolist() == [11] * 40
-    coll = data.TrainCollator(pc, qc, rel, SPEC_512_4, max_query_length=32, max_bsize=5)
+    coll = data.TrainCollator(pc, qc, rel, SHAPE_512_4, max_query_length=32, max_bsize=5)
     batch = coll([TrainItem(0, 0, (2,)), TrainItem(1, 1, (3,))])
     assert batch.positives.seg_counts.tolist() == [3, 1]
     # Hard negatives: doc 2 has 4 segments, doc 3 has 2; budget 5 → caps [min(4, 5-1)=4, 1].
@@ -153,7 +154,7 @@ def test_missing_preprocess_names_the_file(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Row groups (issue 7): rows of a pass bucketed by real width
+# Row groups: rows of a pass bucketed by real width (docs/segmentation.md#row-groups)
 # --------------------------------------------------------------------------------------------
 
 

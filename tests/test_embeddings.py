@@ -8,7 +8,7 @@ from SeDR import embeddings
 from SeDR.errors import MissingInputError
 
 
-def test_first_row_t14(tmp_path):
+def test_first_row_index(tmp_path):
     first = embeddings.first_row_index(np.array([0, 0, 0, 1, 2, 2], dtype=np.int32))
     assert first.tolist() == [0, 3, 4, 6]
     assert list(range(first[2], first[3])) == [4, 5]  # rows of doc 2

@@ -1,4 +1,4 @@
-"""``SeDR.encoding.encode_corpus``: the row-grouped passes give the fixed-padding vectors (issue 7)."""
+"""``SeDR.encoding.encode_corpus``: the row-grouped passes give the fixed-padding vectors."""
 
 from __future__ import annotations
 

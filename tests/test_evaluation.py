@@ -1,4 +1,4 @@
-"""Metrics (SPEC §7.4, T12), run files with original ids, and metrics.json."""
+"""Metrics (docs/retrieval.md#metrics-contract), run files with original ids, and metrics.json."""
 
 import json
 import math

@@ -85,7 +85,7 @@ def test_gpu_wiring_single_and_sharded(random_corpus, monkeypatch):
     one = indexes.build_index(vectors, [1], fp16=True, show_progress=False)
     both = indexes.build_index(vectors, [0, 1], show_progress=False)
     assert fake.calls == [("single", 1, True), ("sharded", [0, 1], False, True)]
-    assert fake.temp_memory == [512 * 1024 * 1024, 200 * 1024 * 1024, 200 * 1024 * 1024]  # SPEC §7.3
+    assert fake.temp_memory == [512 * 1024 * 1024, 200 * 1024 * 1024, 200 * 1024 * 1024]  # the original's temporary memory
     for index in (one, both):
         assert index.ntotal == len(vectors)
         np.testing.assert_array_equal(indexes.search(index, queries, 32, show_progress=False)[1], cpu[1])

@@ -63,12 +63,12 @@ def _flags(cmd: str) -> tuple[str, list[str]]:
 
 
 def _evaluate_dir(model_path: str, seg_len: int, seg_num: int) -> str:
-    """SPEC §7.1/§7.5: ./data/evaluate/{basename(model_path)}-inf{seg_len}-{seg_num}."""
+    """docs/retrieval.md#inference-output-folder: ./data/evaluate/{basename(model_path)}-inf{seg_len}-{seg_num}."""
     return f"./data/evaluate/{Path(model_path).name}-inf{seg_len}-{seg_num}"
 
 
 def test_metrics_paths_follow_from_the_commands(ledger):
-    """Each row's metrics path is where its inference (or ADORE) command writes, per SPEC §5.4, §7.1, §8."""
+    """Each row's metrics path is where its inference (or ADORE) command writes."""
     eval_dirs = {}
     for row in ledger["rows"]:
         trained = out = None
@@ -76,7 +76,7 @@ def test_metrics_paths_follow_from_the_commands(ledger):
             script, argv = _flags(cmd)
             if script == "SeDR/train.py":
                 ns = sedr_args.build_train_parser().parse_args(argv)
-                # SPEC §5.4: epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}; the paper evaluates epoch 4
+                # epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}; the paper evaluates epoch 4
                 trained = f"epoch-4-{ns.max_seg_length}-{ns.max_seg_num}-{ns.max_bsize}-{ns.model_class}"
             elif script == "SeDR_Longformer/train.py":
                 f = dict(zip(argv[::2], argv[1::2]))

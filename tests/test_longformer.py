@@ -1,4 +1,4 @@
-"""SeDR-Longformer (SPEC §3.4, §4.9, §5.5, §7.5, T11): conversion, global CLS positions, equivalence with
+"""SeDR-Longformer (docs/longformer.md): conversion, global CLS positions, equivalence with
 STAR on short inputs, the Global-Attention initialisation, and the scripts end to end (in-process).
 
 The HF Longformer is slow on CPU (banded attention over a 512-token window), so the heavy tests use a
@@ -82,7 +82,7 @@ def test_position_table_rows_0_1_copied_and_tiled(star, converted):
     old = star_state(star)[POS]  # (514, 32)
     new = load_file(str(converted / "model.safetensors"))[POS]
     assert new.shape == (2050, old.shape[1])
-    assert torch.equal(new[0], old[0]) and torch.equal(new[1], old[1])  # FIX §10 #26: not left empty
+    assert torch.equal(new[0], old[0]) and torch.equal(new[1], old[1])  # not left empty, unlike the original
     for block in range(4):  # rows 2..513 | 514..1025 | 1026..1537 | 1538..2049
         assert torch.equal(new[2 + 512 * block: 514 + 512 * block], old[2:514])
     assert torch.equal(new[514], old[2]) and torch.equal(new[2049], old[513])
@@ -97,7 +97,7 @@ def test_global_projections_are_copies_and_config(star, converted):
                 assert torch.equal(new[f"{base}{name}_global.{part}"], old[f"{base}{name}.{part}"])
     shared = [k for k in old if k != POS and "position_ids" not in k]
     assert all(torch.equal(new[k], old[k]) for k in shared)  # encoder, embeddingHead, norm unchanged
-    assert {k.split(".", 1)[0] for k in new} == {"roberta", "embeddingHead", "norm"}  # Appendix A names
+    assert {k.split(".", 1)[0] for k in new} == {"roberta", "embeddingHead", "norm"}  # the original's parameter names
     cfg = json.loads((converted / "config.json").read_text())
     assert cfg["model_type"] == "longformer" and cfg["max_position_embeddings"] == 2050
     assert cfg["attention_window"] == [512, 512]  # HF counts both sides: allenai's 256 one-sided
@@ -178,7 +178,7 @@ def test_t11_global_positions_and_masks():
 
 
 def test_t11_slot_values_training_vs_inference(converted_small):
-    """Invalid slots: norm(embeddingHead.bias) in training (KEEP), exact zeros at inference; valid slots agree."""
+    """Invalid slots: norm(embeddingHead.bias) in training (as the original), exact zeros at inference; valid slots agree."""
     lf = load_longformer(converted_small).eval()  # eval: no dropout, so the two paths are comparable
     batch = collate_documents([np.arange(5, 5 + 1098) % 390 + 5, np.arange(511) % 390 + 5], [0, 1],
                               SegmentSpec(1100, 1))
@@ -226,7 +226,7 @@ def test_forward_is_late_cache_ce_over_max_of_four_slots(converted_small):
         out = lf(batch, cache=cache)
         qv, P, N = lf.encode_queries(q), lf.encode_documents(pos), lf.encode_documents(neg)
     scores = np.array([[max(float(qv[i] @ D[k]) for k in range(4)) for D in [*P, *N]] for i in range(2)])
-    scores[1, 0] = -10000.0  # masked false negative (SPEC §4.2)
+    scores[1, 0] = -10000.0  # masked false negative
     expect = np.mean([np.log(np.exp(scores[i]).sum()) - scores[i, i] for i in range(2)])
     assert out.loss.item() == pytest.approx(expect, rel=1e-5)
     assert len(cache) == 2 and cache.positives.shape == (2, 4, lf.embedding_dim)
@@ -237,7 +237,7 @@ def test_forward_is_late_cache_ce_over_max_of_four_slots(converted_small):
 
 def test_global_attention_init_picks_up_converted_projections(converted, tmp_path):
     """SeDR_Global_Attention from ./data/starlongformer: its *_global weights are the conversion's (not
-    re-copied from the local ones) and its position table is the first 514 rows (§3.3 item 5, §10 #27)."""
+    re-copied from the local ones) and its position table is the first 514 rows (docs/longformer.md#global-attention-init)."""
     folder = tmp_path / "starlf"
     shutil.copytree(converted, folder)
     sd = load_file(str(folder / "model.safetensors"))
@@ -473,12 +473,12 @@ def test_readme_longformer_commands_parse():
     ns = build_longformer_inference_parser().parse_args(inf)
     assert (ns.max_doc_length, ns.max_seg_num, ns.max_bsize, ns.eval_batch_size, ns.faiss_gpus) == (2048, 4, 50, 32, [0])
     assert ns.model_path == "./data/models/epoch-4-2048-4-7-SeDR_Longformer"
-    with pytest.raises(SystemExit):  # no --model_class in the Longformer scripts (SPEC §5.5)
+    with pytest.raises(SystemExit):  # no --model_class in the Longformer scripts
         build_longformer_train_parser().parse_args([*train, "--model_class", "SeDR"])
 
 
 def test_readme_training_command_names_and_horizon(root):
-    """The README's training flags: checkpoint names and a schedule horizon without the factor M (SPEC §5.3)."""
+    """The README's training flags: checkpoint names and a schedule horizon without the factor M."""
     from SeDR.args import build_longformer_train_parser
     from SeDR.runtime import resolve_precision
     from SeDR.trainer import load_train_data
@@ -498,7 +498,7 @@ def test_readme_training_command_names_and_horizon(root):
 
 
 def test_train_and_inference_end_to_end(root, tmp_path):
-    """README flags with 700-token rows and a small window; 4 index rows per document (SPEC §7.5 FIX)."""
+    """README flags with 700-token rows and a small window; 4 index rows per document."""
     lf_inference = load_script("SeDR_Longformer/inference.py")
     lf_train = load_script("SeDR_Longformer/train.py")
 

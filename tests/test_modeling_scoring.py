@@ -1,4 +1,5 @@
-"""Scores, losses and the Late-Cache (SPEC §4.1-§4.3, §4.7; oracles T4, T5)."""
+"""Scores, losses and the Late-Cache, against the worked examples of docs/models.md#empty-slots and
+docs/training.md#late-cache-example."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def test_t5_late_cache_forward_oracle():
 
 
 def test_generic_layout_three_queries_cache_two():
-    """T5 generic case: 5 rows x 10 columns; masks only inside the current blocks; labels 0..4."""
+    """Late-Cache generic case: 5 rows x 10 columns; masks only inside the current blocks; labels 0..4."""
     torch.manual_seed(0)
     d, Mx = 3, 2
     q, pos, neg = torch.randn(3, d), torch.randn(3, Mx, d), torch.randn(3, Mx, d)

@@ -1,4 +1,5 @@
-"""Optimiser and schedule oracles of SPEC §11 (T9, T10) and the no-decay rule of §5.1."""
+"""Optimiser and schedule against the worked numbers of docs/training.md#lamb and #schedule-horizon, and the
+no-decay rule of docs/training.md#weight-decay-groups."""
 
 import math
 
@@ -15,10 +16,10 @@ from SeDR.optim import (
     total_training_steps,
 )
 
-# ------------------------------------------------------------------------------------ T9
+# ------------------------------------------------------------------------------------ schedule horizon
 
 
-def test_total_training_steps_t9():
+def test_total_training_steps():
     # 367,013 * 25 * 4 / (17 * 4) = 36,701,300 / 68 = 539,725 exactly.
     assert total_training_steps(367_013, 25, 4, 17, 4) == 539_725
     # Longformer omits M: 367,013 * 25 / (7 * 4) = 9,175,325 / 28 = 327,690.18 -> 327,690.
@@ -29,7 +30,7 @@ def test_total_training_steps_t9():
 
 @pytest.mark.parametrize("t,lr", [(0, 0.0), (500, 2.5e-5), (1000, 5e-5), (270_362.5, 2.5e-5), (539_725, 0.0),
                                   (600_000, 0.0)])
-def test_schedule_values_t9(t, lr):
+def test_schedule_values(t, lr):
     # t < 1000: 5e-5 * t / 1000; else 5e-5 * (539,725 - t) / 538,725 (270,362.5 is the midpoint).
     assert 5e-5 * linear_warmup_decay(t, 1000, 539_725) == pytest.approx(lr, abs=1e-15)
 
@@ -43,7 +44,7 @@ def test_scheduler_matches_transformers_and_first_update_uses_lr_zero():
     ours_opt, hf_opt = opt(), opt()
     ours = linear_schedule_with_warmup(ours_opt, 7, 30)
     hf = get_linear_schedule_with_warmup(hf_opt, 7, 30)
-    assert ours_opt.param_groups[0]["lr"] == 0.0  # the first optimizer step runs with t = 0 (SPEC §5.3)
+    assert ours_opt.param_groups[0]["lr"] == 0.0  # the first optimizer step runs with t = 0
     for _ in range(35):
         assert ours_opt.param_groups[0]["lr"] == pytest.approx(hf_opt.param_groups[0]["lr"], abs=1e-18)
         ours_opt.step(), hf_opt.step()
@@ -54,7 +55,7 @@ def test_scheduler_matches_transformers_and_first_update_uses_lr_zero():
     assert again.last_epoch == ours.last_epoch == 35
 
 
-# ------------------------------------------------------------------------------------ T10
+# ------------------------------------------------------------------------------------ one LAMB step by hand
 
 
 def lamb_step(p, g, lr=1e-3, wd=0.01, **kw):
@@ -65,7 +66,7 @@ def lamb_step(p, g, lr=1e-3, wd=0.01, **kw):
     return p.detach()
 
 
-def test_lamb_one_step_t10():
+def test_lamb_one_step():
     # m = (0.1, 0), v = (0.001, 0), u = (0.1/(sqrt(0.001)+1e-8) + 0.03, 0.04) = (3.1922767, 0.04),
     # |u| = 3.1925273, ratio = 5 / 3.1925273 = 1.5661573, p - 1e-3 * ratio * u.
     new = lamb_step([3.0, 4.0], [1.0, 0.0])
@@ -102,7 +103,7 @@ def test_lamb_matches_reference_over_several_steps_and_skips_gradless():
         g = torch.randn(4, 3, generator=gen, dtype=torch.float64)
         w.grad = g.clone()
         opt.step()
-        # independent reference of SPEC §5.3
+        # independent restatement of the update
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
         u = m / (v.sqrt() + 1e-8) + 0.01 * ref
@@ -146,7 +147,7 @@ def test_transformers_adamw_two_steps_by_hand():
     assert max(abs(a - b) for a, b in zip(q.detach().tolist(), STEP2)) > 1e-3
 
 
-# ------------------------------------------------------------------------------------ §5.1
+# ------------------------------------------------------------------------------------ weight-decay groups
 
 
 class Named(torch.nn.Module):
@@ -162,7 +163,7 @@ class Named(torch.nn.Module):
 def test_parameter_groups_names():
     groups = parameter_groups(Named(), 0.01)
     by_wd = {g["weight_decay"]: set(g["param_names"]) for g in groups}
-    # The output norm.weight IS decayed (its name lacks "LayerNorm.weight"), SPEC §5.1 KEEP.
+    # The output norm.weight IS decayed (its name lacks "LayerNorm.weight"), as in the original.
     assert by_wd[0.01] == {"dense.weight", "embeddingHead.weight", "norm.weight"}
     assert by_wd[0.0] == {"dense.bias", "embeddingHead.bias", "norm.bias", "enc.LayerNorm.weight",
                           "enc.LayerNorm.bias"}

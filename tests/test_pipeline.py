@@ -143,7 +143,7 @@ def test_resume_gives_the_uninterrupted_weights(root):
     assert not (Path("cut") / "epoch-1-64-4-6-SeDR" / "training_state.pt").exists()
 
 
-# SeDR's loss is averaged over B + C rows, so it grows while its Late-Cache fills (SPEC §4.3):
+# SeDR's loss is averaged over B + C rows, so it grows while its Late-Cache fills (docs/training.md#late-cache-layout):
 # the cache-free variant shows learning on the same encoder.
 @pytest.mark.parametrize("model_class", ["SeDR_without_LateCache"])
 def test_training_loss_goes_down(root, model_class):
@@ -170,7 +170,7 @@ def test_every_class_trains_and_evaluates(root, model_class):
     ids = np.fromfile(Path("data/evaluate") / f"{saved.name}-inf64-{m}" / "passages-id.memmap", dtype=np.int32)
     per_doc = np.bincount(ids)
     if model_class == "STAR_Multi":
-        assert (per_doc == 4).all()      # K = 4 rows per document (SPEC §10 #24)
+        assert (per_doc == 4).all()      # K = 4 rows per document
     else:
         lengths = np.load("data/preprocess/passages_length.npy")
         assert np.array_equal(per_doc, data.num_segments(lengths, data.SegmentSpec(64, 4)))

@@ -7,7 +7,7 @@ import pytest
 from SeDR import indexes, ranking
 
 
-def test_unique_docs_t12():
+def test_unique_docs_keeps_each_documents_first_hit():
     # segment hits map to docs [7,7,3,9,3,1] -> unique docs [7,3,9,1], best rows/scores = first hits.
     row_doc_ids = np.array([1, 3, 3, 7, 7, 9])
     rows = np.array([3, 4, 1, 5, 2, 0])

@@ -1,4 +1,4 @@
-"""SeDR-Longformer on the stock ``transformers.LongformerModel`` (SPEC §3.4, §4.9, Appendix A).
+"""SeDR-Longformer on the stock ``transformers.LongformerModel`` (docs/longformer.md).
 
 The original ran allenai's Longformer on ``transformers==3.0.2``. Today's ``LongformerModel``
 has the same semantics (local sliding window plus global tokens with their own ``Q_g/K_g/V_g``;
@@ -17,10 +17,10 @@ Folders the original wrote (its conversion and its checkpoints) carry allenai's 
 (docs/original-code.md).
 
 The encoder attribute is named ``roberta`` so parameter names are the original checkpoint's
-(``roberta.*``, ``embeddingHead.*``, ``norm.*``; Appendix A); :func:`SeDR.modeling.load_weights_into`
+(``roberta.*``, ``embeddingHead.*``, ``norm.*``; docs/models.md#parameter-names); :func:`SeDR.modeling.load_weights_into`
 and :func:`SeDR.modeling.save_pretrained` read and write them unchanged.
 
-A document is one row ``[CLS] + content + [EOS]`` padded to ``max_doc_length`` (the §2 pipeline
+A document is one row ``[CLS] + content + [EOS]`` padded to ``max_doc_length`` (the segment pipeline
 with ``Lraw = max_doc_length``, ``M = 1``). Inside the model a ``CLS`` is written at positions
 ``0, 512, 1024, 1536`` (replacing the tokens there) with global attention inside the document;
 the hidden states at those positions are the document's ``max_seg_num`` vectors.
@@ -59,15 +59,15 @@ from SeDR.modeling.models import (
 logger = logging.getLogger(__name__)
 
 MODEL_CLASS_NAME = "SeDR_Longformer"
-# Distance between the global CLS positions, hard-coded to 512 in the original (SPEC §3.4).
+# Distance between the global CLS positions, hard-coded to 512 in the original (docs/longformer.md#global-cls-positions).
 CLS_STRIDE = 512
-# allenai's one-sided window (SPEC §3.4) and its HF equivalent, which counts both sides (Appendix A).
+# allenai's one-sided window and its HF equivalent, which counts both sides (docs/longformer.md#attention-window).
 ALLENAI_ONE_SIDED_WINDOW = 256
 HF_ATTENTION_WINDOW = 2 * ALLENAI_ONE_SIDED_WINDOW
-# Document length of the README run and the position table it needs (RoBERTa offset 2, SPEC §3.4).
+# Document length of the README run and the position table it needs (RoBERTa offset 2).
 DEFAULT_MAX_DOC_LENGTH = 2048
 ROBERTA_POSITION_OFFSET = 2
-# Number of global CLS positions of the README run (SPEC §3.4: M = 4).
+# Number of global CLS positions of the README run (M = 4).
 DEFAULT_MAX_SEG_NUM = 4
 # Config keys that survive SeDR.modeling's Longformer -> RoBERTa config reduction, so load_model can rebuild us.
 SAVED_WINDOW_KEY = "sedr_longformer_attention_window"
@@ -78,13 +78,13 @@ CONVERT_COMMAND = "python SeDR_Longformer/Star2Star_Longformer.py"
 
 
 def cls_positions(max_seg_num: int, stride: int = CLS_STRIDE) -> list[int]:
-    """Positions of the global CLS tokens: ``0, 512, 1024, 1536`` for ``M = 4`` (SPEC §3.4)."""
+    """Positions of the global CLS tokens: ``0, 512, 1024, 1536`` for ``M = 4`` (docs/longformer.md#global-cls-positions)."""
     return [k * stride for k in range(max_seg_num)]
 
 
 def place_global_cls(input_ids: torch.Tensor, attention_mask: torch.Tensor, cls_id: int, max_seg_num: int,
                      stride: int = CLS_STRIDE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Write ``CLS`` at the fixed positions and flag the ones inside the document as global (SPEC §3.4, T11).
+    """Write ``CLS`` at the fixed positions and flag the ones inside the document as global (docs/longformer.md#valid-segments).
 
     The token at each position ``p < T`` is **replaced** (a content token, the ``EOS`` or a ``PAD``);
     slot ``k`` is valid iff position ``512k`` lies inside ``[CLS] … [EOS]`` (``mask[p] != 0``), with no
@@ -134,11 +134,11 @@ def longformer_config(config):
 
 
 class SeDRLongformer(DenseRetriever):
-    """SeDR-Longformer (SPEC §4.9): Longformer encoders of §3.4, Late-Cache CE loss of §4.3.
+    """SeDR-Longformer (docs/models.md#sedr-longformer): Longformer encoders, the Late-Cache CE loss.
 
     Training documents are ``(n, M, d)`` matrices whose invalid slots are zeroed **before** the
-    head, so they equal ``norm(embeddingHead.bias)`` (KEEP, SPEC §10 #9, T11). At inference the head
-    runs first and invalid slots become exact zeros; every document emits ``M`` rows (SPEC §7.5 FIX:
+    head, so they equal ``norm(embeddingHead.bias)``, as in the original (docs/longformer.md#longformer-slot-values). At inference the head
+    runs first and invalid slots become exact zeros; every document emits ``M`` rows (docs/deviations.md#dev-longformer-rows:
     the id is repeated ``M`` times), which is what the original's encoder produced.
     """
 
@@ -168,7 +168,7 @@ class SeDRLongformer(DenseRetriever):
         return int(self.config.max_position_embeddings) - ROBERTA_POSITION_OFFSET
 
     def rows_per_document(self, seg_counts: torch.Tensor) -> torch.Tensor:
-        """``M`` index rows per document, invalid ones zero (SPEC §7.5 FIX, first option)."""
+        """``M`` index rows per document, invalid ones zero (docs/longformer.md#longformer-rows-per-document)."""
         return torch.full_like(torch.as_tensor(seg_counts), self.max_seg_num)
 
     def gradient_checkpointing_enable(self) -> None:
@@ -201,7 +201,7 @@ class SeDRLongformer(DenseRetriever):
         return out.last_hidden_state
 
     def encode_queries(self, queries: QueryBatch) -> torch.Tensor:
-        """Query vectors ``(B, d)``: the CLS is global (SPEC §3.4), HF pads to the window."""
+        """Query vectors ``(B, d)``: the CLS is global (docs/longformer.md#longformer-queries), HF pads to the window."""
         glob = torch.zeros_like(queries.attention_mask)
         glob[:, 0] = 1
         hidden = self.run_encoder(queries.input_ids, queries.attention_mask, glob)  # (B, Lq, H)
@@ -227,12 +227,12 @@ class SeDRLongformer(DenseRetriever):
         return states, valid
 
     def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
-        """Training: ``head(S · valid)``, invalid slots = ``norm(embeddingHead.bias)`` (KEEP, SPEC §3.4)."""
+        """Training: ``head(S · valid)``, invalid slots = ``norm(embeddingHead.bias)`` (docs/longformer.md#longformer-slot-values)."""
         states, valid = self.slot_states(batch)
         return self.head(states * valid[..., None].to(states.dtype))  # (n, M, d)
 
     def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
-        """Inference: ``head(S) · valid``, ``M`` rows per document in slot order, ``(n·M, d)`` (SPEC §7.5)."""
+        """Inference: ``head(S) · valid``, ``M`` rows per document in slot order, ``(n·M, d)``."""
         states, valid = self.slot_states(batch)
         R = self.head(states) * valid[..., None].to(states.dtype)  # (n, M, d)
         return R.reshape(-1, R.shape[-1])
@@ -317,7 +317,7 @@ def build_longformer(init_path, *, max_seg_num: int = DEFAULT_MAX_SEG_NUM, cache
                      gradient_checkpointing: bool = False) -> SeDRLongformer:
     """A model to train from a conversion (``./data/starlongformer``) or a SeDR-Longformer checkpoint."""
     if cache_size <= 0:
-        raise ModelConfigError(f"--cache_size must be > 0 for {MODEL_CLASS_NAME} (got {cache_size}; SPEC §10 #40)")
+        raise ModelConfigError(f"--cache_size must be > 0 for {MODEL_CLASS_NAME} (got {cache_size}); docs/training.md#late-cache-capacity")
     model = _load(SeDRLongformer(_configured(init_path, max_seg_num=max_seg_num, cache_size=cache_size)), init_path)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -333,7 +333,7 @@ def register_longformer() -> type[SeDRLongformer]:
     """Add the class to ``SeDR.modeling``'s registry (idempotent), so ``load_model`` reads our checkpoints.
 
     Not done at import: the registry of ``SeDR/train.py`` lists exactly the classes its
-    ``--model_class`` accepts, and SeDR-Longformer has its own scripts (SPEC §5.5).
+    ``--model_class`` accepts, and SeDR-Longformer has its own scripts.
     """
     if MODEL_REGISTRY.get(MODEL_CLASS_NAME) is not SeDRLongformer:
         register(MODEL_CLASS_NAME)(SeDRLongformer)
