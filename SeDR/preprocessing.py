@@ -60,6 +60,7 @@ from SeDR.constants import (
 )
 from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
 from SeDR.tokenization import StarTokenizer
+from SeDR.tokenizer_record import load_tokenizer, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -502,7 +503,7 @@ def preprocess(data_path: str | Path, output_dir: str | Path | None = None, sett
     out.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale(out)
 
-    tokenizer = StarTokenizer.from_pretrained(settings.model_name_or_path)
+    tokenizer, record = load_tokenizer(settings.model_name_or_path)  # the record says how it tokenizes
     index = scan_corpus(paths["corpus"])
     splits = {s: read_split(paths[f"{s}.queries"], paths[f"{s}.qrels"], index.pid2offset) for s in SPLIT_FILES}
 
@@ -515,6 +516,7 @@ def preprocess(data_path: str | Path, output_dir: str | Path | None = None, sett
         for split, data in splits.items():
             write_split(tokenizer, split, data, tmp, settings)
         (tmp / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=1))
+        write_record(tmp, record)
         if out.exists():
             out.rmdir()     # empty (checked above); a non-empty folder was refused
         os.rename(tmp, out)
