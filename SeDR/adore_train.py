@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from SeDR.args import build_adore_parser
 from SeDR.errors import exit_on_input_error
+from SeDR.tokenizer_record import check_tokenizer_record
 
 
 @exit_on_input_error
@@ -24,6 +25,7 @@ def main(argv=None):
     device = resolve_device(args.no_cuda, args.model_gpu_index)
     precision = resolve_precision(device, training=True)
     model = load_model(args.init_path)  # the checkpoint's own class (SPEC §10 #36)
+    check_tokenizer_record(args.preprocess_dir, model, args.init_path)
     model.to(device)
     return AdoreRun(args, model, device, precision).run()
 

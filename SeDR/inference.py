@@ -21,6 +21,7 @@ from pathlib import Path
 from SeDR.args import build_inference_parser, validate_inference_args
 from SeDR.constants import EVAL_DOCS_KEPT
 from SeDR.errors import exit_on_input_error
+from SeDR.tokenizer_record import check_tokenizer_record
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def main(argv=None):
     device = resolve_device(args.no_cuda, local_rank)
     precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
     model = load_model(args.model_path, model_class=args.model_class, max_seg_num=args.max_seg_num)
+    check_tokenizer_record(args.preprocess_dir, model, args.model_path)
     model.to(device).eval()
     spec = SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=model.extra_content_reserve)
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_path, args.max_seg_length,

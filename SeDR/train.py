@@ -8,6 +8,7 @@ from SeDR.args import build_train_parser, validate_train_args
 from SeDR.data import SegmentSpec
 from SeDR.errors import exit_on_input_error
 from SeDR.runtime import env_rank, resolve_device, resolve_precision, seed_everything, setup_logging
+from SeDR.tokenizer_record import check_tokenizer_record
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def run(argv=None):
     precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=True)
     model = build_model(args.model_class, args.init_path, max_seg_num=args.max_seg_num,
                         cache_size=args.cache_size, gradient_checkpointing=args.use_gradient_checkpointing)
+    check_tokenizer_record(args.preprocess_dir, model, args.init_path)
     spec = SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=model.extra_content_reserve)
     train_data = load_train_data(args.preprocess_dir, args.hardneg_path, spec)
     warn_if_positives_in_hard_negatives(train_data)
