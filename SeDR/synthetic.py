@@ -287,7 +287,8 @@ def tiny_family_config(family: str, tok, hidden_size: int = 32, num_hidden_layer
 
     ELECTRA and ALBERT embed at half the hidden size (so their projection runs), DeBERTa-v2 is
     set up like DeBERTa-v3 (relative attention, log buckets, no absolute positions), ModernBERT
-    gets a short sliding window (``local_attention`` 8) so that tiny rows see it.
+    gets a short sliding window (``local_attention`` 8) so that tiny rows see it, and at least 4 layers
+    (full, sliding, sliding, full: its own pattern), so that a full layer follows a CLS broadcast.
     """
     from transformers import CONFIG_MAPPING
 
@@ -304,13 +305,14 @@ def tiny_family_config(family: str, tok, hidden_size: int = 32, num_hidden_layer
         "deberta-v2": {"relative_attention": True, "position_buckets": 8, "max_relative_positions": -1,
                        "pos_att_type": ["p2c", "c2p"], "share_att_key": True, "norm_rel_ebd": "layer_norm",
                        "position_biased_input": False, "type_vocab_size": 0, "layer_norm_eps": 1e-7},
-        "modernbert": {"local_attention": 8, "cls_token_id": tok.cls_token_id, "sep_token_id": tok.sep_token_id},
+        "modernbert": {"local_attention": 8, "cls_token_id": tok.cls_token_id, "sep_token_id": tok.sep_token_id,
+                       "num_hidden_layers": max(num_hidden_layers, 4)},
         "distilbert": {"dim": hidden_size, "n_layers": num_hidden_layers, "n_heads": num_attention_heads,
                        "hidden_dim": intermediate_size},
     }.get(family, {})
     if family == "distilbert":
         size = {"vocab_size": len(tok)}
-    return CONFIG_MAPPING[family](**ids, **size, **{**per_family, **extra})
+    return CONFIG_MAPPING[family](**ids, **{**size, **per_family, **extra})
 
 
 def make_backbone_folder(out_dir: str | Path, family: str, seed: int = 0, tokenizer=None, **config_kwargs) -> Path:
