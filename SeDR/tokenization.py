@@ -18,7 +18,8 @@ the five rules we reproduce here on top of the Rust ``tokenizers`` backend, batc
 Rules 1 and 2 (and the forced no-prefix-space of rule 4) are the roberta-base emulation: they
 apply to a byte-level BPE with RoBERTa's special tokens. Any other tokenizer (BERT WordPiece,
 SentencePiece, ModernBERT's BPE) keeps its own casing and pre-tokenizer: nothing is lower-cased
-here and queries get no added space, so a cased tokenizer sees the ids it was trained on.
+here and queries get no added space, so a cased tokenizer sees the ids it was trained on
+(docs/backbones.md#lower-casing).
 Documents join their fields with :attr:`StarTokenizer.field_separator` (``[SEP]`` where there is
 no ``</s>``).
 

@@ -6,7 +6,7 @@ its size and a hash of its vocabulary, the CLS/separator/PAD ids and whether tex
 config (``sedr_tokenizer``), taken from the tokenizer files saved with it; a folder without any
 (the released STAR checkpoint) is compared on its config's vocabulary size and special ids.
 ``train.py``, ``inference.py`` (hard negatives included) and ``adore_train.py`` call
-:func:`check_tokenizer_record` right after loading the model; see ``docs/backbones.md``.
+:func:`check_tokenizer_record` right after loading the model (docs/backbones.md#tokenizer-record).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from SeDR.modeling.backbones import BACKBONES, check_backbone_folder
 
 FAMILIES = synthetic.BACKBONE_FAMILIES
 GLOBAL_FAMILIES = ("roberta", "xlm-roberta", "camembert", "bert", "electra")
-SPEC = SegmentSpec(40, 4)  # L = 28, P = 3, T = 33: longer than ModernBERT's tiny window (4 each side)
+ROWS = SegmentSpec(40, 4)  # L = 28, P = 3, T = 33: longer than ModernBERT's tiny window (4 each side)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def documents(seed=0, lengths=(9, 60, 20, 90, 45)):
 
 def doc_batch(model, docs=None, **kw):
     docs = documents() if docs is None else docs
-    return collate_documents(docs, range(len(docs)), SPEC, **model.special_ids, **kw)
+    return collate_documents(docs, range(len(docs)), ROWS, **model.special_ids, **kw)
 
 
 def test_every_family_has_an_adapter():
@@ -75,7 +75,7 @@ def test_interaction_engages_and_row_groups_reloads_agree(folders, family, tmp_p
     maxp = build_model("SeDR_MaxP", folders[family], max_seg_num=4).eval()
     docs = documents()
     changed = [d.copy() for d in docs]
-    changed[3][2 * SPEC.content_len:] = 15  # doc 3, segment 2 on: other tokens
+    changed[3][2 * ROWS.content_len:] = 15  # doc 3, segment 2 on: other tokens
     counts = doc_batch(sedr, docs).seg_counts
     assert counts[3] == 3
     first = int(counts[:3].sum())  # row of doc 3's segment 0

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import cwd, run_preprocess
 
-from SeDR import inference, synthetic, train
+from SeDR import args, inference, synthetic, train
 
 SMALL = ["--max_query_length", "16", "--max_seg_length", "64", "--max_bsize", "6"]
 
@@ -82,3 +85,21 @@ def test_bert_folder_without_vocab_txt_ranks_as_with_one(data_root, tmp_path):
         new_run, old_run = ([line.split()[:5] for line in (r / name).read_text().splitlines()] for r in runs)
         assert new_run == old_run and len(new_run) > 20
     assert (root / "data" / "hard-bert-new.json").read_text() == (root / "data" / "hard-bert-old.json").read_text()
+
+
+def test_documented_commands_parse():
+    """The commands of README's Backbones section and of docs/backbones.md parse with the real parsers."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Backbones"):]
+    text = section[: section.index("\n## ")] + (root / "docs" / "backbones.md").read_text()
+    parsers = {"SeDR/train.py": args.build_train_parser, "SeDR/inference.py": args.build_inference_parser}
+    seen = {name: 0 for name in (*parsers, "SeDR_preprocess.py")}
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        for words in map(shlex.split, block.splitlines()):
+            if words[:1] == ["python"] and words[1] in seen:
+                seen[words[1]] += 1
+                if words[1] in parsers:
+                    ns = parsers[words[1]]().parse_args(words[2:])
+                    assert ns.preprocess_dir != "./data/preprocess"  # never the RoBERTa folder
+    assert seen == {"SeDR/train.py": 3, "SeDR/inference.py": 6, "SeDR_preprocess.py": 3}

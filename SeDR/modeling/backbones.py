@@ -6,7 +6,8 @@ gives :func:`SeDR.modeling.encoder.encode` the embedding step (with the segment-
 the list of layers, the extra arguments of each layer call (mask format, rotary or relative
 positions), the final norm and the position rule. The loop itself (CLS broadcast, row groups,
 checkpointing) is written once, in ``encoder.py``. Where each family adds ``E_seg``, why a family
-or a class is refused, and how positions are taken: ``docs/backbones.md``.
+or a class is refused, and how positions are taken: docs/backbones.md#layers,
+docs/backbones.md#refused.
 
 Everything position-related is computed from the position ids and the column index of the full
 row, never from a tensor's width, so a row group that drops padding columns gets exactly the

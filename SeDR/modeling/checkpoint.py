@@ -99,7 +99,8 @@ def recorded_class(cfg: dict) -> str | None:
 
 
 def _special_ids(cfg: dict, folder: Path, record: dict | None) -> dict:
-    """Ids recorded in the config (ours), else the saved tokenizer's, else RoBERTa's own config ids; never a guess."""
+    """Ids recorded in the config (ours), else the saved tokenizer's, else RoBERTa's own config ids; never a guess
+    (docs/backbones.md#special-ids)."""
     if cfg.get("sedr_special_ids"):
         return {k: int(v) for k, v in cfg["sedr_special_ids"].items()}
     if record is not None:

@@ -9,8 +9,8 @@ layers to call with which arguments and how to finish. This module
   Global-Attention variant, ``query_global``/``key_global``/``value_global`` inside each layer's
   self-attention module (§3.3);
 * drives the stock layers from one loop over the adapter, inserting the CLS broadcast between
-  layers (§3.2) or running the global CLS attention inside a layer (§3.3), with its own
-  non-reentrant gradient checkpointing (LIBRARIES §3.1) and optional row groups. Layers may
+  layers or running the global CLS attention inside a layer, with its own non-reentrant
+  gradient checkpointing (HF's per-layer flag stays off) and optional row groups. Layers may
   return a bare tensor (transformers 5.x) or a tuple (4.x).
 
 Attention masks are additive ``(1 - m) · (-10000)`` as in HF 4.12 (SPEC §0); the value is also
@@ -46,7 +46,7 @@ VARIANTS = (PLAIN, AFTER_LAYER, GLOBAL)
 
 
 def add_segment_type_embeddings(backbone: nn.Module, max_seg_num: int, init_std: float) -> nn.Embedding:
-    """Register ``E_seg ∈ R^{M×E}`` as ``embeddings.segment_type_embeddings`` (SPEC §3.1), ``N(0, std²)``.
+    """Register ``E_seg ∈ R^{M×E}`` as ``embeddings.segment_type_embeddings``, ``N(0, std²)``.
 
     ``E`` is the word-embedding width (ELECTRA, ALBERT and DeBERTa may embed narrower than their
     layers): the term joins the embedding sum before its LayerNorm and any projection.
@@ -217,7 +217,7 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
     for i, layer in enumerate(adapter.layers):
         if variant == GLOBAL:
             if interact:
-                hiddens = [broadcast_cls(hiddens[0], fuse_mat)]  # before every layer (§3.3 item 1)
+                hiddens = [broadcast_cls(hiddens[0], fuse_mat)]  # before every layer
                 if output_hidden_states and states:
                     states[-1] = hiddens[0]
             mask4d = args[0][i][0]
@@ -225,7 +225,7 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
         else:
             calls = [(run_layer, (layer, h, *a[i])) for h, a in zip(hiddens, args)]
         hiddens = [checkpoint(fn, *xs, use_reentrant=False) if use_ckpt else fn(*xs) for fn, xs in calls]
-        if variant == AFTER_LAYER and interact:  # after every layer, the last included (§3.2)
+        if variant == AFTER_LAYER and interact:  # after every layer, the last included
             cls = hiddens[0][:, 0] if len(hiddens) == 1 else torch.cat([h[:, 0] for h in hiddens])  # (n, H)
             hiddens = [broadcast_cls(h, g[5], cls) for h, g in zip(hiddens, groups)]
         if output_hidden_states:
