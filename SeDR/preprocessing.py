@@ -60,13 +60,14 @@ from SeDR.constants import (
 )
 from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
 from SeDR.tokenization import StarTokenizer
-from SeDR.tokenizer_record import load_tokenizer, write_record
+from SeDR.tokenizer_record import RECORD_KEY, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
 DOWNLOAD_HINT = "run `bash download_data.sh` (it downloads the MS MARCO / TREC-DL files into ./data)"
 PASSAGE_PREFIX = "passages"
-# Written by us only, to refuse a rerun with other settings; readers never need it.
+# Written by us only: the settings (a rerun with other ones is refused) and the tokenizer record
+# that training and inference check (SeDR.tokenizer_record).
 SETTINGS_FILE = "preprocess_args.json"
 INCOMPLETE_TAG = ".incomplete-"
 TOKEN_DTYPE = np.int32          # SPEC §1.3: every memmap and length array is int32
@@ -515,8 +516,7 @@ def preprocess(data_path: str | Path, output_dir: str | Path | None = None, sett
         tokenize_corpus(tokenizer, index, tmp, settings, min(threads, index.num_docs))
         for split, data in splits.items():
             write_split(tokenizer, split, data, tmp, settings)
-        (tmp / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=1))
-        write_record(tmp, record)
+        (tmp / SETTINGS_FILE).write_text(json.dumps({**asdict(settings), RECORD_KEY: record}, indent=1))
         if out.exists():
             out.rmdir()     # empty (checked above); a non-empty folder was refused
         os.rename(tmp, out)

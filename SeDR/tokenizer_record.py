@@ -1,8 +1,9 @@
 """Which tokenizer made a preprocess folder, checked against the model's before any id is read.
 
-Preprocessing writes :data:`RECORD_FILE` into its output: the tokenizer's name or path and class,
-its size and a hash of its vocabulary, the CLS/separator/PAD ids and whether text was lower-cased
-(by the roberta-base emulation or by the tokenizer itself). A model carries the same record on its
+Preprocessing writes the record next to its settings (key ``tokenizer`` of :data:`RECORD_FILE`):
+the tokenizer's name or path and class, its size and a hash of its vocabulary, the
+CLS/separator/PAD ids and whether text was lower-cased (by the roberta-base emulation or by the
+tokenizer itself). A model carries the same record on its
 config (``sedr_tokenizer``), taken from the tokenizer files saved with it; a folder without any
 (the released STAR checkpoint) is compared on its config's vocabulary size and special ids.
 ``train.py``, ``inference.py`` (hard negatives included) and ``adore_train.py`` call
@@ -20,7 +21,8 @@ from SeDR.errors import SeDRInputError
 
 logger = logging.getLogger(__name__)
 
-RECORD_FILE = "tokenizer_record.json"
+RECORD_FILE = "preprocess_args.json"  # SeDR.preprocessing's settings file; the original code writes none
+RECORD_KEY = "tokenizer"
 # Files of a saved tokenizer (any one suffices for AutoTokenizer together with the others it needs).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
                    "sentencepiece.bpe.model", "spm.model", "tokenizer.model")
@@ -50,13 +52,9 @@ def load_tokenizer(name_or_path: str):
     return star, make_record(name_or_path, tok, star)
 
 
-def write_record(folder, record: dict) -> None:
-    (Path(folder) / RECORD_FILE).write_text(json.dumps(record, indent=1))
-
-
 def read_record(folder) -> dict | None:
     path = Path(folder) / RECORD_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text()).get(RECORD_KEY) if path.is_file() else None
 
 
 def describe(record: dict) -> str:
@@ -89,10 +87,10 @@ def check_tokenizer_record(preprocess_dir, model, model_path=None) -> None:
     theirs = read_record(preprocess_dir)
     if theirs is None:
         if config.model_type in ("roberta", "longformer") and ids == {"cls_id": 0, "eos_id": 2, "pad_id": 1}:
-            logger.warning("%s has no %s (written by the original code or an older version); assuming roberta-base "
-                           "ids, which fit %s", preprocess_dir, RECORD_FILE, name)
+            logger.warning("%s has no tokenizer record (written by the original code or an older version); assuming "
+                       "roberta-base ids, which fit %s", preprocess_dir, name)
             return
-        raise SeDRInputError(f"{preprocess_dir} has no {RECORD_FILE}, so nothing says its ids come from the "
+        raise SeDRInputError(f"{preprocess_dir} has no tokenizer record, so nothing says its ids come from the "
                              f"tokenizer of {name} ({config.model_type}); rerun preprocessing with it: "
                              + _rerun_command(preprocess_dir, name))
     if mine is not None:

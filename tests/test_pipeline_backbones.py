@@ -17,6 +17,7 @@ import pytest
 from conftest import cwd, run_preprocess
 
 from SeDR import args, inference, synthetic, train
+from SeDR.tokenizer_record import read_record
 
 SMALL = ["--max_query_length", "16", "--max_seg_length", "64", "--max_bsize", "6"]
 
@@ -46,7 +47,7 @@ def test_sedr_from_a_family_folder(data_root, tmp_path, family):
     folder = synthetic.make_backbone_folder(root / "data" / family, family)
     with cwd(root):
         readme_pipeline(root, folder)
-        record = json.loads((root / "data" / "preprocess" / "tokenizer_record.json").read_text())
+        record = read_record(root / "data" / "preprocess")
         assert record["roberta_emulation"] is False and record["lower_case"] is (family == "bert")
         saved = train.main(["--model_class", "SeDR", *SMALL, "--max_seg_num", "4", "--preprocess_dir",
                             "./data/preprocess", "--hardneg_path", "./data/hard_negative.json", "--init_path",
@@ -79,8 +80,7 @@ def test_bert_folder_without_vocab_txt_ranks_as_with_one(data_root, tmp_path):
     prep_new, prep_old = root / "data" / "preprocess-bert-new", root / "data" / "preprocess-bert-old"
     for name in ("passages.memmap", "dev-query.memmap", "train-query.memmap"):
         assert np.array_equal(np.fromfile(prep_new / name, np.int32), np.fromfile(prep_old / name, np.int32))
-    assert json.loads((prep_new / "tokenizer_record.json").read_text())["special_ids"] == {"cls_id": 2, "eos_id": 3,
-                                                                                          "pad_id": 0}
+    assert read_record(prep_new)["special_ids"] == {"cls_id": 2, "eos_id": 3, "pad_id": 0}
     for name in ("dev.trec", "test.trec"):  # qid Q0 doc rank score, the run tag (folder name) aside
         new_run, old_run = ([line.split()[:5] for line in (r / name).read_text().splitlines()] for r in runs)
         assert new_run == old_run and len(new_run) > 20

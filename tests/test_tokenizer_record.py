@@ -13,8 +13,9 @@ import pytest
 from SeDR import adore_train, inference, synthetic, train
 from SeDR.errors import SeDRInputError
 from SeDR.modeling import build_model
+from SeDR.preprocessing import SETTINGS_FILE
 from SeDR.tokenization import StarTokenizer
-from SeDR.tokenizer_record import RECORD_FILE, check_tokenizer_record, load_tokenizer
+from SeDR.tokenizer_record import RECORD_FILE, RECORD_KEY, check_tokenizer_record, load_tokenizer, read_record
 
 BIG = 10**6
 
@@ -31,7 +32,8 @@ def bert_folder(tmp_path_factory):
 
 def test_preprocessing_writes_the_record(base_root, tokenizer):
     root, _ = base_root
-    record = json.loads((root / "data" / "preprocess" / RECORD_FILE).read_text())
+    assert RECORD_FILE == SETTINGS_FILE  # the record sits in preprocessing's settings file
+    record = json.loads((root / "data" / "preprocess" / RECORD_FILE).read_text())[RECORD_KEY]
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode("utf-8")
     assert record == {"name_or_path": "roberta-base", "tokenizer_class": type(tokenizer).__name__,
                       "vocab_size": len(tokenizer), "vocab_sha256": hashlib.sha256(vocab).hexdigest(),
@@ -96,19 +98,19 @@ def test_folders_without_a_record(root, star_dir, bert_folder, caplog, tmp_path)
     """An original-code folder (no record) is read by a RoBERTa model with one warning, refused for others."""
     prep = tmp_path / "preprocess"
     shutil.copytree(root / "data" / "preprocess", prep)
-    (prep / RECORD_FILE).unlink()
+    (prep / RECORD_FILE).unlink()  # as the original code leaves it
     star = build_model("STAR_MaxP", star_dir, max_seg_num=1)
     with caplog.at_level(logging.WARNING, logger="SeDR.tokenizer_record"):
         check_tokenizer_record(prep, star, star_dir)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "assuming roberta-base ids" in warnings[0]
-    with pytest.raises(SeDRInputError, match=f"has no {RECORD_FILE}.*rerun preprocessing"):
+    with pytest.raises(SeDRInputError, match="has no tokenizer record.*rerun preprocessing"):
         check_tokenizer_record(prep, build_model("SeDR", bert_folder, max_seg_num=4), bert_folder)
 
 
 def test_a_model_without_tokenizer_files_is_compared_on_its_config(root, tmp_path):
     """The released STAR layout (config + weights only): vocabulary size and special ids must agree."""
-    record = json.loads((root / "data" / "preprocess" / RECORD_FILE).read_text())
+    record = read_record(root / "data" / "preprocess")
     ok = synthetic.make_star_checkpoint(tmp_path / "ok", vocab_size=record["vocab_size"])
     check_tokenizer_record(root / "data" / "preprocess", build_model("STAR_MaxP", ok, max_seg_num=1), ok)
     bigger = synthetic.make_star_checkpoint(tmp_path / "bigger", vocab_size=record["vocab_size"] + 7)
