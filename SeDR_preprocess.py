@@ -14,6 +14,7 @@ import logging
 from SeDR.args import POSITIVE, QUERY_LENGTH, Parser
 from SeDR.constants import DEFAULT_MAX_DOC_CHARACTER, DEFAULT_MAX_QUERY_LENGTH, DEFAULT_MAX_SEQ_LENGTH
 from SeDR.errors import exit_on_input_error
+from SeDR.modeling.backbones import check_backbone_folder
 from SeDR.preprocessing import Settings, default_threads, preprocess
 
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO)
     logging.getLogger(__name__).info("flags: %s", vars(args))
+    check_backbone_folder(args.model_name_or_path)  # refuse an unsupported family before tokenizing
     settings = Settings(args.model_name_or_path, args.max_seq_length, args.max_query_length, args.max_doc_character)
     preprocess(args.data_path, args.output_dir, settings, threads=args.threads)
 

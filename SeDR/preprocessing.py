@@ -41,6 +41,7 @@ from SeDR.constants import (
 from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
 from SeDR.outputs import ensure_writable, pid_alive, writing
 from SeDR.tokenization import StarTokenizer
+from SeDR.tokenizer_record import RECORD_KEY, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -502,7 +503,7 @@ def preprocess(data_path: str | Path, output_dir: str | Path | None = None, sett
     out.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale(out)
 
-    tokenizer = StarTokenizer.from_pretrained(settings.model_name_or_path)
+    tokenizer, record = load_tokenizer(settings.model_name_or_path)  # the record says how it tokenizes
     index = scan_corpus(paths["corpus"])
     splits = {s: read_split(paths[f"{s}.queries"], paths[f"{s}.qrels"], index.pid2offset) for s in SPLIT_FILES}
 
@@ -517,8 +518,8 @@ def preprocess(data_path: str | Path, output_dir: str | Path | None = None, sett
         with writing(tmp):
             for split, data in splits.items():
                 write_split(tokenizer, split, data, tmp, settings)
-            record = {**asdict(settings), "inputs": input_stamps(paths)}
-            (tmp / PREPROCESS_RECORD).write_text(json.dumps(record, indent=1))
+            written = {**asdict(settings), RECORD_KEY: record, "inputs": input_stamps(paths)}
+            (tmp / PREPROCESS_RECORD).write_text(json.dumps(written, indent=1))
         if out.exists():
             out.rmdir()     # empty (checked above); a non-empty folder was refused
         os.rename(tmp, out)

@@ -15,10 +15,13 @@ the five rules we reproduce here on top of the Rust ``tokenizers`` backend, batc
    follows ``</s>`` has no ``Ġ`` marker);
 5. truncation before the special tokens are added, so ``CLS``/``EOS`` of a query survive.
 
-The same class serves a BERT WordPiece tokenizer (the demo's all-MiniLM-L6-v2): special strings
-are matched after lower-casing (``[SEP]`` as ``[sep]``), queries become ``[CLS] … [SEP]`` (the
-prefix space is dropped by BERT's pre-tokenizer), and documents join their fields with
-:attr:`StarTokenizer.field_separator` (``[SEP]``) since BERT has no ``</s>``.
+Rules 1 and 2 (and the forced no-prefix-space of rule 4) are the roberta-base emulation: they
+apply to a byte-level BPE with RoBERTa's special tokens. Any other tokenizer (BERT WordPiece,
+SentencePiece, ModernBERT's BPE) keeps its own casing and pre-tokenizer: nothing is lower-cased
+here and queries get no added space, so a cased tokenizer sees the ids it was trained on
+(docs/backbones.md#lower-casing).
+Documents join their fields with :attr:`StarTokenizer.field_separator` (``[SEP]`` where there is
+no ``</s>``).
 
 Speed (``bench/preprocess.py``): for a byte-level BPE backend, pieces are cut into GPT-2
 pre-tokens by the ``regex`` module here, and each distinct pre-token is BPE-encoded once by the
@@ -36,6 +39,7 @@ Known divergence: Python 3.6-era Unicode tables of the original vs the interpret
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -97,25 +101,29 @@ class StarTokenizer:
     Build it with :meth:`from_pretrained`; it pickles compactly (the backend travels as JSON, the
     caches stay behind), so worker processes can rebuild it without importing ``transformers``.
     ``word_cache=False`` hands every piece to the backend whole (the tests' and bench's yardstick).
+    ``roberta_emulation`` switches rules 1, 2 and the prefix-space part of 4 on (``from_pretrained``
+    decides it from the tokenizer).
     """
 
-    def __init__(self, backend, special_ids: dict[str, int], cls_id: int, eos_id: int, word_cache: bool = True):
+    def __init__(self, backend, special_ids: dict[str, int], cls_id: int, eos_id: int, word_cache: bool = True,
+                 roberta_emulation: bool = True):
         from tokenizers import Tokenizer, pre_tokenizers
 
         # A private copy: we change its settings and must not touch the caller's tokenizer.
         self.backend = Tokenizer.from_str(backend.to_str()) if not isinstance(backend, str) else Tokenizer.from_str(backend)
         self.backend.no_truncation()
         self.backend.no_padding()
+        self.roberta_emulation = roberta_emulation
         pre = self.backend.pre_tokenizer
-        if isinstance(pre, pre_tokenizers.ByteLevel) and pre.add_prefix_space:
+        if roberta_emulation and isinstance(pre, pre_tokenizers.ByteLevel) and pre.add_prefix_space:
             # Rule 4: pieces are encoded without a prefix space.
             pre.add_prefix_space = False
             self.backend.pre_tokenizer = pre
         self.special_ids = dict(special_ids)
         self.cls_id, self.eos_id = cls_id, eos_id
         # Text is lower-cased before the split (rule 2), so the split matches lower-cased special
-        # strings: the same strings for RoBERTa (all lower case), ``[sep]`` for BERT's ``[SEP]``.
-        self._lowered_ids = {lower_per_character(s): i for s, i in self.special_ids.items()}
+        # strings (RoBERTa's are all lower case anyway).
+        self._lowered_ids = {self._fold(s): i for s, i in self.special_ids.items()}
         self._split = _split_pattern(list(self._lowered_ids))
         self.word_cache = word_cache
         self._words = _gpt2_word_pattern(self.backend) if word_cache else None
@@ -136,21 +144,46 @@ class StarTokenizer:
                 return s
         raise ValueError(f"no special-token string has the separator id {self.eos_id}")
 
+    @property
+    def lower_cases(self) -> bool:
+        """Whether text reaches the ids lower-cased: by the emulation, or by the tokenizer's own normalizer."""
+        def lowers(node) -> bool:
+            if isinstance(node, list):
+                return any(map(lowers, node))
+            if not isinstance(node, dict):
+                return False
+            return node.get("type") == "Lowercase" or node.get("lowercase") is True or any(map(lowers, node.values()))
+
+        return self.roberta_emulation or lowers(json.loads(self.backend.to_str()).get("normalizer"))
+
+    def _fold(self, text: str) -> str:
+        return lower_per_character(text) if self.roberta_emulation else text
+
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> StarTokenizer:
         """Load ``name_or_path`` with ``AutoTokenizer`` (fast) and read the special ids from it."""
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(name_or_path)
-        if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
+        return cls.from_tokenizer(AutoTokenizer.from_pretrained(name_or_path), name_or_path)
+
+    @classmethod
+    def from_tokenizer(cls, tok, name_or_path: str = "") -> StarTokenizer:
+        """From a loaded fast tokenizer; the emulation is on for a byte-level BPE with RoBERTa's specials."""
+        from tokenizers import models, pre_tokenizers
+
+        backend = getattr(tok, "backend_tokenizer", None)
+        if not getattr(tok, "is_fast", False) or backend is None:
             raise ValueError(f"{name_or_path}: a fast (tokenizers-backed) tokenizer is required")
         # 2.8 split on every special and added token string (``unique_added_tokens_encoder``).
         strings = list(tok.all_special_tokens) + list(tok.get_added_vocab())
         special_ids = {s: tok.convert_tokens_to_ids(s) for s in strings}
-        return cls(tok.backend_tokenizer, special_ids, tok.cls_token_id, tok.sep_token_id)
+        roberta = (tok.cls_token, tok.sep_token) == ("<s>", "</s>") and isinstance(backend.model, models.BPE) \
+            and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel)
+        return cls(backend, special_ids, tok.cls_token_id, tok.sep_token_id, roberta_emulation=roberta)
 
     def __reduce__(self):
-        return (StarTokenizer, (self.backend.to_str(), self.special_ids, self.cls_id, self.eos_id, self.word_cache))
+        return (StarTokenizer, (self.backend.to_str(), self.special_ids, self.cls_id, self.eos_id, self.word_cache,
+                                self.roberta_emulation))
 
     # ------------------------------------------------------------------------------------------
 
@@ -166,7 +199,7 @@ class StarTokenizer:
         pieces: list[str] = []
         word_lists: list[list[str]] = []
         for text in texts:
-            parts = self._split.split(lower_per_character(text))
+            parts = self._split.split(self._fold(text))
             layout: list = []
             for k, part in enumerate(parts):
                 if k % 2:                       # a captured special-token string
@@ -237,11 +270,12 @@ class StarTokenizer:
     def encode_queries(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Query ids ``[CLS] + BPE(" " + text) + [EOS]``, at most ``max_length`` ids in total.
 
-        An empty text gets no prefix (the original would have crashed on ``text[0]``).
+        An empty text gets no prefix (the original would have crashed on ``text[0]``); outside the
+        emulation no text does.
         """
         if max_length < 2:
             raise ValueError(f"max_length must leave room for CLS and EOS, got {max_length}")
-        prefixed = [t if (not t or t[0].isspace()) else " " + t for t in texts]
+        prefixed = [t if (not t or t[0].isspace() or not self.roberta_emulation) else " " + t for t in texts]
         return [[self.cls_id, *ids[: max_length - 2], self.eos_id] for ids in self._encode(prefixed)]
 
 

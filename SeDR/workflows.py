@@ -31,6 +31,7 @@ from SeDR.modeling.longformer import build_longformer, load_longformer
 from SeDR.outputs import RunLock, backup_name, ensure_writable, fingerprint, move_to_backup
 from SeDR.ranking import retrieve_documents
 from SeDR.runtime import env_rank, resolve_device, resolve_precision, seed_everything, setup_logging
+from SeDR.tokenizer_record import check_tokenizer_record
 from SeDR.trainer import (
     LongformerTrainer,
     Trainer,
@@ -96,8 +97,10 @@ def run_training(argv=None) -> Trainer:
     get_model_class(args.model_class)  # unknown names fail here, with the valid ones listed
 
     def build():
-        return build_model(args.model_class, args.init_path, max_seg_num=args.max_seg_num,
-                           cache_size=args.cache_size, gradient_checkpointing=args.use_gradient_checkpointing)
+        model = build_model(args.model_class, args.init_path, max_seg_num=args.max_seg_num,
+                            cache_size=args.cache_size, gradient_checkpointing=args.use_gradient_checkpointing)
+        check_tokenizer_record(args.preprocess_dir, model, args.init_path)
+        return model
 
     return _train(args, build, Trainer,
                   lambda m: SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=m.extra_content_reserve))
@@ -113,6 +116,7 @@ def run_longformer_training(argv=None) -> Trainer:
         model = build_longformer(args.init_path, max_seg_num=args.max_seg_num, cache_size=args.cache_size,
                                  gradient_checkpointing=args.use_gradient_checkpointing)
         check_doc_length(model, args.max_doc_length, args.init_path)
+        check_tokenizer_record(args.preprocess_dir, model, args.init_path)
         return model
 
     return _train(args, build, LongformerTrainer, lambda m: SegmentSpec(args.max_doc_length, 1))
@@ -277,6 +281,7 @@ def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device
 def _inference(args, model, spec, seg_length: int, device, precision, shard_id=0, num_shards=1, rank=0,
                world_size=1) -> Evaluation | None:
     """Encode (this process's shard), then search and evaluate: the body of both inference scripts."""
+    check_tokenizer_record(args.preprocess_dir, model, args.model_path)  # also guards --gen_hardneg
     model.to(device).eval()
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_path, seg_length,
                                                                                 args.max_seg_num)
@@ -362,6 +367,7 @@ def run_adore(argv=None) -> list[Path]:
         device = resolve_device(args.no_cuda, args.model_gpu_index)
         precision = resolve_precision(device, training=True)
         model = load_model(args.init_path)  # the checkpoint's own class
+        check_tokenizer_record(args.preprocess_dir, model, args.init_path)
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
         ensure_writable(args.model_save_dir, 5 * weights, "a checkpoint and the resumable state")
         model.to(device)

@@ -45,7 +45,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from SeDR.demo.collection import load_snapshot, tsv_field  # noqa: E402
 from SeDR.preprocessing import DOCS_PER_CALL, document_text  # noqa: E402
-from SeDR.testing import ReferenceRobertaTokenizer, make_msmarco_data, train_tokenizer  # noqa: E402
+from SeDR.testing import make_msmarco_data, train_tokenizer  # noqa: E402
+from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer  # noqa: E402
 from SeDR.tokenization import StarTokenizer  # noqa: E402
 
 MAX_SEQ_LENGTH, MAX_DOC_CHARACTER = 2048, 10000   # the preprocessing limits of SeDR_preprocess.py

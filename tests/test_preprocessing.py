@@ -17,7 +17,7 @@ from SeDR import data as readers
 from SeDR import preprocessing as prep
 from SeDR.constants import CORPUS_FILE, SPLIT_FILES
 from SeDR.errors import SeDRInputError
-from SeDR.testing import ReferenceRobertaTokenizer
+from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer
 from SeDR.tokenization import StarTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

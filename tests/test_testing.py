@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from SeDR.testing import ReferenceRobertaTokenizer
+from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer
 from SeDR.tokenization import StarTokenizer, byte_to_unicode
 
 BIG = 10**6

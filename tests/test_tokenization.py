@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from SeDR.testing import ReferenceRobertaTokenizer
+from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer
 from SeDR.tokenization import StarTokenizer, byte_to_unicode, lower_per_character
 
 BIG = 10**6

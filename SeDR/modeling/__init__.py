@@ -8,7 +8,7 @@ Public API::
     model(batch: TrainBatch, cache=model.new_cache()) -> TrainOutput(loss, accuracy, num_rows)
     model.encode_queries(QueryBatch) -> (B, d); model.encode_segments(SegmentBatch) -> (rows, d)
     model.rows_per_document(seg_counts); model.special_ids; model.extra_content_reserve
-    model.save_pretrained(folder)
+    save_pretrained(model, folder)
 
 The registry :data:`MODEL_REGISTRY` is keyed by the README names (``SeDR``, ``SeDR_MaxP``, ...).
 """

@@ -43,8 +43,10 @@ from safetensors.torch import load_file, save_file
 from transformers import CONFIG_MAPPING
 
 from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
+from SeDR.modeling import backbones
 from SeDR.modeling import models as M
 from SeDR.outputs import fingerprint
+from SeDR.tokenizer_record import has_tokenizer_files, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +55,11 @@ LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
 # RoBERTa/STAR position table (SPEC §0): a longer table (Longformer conversion, 2050 rows) is cut to this.
 ROBERTA_POSITION_ROWS = 514
-# BERT special ids when no vocabulary file says otherwise.
-BERT_DEFAULT_IDS = {"cls_id": 101, "eos_id": 102, "pad_id": 0}
 # Longformer-only config fields dropped when a conversion is read as RoBERTa.
 _LONGFORMER_FIELDS = ("attention_window", "attention_mode", "attention_dilation", "autoregressive",
                       "onnx_export", "sep_token_id", "gradient_checkpointing")
-_SUPPORTED_TYPES = ("roberta", "bert", "longformer")
+# Families with an adapter, plus a Longformer conversion read as RoBERTa.
+_SUPPORTED_TYPES = (*backbones.BACKBONES, "longformer")
 
 
 @dataclass
@@ -122,20 +123,24 @@ def recorded_class(cfg: dict) -> str | None:
     return None
 
 
-def _special_ids(cfg: dict, folder: Path) -> dict:
+def _special_ids(cfg: dict, folder: Path, record: dict | None) -> dict:
+    """Ids recorded in the config (ours), else the saved tokenizer's, else RoBERTa's own config ids; never a guess
+    (docs/backbones.md#special-ids)."""
     if cfg.get("sedr_special_ids"):
         return {k: int(v) for k, v in cfg["sedr_special_ids"].items()}
-    if cfg.get("model_type") == "bert":
-        ids = dict(BERT_DEFAULT_IDS, pad_id=int(cfg.get("pad_token_id", 0) or 0))
-        vocab = folder / "vocab.txt"
-        if vocab.exists():
-            index = {tok: i for i, tok in enumerate(vocab.read_text(encoding="utf-8").splitlines())}
-            for key, tok in (("cls_id", "[CLS]"), ("eos_id", "[SEP]"), ("pad_id", "[PAD]")):
-                if tok in index:
-                    ids[key] = index[tok]
-        return ids
-    return {"cls_id": int(cfg.get("bos_token_id", 0)), "eos_id": int(cfg.get("eos_token_id", 2)),
-            "pad_id": int(cfg.get("pad_token_id", 1))}
+    if record is not None:
+        missing = [k for k, v in record["special_ids"].items() if v is None]
+        if missing:
+            raise SeDRInputError(f"{folder}: the tokenizer saved there defines no {', '.join(missing)} token")
+        return dict(record["special_ids"])
+    ids = backbones.roberta_config_ids(cfg)
+    if ids is None:
+        raise SeDRInputError(
+            f"{folder}: no tokenizer files and no sedr_special_ids in config.json, so the CLS, separator and PAD "
+            f"ids of this {cfg.get('model_type')} model are unknown; save its tokenizer there "
+            f"(tokenizer.save_pretrained('{folder}')) or add \"sedr_special_ids\": "
+            "{\"cls_id\": ..., \"eos_id\": ..., \"pad_id\": ...} to its config.json")
+    return ids
 
 
 def make_config(cfg: dict, folder, model_class: str, *, max_seg_num: int, cache_size: int,
@@ -146,14 +151,18 @@ def make_config(cfg: dict, folder, model_class: str, *, max_seg_num: int, cache_
     if model_type not in _SUPPORTED_TYPES:
         raise SeDRInputError(f"{folder}: unsupported backbone model_type {model_type!r}; "
                              f"supported: {', '.join(_SUPPORTED_TYPES)}")
+    record = cfg.get("sedr_tokenizer") or (load_tokenizer(folder)[1] if has_tokenizer_files(folder) else None)
     if model_type == "longformer" or "attention_window" in d:  # the original's trained ones say roberta
         for k in _LONGFORMER_FIELDS:
             d.pop(k, None)
         d["model_type"] = "roberta"
         d["max_position_embeddings"] = min(int(d.get("max_position_embeddings", ROBERTA_POSITION_ROWS)),
                                            ROBERTA_POSITION_ROWS)
-    special = _special_ids(cfg, Path(folder))
+    special = _special_ids(cfg, Path(folder), record)
     config = CONFIG_MAPPING[d["model_type"]].from_dict(d)
+    reason = backbones.refusal(config)
+    if reason:
+        raise M.ModelConfigError(f"{folder}: {config.model_type} backbone refused: {reason}")
     config.sedr_model_class = model_class
     config.architectures = [model_class]
     config.max_seg_num = int(max_seg_num)
@@ -162,6 +171,8 @@ def make_config(cfg: dict, folder, model_class: str, *, max_seg_num: int, cache_
     if output_embedding_size:
         config.output_embedding_size = int(output_embedding_size)
     config.sedr_special_ids = special
+    if record is not None:
+        config.sedr_tokenizer = record
     M.get_model_class(model_class).adjust_config(config, recorded_class(cfg))
     config._attn_implementation = attn_implementation
     return config
@@ -183,7 +194,7 @@ def adapt_state_dict(model: M.DenseRetriever, sd: dict[str, torch.Tensor]) -> tu
         new_k = k
         if k.startswith("longformer."):
             new_k = p + k[len("longformer"):]
-        elif k.split(".", 1)[0] in ("embeddings", "encoder", "pooler"):
+        elif k.split(".", 1)[0] in {"pooler", *dict(model.backbone.named_children())}:  # a plain encoder
             new_k = f"{p}.{k}"
         if new_k.startswith(f"{p}.pooler."):
             report.ignored.append(k)

@@ -1,17 +1,17 @@
 """Segment-Interaction Transformer on a stock Hugging Face encoder (SPEC §3.1-§3.3, Appendix A).
 
-We never copy a modeling file. The stock ``RobertaModel``/``BertModel`` (no pooler) keeps its
-modules and parameter names; this module
+We never copy a modeling file. The stock base model of the backbone's family keeps its modules and
+parameter names; a backbone adapter (:mod:`SeDR.modeling.backbones`) says how to embed, which
+layers to call with which arguments and how to finish. This module
 
 * adds two kinds of parameters to stock sub-modules, so checkpoint keys stay those of the
   original (Appendix A): ``embeddings.segment_type_embeddings`` (§3.1) and, for the
   Global-Attention variant, ``query_global``/``key_global``/``value_global`` inside each layer's
   self-attention module (§3.3);
-* computes the embedding sum itself (the one step of the embeddings module that changes) with the
-  stock sub-modules, in the original's summation order;
-* drives the stock layers from its own loop, inserting the CLS broadcast between layers (§3.2) or
-  running the global CLS attention inside a layer (§3.3), with its own non-reentrant gradient
-  checkpointing (LIBRARIES §3.1). Layers may return a bare tensor (transformers 5.x) or a tuple (4.x).
+* drives the stock layers from one loop over the adapter, inserting the CLS broadcast between
+  layers or running the global CLS attention inside a layer, with its own non-reentrant
+  gradient checkpointing (HF's per-layer flag stays off) and optional row groups. Layers may
+  return a bare tensor (transformers 5.x) or a tuple (4.x).
 
 Attention masks are additive ``(1 - m) · (-10000)`` as in HF 4.12 (SPEC §0); the value is also
 representable in fp16/bf16, and the Global-Attention sum of two such terms (-20000) stays finite.
@@ -25,9 +25,18 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from SeDR.batch import RowGroups
-
-# Additive attention-mask value of HF 4.12 (SPEC §0, §3.3; §10 #38 DECIDE: kept, also for attention).
-ATTENTION_MASK_VALUE = -10000.0
+from SeDR.errors import SeDRInputError
+from SeDR.modeling.backbones import (  # noqa: F401 - re-exported: the loop's public vocabulary
+    ABSOLUTE_POSITIONS,
+    ATTENTION_MASK_VALUE,
+    ROBERTA_POSITIONS,
+    Backbone,
+    absolute_position_ids,
+    additive_mask,
+    backbone_adapter,
+    compute_dtype,
+    roberta_position_ids,
+)
 
 # Interaction variants of the document encoder (SPEC §4.10).
 PLAIN = "plain"            # stock layers; placeholders evolve as ordinary PAD tokens (MaxP-style, §4.4)
@@ -35,41 +44,14 @@ AFTER_LAYER = "after_layer"  # §3.2: CLS broadcast into the placeholders after 
 GLOBAL = "global"          # §3.3: broadcast before every layer + global CLS attention
 VARIANTS = (PLAIN, AFTER_LAYER, GLOBAL)
 
-# Position-id rules (SPEC §0 / Appendix A): RoBERTa derives them from the token ids (PAD -> padding_idx),
-# BERT-family encoders use absolute positions 0..T-1 per row.
-ROBERTA_POSITIONS = "roberta"
-ABSOLUTE_POSITIONS = "absolute"
-
-
-def roberta_position_ids(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
-    """Every non-PAD token gets ``padding_idx + (non-PAD tokens up to and including it)``; PAD gets ``padding_idx``."""
-    not_pad = input_ids.ne(padding_idx).long()  # (n, T)
-    return torch.cumsum(not_pad, dim=1) * not_pad + padding_idx  # (n, T)
-
-
-def absolute_position_ids(input_ids: torch.Tensor) -> torch.Tensor:
-    """BERT's rule: ``0..T-1`` on every row."""
-    n, T = input_ids.shape
-    return torch.arange(T, device=input_ids.device).expand(n, T)  # (n, T)
-
-
-def compute_dtype(reference: torch.Tensor) -> torch.dtype:
-    """dtype the attention scores will have: the autocast dtype when autocast is on, else the weights' dtype."""
-    dev = reference.device.type
-    if dev in ("cuda", "cpu", "xpu") and torch.is_autocast_enabled(dev):
-        return torch.get_autocast_dtype(dev)
-    return reference.dtype
-
-
-def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``(1 - m) · (-10000)`` of shape ``(n, T)`` in ``dtype``."""
-    return (1.0 - attention_mask.to(dtype)) * ATTENTION_MASK_VALUE  # (n, T)
-
 
 def add_segment_type_embeddings(backbone: nn.Module, max_seg_num: int, init_std: float) -> nn.Embedding:
-    """Register ``E_seg ∈ R^{M×H}`` as ``embeddings.segment_type_embeddings`` (SPEC §3.1), ``N(0, std²)``."""
-    hidden = backbone.config.hidden_size
-    table = nn.Embedding(max_seg_num, hidden)
+    """Register ``E_seg ∈ R^{M×E}`` as ``embeddings.segment_type_embeddings``, ``N(0, std²)``.
+
+    ``E`` is the word-embedding width (ELECTRA, ALBERT and DeBERTa may embed narrower than their
+    layers): the term joins the embedding sum before its LayerNorm and any projection.
+    """
+    table = nn.Embedding(max_seg_num, backbone.get_input_embeddings().embedding_dim)
     nn.init.normal_(table.weight, mean=0.0, std=init_std)
     backbone.embeddings.segment_type_embeddings = table
     return table
@@ -81,7 +63,7 @@ def add_global_projections(backbone: nn.Module) -> None:
     The copy is the STAR initialisation of SPEC §3.3 item 5; a checkpoint that carries its own
     ``*_global`` weights overwrites them when loaded.
     """
-    for layer in backbone.encoder.layer:
+    for layer in backbone_adapter(backbone).layers:
         attn = layer.attention.self
         for name in ("query", "key", "value"):
             local: nn.Linear = getattr(attn, name)
@@ -93,25 +75,9 @@ def add_global_projections(backbone: nn.Module) -> None:
             setattr(attn, f"{name}_global", proj.to(local.weight.device, local.weight.dtype))
 
 
-def embed(backbone: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
-          segment_types: torch.Tensor | None = None) -> torch.Tensor:
-    """``LayerNorm(E_word + E_type[0] + E_pos + E_seg[segtype]) → dropout`` (SPEC §3.1), shape ``(n, T, H)``.
-
-    The stock sub-modules are used in HF 4.12's summation order; ``E_seg`` is added to every token
-    of a row (padding and placeholders included) only when ``segment_types`` is given.
-    """
-    emb = backbone.embeddings
-    x = emb.word_embeddings(input_ids)  # (n, T, H)
-    x = x + emb.token_type_embeddings(torch.zeros_like(input_ids))
-    x = x + emb.position_embeddings(position_ids)
-    if segment_types is not None:
-        x = x + emb.segment_type_embeddings(segment_types)[:, None, :]  # (n, 1, H) broadcast over T
-    return emb.dropout(emb.LayerNorm(x))
-
-
-def run_layer(layer: nn.Module, hidden: torch.Tensor, mask4d: torch.Tensor | None) -> torch.Tensor:
-    """One stock layer; the mask goes positionally; a tuple return (4.x) is reduced to its first element."""
-    out = layer(hidden, mask4d)
+def run_layer(layer: nn.Module, hidden: torch.Tensor, *args) -> torch.Tensor:
+    """One stock layer, its extra arguments positionally; a tuple return (4.x) is reduced to its first element."""
+    out = layer(hidden, *args)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -195,7 +161,7 @@ def run_global_layer(layer: nn.Module, hidden: torch.Tensor, mask4d: torch.Tenso
 
 
 def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
-           position_rule: str = ROBERTA_POSITIONS, padding_idx: int = 1,
+           position_rule: str | None = None, padding_idx: int | None = None,
            segment_types: torch.Tensor | None = None, fuse_mat: torch.Tensor | None = None,
            variant: str = PLAIN, gradient_checkpointing: bool = False,
            output_hidden_states: bool = False,
@@ -204,11 +170,15 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
 
     With ``row_groups`` (PLAIN and AFTER_LAYER only; GLOBAL ignores them because its CLS attends
     to every column of the sibling rows, §3.3) each layer runs group by group, each group on its
-    own leading columns plus the ``P`` placeholders (:func:`encode_row_groups`); the columns a
-    group drops are all masked padding and come back as zeros.
+    own leading columns plus the ``P`` placeholders: position ids and column indices are taken
+    on the full rows, so the kept tokens keep theirs, and every dropped column is masked padding
+    of every row of the group. After each layer the CLS states of all rows (in group order) are
+    gathered once and each group's placeholders are filled from them, exactly as
+    :func:`broadcast_cls` does on one pass. The dropped columns come back as zeros.
 
     Args:
-        position_rule: :data:`ROBERTA_POSITIONS` (PAD -> ``padding_idx``) or :data:`ABSOLUTE_POSITIONS`.
+        position_rule: override of the family's rule (:data:`ROBERTA_POSITIONS` or :data:`ABSOLUTE_POSITIONS`).
+        padding_idx: PAD id for the RoBERTa rule (default: the backbone config's ``pad_token_id``).
         segment_types: ``(n,)`` segment position ids, or ``None`` to omit ``E_seg`` (§3.1).
         fuse_mat: ``(n, P)`` batch fuse matrix (SPEC §2.3) or ``None`` (queries, ``M = 1``, MaxP-style).
         variant: :data:`PLAIN`, :data:`AFTER_LAYER` (§3.2) or :data:`GLOBAL` (§3.3).
@@ -219,40 +189,85 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown encoder variant {variant!r}; expected one of {VARIANTS}")
-    if position_rule == ROBERTA_POSITIONS:
-        position_ids = roberta_position_ids(input_ids, padding_idx)
+    adapter = backbone_adapter(backbone)
+    if position_rule is None:
+        position_ids = adapter.position_ids(input_ids, padding_idx)
+    elif position_rule == ROBERTA_POSITIONS:
+        position_ids = roberta_position_ids(input_ids, backbone.config.pad_token_id if padding_idx is None else padding_idx)
     elif position_rule == ABSOLUTE_POSITIONS:
         position_ids = absolute_position_ids(input_ids)
     else:
         raise ValueError(f"unknown position rule {position_rule!r}")
-    dtype = compute_dtype(backbone.embeddings.word_embeddings.weight)
-    add_mask = additive_mask(attention_mask, dtype)  # (n, T)
+    check_positions(adapter, position_ids)
+    n, T = input_ids.shape
     use_ckpt = gradient_checkpointing and torch.is_grad_enabled()
     interact = fuse_mat is not None and fuse_mat.shape[1] > 0
-    if row_groups is not None and variant != GLOBAL:
-        return encode_row_groups(backbone, input_ids, position_ids, add_mask, row_groups,
-                                 segment_types=segment_types, fuse_mat=fuse_mat if interact else None,
-                                 variant=variant, use_ckpt=use_ckpt, output_hidden_states=output_hidden_states)
-    hidden = embed(backbone, input_ids, position_ids, segment_types)  # (n, T, H)
-    mask4d = add_mask[:, None, None, :]  # (n, 1, 1, T)
+    inverse, groups = split_rows(input_ids, position_ids, attention_mask, segment_types,
+                                 fuse_mat if interact else None, None if variant == GLOBAL else row_groups)
+    P = row_groups.num_placeholders if inverse is not None else 0
+    hiddens = [adapter.embed(ids, pos, mask, seg) for ids, pos, mask, _, seg, _ in groups]  # (n_g, w_g, H)
+    args = [adapter.layer_args(h, mask, pos, cols) for h, (_, pos, mask, cols, _, _) in zip(hiddens, groups)]
+
+    def assemble(parts: list[torch.Tensor]) -> torch.Tensor:
+        if inverse is None:
+            return parts[0]
+        return torch.cat([restore_columns(h, T, P) for h in parts])[inverse]  # (n, T, H)
+
     states = []
-    for layer in backbone.encoder.layer:
+    for i, layer in enumerate(adapter.layers):
         if variant == GLOBAL:
             if interact:
-                hidden = broadcast_cls(hidden, fuse_mat)  # before every layer (§3.3 item 1)
+                hiddens = [broadcast_cls(hiddens[0], fuse_mat)]  # before every layer
                 if output_hidden_states and states:
-                    states[-1] = hidden
-            args = (layer, hidden, mask4d, add_mask, fuse_mat)
-            fn = run_global_layer
+                    states[-1] = hiddens[0]
+            mask4d = args[0][i][0]
+            calls = [(run_global_layer, (layer, hiddens[0], mask4d, mask4d[:, 0, 0], fuse_mat))]
         else:
-            args = (layer, hidden, mask4d)
-            fn = run_layer
-        hidden = checkpoint(fn, *args, use_reentrant=False) if use_ckpt else fn(*args)
-        if variant == AFTER_LAYER and interact:
-            hidden = broadcast_cls(hidden, fuse_mat)  # after every layer, the last included (§3.2)
+            calls = [(run_layer, (layer, h, *a[i])) for h, a in zip(hiddens, args)]
+        hiddens = [checkpoint(fn, *xs, use_reentrant=False) if use_ckpt else fn(*xs) for fn, xs in calls]
+        if variant == AFTER_LAYER and interact:  # after every layer, the last included
+            cls = hiddens[0][:, 0] if len(hiddens) == 1 else torch.cat([h[:, 0] for h in hiddens])  # (n, H)
+            hiddens = [broadcast_cls(h, g[5], cls) for h, g in zip(hiddens, groups)]
         if output_hidden_states:
-            states.append(hidden)
-    return (hidden, states) if output_hidden_states else hidden
+            states.append(assemble(hiddens))
+    out = assemble([adapter.finish(h) for h in hiddens])
+    return (out, states) if output_hidden_states else out
+
+
+def check_positions(adapter: Backbone, position_ids: torch.Tensor) -> None:
+    """Stop with a clear error before a position id runs past the family's absolute position table."""
+    table = adapter.position_table(adapter.module.config)
+    if table is None or table[0] + position_ids.shape[1] <= table[1]:
+        return
+    top = int(position_ids.max())
+    if top >= table[1]:
+        raise SeDRInputError(f"rows need position id {top} but the {adapter.module.config.model_type} position table "
+                             f"has {table[1]} rows; lower --max_seg_length (or --max_query_length)")
+
+
+def split_rows(input_ids, position_ids, attention_mask, segment_types, fuse_mat, row_groups):
+    """The passes of one encoder call: ``(inverse, [(ids, positions, mask, columns, segment types, fuse)])``.
+
+    Without row groups one pass over the batch as given (``inverse`` is ``None``). With them, one
+    pass per group on its kept columns (:func:`keep_columns`), ``fuse`` pointing into the CLS states
+    of all rows in group order, and ``inverse`` the batch row -> group-order position map.
+    """
+    n, T = input_ids.shape
+    columns = torch.arange(T, device=input_ids.device)[None]  # (1, T): column index on the full row
+    if row_groups is None:
+        return None, [(input_ids, position_ids, attention_mask, columns, segment_types, fuse_mat)]
+    P = row_groups.num_placeholders
+    if fuse_mat is not None and fuse_mat.shape[1] != P:
+        raise ValueError(f"row groups keep {P} placeholder columns, the fuse matrix has {fuse_mat.shape[1]}")
+    rows = row_groups.rows.to(input_ids.device)
+    inverse = torch.empty_like(rows)
+    inverse[rows] = torch.arange(n, device=rows.device)  # batch row -> position in group order
+    groups = []
+    for r, w in zip(rows.split(list(row_groups.sizes)), row_groups.widths):
+        ids, pos, mask = (keep_columns(x[r], w, P) for x in (input_ids, position_ids, attention_mask))  # (n_g, w + P)
+        groups.append((ids, pos, mask, keep_columns(columns, w, P), None if segment_types is None else segment_types[r],
+                       None if fuse_mat is None else inverse[fuse_mat[r]]))
+    return inverse, groups
 
 
 def keep_columns(x: torch.Tensor, width: int, num_placeholders: int) -> torch.Tensor:
@@ -270,50 +285,3 @@ def restore_columns(x: torch.Tensor, T: int, num_placeholders: int) -> torch.Ten
         return x
     w = W - num_placeholders
     return torch.cat([x[:, :w], x.new_zeros(n, T - W, H), x[:, w:]], dim=1)  # (n_g, T, H)
-
-
-def encode_row_groups(backbone: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                      add_mask: torch.Tensor, row_groups: RowGroups, *, segment_types: torch.Tensor | None,
-                      fuse_mat: torch.Tensor | None, variant: str, use_ckpt: bool,
-                      output_hidden_states: bool) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-    """:func:`encode` with each layer run group by group (PLAIN, AFTER_LAYER).
-
-    Rows interact only through the CLS broadcast between layers (§3.2), so each group can run on
-    its own columns: position ids were computed on the full rows, so the kept tokens keep theirs,
-    and every dropped column is masked padding of every row of the group. After each layer the
-    CLS states of all rows (in group order) are gathered once and each group's placeholders are
-    filled from them, exactly as :func:`broadcast_cls` does on the whole pass. Returns ``(n, T, H)``
-    in batch row order with zeros in the dropped columns.
-    """
-    n, T = input_ids.shape
-    P = row_groups.num_placeholders
-    if fuse_mat is not None and fuse_mat.shape[1] != P:
-        raise ValueError(f"row groups keep {P} placeholder columns, the fuse matrix has {fuse_mat.shape[1]}")
-    rows = row_groups.rows.to(input_ids.device)
-    inverse = torch.empty_like(rows)
-    inverse[rows] = torch.arange(n, device=rows.device)  # batch row -> position in group order
-    group_rows = rows.split(list(row_groups.sizes))
-    groups = []
-    for r, w in zip(group_rows, row_groups.widths):
-        ids = keep_columns(input_ids[r], w, P)  # (n_g, w + P)
-        pos = keep_columns(position_ids[r], w, P)  # (n_g, w + P)
-        seg = None if segment_types is None else segment_types[r]  # (n_g,)
-        mask4d = keep_columns(add_mask[r], w, P)[:, None, None, :]  # (n_g, 1, 1, w + P)
-        fuse = None if fuse_mat is None else inverse[fuse_mat[r]]  # (n_g, P) into the group-order CLS
-        groups.append((embed(backbone, ids, pos, seg), mask4d, fuse))
-    hiddens = [h for h, _, _ in groups]
-
-    def assemble(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([restore_columns(h, T, P) for h in parts])[inverse]  # (n, T, H)
-
-    states = []
-    for layer in backbone.encoder.layer:
-        hiddens = [checkpoint(run_layer, layer, h, m, use_reentrant=False) if use_ckpt else run_layer(layer, h, m)
-                   for h, (_, m, _) in zip(hiddens, groups)]
-        if variant == AFTER_LAYER and fuse_mat is not None:
-            cls = torch.cat([h[:, 0] for h in hiddens])  # (n, H) in group order
-            hiddens = [broadcast_cls(h, f, cls) for h, (_, _, f) in zip(hiddens, groups)]
-        if output_hidden_states:
-            states.append(assemble(hiddens))
-    out = assemble(hiddens)
-    return (out, states) if output_hidden_states else out

@@ -1,7 +1,8 @@
 """The paper's model classes on a stock Hugging Face encoder, and the registry keyed by README names (SPEC §4).
 
 :class:`DenseRetriever` is STAR's ``RobertaDot``: a stock encoder (attribute named after the
-backbone, ``roberta`` or ``bert``, so parameter names are those of Appendix A), CLS pooling, a
+family's ``base_model_prefix``, ``roberta`` for STAR, so parameter names are those of Appendix A and
+of any checkpoint transformers saves; :mod:`SeDR.modeling.backbones`), CLS pooling, a
 linear ``embeddingHead`` and a LayerNorm ``norm`` shared by queries and documents. Subclasses
 change one hook: the document encoder (interaction variant, Transformer head, multi-view prefix),
 the loss (STAR pairwise or CE with Late-Cache) and whether a cache is used.
@@ -21,6 +22,7 @@ from torch import nn
 
 from SeDR.batch import QueryBatch, SegmentBatch, TrainBatch
 from SeDR.errors import SeDRInputError
+from SeDR.modeling import backbones
 from SeDR.modeling import encoder as enc
 from SeDR.modeling.cross_device import gather_rows
 from SeDR.modeling.scoring import (
@@ -81,15 +83,12 @@ class TrainOutput:
 
 
 def backbone_prefix(config) -> str:
-    """Attribute / checkpoint prefix of the encoder: ``roberta`` for RoBERTa-style configs, else ``bert``."""
-    return "bert" if config.model_type == "bert" else "roberta"
+    """Attribute / checkpoint prefix of the encoder: the family's ``base_model_prefix`` (``roberta``, ``bert``, ...)."""
+    return backbones.adapter_class(config.model_type).prefix(config)
 
 
 def _build_backbone(config) -> nn.Module:
-    from transformers import BertModel, RobertaModel
-
-    cls = BertModel if config.model_type == "bert" else RobertaModel
-    return cls(config, add_pooling_layer=False)
+    return backbones.adapter_class(config.model_type).build(config)
 
 
 def init_new_linear(module: nn.Module, std: float) -> None:
@@ -101,7 +100,8 @@ def init_new_linear(module: nn.Module, std: float) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:  # ModernBERT's norms have none
+                nn.init.zeros_(m.bias)
 
 
 def init_weights_only(module: nn.Module, std: float) -> None:
@@ -114,8 +114,9 @@ def init_weights_only(module: nn.Module, std: float) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, std)
         elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+            for p, fill in ((m.weight, nn.init.ones_), (m.bias, nn.init.zeros_)):
+                if p is not None:  # ModernBERT's norms have no bias
+                    fill(p)
 
 
 class DenseRetriever(nn.Module):
@@ -149,12 +150,15 @@ class DenseRetriever(nn.Module):
         init_new_linear(self.embeddingHead, std)
         init_new_linear(self.norm, std)
         self.gradient_checkpointing = False
-        self.position_rule = enc.ABSOLUTE_POSITIONS if config.model_type == "bert" else enc.ROBERTA_POSITIONS
 
     # ------------------------------------------------------------------ properties used by the scripts
     @property
     def backbone(self) -> nn.Module:
         return self._modules[self.backbone_prefix]
+
+    @property
+    def adapter(self) -> backbones.Backbone:
+        return backbones.backbone_adapter(self.backbone)
 
     @property
     def embedding_dim(self) -> int:
@@ -166,15 +170,12 @@ class DenseRetriever(nn.Module):
 
     @property
     def special_ids(self) -> dict:
-        """``cls_id``/``eos_id``/``pad_id`` of the backbone (RoBERTa 0/2/1, BERT 101/102/0), for the collators."""
-        ids = getattr(self.config, "sedr_special_ids", None)
-        if ids:
-            return dict(ids)
-        if self.config.model_type == "bert":
-            return {"cls_id": 101, "eos_id": 102, "pad_id": int(self.config.pad_token_id or 0)}
-        c = self.config
-        return {"cls_id": int(c.bos_token_id if c.bos_token_id is not None else 0),
-                "eos_id": int(c.eos_token_id if c.eos_token_id is not None else 2), "pad_id": int(c.pad_token_id)}
+        """``cls_id``/``eos_id``/``pad_id`` the model reads rows with: those recorded on its config (from its tokenizer)."""
+        ids = getattr(self.config, "sedr_special_ids", None) or backbones.roberta_config_ids(self.config.to_dict())
+        if not ids:
+            raise ModelConfigError(f"the {self.config.model_type} config records no sedr_special_ids; build the "
+                                   "model with SeDR.modeling.build_model from a folder holding its tokenizer")
+        return dict(ids)
 
     @property
     def extra_content_reserve(self) -> int:
@@ -207,7 +208,7 @@ class DenseRetriever(nn.Module):
     # ------------------------------------------------------------------ encoders
     def _encode(self, input_ids, attention_mask, *, segment_types=None, fuse_mat=None, variant=None,
                 row_groups=None):
-        return enc.encode(self.backbone, input_ids, attention_mask, position_rule=self.position_rule,
+        return enc.encode(self.backbone, input_ids, attention_mask,
                           padding_idx=self.special_ids["pad_id"], segment_types=segment_types,
                           fuse_mat=fuse_mat, variant=variant or self.variant,
                           gradient_checkpointing=self.gradient_checkpointing and self.training,
@@ -334,14 +335,13 @@ class SeDRTransformerHead(SeDRMaxP):
 
     def __init__(self, config):
         super().__init__(config)
-        layer_cls = type(self.backbone.encoder.layer[0])
-        self.trans_head = layer_cls(config)
+        self.trans_head = self.adapter.head_layer()  # a fresh layer of the backbone's family
         init_weights_only(self.trans_head, float(getattr(config, "initializer_range", 0.02)))
 
     def _slots(self, batch: SegmentBatch) -> torch.Tensor:
         X = scatter_segments(self.segment_cls(batch), batch)  # (n_docs, M, H), zero slots
         # All-ones mask: real segments also attend to the zero slots of short documents (§4.5).
-        return self.head(enc.run_layer(self.trans_head, X, None))  # (n_docs, M, d)
+        return self.head(enc.run_layer(self.trans_head, X, *self.adapter.head_args(X)))  # (n_docs, M, d)
 
     def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
         return self._slots(batch)  # empty slots = head(layer(0...)) != 0 (§10 #9)
@@ -363,6 +363,10 @@ class SeDRGlobalAttention(SeDR):
     variant = enc.GLOBAL
 
     def __init__(self, config):
+        reason = backbones.adapter_class(config.model_type).no_global_attention
+        if reason:
+            raise ModelConfigError(f"SeDR_Global_Attention cannot run on a {config.model_type} backbone: {reason}; "
+                                   "it runs on the RoBERTa, BERT and ELECTRA layouts")
         super().__init__(config)
         enc.add_global_projections(self.backbone)
 
