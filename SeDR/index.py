@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from SeDR.args import POSITIVE, Parser
 from SeDR.errors import exit_on_input_error
@@ -39,4 +40,6 @@ def main(argv: list[str] | None = None) -> DocumentIndex:
 
 
 if __name__ == "__main__":
+    # Loading a plain encoder logs every renamed tensor at INFO: noise on a terminal.
+    logging.getLogger("SeDR.modeling.checkpoint").setLevel(logging.WARNING)
     main()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from SeDR.args import POSITIVE, Parser
 from SeDR.document_index import read_index_info
@@ -51,4 +52,6 @@ def main(argv: list[str] | None = None) -> list[list[Hit]]:
 
 
 if __name__ == "__main__":
+    # Loading a plain encoder logs every renamed tensor at INFO: noise on a terminal.
+    logging.getLogger("SeDR.modeling.checkpoint").setLevel(logging.WARNING)
     main()
