@@ -233,7 +233,7 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
                                          lambda: stage_bm25(pre_dir, data_dir, bm25_out, out), (bm25_out,))
     k_train = {"up": key_hash(k_seg), **{f: getattr(s, f) for f in (
         "epochs", "max_bsize", "hardneg_topk", "optimizer", "learning_rate", "warmup_steps", "cache_size", "seed")}}
-    curves = {}
+    curves, last = {}, {}
     for cls in MODEL_CLASSES:
         ckpts = tuple(checkpoint_dir(s, models_dir, cls, e) for e in range(1, s.epochs + 1))
         trained = stages.run(f"train-{cls}", k_train,
@@ -247,9 +247,10 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
             dev_mrr.append(ev["scores"]["dev_MRR@100"])
         label = f"{cls} ({s.epochs} epoch{'s' if s.epochs > 1 else ''})"
         results[label] = {**ev, "train_seconds": trained["train_seconds"]}
+        last[cls] = (label, str(ckpts[-1]))
         curves[cls] = {"epochs": [h["epoch"] for h in trained["history"]],
                        "train_loss": [h["mean_loss"] for h in trained["history"]], "dev_mrr": dev_mrr}
-    systems = {START_LABEL: ("STAR_MaxP", s.model_dir), label: ("SeDR", str(ckpts[-1]))}  # the last class: SeDR
+    systems = {START_LABEL: ("STAR_MaxP", s.model_dir), last["SeDR"][0]: ("SeDR", last["SeDR"][1])}
     hits = stages.run("hits", {"up": key_hash(k_train), "queries": HIT_QUERIES, "shown": HITS_SHOWN},
                       lambda: stage_hits(s, data_dir, systems, out / "index"), (out / "index",))
     bar.close()
