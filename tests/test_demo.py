@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from SeDR import Retriever
 from SeDR.constants import CORPUS_FILE, SPLIT_FILES
 from SeDR.demo import run as demo
 from SeDR.demo.__main__ import main as demo_main
-from SeDR.demo.report import TABLE_METRICS
+from SeDR.demo.report import START_LABEL, TABLE_METRICS
 from SeDR.demo.stages import key_hash
 
 
@@ -98,7 +99,7 @@ def test_second_run_reuses_every_stage(runs):
 
 def test_table_equals_the_metrics_files(runs, capsys):
     out, _, _, second, _ = runs
-    table = (out / "results.md").read_text()
+    table = (out / "results.md").read_text().split("\n\n")[0]  # the hits table follows
     lines = [ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| system")]
     assert len(lines) == len(second["rows"]) >= 3
     for line, row in zip(lines, second["rows"]):
@@ -144,8 +145,33 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(runs, tmp_path):
     upstream = ["collection", "preprocess", "start"] + (["bm25"] if "bm25" in first["stages_ran"] else [])
     assert third["stages_reused"] == upstream
     assert third["stages_ran"] == [f"train-{c}" if k == 0 else f"eval-{c}-epoch{k}"
-                                   for c in demo.MODEL_CLASSES for k in range(3)]
+                                   for c in demo.MODEL_CLASSES for k in range(3)] + ["hits"]
     assert all(len(c["dev_mrr"]) == 2 for c in third["curves"].values())
+
+
+def test_the_last_table_shows_both_models_hits_through_the_retriever(runs, tiny_bert):
+    out, _, first, second, _ = runs
+    hits = second["hits"]
+    assert hits == first["hits"] and [q["qid"] for q in hits["queries"]] == sorted(
+        (line.split("\t")[0] for line in (out / "data" / SPLIT_FILES["dev"][0]).read_text().splitlines()),
+        key=int)[:demo.HIT_QUERIES]
+    texts = [q["text"] for q in hits["queries"]]
+    s = demo.DemoSettings(model_dir=str(tiny_bert)).quick()
+    for label, (cls, path) in {START_LABEL: ("STAR_MaxP", tiny_bert),
+                               "SeDR (1 epoch)": ("SeDR", demo.checkpoint_dir(s, out / "models", "SeDR", 1))}.items():
+        r = Retriever.from_pretrained(path, model_class=cls, max_seg_length=s.max_seg_length, max_seg_num=s.max_seg_num)
+        again = r.search(r.load_index(out / "index" / cls), texts, k=demo.HITS_SHOWN, show_progress=False)
+        assert hits["systems"][label] == [[[h.doc_id, h.score] for h in q] for q in again]
+    table = (out / "results.md").read_text().split("\n\n")[1].splitlines()
+    assert table[0] == f"| dev query (its page) | rank | {START_LABEL} | SeDR (1 epoch) |"
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    assert len(rows) == demo.HIT_QUERIES * demo.HITS_SHOWN
+    for k, row in enumerate(rows):
+        q, rank = hits["queries"][k // demo.HITS_SHOWN], k % demo.HITS_SHOWN
+        assert row[0] == (f"{q['text']} ({q['relevant_url']})" if rank == 0 else "") and row[1] == str(rank + 1)
+        for cell, label in zip(row[2:], hits["systems"]):
+            doc, score = hits["systems"][label][k // demo.HITS_SHOWN][rank]
+            assert cell == f"{hits['urls'][doc]} {score:.2f}" + " ✓" * (doc == q["relevant"])
 
 
 def test_key_hash_is_a_stable_short_digest():

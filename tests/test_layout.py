@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"SeDR.train", "SeDR.inference", "SeDR.adore_train"}
+SCRIPTS = {"SeDR.train", "SeDR.inference", "SeDR.adore_train", "SeDR.index", "SeDR.search"}
 MAX_MODULE_LINES = 450
 
 

@@ -18,8 +18,11 @@ each writing into one folder under ``--out``:
 4. ``bm25``        -> ``eval/bm25/`` (only if the optional ``bm25s`` package is installed);
 5. ``train-<class>`` -> ``models/``: STAR_MaxP and SeDR, the same budget, both from MiniLM;
 6. ``eval-<class>-epoch<e>`` -> ``eval/<class>-epoch<e>/``: every epoch's checkpoint (the curve);
-7. ``report`` (:mod:`SeDR.demo.report`): ``results.md`` (printed), ``results.json``,
-   ``training_curves.png``.
+7. ``hits``        -> ``index/STAR_MaxP/``, ``index/SeDR/``: the corpus indexed through
+   :class:`SeDR.Retriever` with the untrained start and the last SeDR checkpoint, and the top 3
+   hits of the first 3 dev queries of each (docs/your-documents.md);
+8. ``report`` (:mod:`SeDR.demo.report`): ``results.md`` (printed: the results table, then the
+   hits side by side), ``results.json``, ``training_curves.png``.
 
 A stage records ``stages/<name>.json`` (its settings key, result and seconds) when it finishes
 (:mod:`SeDR.demo.stages`); a rerun with the same settings reuses it, a changed setting reruns that
@@ -36,6 +39,8 @@ tokens.
 Measured (full default demo, fresh folder): 14 min 25 s wall, 10 min 52 s CPU, on 2 cores shared
 with other jobs (load average 7-8 for most of the run); a rerun that reuses every stage: 2.4 s.
 Per stage: encoding all 2,001 segments 45-110 s (load-dependent), training 190-230 s per class.
+Those figures predate the ``hits`` stage, which encodes the corpus once more with each of its two
+models (about two more encoding times; not yet measured in a full run).
 More training queries give a clearer gain at ~3.3 s of CPU per query per epoch for both classes:
 ``--train_queries 96`` took STAR_MaxP from dev MRR@100 0.512 to 0.589 in one measured run.
 """

@@ -64,3 +64,19 @@ def plot_curves(path: Path, curves: Mapping[str, dict], start_mrr: float, bm25_m
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def format_hits_table(hits: Mapping) -> str:
+    """Each system's top hits for the same dev queries, side by side; ✓ marks the query's own page (its qrel)."""
+    names = list(hits["systems"])
+    lines = ["| dev query (its page) | rank | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
+    for i, q in enumerate(hits["queries"]):
+        ranked = [hits["systems"][n][i] for n in names]
+        for rank in range(max(map(len, ranked))):
+            cells = []
+            for r in ranked:
+                doc, score = r[rank] if rank < len(r) else (None, None)
+                cells.append("" if doc is None else f"{hits['urls'][doc]} {score:.2f}" + " ✓" * (doc == q["relevant"]))
+            query = f"{q['text']} ({q['relevant_url']})".replace("|", "\\|") if rank == 0 else ""
+            lines.append(f"| {query} | {rank + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

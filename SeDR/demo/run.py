@@ -17,11 +17,12 @@ from tqdm.auto import tqdm
 
 from SeDR.constants import CORPUS_FILE, EVAL_DOCS_KEPT, SPLIT_FILES
 from SeDR.demo.collection import load_snapshot, select_collection, write_msmarco_files
-from SeDR.demo.report import START_LABEL, format_table, plot_curves, results_rows
+from SeDR.demo.report import START_LABEL, format_hits_table, format_table, plot_curves, results_rows
 from SeDR.demo.stages import Stages, key_hash
 from SeDR.errors import MissingInputError
 from SeDR.evaluation import evaluate_rankings
 from SeDR.preprocessing import Settings, default_threads, preprocess
+from SeDR.retriever import Retriever
 from SeDR.trainer import TRAIN_HISTORY, checkpoint_name
 from SeDR.workflows import run_inference, run_training
 
@@ -35,6 +36,8 @@ BM25_LABEL = "BM25 (bm25s, k1=0.9, b=0.4)"
 BM25_K1, BM25_B = 0.9, 0.4
 # Splits the quick mode keeps, documents per split (every document is its own query's page).
 QUICK_DOCS_PER_SPLIT = {"train": 10, "dev": 6, "test": 3, "2020test": 3}
+# The last table: the first dev queries (by qid) and each system's top hits, through SeDR.Retriever.
+HIT_QUERIES, HITS_SHOWN = 3, 3
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,27 @@ def stage_train(s: DemoSettings, model_class: str, pre_dir: Path, hardneg: Path,
             "history": history, "train_seconds": sum(h["seconds"] for h in history)}
 
 
+def stage_hits(s: DemoSettings, data_dir: Path, systems: Mapping[str, tuple[str, str]], index_dir: Path) -> dict:
+    """Index the corpus and search the first dev queries with each system ``{label: (class, checkpoint)}``
+    through :class:`SeDR.Retriever`, the API a user points at their own documents."""
+    def fields(name: str, sep: str | None = "\t") -> list[list[str]]:
+        return [line.split(sep) for line in (data_dir / name).read_text(encoding="utf-8").splitlines()]
+
+    queries = sorted(fields(SPLIT_FILES["dev"][0]), key=lambda q: int(q[0]))[:HIT_QUERIES]
+    relevant = {q: d for q, _, d, _ in fields(SPLIT_FILES["dev"][1], None)}
+    urls = {r[0]: r[1] for r in fields(CORPUS_FILE)}
+    result = {"queries": [{"qid": q, "text": t, "relevant": relevant[q], "relevant_url": urls[relevant[q]]}
+                          for q, t in queries], "systems": {}, "urls": {}}
+    for label, (model_class, path) in systems.items():
+        r = Retriever.from_pretrained(path, model_class=model_class, max_seg_length=s.max_seg_length,
+                                      max_seg_num=s.max_seg_num, max_query_length=s.max_query_length)
+        index = r.index(data_dir / CORPUS_FILE, out=index_dir / model_class, show_progress=False)
+        hits = r.search(index, [t for _, t in queries], k=HITS_SHOWN, show_progress=False)
+        result["systems"][label] = [[[h.doc_id, h.score] for h in ranked] for ranked in hits]
+        result["urls"].update({h.doc_id: urls[h.doc_id] for ranked in hits for h in ranked})
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------
@@ -188,7 +212,7 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
     use_bm25 = s.bm25 and importlib.util.find_spec("bm25s") is not None
     if s.bm25 and not use_bm25:
         logger.warning("bm25s is not installed: skipping the BM25 row (pip install bm25s)")
-    n_stages = 3 + use_bm25 + len(MODEL_CLASSES) * (1 + s.epochs)
+    n_stages = 4 + use_bm25 + len(MODEL_CLASSES) * (1 + s.epochs)
     bar = tqdm(total=n_stages, desc="demo stages", unit="stage", disable=not show_progress)
     stages = Stages(out, bar)
 
@@ -209,7 +233,7 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
                                          lambda: stage_bm25(pre_dir, data_dir, bm25_out, out), (bm25_out,))
     k_train = {"up": key_hash(k_seg), **{f: getattr(s, f) for f in (
         "epochs", "max_bsize", "hardneg_topk", "optimizer", "learning_rate", "warmup_steps", "cache_size", "seed")}}
-    curves = {}
+    curves, last = {}, {}
     for cls in MODEL_CLASSES:
         ckpts = tuple(checkpoint_dir(s, models_dir, cls, e) for e in range(1, s.epochs + 1))
         trained = stages.run(f"train-{cls}", k_train,
@@ -221,9 +245,14 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
                             lambda ckpt=ckpt, ev_out=ev_out, cls=cls: stage_inference(s, cls, ckpt, pre_dir, ev_out, out),
                             (ev_out,))
             dev_mrr.append(ev["scores"]["dev_MRR@100"])
-        results[f"{cls} ({s.epochs} epoch{'s' if s.epochs > 1 else ''})"] = {**ev, "train_seconds": trained["train_seconds"]}
+        label = f"{cls} ({s.epochs} epoch{'s' if s.epochs > 1 else ''})"
+        results[label] = {**ev, "train_seconds": trained["train_seconds"]}
+        last[cls] = (label, str(ckpts[-1]))
         curves[cls] = {"epochs": [h["epoch"] for h in trained["history"]],
                        "train_loss": [h["mean_loss"] for h in trained["history"]], "dev_mrr": dev_mrr}
+    systems = {START_LABEL: ("STAR_MaxP", s.model_dir), last["SeDR"][0]: ("SeDR", last["SeDR"][1])}
+    hits = stages.run("hits", {"up": key_hash(k_train), "queries": HIT_QUERIES, "shown": HITS_SHOWN},
+                      lambda: stage_hits(s, data_dir, systems, out / "index"), (out / "index",))
     bar.close()
 
     rows = results_rows(results, out)
@@ -233,7 +262,7 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
     plot_curves(out / "training_curves.png", curves, start_mrr, bm25_mrr)
     report = {"settings": asdict(s), "collection": json.loads((out / "stages" / "collection.json").read_text())["result"],
               "rows": rows, "curves": curves, "stages_ran": stages.ran, "stages_reused": stages.reused,
-              "plot": "training_curves.png"}
-    (out / "results.md").write_text(table + "\n")
+              "plot": "training_curves.png", "hits": hits}
+    (out / "results.md").write_text(table + "\n\n" + format_hits_table(hits) + "\n")
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
