@@ -116,10 +116,11 @@ class DocumentIndex:
             f.seek(start)
             return json.loads(f.read(end - start))
 
-    def searcher(self, faiss_gpus: Sequence[int] | None = None):
+    def searcher(self, faiss_gpus: Sequence[int] | None = None, backend: str = "auto"):
         """The exact search index over the vectors, built once (the one place that picks a search backend)."""
         if self._searcher is None:
-            self._searcher = indexes.build_index(self.embeddings.vectors, faiss_gpus, show_progress=False)
+            self._searcher = indexes.build_index(self.embeddings.vectors, faiss_gpus, backend=backend,
+                                                 show_progress=False)
         return self._searcher
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:

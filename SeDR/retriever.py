@@ -255,7 +255,8 @@ class Retriever:
                               batch_size, self.device, self.precision, show_progress=show_progress)
 
     def search(self, index: DocumentIndex, queries: str | Sequence[str], k: int = 10, *, batch_size: int = 32,
-               show_progress: bool = True, faiss_gpus: Sequence[int] | None = None) -> list[list[Hit]]:
+               show_progress: bool = True, faiss_gpus: Sequence[int] | None = None,
+               search_backend: str = "auto") -> list[list[Hit]]:
         """Per query, the top ``k`` documents ranked by their best segment among the segment hits."""
         self._check(index)
         queries = [queries] if isinstance(queries, str) else list(queries)
@@ -264,7 +265,7 @@ class Retriever:
         max_rows = int(np.diff(index.first_row).max(initial=1))
         hits = max(SEGMENT_HITS, (k - 1) * max_rows + 1)
         out = []
-        for _, scores, rows in indexes.iter_search(index.searcher(faiss_gpus), qvecs, hits, batch_size,
+        for _, scores, rows in indexes.iter_search(index.searcher(faiss_gpus, search_backend), qvecs, hits, batch_size,
                                                    show_progress, "search"):
             for s, r in zip(scores, rows):
                 docs, best_rows, best = unique_docs(r, index.embeddings.doc_ids, s, k)

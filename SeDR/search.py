@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from SeDR.args import POSITIVE, Parser
+from SeDR.constants import SEARCH_BACKENDS
 from SeDR.document_index import read_index_info
 from SeDR.errors import exit_on_input_error
 from SeDR.retriever import Hit, add_retriever_args, retriever_from_args
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("queries", metavar="QUERY", nargs="+", help="one or more queries")
     p.add_argument("--k", type=POSITIVE, default=10, help="documents listed per query")
     p.add_argument("--words", type=POSITIVE, default=12, help="words of the best segment shown")
-    p.add_argument("--faiss_gpus", type=int, nargs="*", default=None, help="GPU ids for the faiss index")
+    p.add_argument("--faiss_gpus", type=int, nargs="*", default=None, help="GPU ids of the search index")
+    p.add_argument("--search_backend", choices=SEARCH_BACKENDS, default="auto",
+                   help="exact search by faiss or by torch (same rankings); auto as SeDR/inference.py")
     add_retriever_args(p, segments=False)  # the segment shape is the index's
     return p
 
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> list[list[Hit]]:
     retriever = retriever_from_args(args, args.model, model_class=args.model_class or info.get("model_class"),
                                     max_seg_length=info.get("seg_length"), max_seg_num=info.get("max_seg_num"))
     index = retriever.load_index(args.index)
-    results = retriever.search(index, args.queries, k=args.k, faiss_gpus=args.faiss_gpus)
+    results = retriever.search(index, args.queries, k=args.k, faiss_gpus=args.faiss_gpus,
+                               search_backend=args.search_backend)
     for query, hits in zip(args.queries, results):
         texts = [retriever.segment_text(index, h.doc_id, h.best_segment) for h in hits]
         print(format_hits(query, hits, texts, args.words) + "\n")
