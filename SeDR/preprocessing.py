@@ -48,8 +48,8 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_HINT = "run `bash download_data.sh` (it downloads the MS MARCO / TREC-DL files into ./data)"
 PASSAGE_PREFIX = "passages"
 INCOMPLETE_TAG = ".incomplete-"
-TOKEN_DTYPE = np.int32          # SPEC §1.3: every memmap and length array is int32
-PAD_VALUE = 0                   # SPEC §1.3: rows are right-padded with 0 (not <pad>)
+TOKEN_DTYPE = np.int32          # every memmap and length array is int32
+PAD_VALUE = 0                   # rows are right-padded with 0 (not <pad>)
 PICKLE_PROTOCOL = 4             # as the original
 DOCS_PER_CALL = 128             # documents per backend call inside a worker
 QUERIES_PER_CALL = 4096
@@ -59,7 +59,7 @@ MAX_DOC_NUMBER = 2**63 - 1  # run files and id maps hold document numbers as int
 
 @dataclass(frozen=True)
 class Settings:
-    """The flags that define the output (SPEC §1.3)."""
+    """The flags that define the output."""
 
     model_name_or_path: str = "roberta-base"
     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
@@ -72,7 +72,7 @@ def query_prefix(split: str) -> str:
 
 
 def output_files(splits=tuple(SPLIT_FILES)) -> list[str]:
-    """The file names SPEC §1.3 lists, in a fixed order."""
+    """The file names of docs/data.md#preprocess-outputs, in a fixed order."""
     names = [f"{PASSAGE_PREFIX}.memmap", f"{PASSAGE_PREFIX}_length.npy", f"{PASSAGE_PREFIX}_meta", "pid2offset.pickle"]
     for s in splits:
         p = query_prefix(s)
@@ -142,7 +142,7 @@ class CorpusIndex:
 
 
 def scan_corpus(path: str | Path) -> CorpusIndex:
-    """Validate every corpus line and map doc number -> offset (= 0-based line number, SPEC §1.3)."""
+    """Validate every corpus line and map doc number -> offset (= 0-based line number)."""
     path = Path(path)
     pid2offset: dict[int, int] = {}
     starts = array("q")
@@ -183,7 +183,7 @@ def scan_corpus(path: str | Path) -> CorpusIndex:
 
 @dataclass
 class SplitInput:
-    """One validated query/qrels pair (SPEC §1.3): kept queries in file order and offset qrels."""
+    """One validated query/qrels pair: kept queries in file order and offset qrels."""
 
     qids: list[int]                          # kept (judged) queries, query-file order
     texts: list[str]
@@ -241,7 +241,7 @@ def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int])
 
 
 def document_text(line: str, max_doc_character: int, separator: str = DOC_FIELD_SEPARATOR) -> str:
-    """``url</s>title</s>body`` (each field rstripped), cut to ``max_doc_character`` characters (SPEC §1.3).
+    """``url</s>title</s>body`` (each field rstripped), cut to ``max_doc_character`` characters (docs/data.md#document-text).
 
     ``separator`` is the tokenizer's field separator (:attr:`StarTokenizer.field_separator`):
     ``</s>`` for RoBERTa, ``[SEP]`` for a BERT WordPiece tokenizer.
@@ -375,7 +375,7 @@ def tokenize_corpus(tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path,
     lengths_path = out_dir / f"{PASSAGE_PREFIX}_length.tmp"
     _allocate(tokens_path, n * width * np.dtype(TOKEN_DTYPE).itemsize)  # zero-filled, space taken now
     _allocate(lengths_path, n * np.dtype(TOKEN_DTYPE).itemsize)
-    # The original's ranges: [round(N*i/t), round(N*(i+1)/t)) (SPEC §1.3).
+    # The original's ranges: [round(N*i/t), round(N*(i+1)/t)).
     bounds = [round(n * i / threads) for i in range(threads + 1)]
     jobs = [DocRange(str(index.path), index.line_starts[a], a, b, str(tokens_path), str(lengths_path), n, width,
                      settings.max_doc_character, tokenizer.field_separator)
@@ -393,7 +393,7 @@ def tokenize_corpus(tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path,
 
 
 def write_split(tokenizer: StarTokenizer, split: str, data: SplitInput, out_dir: Path, settings: Settings) -> None:
-    """The five files of one query split (SPEC §1.3)."""
+    """The five files of one query split."""
     n, width = len(data.qids), settings.max_query_length
     tokens = np.memmap(out_dir / f"{query_prefix(split)}.memmap", dtype=TOKEN_DTYPE, mode="w+", shape=(n, width))
     lengths = np.zeros(n, dtype=TOKEN_DTYPE)

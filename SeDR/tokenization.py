@@ -1,40 +1,14 @@
 """The STAR tokenizer: transformers-2.8's lower-cased slow RoBERTa tokenizer, emulated on a fast one.
 
-The released STAR checkpoint (and hence every SeDR number) was trained on ids produced by a
-vendored copy of the transformers-2.8.0 *slow* ``RobertaTokenizer`` built with
-``do_lower_case=True``. Current transformers no longer ships a slow RoBERTa tokenizer and its
-fast one behaves differently (prefix space, no lower-casing, ``<mask>`` lstrip). SPEC §1.2 lists
-the five rules we reproduce here on top of the Rust ``tokenizers`` backend, batched:
-
-1. a prefix space for queries (special tokens added) unless the text starts with whitespace;
-   none for documents;
-2. lower-casing character by character (see :func:`lower_per_character`);
-3. splitting on the literal special-token strings, ``rstrip`` of every piece, empty pieces
-   dropped, special strings become their ids;
-4. byte-level BPE of every piece on its own (no prefix space: the first word of a piece that
-   follows ``</s>`` has no ``Ġ`` marker);
-5. truncation before the special tokens are added, so ``CLS``/``EOS`` of a query survive.
-
-Rules 1 and 2 (and the forced no-prefix-space of rule 4) are the roberta-base emulation: they
-apply to a byte-level BPE with RoBERTa's special tokens. Any other tokenizer (BERT WordPiece,
-SentencePiece, ModernBERT's BPE) keeps its own casing and pre-tokenizer: nothing is lower-cased
-here and queries get no added space, so a cased tokenizer sees the ids it was trained on
-(docs/backbones.md#lower-casing).
-Documents join their fields with :attr:`StarTokenizer.field_separator` (``[SEP]`` where there is
-no ``</s>``).
-
-Speed (``bench/preprocess.py``): for a byte-level BPE backend, pieces are cut into GPT-2
-pre-tokens by the ``regex`` module here, and each distinct pre-token is BPE-encoded once by the
-backend and its ids kept (:attr:`StarTokenizer._word_ids`, bounded), which is about three times
-faster per core than the backend's own pre-tokenizer. Ids are the backend's: BPE never crosses a
-pre-token, and a piece is only split here when every non-ASCII character in it is classified
-alike by both regex engines (probed once per character); other pieces go to the backend whole.
-
-The slow pure-Python restatement of the 2.8 call path, the tests' oracle and the baseline of
-``bench/preprocess.py``, is :class:`SeDR.testing.ReferenceRobertaTokenizer`.
-
-Known divergence: Python 3.6-era Unicode tables of the original vs the interpreter's tables here
-(only characters added to Unicode since then can lower-case or classify differently).
+Every SeDR number was trained on ids of a vendored transformers-2.8 *slow* ``RobertaTokenizer``
+with ``do_lower_case=True``, which today's transformers no longer ships. Its five rules
+(docs/data.md#star-tokenizer: prefix space for queries, per-character lower-casing, special-token
+splitting with ``rstrip``, BPE per piece, truncation before CLS/EOS) are reproduced here on the
+Rust ``tokenizers`` backend, batched. They are the roberta-base emulation; any other tokenizer
+keeps its own casing and pre-tokenizer (docs/backbones.md#lower-casing). For byte-level BPE,
+distinct GPT-2 pre-tokens are BPE-encoded once and their ids reused (ids byte-identical to the
+backend's; ``bench/preprocess.py``). The slow reference is
+:class:`SeDR.testing.reference_tokenizer.ReferenceRobertaTokenizer`.
 """
 
 from __future__ import annotations
@@ -61,7 +35,7 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def lower_per_character(text: str) -> str:
-    """Lower-case ``text`` as 2.8's ``do_lower_case`` did: each character on its own (SPEC §1.2 rule 2).
+    """Lower-case ``text`` as 2.8's ``do_lower_case`` did: each character on its own (docs/data.md#lower-casing).
 
     Equal to ``"".join(c.lower() for c in text)`` but runs in C. Length can grow (``"İ"`` becomes
     ``"i̇"``, two characters) exactly as in the original; the 10,000-character cut happens before
@@ -96,7 +70,7 @@ def _gpt2_word_pattern(backend):
 
 
 class StarTokenizer:
-    """Batched emulation of the 2.8 slow tokenizer (SPEC §1.2) on a ``tokenizers`` backend.
+    """Batched emulation of the 2.8 slow tokenizer on a ``tokenizers`` backend.
 
     Build it with :meth:`from_pretrained`; it pickles compactly (the backend travels as JSON, the
     caches stay behind), so worker processes can rebuild it without importing ``transformers``.
@@ -132,7 +106,7 @@ class StarTokenizer:
 
     @property
     def field_separator(self) -> str:
-        """The string that joins url, title and body of a document (SPEC §1.3).
+        """The string that joins url, title and body of a document (docs/data.md#document-text).
 
         RoBERTa's literal ``</s>``; a tokenizer without it (BERT WordPiece) uses its own separator
         token string (``[SEP]``), which the split turns into ``eos_id`` just as ``</s>`` becomes 2.

@@ -1,8 +1,8 @@
-"""Segment-Interaction Transformer on stock layers (SPEC §3.1-§3.3; oracles T2, T3).
+"""Segment-Interaction Transformer on stock layers (docs/models.md#encoder-loop), against references written by hand.
 
 The reference implementations here are written independently of ``SeDR.modeling.encoder``: the
-§3.2 one drives a separate, eager-attention ``RobertaModel`` and overwrites the placeholders with
-explicit in-place loops; the §3.3 one assembles each CLS's key list position by position.
+The broadcast one drives a separate, eager-attention ``RobertaModel`` and overwrites the placeholders with
+explicit in-place loops; the Global-Attention one assembles each CLS's key list position by position.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def doc_batch():
 
 
 def t2_batch(T=505, P=3):
-    """SPEC T2: a 2-segment document followed by the 1,300-token document (seg_sep [0, 2, 5])."""
+    """docs/segmentation.md#worked-example: a 2-segment document followed by the 1,300-token document (seg_sep [0, 2, 5])."""
     L = T - P - 2
     n = 5
     ids = torch.full((n, T), 1)
@@ -102,7 +102,7 @@ def stock_position_ids(ids: torch.Tensor) -> torch.Tensor:
 
 
 def reference_sedr_segments(model, batch: SegmentBatch) -> torch.Tensor:
-    """§3.2 by hand: a separate eager RobertaModel, explicit layer loop, in-place placeholder writes."""
+    """The CLS broadcast by hand: a separate eager RobertaModel, explicit layer loop, in-place placeholder writes."""
     cfg = model.backbone.config.__class__.from_dict(model.backbone.config.to_dict())
     cfg._attn_implementation = "eager"
     ref = RobertaModel(cfg, add_pooling_layer=False).eval()
@@ -138,7 +138,7 @@ def test_sedr_matches_hand_written_reference(star_dir, doc_batch):
 
 
 def reference_global_segments(model, batch: SegmentBatch) -> torch.Tensor:
-    """§3.3 by hand: broadcast before each layer, then per-row key lists for the CLS, eager math everywhere."""
+    """Global-Attention by hand: broadcast before each layer, then per-row key lists for the CLS, eager math everywhere."""
     bb = model.backbone
     ids, m = batch.input_ids, batch.attention_mask.float()
     fuse = batch.fuse_mat
@@ -245,10 +245,10 @@ def test_eager_and_sdpa_agree(star_dir, doc_batch):
 
 
 # --------------------------------------------------------------------------------------------
-# Row groups (issue 7): each layer runs on buckets of rows of similar width
+# Row groups: each layer runs on buckets of rows of similar width (docs/segmentation.md#row-groups)
 # --------------------------------------------------------------------------------------------
 
-GROUP_SPEC = SegmentSpec(40, 4)  # L = 28, P = 3, T = 33
+GROUP_SHAPE = SegmentSpec(40, 4)  # L = 28, P = 3, T = 33
 GROUP_LENGTHS = (9, 30, 20, 48, 100, 3, 37, 70)  # 1-4 segments, tails of mixed widths
 
 
@@ -257,8 +257,8 @@ def group_batches(cls_id=0, eos_id=2, pad_id=1, vocab=390):
     rng = np.random.default_rng(5)
     docs = [rng.integers(5, vocab, size=n) for n in GROUP_LENGTHS]
     ids = {"cls_id": cls_id, "eos_id": eos_id, "pad_id": pad_id}
-    fixed = collate_documents(docs, range(len(docs)), GROUP_SPEC, **ids)
-    grouped = collate_documents(docs, range(len(docs)), GROUP_SPEC, row_groups=True, group_overhead=0, **ids)
+    fixed = collate_documents(docs, range(len(docs)), GROUP_SHAPE, **ids)
+    grouped = collate_documents(docs, range(len(docs)), GROUP_SHAPE, row_groups=True, group_overhead=0, **ids)
     assert grouped.row_groups.num_groups >= 4
     return fixed, grouped
 

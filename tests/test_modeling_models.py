@@ -1,4 +1,4 @@
-"""Model classes and registry (SPEC §4): gradients, Late-Cache equivalence, per-class document encoders."""
+"""Model classes and registry (docs/models.md#model-classes): gradients, Late-Cache equivalence, per-class document encoders."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def test_cache_size_rules(star_dir):
 
 
 def test_sedr_maxp_inference_is_its_training_encoder(star_dir):
-    """FIX §10 #39: SeDR_MaxP encodes without fuse matrix / segment types, like STAR_MaxP."""
+    """docs/deviations.md#dev-sedr-maxp-inference: SeDR_MaxP encodes without fuse matrix / segment types, like STAR_MaxP."""
     maxp = build("SeDR_MaxP", star_dir).eval()
     star = build("STAR_MaxP", star_dir).eval()
     sedr = build("SeDR", star_dir).eval()
@@ -148,7 +148,7 @@ def test_transformer_head_slots(star_dir):
     with torch.no_grad():
         R = model.encode_documents(batch)
         rows = model.encode_segments(batch)
-    assert R[0, 1:].abs().sum() > 0  # empty slots are head(layer(0...)), not zero (§10 #9)
+    assert R[0, 1:].abs().sum() > 0  # empty slots are head(layer(0...)), not zero
     assert rows.shape == (8, 32)
     assert torch.equal(rows[0], R[0, 0]) and torch.equal(rows[1:4], R[1, :3]) and torch.equal(rows[4:], R[2])
 
@@ -177,7 +177,7 @@ def test_star_multi_views(star_dir, tokenizer):
     V = len(tokenizer)
     model = build("STAR_Multi", star_dir).eval()
     assert model.K == 4 and model.extra_content_reserve == 3
-    assert model.config.vocab_size == V + 4  # grown at construction, before any optimizer (§10 #22)
+    assert model.config.vocab_size == V + 4  # grown at construction, before any optimizer
     assert model.view_token_ids.tolist() == [V, V + 1, V + 2, V + 3]
     assert model.rows_per_document(torch.tensor([1, 1])).tolist() == [4, 4]
     star = torch.load(star_dir / "pytorch_model.bin", weights_only=True)

@@ -1,4 +1,4 @@
-"""SPEC §1.3 outputs, end to end on the synthetic MS MARCO folder, against a per-line computation
+"""The preprocess outputs (docs/data.md#preprocess-outputs), end to end on the synthetic MS MARCO folder, against a per-line computation
 with the pure-Python 2.8 reference tokenizer; idempotence, atomicity and the bad-input policy."""
 
 import errno
@@ -50,7 +50,7 @@ def out_one(tmp_path_factory, msmarco, small_settings):
 
 
 def expected_outputs(data_dir: Path, ref, max_seq_length, max_query_length, max_doc_character):
-    """Everything SPEC §1.3 prescribes, computed line by line with plain Python and the reference."""
+    """Everything the preprocess folder holds, computed line by line with plain Python and the reference."""
     docs, pid2offset = [], {}
     for i, line in enumerate((data_dir / CORPUS_FILE).read_text(encoding="utf-8").splitlines()):
         did, url, title, body = line.split("\t")

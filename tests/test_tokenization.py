@@ -1,4 +1,4 @@
-"""SPEC §1.2 rules 1-5 and oracle T15, checked against the tokenizer's own per-piece encoding and
+"""The five tokenizer rules and the stored-document example of docs/data.md#star-tokenizer, checked against the tokenizer's own per-piece encoding and
 against the independent pure-Python 2.8 restatement (``ReferenceRobertaTokenizer``)."""
 
 import pickle
@@ -181,7 +181,7 @@ def test_bert_special_ids_and_field_separator(bert_star, star):
     assert (bert_star.cls_id, bert_star.eos_id) == (3, 4)
     assert bert_star.special_ids == {"[PAD]": 0, "[UNK]": 2, "[CLS]": 3, "[SEP]": 4, "[MASK]": 5}
     assert bert_star.field_separator == "[SEP]"        # BERT has no "</s>"
-    assert star.field_separator == "</s>"              # RoBERTa keeps the literal of SPEC §1.3
+    assert star.field_separator == "</s>"              # RoBERTa keeps the literal field separator
 
 
 def test_bert_document_and_query_ids_hand_checked(bert_star):

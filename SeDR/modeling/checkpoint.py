@@ -1,32 +1,11 @@
 """Checkpoints in and out: the released STAR checkpoint, the original SeDR code's, a Longformer conversion, ours.
 
-Folder layout we write (``save_pretrained``): ``config.json`` (the backbone config plus every
-model-defining SeDR field: ``sedr_model_class``, ``max_seg_num``, ``multi_view_k``, ``cache_size``,
-``output_embedding_size`` when set, ``sedr_special_ids``) and ``model.safetensors`` whose parameter
-names are those of SPEC Appendix A (``roberta.*``, ``embeddingHead.*``, ``norm.*``,
-``roberta.embeddings.segment_type_embeddings.weight``, ``…attention.self.{query,key,value}_global.*``,
-``trans_head.*``), so we read the original's ``pytorch_model.bin`` as is. The original's transformers
-(4.12, 3.0.2 for SeDR-Longformer) cannot read ``model.safetensors``: ``python -m SeDR.export_original``
-writes its layout.
-
-Reading is one explicit key mapping (:func:`adapt_state_dict`), whatever the source:
-
-* ``*.position_ids`` buffers and pooler weights are dropped (documented, logged at INFO);
-* a plain encoder (keys ``embeddings.*``/``encoder.*``, e.g. a ``BertModel`` checkpoint) gets the
-  model's prefix; ``longformer.*`` (a ``./data/starlongformer`` conversion) is renamed to ``roberta.*``;
-  a Longformer config (ours, or the original's with allenai's keys) is read as RoBERTa's;
-* a position table longer than the model's (2050 rows in the Longformer conversion) is cut to the
-  model's first rows (514 for RoBERTa: rows 2..513 are STAR's);
-* ``*_global`` projections present in the checkpoint are used as is; absent ones are copied from the
-  same layer's local ``query/key/value`` (SPEC §3.3 item 5, §10 #27);
-* the segment-type table is new when absent (``N(0, 0.02²)``), and must have ``max_seg_num`` rows
-  when present (a clear error otherwise);
-* STAR_Multi: a word table ``K`` rows short of the model's is grown, view rows new (§10 #22);
-* ``trans_head.*`` is new for SeDR_Transformer_Head when absent; a checkpoint without any head keys
-  (plain encoder) gets a fresh head, initialised to the identity (DECIDE: the first vectors are
-  ``LayerNorm(CLS)`` of the pretrained encoder rather than a random projection of it).
-
-Every other missing or unexpected key is listed in a warning.
+We write ``config.json`` (the backbone config plus every model-defining SeDR field) and
+``model.safetensors`` under the original's parameter names (docs/models.md#parameter-names), so the
+original's ``pytorch_model.bin`` reads as is; the original's transformers cannot read safetensors:
+``python -m SeDR.export_original`` writes its layout. Reading is one explicit key mapping
+(:func:`adapt_state_dict`) whatever the source (docs/models.md#checkpoint-loading); every key that
+is missing or unexpected beyond what a source lacks by design is listed in a warning.
 """
 
 from __future__ import annotations
@@ -53,7 +32,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
-# RoBERTa/STAR position table (SPEC §0): a longer table (Longformer conversion, 2050 rows) is cut to this.
+# RoBERTa/STAR position table: a longer table (Longformer conversion, 2050 rows) is cut to this.
 ROBERTA_POSITION_ROWS = 514
 # Longformer-only config fields dropped when a conversion is read as RoBERTa.
 _LONGFORMER_FIELDS = ("attention_window", "attention_mode", "attention_dilation", "autoregressive",
@@ -303,13 +282,14 @@ def build_model(model_class: str, init_path, *, max_seg_num: int, cache_size: in
                 output_embedding_size: int | None = None, attn_implementation: str = "sdpa") -> M.DenseRetriever:
     """A model of class ``model_class`` to train, initialised from ``init_path`` (STAR, a conversion, any ours).
 
-    ``cache_size <= 0`` is rejected for the cached classes (SPEC §10 #40). For STAR_Multi the
-    vocabulary grows by ``multi_view_k`` here, i.e. before any optimizer exists (§10 #22).
+    ``cache_size <= 0`` is rejected for the cached classes (docs/training.md#late-cache-capacity). For
+    STAR_Multi the vocabulary grows by ``multi_view_k`` here, i.e. before any optimizer exists
+    (docs/deviations.md#dev-star-multi-vocab).
     """
     cls = M.get_model_class(model_class)
     if cls.uses_cache and cache_size <= 0:
         raise M.ModelConfigError(f"--cache_size must be > 0 for {model_class} (got {cache_size}); "
-                             "train SeDR_without_LateCache for the run without the cache (SPEC §4.3)")
+                             "train SeDR_without_LateCache for the run without the cache")
     cfg = read_config_dict(init_path)
     multi_view_k = int(cfg.get("multi_view_k", multi_view_k))
     return _instantiate(init_path, model_class, max_seg_num=max_seg_num, cache_size=cache_size,
@@ -319,7 +299,7 @@ def build_model(model_class: str, init_path, *, max_seg_num: int, cache_size: in
 
 def load_model(path, model_class: str | None = None, max_seg_num: int | None = None,
                attn_implementation: str = "sdpa") -> M.DenseRetriever:
-    """A trained checkpoint as its own class (SPEC §10 #36) unless ``model_class`` overrides it.
+    """A trained checkpoint as its own class (docs/models.md#inference-class) unless ``model_class`` overrides it.
 
     ``max_seg_num`` (the inference flag) overrides the recorded value; it must match the
     checkpoint's segment-type table, else a clear error says which value to pass.
@@ -344,7 +324,7 @@ def load_model(path, model_class: str | None = None, max_seg_num: int | None = N
 
 
 def save_pretrained(model: M.DenseRetriever, folder) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (Appendix A names) into ``folder``."""
+    """Write ``config.json`` + ``model.safetensors`` (the original's parameter names) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config.to_dict()

@@ -1,20 +1,13 @@
-"""Segment-Interaction Transformer on a stock Hugging Face encoder (SPEC §3.1-§3.3, Appendix A).
+"""Segment-Interaction Transformer on a stock Hugging Face encoder (docs/models.md#encoder-loop).
 
 We never copy a modeling file. The stock base model of the backbone's family keeps its modules and
 parameter names; a backbone adapter (:mod:`SeDR.modeling.backbones`) says how to embed, which
-layers to call with which arguments and how to finish. This module
-
-* adds two kinds of parameters to stock sub-modules, so checkpoint keys stay those of the
-  original (Appendix A): ``embeddings.segment_type_embeddings`` (§3.1) and, for the
-  Global-Attention variant, ``query_global``/``key_global``/``value_global`` inside each layer's
-  self-attention module (§3.3);
-* drives the stock layers from one loop over the adapter, inserting the CLS broadcast between
-  layers or running the global CLS attention inside a layer, with its own non-reentrant
-  gradient checkpointing (HF's per-layer flag stays off) and optional row groups. Layers may
-  return a bare tensor (transformers 5.x) or a tuple (4.x).
-
-Attention masks are additive ``(1 - m) · (-10000)`` as in HF 4.12 (SPEC §0); the value is also
-representable in fp16/bf16, and the Global-Attention sum of two such terms (-20000) stays finite.
+layers to call with which arguments and how to finish. This module adds the segment-type table
+(docs/models.md#segment-type-embeddings) and the Global-Attention projections to stock sub-modules
+under the original's parameter names, and drives the stock layers from one loop: the CLS broadcast
+between layers (docs/models.md#cls-broadcast) or the global CLS attention inside a layer
+(docs/models.md#global-attention), its own non-reentrant gradient checkpointing, and row groups
+(docs/segmentation.md#row-groups). Masks are additive ``(1 - m) · (-10000)`` as in transformers 4.12.
 """
 
 from __future__ import annotations
@@ -38,10 +31,10 @@ from SeDR.modeling.backbones import (  # noqa: F401 - re-exported: the loop's pu
     roberta_position_ids,
 )
 
-# Interaction variants of the document encoder (SPEC §4.10).
-PLAIN = "plain"            # stock layers; placeholders evolve as ordinary PAD tokens (MaxP-style, §4.4)
-AFTER_LAYER = "after_layer"  # §3.2: CLS broadcast into the placeholders after every layer
-GLOBAL = "global"          # §3.3: broadcast before every layer + global CLS attention
+# Interaction variants of the document encoder (docs/models.md#class-summary).
+PLAIN = "plain"            # stock layers; placeholders evolve as ordinary PAD tokens (MaxP-style)
+AFTER_LAYER = "after_layer"  # CLS broadcast into the placeholders after every layer
+GLOBAL = "global"          # broadcast before every layer + global CLS attention
 VARIANTS = (PLAIN, AFTER_LAYER, GLOBAL)
 
 
@@ -60,7 +53,7 @@ def add_segment_type_embeddings(backbone: nn.Module, max_seg_num: int, init_std:
 def add_global_projections(backbone: nn.Module) -> None:
     """Give every layer's self-attention ``query_global/key_global/value_global``, copied from the local ones.
 
-    The copy is the STAR initialisation of SPEC §3.3 item 5; a checkpoint that carries its own
+    The copy is the STAR initialisation (docs/longformer.md#global-attention-init); a checkpoint that carries its own
     ``*_global`` weights overwrites them when loaded.
     """
     for layer in backbone_adapter(backbone).layers:
@@ -82,7 +75,7 @@ def run_layer(layer: nn.Module, hidden: torch.Tensor, *args) -> torch.Tensor:
 
 
 def broadcast_cls(hidden: torch.Tensor, fuse_mat: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
-    """Write the sibling segments' CLS states into the last ``P`` positions, out of place (SPEC §3.2).
+    """Write the sibling segments' CLS states into the last ``P`` positions, out of place.
 
     ``hidden[r, T-P+j] ← cls[fuse_mat[r, j]]`` with ``cls = hidden[:, 0]`` by default; a row group
     passes the CLS states of every row of the pass instead. Gradients flow into the siblings' CLS states.
@@ -96,7 +89,7 @@ def broadcast_cls(hidden: torch.Tensor, fuse_mat: torch.Tensor, cls: torch.Tenso
 
 def global_keys(states: torch.Tensor, add_mask: torch.Tensor, fuse_mat: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys (or values) and their additive mask for each row's global CLS query (SPEC §3.3 item 3).
+    """Keys (or values) and their additive mask for each row's global CLS query (docs/models.md#global-key-set).
 
     Own row: all ``T`` positions with its own mask. Then, for each slot ``j`` in order, the sibling
     row ``fuse_mat[r, j]`` at positions ``1 … T-P-1`` (no CLS, no placeholders) with the sibling's
@@ -123,7 +116,7 @@ def global_keys(states: torch.Tensor, add_mask: torch.Tensor, fuse_mat: torch.Te
 
 def global_cls_context(attn: nn.Module, hidden: torch.Tensor, add_mask: torch.Tensor,
                        fuse_mat: torch.Tensor | None) -> torch.Tensor:
-    """Global attention result for position 0 of every row, ``(n, H)`` (SPEC §3.3 item 3-4).
+    """Global attention result for position 0 of every row, ``(n, H)``.
 
     Query ``Q_g(h_0)``; keys/values ``K_g/V_g`` over :func:`global_keys`; scores scaled by
     ``1/sqrt(head_dim)``, softmax, attention-probability dropout, weighted sum of ``V_g``.
@@ -146,7 +139,7 @@ def global_cls_context(attn: nn.Module, hidden: torch.Tensor, add_mask: torch.Te
 
 def run_global_layer(layer: nn.Module, hidden: torch.Tensor, mask4d: torch.Tensor, add_mask: torch.Tensor,
                      fuse_mat: torch.Tensor | None) -> torch.Tensor:
-    """A stock layer whose self-attention context at position 0 is replaced by the global result (SPEC §3.3).
+    """A stock layer whose self-attention context at position 0 is replaced by the global result.
 
     The stock local attention runs for every position (CLS included, then overwritten); the stock
     output projection / residual / LayerNorm and feed-forward follow unchanged.
@@ -169,7 +162,7 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
     """Last hidden states ``(n, T, H)`` of the stock backbone driven layer by layer.
 
     With ``row_groups`` (PLAIN and AFTER_LAYER only; GLOBAL ignores them because its CLS attends
-    to every column of the sibling rows, §3.3) each layer runs group by group, each group on its
+    to every column of the sibling rows) each layer runs group by group, each group on its
     own leading columns plus the ``P`` placeholders: position ids and column indices are taken
     on the full rows, so the kept tokens keep theirs, and every dropped column is masked padding
     of every row of the group. After each layer the CLS states of all rows (in group order) are
@@ -179,12 +172,12 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
     Args:
         position_rule: override of the family's rule (:data:`ROBERTA_POSITIONS` or :data:`ABSOLUTE_POSITIONS`).
         padding_idx: PAD id for the RoBERTa rule (default: the backbone config's ``pad_token_id``).
-        segment_types: ``(n,)`` segment position ids, or ``None`` to omit ``E_seg`` (§3.1).
-        fuse_mat: ``(n, P)`` batch fuse matrix (SPEC §2.3) or ``None`` (queries, ``M = 1``, MaxP-style).
-        variant: :data:`PLAIN`, :data:`AFTER_LAYER` (§3.2) or :data:`GLOBAL` (§3.3).
+        segment_types: ``(n,)`` segment position ids, or ``None`` to omit ``E_seg``.
+        fuse_mat: ``(n, P)`` batch fuse matrix (docs/segmentation.md#fuse-matrix) or ``None`` (queries, ``M = 1``, MaxP-style).
+        variant: :data:`PLAIN`, :data:`AFTER_LAYER` or :data:`GLOBAL`.
         gradient_checkpointing: recompute each layer in backward (non-reentrant; RNG state preserved).
-        output_hidden_states: also return the state after every layer step (after the §3.2 overwrite;
-            for §3.3 the inputs of layers 2..N after their broadcast, then the output).
+        output_hidden_states: also return the state after every layer step (after the broadcast;
+            for Global-Attention the inputs of layers 2..N after their broadcast, then the output).
         row_groups: optional bucketing of the rows by real width (:class:`~SeDR.batch.RowGroups`).
     """
     if variant not in VARIANTS:

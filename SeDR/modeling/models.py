@@ -1,14 +1,10 @@
-"""The paper's model classes on a stock Hugging Face encoder, and the registry keyed by README names (SPEC §4).
+"""The paper's model classes on a stock Hugging Face encoder, and the registry keyed by README names.
 
-:class:`DenseRetriever` is STAR's ``RobertaDot``: a stock encoder (attribute named after the
-family's ``base_model_prefix``, ``roberta`` for STAR, so parameter names are those of Appendix A and
-of any checkpoint transformers saves; :mod:`SeDR.modeling.backbones`), CLS pooling, a
-linear ``embeddingHead`` and a LayerNorm ``norm`` shared by queries and documents. Subclasses
-change one hook: the document encoder (interaction variant, Transformer head, multi-view prefix),
-the loss (STAR pairwise or CE with Late-Cache) and whether a cache is used.
-
-All model-defining values live on ``self.config`` (the backbone config plus SeDR fields), so
-:meth:`DenseRetriever.save_pretrained` records them; nothing is module-level state.
+:class:`DenseRetriever` is STAR's ``RobertaDot`` (docs/models.md#dense-head): a stock encoder under
+the family's ``base_model_prefix`` (``roberta`` for STAR), CLS pooling, a linear ``embeddingHead``
+and a LayerNorm ``norm`` shared by queries and documents. Subclasses change one hook: the document
+encoder, the loss, whether a cache is used (docs/models.md#model-registry). All model-defining values
+live on ``self.config``, so a saved checkpoint records them; nothing is module-level state.
 """
 
 from __future__ import annotations
@@ -35,9 +31,9 @@ from SeDR.modeling.scoring import (
 
 logger = logging.getLogger(__name__)
 
-# Default number of view tokens of STAR_Multi (the original's K = 4, SPEC §4.8).
+# Default number of view tokens of STAR_Multi (the original's K = 4).
 DEFAULT_MULTI_VIEW_K = 4
-# Default Late-Cache capacity (SPEC §4.3, README --cache_size 50).
+# Default Late-Cache capacity (README --cache_size 50).
 DEFAULT_CACHE_SIZE = 50
 
 MODEL_REGISTRY: dict[str, type[DenseRetriever]] = {}
@@ -120,7 +116,7 @@ def init_weights_only(module: nn.Module, std: float) -> None:
 
 
 class DenseRetriever(nn.Module):
-    """Template dual encoder (STAR's ``RobertaDot``, SPEC §4.1).
+    """Template dual encoder (STAR's ``RobertaDot``).
 
     Config fields read (besides the backbone's): ``max_seg_num`` (rows of the segment-type table
     and width ``M`` of a document matrix), ``cache_size``, ``multi_view_k``,
@@ -128,10 +124,10 @@ class DenseRetriever(nn.Module):
     """
 
     model_class_name: ClassVar[str] = ""
-    variant: ClassVar[str] = enc.PLAIN          # document encoder (SPEC §4.10)
-    uses_segment_types: ClassVar[bool] = False  # E_seg read in the document encoder (§3.1)
-    uses_cache: ClassVar[bool] = False          # Late-Cache Negative (§4.3)
-    loss_kind: ClassVar[str] = "pairwise"      # "pairwise" (STAR, §4.7) or "ce" (§4.2-4.3)
+    variant: ClassVar[str] = enc.PLAIN          # document encoder
+    uses_segment_types: ClassVar[bool] = False  # E_seg read in the document encoder
+    uses_cache: ClassVar[bool] = False          # Late-Cache Negative (docs/training.md#late-cache)
+    loss_kind: ClassVar[str] = "pairwise"      # "pairwise" (STAR) or "ce" (in-batch + hard negatives)
     # Parameter-name parts that a checkpoint may lack by design (initialised fresh, logged at INFO).
     fresh_parameters: ClassVar[tuple[str, ...]] = ("embeddings.segment_type_embeddings.",)
 
@@ -143,7 +139,7 @@ class DenseRetriever(nn.Module):
         hidden = config.hidden_size
         dim = int(getattr(config, "output_embedding_size", None) or hidden)
         std = float(getattr(config, "initializer_range", 0.02))
-        # Every class carries E_seg, as the original's RoBERTa did (checkpoint compatibility, Appendix A).
+        # Every class carries E_seg, as the original's RoBERTa did (checkpoint compatibility).
         enc.add_segment_type_embeddings(self.backbone, int(config.max_seg_num), std)
         self.embeddingHead = nn.Linear(hidden, dim)
         self.norm = nn.LayerNorm(dim, eps=1e-5)
@@ -215,7 +211,7 @@ class DenseRetriever(nn.Module):
                           row_groups=row_groups)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        """``LayerNorm(W·h + b)`` (SPEC §4.1)."""
+        """``LayerNorm(W·h + b)``."""
         return self.norm(self.embeddingHead(h))
 
     def encode_queries(self, queries: QueryBatch) -> torch.Tensor:
@@ -242,18 +238,18 @@ class DenseRetriever(nn.Module):
         return hidden[:, 0]
 
     def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
-        """Inference: one vector per real segment, in batch order, ``(Σ s_b, d)`` (SPEC §4.2, §10 #39)."""
+        """Inference: one vector per real segment, in batch order, ``(Σ s_b, d)``."""
         return self.head(self.segment_cls(batch))
 
     def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
-        """Training: per-document matrices ``(n_docs, M, d)``; empty slots exactly 0 (SPEC §2.5, §10 #9)."""
+        """Training: per-document matrices ``(n_docs, M, d)``; empty slots exactly 0 (docs/models.md#empty-slots)."""
         seg = self.encode_segments(batch)  # (n_seg, d)
         return scatter_segments(seg, batch)
 
     # ------------------------------------------------------------------ training forward
     def forward(self, batch: TrainBatch, cache: LateCache | None = None,
                 negatives_x_device: bool = False) -> TrainOutput:
-        """Loss of one micro-batch (SPEC §4.2-§4.7).
+        """Loss of one micro-batch (docs/training.md#ce-loss, #star-pairwise-loss).
 
         ``negatives_x_device``: score against the positives and hard negatives of every rank
         (:mod:`SeDR.modeling.cross_device`); the batch's masks must then already span them
@@ -279,12 +275,12 @@ class DenseRetriever(nn.Module):
         labels = cross_entropy_labels(B, scores.shape[0] - B, pos_cols.shape[0], offset, device=scores.device)
         loss, acc = cross_entropy_loss(scores, B, labels)
         if cache is not None:
-            cache.push(q, pos, neg)  # after the loss: the current batch is not its own cache (§4.3)
+            cache.push(q, pos, neg)  # after the loss: the current batch is not its own cache
         return TrainOutput(loss, acc, scores.shape[0])
 
 
 def scatter_segments(seg: torch.Tensor, batch: SegmentBatch, width: int | None = None) -> torch.Tensor:
-    """``R[b, k] = seg[seg_sep[b] + k]`` for ``k < s_b``, zeros elsewhere (SPEC §2.5), out of place."""
+    """``R[b, k] = seg[seg_sep[b] + k]`` for ``k < s_b``, zeros elsewhere, out of place."""
     width = batch.max_seg_num if width is None else width
     doc = torch.repeat_interleave(torch.arange(batch.num_docs, device=seg.device), batch.seg_counts.to(seg.device))
     slot = batch.segment_types().to(seg.device)
@@ -297,12 +293,12 @@ def scatter_segments(seg: torch.Tensor, batch: SegmentBatch, width: int | None =
 
 @register("STAR_MaxP")
 class StarMaxP(DenseRetriever):
-    """STAR on the §2 rows, STAR's pairwise loss, no cache (SPEC §4.7); ``M = 1`` is STAR FirstP."""
+    """STAR on the segment rows, STAR's pairwise loss, no cache (docs/models.md#star-maxp); ``M = 1`` is STAR FirstP."""
 
 
 @register("SeDR_without_LateCache")
 class SeDRWithoutLateCache(DenseRetriever):
-    """Segment-Interaction Transformer (§3.2), CE over in-batch + hard negatives, no cache (SPEC §4.2)."""
+    """Segment-Interaction Transformer, CE over in-batch + hard negatives, no cache (docs/models.md#sedr-without-latecache)."""
 
     variant = enc.AFTER_LAYER
     uses_segment_types = True
@@ -311,16 +307,16 @@ class SeDRWithoutLateCache(DenseRetriever):
 
 @register("SeDR")
 class SeDR(SeDRWithoutLateCache):
-    """The main model: §3.2 encoder + Late-Cache Negative (SPEC §4.3)."""
+    """The main model: Segment-Interaction Transformer + Late-Cache Negative (docs/models.md#sedr)."""
 
     uses_cache = True
 
 
 @register("SeDR_MaxP")
 class SeDRMaxP(SeDR):
-    """No interaction, Late-Cache (SPEC §4.4). Placeholders stay attended (KEEP §10 #8); E_seg is never read.
+    """No interaction, Late-Cache (docs/models.md#sedr-maxp). Placeholders stay attended; E_seg is never read.
 
-    Inference encodes exactly as training (no fuse matrix, no segment types: FIX §10 #39).
+    Inference encodes exactly as training (no fuse matrix, no segment types: docs/deviations.md#dev-sedr-maxp-inference).
     """
 
     variant = enc.PLAIN
@@ -329,7 +325,7 @@ class SeDRMaxP(SeDR):
 
 @register("SeDR_Transformer_Head")
 class SeDRTransformerHead(SeDRMaxP):
-    """Independent segments, then one fresh encoder layer over the ``M`` raw CLS slots (SPEC §4.5)."""
+    """Independent segments, then one fresh encoder layer over the ``M`` raw CLS slots (docs/models.md#sedr-transformer-head)."""
 
     fresh_parameters = (*SeDRMaxP.fresh_parameters, "trans_head.")
 
@@ -340,11 +336,11 @@ class SeDRTransformerHead(SeDRMaxP):
 
     def _slots(self, batch: SegmentBatch) -> torch.Tensor:
         X = scatter_segments(self.segment_cls(batch), batch)  # (n_docs, M, H), zero slots
-        # All-ones mask: real segments also attend to the zero slots of short documents (§4.5).
+        # All-ones mask: real segments also attend to the zero slots of short documents.
         return self.head(enc.run_layer(self.trans_head, X, *self.adapter.head_args(X)))  # (n_docs, M, d)
 
     def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
-        return self._slots(batch)  # empty slots = head(layer(0...)) != 0 (§10 #9)
+        return self._slots(batch)  # empty slots = head(layer(0...)) != 0
 
     def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
         R = self._slots(batch)
@@ -355,7 +351,8 @@ class SeDRTransformerHead(SeDRMaxP):
 
 @register("SeDR_Global_Attention")
 class SeDRGlobalAttention(SeDR):
-    """§3.3 encoder (broadcast before each layer + global CLS attention), Late-Cache loss (SPEC §4.6).
+    """Global-Attention encoder (broadcast before each layer + global CLS attention), Late-Cache loss
+    (docs/models.md#sedr-global-attention).
 
     Queries go through the same encoder: their CLS uses the global projections over their own row.
     """
@@ -373,11 +370,11 @@ class SeDRGlobalAttention(SeDR):
 
 @register("STAR_Multi")
 class StarMulti(StarMaxP):
-    """K view tokens replace the leading CLS of a FirstP row; K vectors per document (SPEC §4.8).
+    """K view tokens replace the leading CLS of a FirstP row; K vectors per document (docs/models.md#star-multi).
 
     The word-embedding table already has ``vocab_size`` rows including the K view rows (the last K):
-    the checkpoint loader grows it before any optimizer exists (FIX §10 #22, #29). The content
-    budget is ``Lraw - 2 - (K - 1)`` so the row stays within the position table (DECIDE §10 #23).
+    the checkpoint loader grows it before any optimizer exists (docs/deviations.md#dev-star-multi-vocab). The content
+    budget is ``Lraw - 2 - (K - 1)`` so the row stays within the position table (docs/deviations.md#dev-star-multi-budget).
     """
 
     @property
