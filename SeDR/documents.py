@@ -1,7 +1,7 @@
 """Document files for the retriever: ``(id, text)`` pairs in file order (docs/your-documents.md#document-files).
 
 * ``.tsv`` in MS MARCO Document's layout (``id, url, title, body``): the text is built exactly as
-  ``SeDR_preprocess.py`` builds it (:func:`SeDR.preprocessing.document_text`);
+  ``SeDR_preprocess.py`` builds it (:func:`SeDR.msmarco_files.document_text`);
 * ``.jsonl``: one object per line with ``id`` (string or integer) and ``text``;
 * a folder: every ``*.txt`` file below it, id = its path without ``.txt``, in sorted order.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from SeDR.constants import DOC_FIELD_SEPARATOR
 from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
-from SeDR.preprocessing import document_text
+from SeDR.msmarco_files import decode_line, document_text
 
 FORMATS_HINT = "give a .tsv (id, url, title, body), a .jsonl with id and text, or a folder of .txt files"
 
@@ -27,10 +27,7 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """``(line_no, text)`` of the non-blank lines, UTF-8 checked line by line so the error names the line."""
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataFormatError(path, line_no, f"bytes that are not UTF-8 at byte {err.start} of the line") from None
+            line = decode_line(raw, path, line_no)
             if line.strip():
                 yield line_no, line
 

@@ -44,7 +44,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from SeDR.demo.collection import load_snapshot, tsv_field  # noqa: E402
-from SeDR.preprocessing import DOCS_PER_CALL, document_text  # noqa: E402
+from SeDR.msmarco_files import document_text  # noqa: E402
+from SeDR.preprocessing import DOCS_PER_CALL  # noqa: E402
 from SeDR.testing import make_msmarco_data, train_tokenizer  # noqa: E402
 from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer  # noqa: E402
 from SeDR.tokenization import StarTokenizer  # noqa: E402

@@ -133,7 +133,7 @@ def test_matches_reference_on_random_and_tricky_strings(star, ref):
 
 
 def test_matches_reference_on_corpus_documents(star, ref, msmarco):
-    from SeDR.preprocessing import document_text
+    from SeDR.msmarco_files import document_text
 
     lines = (msmarco.data_dir / "msmarco-docs.tsv").read_text(encoding="utf-8").splitlines()
     texts = [document_text(line, 10000) for line in lines[:15]]
@@ -194,7 +194,7 @@ def test_bert_document_and_query_ids_hand_checked(bert_star):
 
 
 def test_bert_document_text_uses_the_separator(bert_star, tokenizer_dir):
-    from SeDR.preprocessing import document_text
+    from SeDR.msmarco_files import document_text
 
     line = "D1\tman:open(2)\tOpen \tthe files\n"
     assert document_text(line, 100, bert_star.field_separator) == "man:open(2)[SEP]Open[SEP]the files"
