@@ -40,25 +40,13 @@ def _check_hyperparameters(lr: float, eps: float, betas) -> None:
         raise ValueError(f"invalid betas {betas}")
 
 
-class Lamb(torch.optim.Optimizer):
-    """LAMB without bias correction, exactly as the original's ``lamb.py`` (docs/training.md#lamb).
+class _AdamMoments(torch.optim.Optimizer):
+    """The loop both optimisers share: per parameter with a gradient, update the Adam moments
+    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2`` and hand them to :meth:`_apply`."""
 
-    Per parameter ``p`` with gradient ``g``::
-
-        m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
-        u  = m / (sqrt(v) + eps) + wd p
-        r  = min(||p||, 10) / ||u||   (1 if either norm is 0)
-        p <- p - lr r u
-
-    Parameters without a gradient are skipped (their state is not created).
-    """
-
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = LAMB_BETAS,
-                 eps: float = 1e-6, weight_decay: float = 0.0, max_weight_norm: float = LAMB_MAX_WEIGHT_NORM):
+    def __init__(self, params: Iterable, lr: float, betas: tuple[float, float], eps: float, **defaults):
         _check_hyperparameters(lr, eps, betas)
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        max_weight_norm=max_weight_norm)
-        super().__init__(params, defaults)
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, **defaults))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
@@ -69,11 +57,10 @@ class Lamb(torch.optim.Optimizer):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None:  # no gradient: no state, no update
                     continue
-                grad = p.grad
-                if grad.is_sparse:
-                    raise RuntimeError("Lamb does not support sparse gradients")
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -81,22 +68,44 @@ class Lamb(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 state["step"] += 1
-                m.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-                update = m / (v.sqrt() + group["eps"])  # no bias correction
-                if group["weight_decay"] != 0:
-                    update.add_(p, alpha=group["weight_decay"])
-                weight_norm = p.norm(2).clamp(max=group["max_weight_norm"])
-                update_norm = update.norm(2)
-                # Both zero cases give ratio 1; torch.where avoids a host sync.
-                trust = torch.where((weight_norm > 0) & (update_norm > 0),
-                                    weight_norm / update_norm.clamp(min=torch.finfo(update_norm.dtype).tiny),
-                                    torch.ones_like(weight_norm))
-                p.sub_(update * (group["lr"] * trust))
+                m.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+                self._apply(p, m, v, state["step"], group)
         return loss
 
+    def _apply(self, p, m, v, t: int, group: dict) -> None:
+        raise NotImplementedError
 
-class TransformersAdamW(torch.optim.Optimizer):
+
+class Lamb(_AdamMoments):
+    """LAMB without bias correction, exactly as the original's ``lamb.py`` (docs/training.md#lamb).
+
+    Per parameter ``p`` with gradient ``g``::
+
+        m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+        u  = m / (sqrt(v) + eps) + wd p
+        r  = min(||p||, 10) / ||u||   (1 if either norm is 0)
+        p <- p - lr r u
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = LAMB_BETAS,
+                 eps: float = 1e-6, weight_decay: float = 0.0, max_weight_norm: float = LAMB_MAX_WEIGHT_NORM):
+        super().__init__(params, lr, betas, eps, weight_decay=weight_decay, max_weight_norm=max_weight_norm)
+
+    def _apply(self, p, m, v, t: int, group: dict) -> None:
+        update = m / (v.sqrt() + group["eps"])  # no bias correction
+        if group["weight_decay"] != 0:
+            update.add_(p, alpha=group["weight_decay"])
+        weight_norm = p.norm(2).clamp(max=group["max_weight_norm"])
+        update_norm = update.norm(2)
+        # Both zero cases give ratio 1; torch.where avoids a host sync.
+        trust = torch.where((weight_norm > 0) & (update_norm > 0),
+                            weight_norm / update_norm.clamp(min=torch.finfo(update_norm.dtype).tiny),
+                            torch.ones_like(weight_norm))
+        p.sub_(update * (group["lr"] * trust))
+
+
+class TransformersAdamW(_AdamMoments):
     """AdamW as transformers 4.x shipped it (``transformers.AdamW``, removed in 5.x).
 
     Per parameter, at step ``t``::
@@ -106,42 +115,19 @@ class TransformersAdamW(torch.optim.Optimizer):
         p <- p - lr wd p                     # decay after the step, on the updated weights
 
     torch's AdamW decays first and adds ``eps`` to the bias-corrected ``sqrt(v)``; the two differ
-    in those places only. Parameters without a gradient are skipped.
+    in those places only.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.0):
-        _check_hyperparameters(lr, eps, betas)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, lr, betas, eps, weight_decay=weight_decay)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("TransformersAdamW does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                state["step"] += 1
-                t = state["step"]
-                m.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
-                step_size = group["lr"] * math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
-                p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-step_size)
-                if group["weight_decay"] > 0.0:
-                    p.add_(p, alpha=-group["lr"] * group["weight_decay"])
-        return loss
+    def _apply(self, p, m, v, t: int, group: dict) -> None:
+        beta1, beta2 = group["betas"]
+        step_size = group["lr"] * math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+        p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-step_size)
+        if group["weight_decay"] > 0.0:
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
 
 
 def decays(name: str) -> bool:

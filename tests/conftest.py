@@ -146,3 +146,19 @@ def user_error(capsys, main, argv) -> str:
     lines = [line for line in err.splitlines() if line.startswith("error:") or ": error:" in line]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def star(tokenizer_dir):
+    """The tokenizer fixture as the pipeline's emulated transformers-2.8 tokenizer."""
+    from SeDR.tokenization import StarTokenizer
+
+    return StarTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def ref(star):
+    """The slow transformers-2.8 reference over the same vocabulary."""
+    from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer
+
+    return ReferenceRobertaTokenizer.from_star(star)

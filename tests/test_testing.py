@@ -2,24 +2,13 @@
 
 import json
 
-import pytest
 import torch
 from transformers import AutoTokenizer
 
 from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer
-from SeDR.tokenization import StarTokenizer, byte_to_unicode
+from SeDR.tokenization import byte_to_unicode
 
 BIG = 10**6
-
-
-@pytest.fixture(scope="module")
-def star(tokenizer_dir):
-    return StarTokenizer.from_pretrained(str(tokenizer_dir))
-
-
-@pytest.fixture(scope="module")
-def ref(star):
-    return ReferenceRobertaTokenizer.from_star(star)
 
 
 def test_tokenizer_has_roberta_special_ids(tokenizer):

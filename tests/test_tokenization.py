@@ -6,20 +6,9 @@ import random
 
 import pytest
 
-from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer
 from SeDR.tokenization import StarTokenizer, byte_to_unicode, lower_per_character
 
 BIG = 10**6
-
-
-@pytest.fixture(scope="module")
-def star(tokenizer_dir):
-    return StarTokenizer.from_pretrained(str(tokenizer_dir))
-
-
-@pytest.fixture(scope="module")
-def ref(star):
-    return ReferenceRobertaTokenizer.from_star(star)
 
 
 def bpe(tokenizer, text):

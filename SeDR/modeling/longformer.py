@@ -52,7 +52,6 @@ from SeDR.modeling.models import (
     MODEL_REGISTRY,
     DenseRetriever,
     ModelConfigError,
-    init_new_linear,
     register,
 )
 
@@ -153,14 +152,7 @@ class SeDRLongformer(DenseRetriever):
         self.config = config
         self.backbone_prefix = "roberta"
         self.roberta = LongformerModel(config, add_pooling_layer=False)
-        hidden = config.hidden_size
-        dim = int(getattr(config, "output_embedding_size", None) or hidden)
-        std = float(getattr(config, "initializer_range", 0.02))
-        self.embeddingHead = nn.Linear(hidden, dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-5)
-        init_new_linear(self.embeddingHead, std)
-        init_new_linear(self.norm, std)
-        self.gradient_checkpointing = False
+        self._add_head(config)
 
     # ------------------------------------------------------------------ settings
     @property

@@ -136,11 +136,16 @@ class DenseRetriever(nn.Module):
         self.config = config
         self.backbone_prefix = backbone_prefix(config)
         self.add_module(self.backbone_prefix, _build_backbone(config))
+        # Every class carries E_seg, as the original's RoBERTa did (checkpoint compatibility).
+        enc.add_segment_type_embeddings(self.backbone, int(config.max_seg_num),
+                                        float(getattr(config, "initializer_range", 0.02)))
+        self._add_head(config)
+
+    def _add_head(self, config) -> None:
+        """``embeddingHead`` (hidden -> d) and ``norm``, freshly initialised; a checkpoint replaces them."""
         hidden = config.hidden_size
         dim = int(getattr(config, "output_embedding_size", None) or hidden)
         std = float(getattr(config, "initializer_range", 0.02))
-        # Every class carries E_seg, as the original's RoBERTa did (checkpoint compatibility).
-        enc.add_segment_type_embeddings(self.backbone, int(config.max_seg_num), std)
         self.embeddingHead = nn.Linear(hidden, dim)
         self.norm = nn.LayerNorm(dim, eps=1e-5)
         init_new_linear(self.embeddingHead, std)
