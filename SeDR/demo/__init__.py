@@ -36,11 +36,6 @@ queries; 64 of the 710 training queries; 2 epochs; micro-batches of 16 positive 
 steps (LAMB with the README's learning rates barely moves a model in 16 steps); queries cut to 32
 tokens.
 
-Measured (full default demo, fresh folder): 14 min 25 s wall, 10 min 52 s CPU, on 2 cores shared
-with other jobs (load average 7-8 for most of the run); a rerun that reuses every stage: 2.4 s.
-Per stage: encoding all 2,001 segments 45-110 s (load-dependent), training 190-230 s per class.
-Those figures predate the ``hits`` stage, which encodes the corpus once more with each of its two
-models (about two more encoding times; not yet measured in a full run).
-More training queries give a clearer gain at ~3.3 s of CPU per query per epoch for both classes:
-``--train_queries 96`` took STAR_MaxP from dev MRR@100 0.512 to 0.589 in one measured run.
+Measured (full default demo, fresh folder, 2 idle cores): 4 min 49 s wall, 8 min 4 s CPU for all
+11 stages; the closing ``hits`` stage encodes the corpus once more with each of its two models.
 """
