@@ -240,7 +240,7 @@ def merge_shards(out_dir: Path, num_shards: int, info: dict) -> bool:
 def backup_existing(path: Path) -> None:
     """Never overwrite earlier results silently: keep the old file beside the new one."""
     if path.exists():
-        backup = path.with_name(path.name + time.strftime(".%Y%m%d-%H%M%S.bak"))
+        backup = backup_name(path)  # unique: two runs within one second keep both
         shutil.copy2(path, backup)
         logger.warning("%s exists; the previous version is kept as %s", path, backup)
 
