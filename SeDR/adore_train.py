@@ -6,8 +6,8 @@
 --learning_rate 3e-6``
 """
 
-from SeDR.errors import exit_on_input_error
-from SeDR.workflows import run_adore
+from SeDR.cli.adore import run_adore
+from SeDR.core.errors import exit_on_input_error
 
 
 @exit_on_input_error

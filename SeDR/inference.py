@@ -10,8 +10,8 @@ negatives of every training query. Under ``torchrun`` (or with ``--num_shards/--
 process encodes one contiguous document range.
 """
 
-from SeDR.errors import exit_on_input_error
-from SeDR.workflows import run_inference
+from SeDR.cli.inference import run_inference
+from SeDR.core.errors import exit_on_input_error
 
 
 @exit_on_input_error

@@ -1,7 +1,7 @@
 """Train a SeDR model class: ``python SeDR/train.py --model_class SeDR ...`` (README)."""
 
-from SeDR.errors import exit_on_input_error
-from SeDR.workflows import run_training
+from SeDR.cli.train import run_training
+from SeDR.core.errors import exit_on_input_error
 
 
 @exit_on_input_error

@@ -5,8 +5,8 @@ document is one ``max_doc_length`` row and yields ``max_seg_num`` index rows (ze
 positions outside the document), its offset repeated in ``passages-id.memmap``.
 """
 
-from SeDR.errors import exit_on_input_error
-from SeDR.workflows import run_longformer_inference
+from SeDR.cli.inference import run_longformer_inference
+from SeDR.core.errors import exit_on_input_error
 
 
 @exit_on_input_error

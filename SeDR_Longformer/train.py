@@ -6,8 +6,8 @@ horizon omits the factor ``M``, and checkpoints are named
 ``epoch-{e}-{max_doc_length}-{max_seg_num}-{max_bsize}-SeDR_Longformer``.
 """
 
-from SeDR.errors import exit_on_input_error
-from SeDR.workflows import run_longformer_training
+from SeDR.cli.train import run_longformer_training
+from SeDR.core.errors import exit_on_input_error
 
 
 @exit_on_input_error

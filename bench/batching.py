@@ -5,8 +5,8 @@ One run, one random RoBERTa shared by both classes, MS MARCO-like documents at (
 ``--max_bsize`` segments. Schemes, timed interleaved (per pass, min of ``--reps``, one thread):
 
 * ``SeDR fixed``: every row padded to T = 505 positions, as the original did;
-* ``SeDR ours``: the batches of ``SeDR.encoding.encode_corpus`` (``collate_pass`` with its defaults):
-  the rows of a pass are bucketed by real width (``SeDR.data.plan_row_groups``) and each layer
+* ``SeDR ours``: the batches of ``SeDR.retrieval.encoding.encode_corpus`` (``collate_pass`` with its defaults):
+  the rows of a pass are bucketed by real width (``SeDR.data.preprocess_folder.plan_row_groups``) and each layer
   runs bucket by bucket, each on its own columns plus the placeholders, with the CLS broadcast
   across buckets. Dropped columns are masked padding, so the embeddings are the same up to float
   summation order: checked with ``allclose(atol=1e-5)`` against fixed padding, and ``ours`` is
@@ -18,7 +18,7 @@ Printed: segments/s, real tokens/s and processed/real tokens (processed = rows x
 layer runs on; real = attended tokens) of each scheme; the ideal bound of any padding scheme,
 processed tokens of fixed padding / real tokens; our speed-up over fixed padding and its share of
 that bound (target: within 5%). ``--overheads 0,64,256`` also times ``ours`` with other values of
-the per-group overhead constant (to choose ``SeDR.data.ROW_GROUP_OVERHEAD``).
+the per-group overhead constant (to choose ``SeDR.data.preprocess_folder.ROW_GROUP_OVERHEAD``).
 
     python bench/batching.py                 # ~3-5 minutes on 2 loaded CPU cores
     python bench/batching.py --quick         # ~1 minute
@@ -33,10 +33,11 @@ import numpy as np
 import torch
 from common import dtype_arg, interleaved_min, machine, msmarco_like_documents, random_models, set_threads
 
-from SeDR.batching import ROW_GROUP_OVERHEAD, document_batches
-from SeDR.data import SegmentSpec, num_segments
-from SeDR.encoding import collate_pass, encode_corpus
-from SeDR.runtime import Precision
+from SeDR.core.runtime import Precision
+from SeDR.data.row_groups import ROW_GROUP_OVERHEAD
+from SeDR.data.sampling import document_batches
+from SeDR.data.segmentation import SegmentSpec, num_segments
+from SeDR.retrieval.encoding import collate_pass, encode_corpus
 
 OVERHEAD_TARGET = 1.05  # SeDR / STAR_MaxP wall time
 BOUND_TOLERANCE = 0.05  # speed-up over fixed padding within 5% of the ideal (processed/real token) bound

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from SeDR import testing
-from SeDR.data import SegmentSpec
+from SeDR.data.segmentation import SegmentSpec
 from SeDR.modeling import build_model
 
 # Share of documents with 1, 2, 3, 4 segments at (512, 4): mean 2.25 segments per document and

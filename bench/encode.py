@@ -4,7 +4,7 @@ For each backbone family of ``--backbones`` (default RoBERTa and ModernBERT), bo
 one random encoder of that family (default hidden 256, 4 layers, 4 heads; ModernBERT with its
 own 128-token sliding window, layers full/sliding/sliding/full) and encode the same MS MARCO-like
 documents (about 2.2 segments per document), packed into the same forward passes as
-``SeDR.encoding.encode_corpus`` builds them (``collate_pass``: row groups included), so only the
+``SeDR.retrieval.encoding.encode_corpus`` builds them (``collate_pass``: row groups included), so only the
 CLS broadcast and the segment-type embeddings differ. Repetitions are interleaved per pass
 (min of ``--reps``) so that machine noise hits both alike; the script prints the wall-time ratio
 SeDR / STAR_MaxP per family (targets: RoBERTa <= 1.05, other families <= 1.10).
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from common import VOCAB, interleaved_min, machine, msmarco_like_documents, random_models, set_threads
 
-from SeDR.batching import document_batches
-from SeDR.data import SegmentSpec, num_segments
-from SeDR.encoding import collate_pass
+from SeDR.data.sampling import document_batches
+from SeDR.data.segmentation import SegmentSpec, num_segments
 from SeDR.modeling import build_model
+from SeDR.retrieval.encoding import collate_pass
 from SeDR.testing import families
 
 OVERHEAD_TARGETS = {"roberta": 1.05}  # SeDR / STAR_MaxP wall time; other families:

@@ -34,13 +34,14 @@ import numpy as np
 import torch
 from common import interleaved_min, machine, msmarco_like_documents, random_models
 
-from SeDR import indexes
-from SeDR.batch import TrainBatch
-from SeDR.batching import cap_hard_negative_segments, document_batches, pack_by_segment_budget
-from SeDR.data import SegmentSpec, collate_documents, collate_queries, num_segments
-from SeDR.encoding import collate_pass
-from SeDR.optim import build_optimizer
-from SeDR.runtime import Precision
+from SeDR.core.runtime import Precision
+from SeDR.data.batches import TrainBatch
+from SeDR.data.collation import collate_queries
+from SeDR.data.sampling import cap_hard_negative_segments, document_batches, pack_by_segment_budget
+from SeDR.data.segmentation import SegmentSpec, collate_documents, num_segments
+from SeDR.retrieval import exact_search
+from SeDR.retrieval.encoding import collate_pass
+from SeDR.training.optimizers import build_optimizer
 
 MSMARCO_DOCS = 3_200_000
 PAPER_INDEX_HOURS = 20.7
@@ -189,11 +190,11 @@ def search_section(sz: dict, device) -> dict:
     vectors = unit_rows(sz["rows"], sz["dim"], 2)
     queries = unit_rows(sz["queries"], sz["dim"], 3)
     cpu_q = queries[: sz["cpu_queries"]]
-    cpu_s, cpu_r = indexes.TorchFlatIndex(vectors, "cpu").search(cpu_q, 100)
+    cpu_s, cpu_r = exact_search.TorchFlatIndex(vectors, "cpu").search(cpu_q, 100)
     out = {"rows": sz["rows"], "dim": sz["dim"], "queries_per_call": len(queries), "device": str(device)}
     for fp16 in (False, True):
         tag = "fp16" if fp16 else "fp32"
-        index = indexes.TorchFlatIndex(vectors, device, fp16=fp16)
+        index = exact_search.TorchFlatIndex(vectors, device, fp16=fp16)
         s, r = index.search(cpu_q, 100)
         if not fp16:
             diff = r != cpu_r  # a mismatch is only acceptable between scores equal up to rounding

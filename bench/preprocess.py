@@ -43,12 +43,12 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from SeDR.data.msmarco_files import document_text  # noqa: E402
+from SeDR.data.preprocessing import DOCS_PER_CALL  # noqa: E402
+from SeDR.data.tokenization import StarTokenizer  # noqa: E402
 from SeDR.demo.collection import load_snapshot, tsv_field  # noqa: E402
-from SeDR.msmarco_files import document_text  # noqa: E402
-from SeDR.preprocessing import DOCS_PER_CALL  # noqa: E402
 from SeDR.testing import make_msmarco_data, train_tokenizer  # noqa: E402
 from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer  # noqa: E402
-from SeDR.tokenization import StarTokenizer  # noqa: E402
 
 MAX_SEQ_LENGTH, MAX_DOC_CHARACTER = 2048, 10000   # the preprocessing limits of SeDR_preprocess.py
 LONG_FRACTION = 0.8

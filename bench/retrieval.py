@@ -1,6 +1,6 @@
 """Exact inner-product search: faiss ``IndexFlatIP`` vs the torch backend (chunked matmul + stable top-k).
 
-Both indexes (``SeDR.indexes.FaissFlatIndex`` and ``TorchFlatIndex``, each returning the canonical
+Both indexes (``SeDR.retrieval.exact_search.FaissFlatIndex`` and ``TorchFlatIndex``, each returning the canonical
 order: score descending, then row ascending) hold the same random unit vectors (``--dim``, 768 as
 the released models) and answer the same queries (top ``--k`` rows; inference asks 1024 per query
 in calls of 1024 queries, ADORE 1024 in calls of 32); queries/s is timed interleaved (min of
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from common import interleaved_min, machine
 
-from SeDR.indexes import CPU_AUTO_BACKEND, FaissFlatIndex, TorchFlatIndex
+from SeDR.retrieval.exact_search import CPU_AUTO_BACKEND, FaissFlatIndex, TorchFlatIndex
 
 
 def unit_rows(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Cost of one optimiser step of SeDR: Late-Cache size 0 vs 50, gradient checkpointing off vs on,
-rows grouped by width (what SeDR/trainer.py does) vs every row padded to ``T`` (the original).
+rows grouped by width (what SeDR/training/loop.py does) vs every row padded to ``T`` (the original).
 
 Configurations (same random weights, same MS MARCO-like training batch, LAMB):
 
@@ -9,7 +9,7 @@ Configurations (same random weights, same MS MARCO-like training batch, LAMB):
   query scores 50 more positives and 50·h more hard negatives (as after the first steps of a run);
 * ``cache 50 + ckpt``: the same with gradient checkpointing;
 * ``cache 50, padded``: ``cache 50`` with every document row padded to ``T`` as the original did
-  (the others are collated as the trainer does: ``row_groups=True``, SeDR.data.plan_row_groups).
+  (the others are collated as the trainer does: ``row_groups=True``, SeDR.data.preprocess_folder.plan_row_groups).
 
 Time: min of ``--reps`` interleaved steps in one process, one torch thread by default (ratios to ``cache 0``). Memory: each
 configuration runs again in a fresh subprocess that resets the kernel's peak-RSS mark
@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from common import interleaved_min, machine, msmarco_like_documents, random_models, set_threads
 
-from SeDR.batch import TrainBatch
-from SeDR.data import SegmentSpec, collate_documents, collate_queries
-from SeDR.optim import build_optimizer
+from SeDR.data.batches import TrainBatch
+from SeDR.data.collation import collate_queries
+from SeDR.data.segmentation import SegmentSpec, collate_documents
+from SeDR.training.optimizers import build_optimizer
 
 CONFIGS = {  # name -> (model class, cache size, gradient checkpointing, rows grouped by width)
     "cache 0": ("SeDR_without_LateCache", 0, False, True),

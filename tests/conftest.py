@@ -151,7 +151,7 @@ def user_error(capsys, main, argv) -> str:
 @pytest.fixture(scope="session")
 def star(tokenizer_dir):
     """The tokenizer fixture as the pipeline's emulated transformers-2.8 tokenizer."""
-    from SeDR.tokenization import StarTokenizer
+    from SeDR.data.tokenization import StarTokenizer
 
     return StarTokenizer.from_pretrained(str(tokenizer_dir))
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from SeDR import adore, embeddings
+from SeDR.retrieval import embedding_files
+from SeDR.training import adore
 
 
 def adore_fixture():
@@ -17,7 +18,7 @@ def adore_fixture():
 
 def test_adore_positive_is_first_relevant_retrieved():
     row_doc_ids, rows = adore_fixture()
-    first_row = embeddings.first_row_index(row_doc_ids)
+    first_row = embedding_files.first_row_index(row_doc_ids)
     vectors = np.zeros((12, 2), dtype=np.float32)
     t = adore.adore_targets(rows, row_doc_ids, relevant=[3, 1], query_vec=np.ones(2), vectors=vectors,
                                 first_row=first_row)
@@ -29,7 +30,7 @@ def test_adore_positive_is_first_relevant_retrieved():
 
 def test_adore_fallback_positive():
     row_doc_ids, rows = adore_fixture()
-    first_row = embeddings.first_row_index(row_doc_ids)
+    first_row = embedding_files.first_row_index(row_doc_ids)
     vectors = np.zeros((12, 2), dtype=np.float32)
     vectors[10] = [1.0, 0.0]  # doc 5 (f), never retrieved: q·E = 1 for row 10, 3 for row 11
     vectors[11] = [0.0, 3.0]
@@ -62,8 +63,8 @@ def test_adore_optimizer_is_the_originals_unless_told():
     """The README command builds transformers 4.x AdamW at 3e-6; --adore_optimizer torch_adamw gives torch's."""
     from conftest import ROOT
 
-    from SeDR.args import build_adore_parser
-    from SeDR.optim import TransformersAdamW
+    from SeDR.cli.flags import build_adore_parser
+    from SeDR.training.optimizers import TransformersAdamW
 
     line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("python SeDR/adore_train.py"))
     argv = line.split()[2:]

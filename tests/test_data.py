@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from SeDR import data
-from SeDR.batching import TrainItem
-from SeDR.data import SegmentSpec
+from SeDR.data import collation, preprocess_folder, segmentation
+from SeDR.data.batches import SegmentBatch
+from SeDR.data.sampling import TrainItem
+from SeDR.data.segmentation import SegmentSpec
 
 SHAPE_512_4 = SegmentSpec(512, 4)
 
@@ -32,9 +33,9 @@ def test_spec_shapes():
     (2048, 4, [(0, 500), (500, 1000), (1000, 1500), (1500, 2000)]),
 ])
 def test_segment_count_and_ranges(n, s, ranges):
-    assert data.num_segments(n, SHAPE_512_4) == s
+    assert segmentation.num_segments(n, SHAPE_512_4) == s
     doc = np.arange(100, 100 + n)
-    batch = data.collate_documents([doc], [0], SHAPE_512_4)
+    batch = segmentation.collate_documents([doc], [0], SHAPE_512_4)
     assert batch.seg_counts.tolist() == [s]
     for r, (a, b) in enumerate(ranges):
         row = batch.input_ids[r]
@@ -51,14 +52,14 @@ def test_inference_formula_agrees_for_every_length():
     over = s_inf > M
     short = (~over) & (s_inf > 1) & (n - (s_inf - 1) * L < g)
     s_inf = np.where(over, M, np.where(short, s_inf - 1, s_inf))
-    assert (data.num_segments(n, spec) == s_inf).all()
-    assert data.num_segments(1300, SegmentSpec(512, 1)) == 1
+    assert (segmentation.num_segments(n, spec) == s_inf).all()
+    assert segmentation.num_segments(1300, SegmentSpec(512, 1)) == 1
 
 
 def test_rows_of_a_1300_token_document_after_a_2_segment_document():
     x = np.arange(1000, 2300)  # content ids x0..x1299
     first = np.arange(5, 5 + 600)  # a 2-segment document (600 tokens)
-    b = data.collate_documents([first, x], [7, 9], SHAPE_512_4)
+    b = segmentation.collate_documents([first, x], [7, 9], SHAPE_512_4)
     assert b.input_ids.shape == (5, 505)
     assert b.seg_counts.tolist() == [2, 3]
     seg0, seg2 = b.input_ids[2], b.input_ids[4]
@@ -82,20 +83,20 @@ def test_rows_of_a_1300_token_document_after_a_2_segment_document():
     (4, [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], [[1, 1, 1]] * 4),
 ])
 def test_fuse_tables(s, rows, valid):
-    table, mask = data.fuse_table(s, 3)
+    table, mask = segmentation.fuse_table(s, 3)
     assert table.tolist() == rows and mask.tolist() == valid
 
 
 def test_single_segment_spec_has_no_placeholders_or_fuse():
-    b = data.collate_documents([np.arange(10, 1310)], [0], SegmentSpec(512, 1))
+    b = segmentation.collate_documents([np.arange(10, 1310)], [0], SegmentSpec(512, 1))
     assert b.fuse_mat is None and b.input_ids.shape == (1, 512)
     assert b.input_ids[0, 511] == 2 and b.attention_mask[0].sum() == 512
 
 
 def test_compact_rows_keep_content_and_placeholders():
     docs = [np.arange(10, 40), np.arange(10, 50)]
-    full = data.collate_documents(docs, [0, 1], SegmentSpec(64, 4))
-    small = data.collate_documents(docs, [0, 1], SegmentSpec(64, 4), compact=True)
+    full = segmentation.collate_documents(docs, [0, 1], SegmentSpec(64, 4))
+    small = segmentation.collate_documents(docs, [0, 1], SegmentSpec(64, 4), compact=True)
     assert full.input_ids.shape[1] == 57 and small.input_ids.shape[1] == 40 + 2 + 3
     c = small.input_ids.shape[1] - 3
     assert torch.equal(small.input_ids[:, :c], full.input_ids[:, :c])
@@ -106,15 +107,15 @@ def test_compact_rows_keep_content_and_placeholders():
 
 def test_query_truncation():
     t = np.arange(40)
-    assert data.truncate_query(t, 32).tolist() == list(range(31)) + [39]
-    assert data.truncate_query(np.arange(20), 32).tolist() == list(range(20))
-    assert data.truncate_query(np.arange(64), 64).tolist() == list(range(64))
-    qb = data.collate_queries([np.arange(40), np.arange(5)], [3, 4], 32)
+    assert collation.truncate_query(t, 32).tolist() == list(range(31)) + [39]
+    assert collation.truncate_query(np.arange(20), 32).tolist() == list(range(20))
+    assert collation.truncate_query(np.arange(64), 64).tolist() == list(range(64))
+    qb = collation.collate_queries([np.arange(40), np.arange(5)], [3, 4], 32)
     assert qb.input_ids.shape == (2, 32) and qb.attention_mask[1].tolist() == [1] * 5 + [0] * 27
     assert (qb.input_ids[1, 5:] == 1).all()
-    qb = data.collate_queries([np.arange(40), np.arange(5)], [3, 4], 32, pad_to_max_length=False)
+    qb = collation.collate_queries([np.arange(40), np.arange(5)], [3, 4], 32, pad_to_max_length=False)
     assert qb.input_ids.shape == (2, 32)
-    assert data.collate_queries([np.arange(5)], [0], 32, pad_to_max_length=False).input_ids.shape == (1, 5)
+    assert collation.collate_queries([np.arange(5)], [0], 32, pad_to_max_length=False).input_ids.shape == (1, 5)
 
 
 def test_train_collator_masks_and_caps(tmp_path):
@@ -132,11 +133,11 @@ def test_train_collator_masks_and_caps(tmp_path):
     np.save(tmp_path / "train-query_length.npy", np.array([5, 5]))
     (tmp_path / "train-query_meta").write_text(json.dumps({"type": "int32", "total_number": 2, "embedding_size": 64}))
     (tmp_path / "train-qrel.tsv").write_text("0\t0\t0\t1\n1\t0\t1\t1\n1\t0\t2\t1\n")
-    rel = data.load_rel(tmp_path / "train-qrel.tsv")
+    rel = preprocess_folder.load_rel(tmp_path / "train-qrel.tsv")
     assert rel == {0: [0], 1: [1, 2]}
-    pc, qc = data.passages(tmp_path), data.queries(tmp_path, "train")
+    pc, qc = preprocess_folder.passages(tmp_path), preprocess_folder.queries(tmp_path, "train")
     assert pc[1].tolist() == [11] * 40
-    coll = data.TrainCollator(pc, qc, rel, SHAPE_512_4, max_query_length=32, max_bsize=5)
+    coll = collation.TrainCollator(pc, qc, rel, SHAPE_512_4, max_query_length=32, max_bsize=5)
     batch = coll([TrainItem(0, 0, (2,)), TrainItem(1, 1, (3,))])
     assert batch.positives.seg_counts.tolist() == [3, 1]
     # Hard negatives: doc 2 has 4 segments, doc 3 has 2; budget 5 → caps [min(4, 5-1)=4, 1].
@@ -147,10 +148,10 @@ def test_train_collator_masks_and_caps(tmp_path):
 
 
 def test_missing_preprocess_names_the_file(tmp_path):
-    from SeDR.errors import MissingInputError
+    from SeDR.core.errors import MissingInputError
 
     with pytest.raises(MissingInputError, match="passages_meta"):
-        data.passages(tmp_path)
+        preprocess_folder.passages(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,8 +164,8 @@ def test_collate_row_groups_match_the_compact_rows():
     rng = np.random.default_rng(1)
     spec = SegmentSpec(64, 4)  # L = 57, P = 3
     docs = [rng.integers(5, 300, size=n) for n in (8, 130, 20, 57, 70)]
-    small = data.collate_documents(docs, range(5), spec, compact=True)
-    grouped = data.collate_documents(docs, range(5), spec, row_groups=True, group_overhead=0)
+    small = segmentation.collate_documents(docs, range(5), spec, compact=True)
+    grouped = segmentation.collate_documents(docs, range(5), spec, row_groups=True, group_overhead=0)
     for name in ("input_ids", "attention_mask", "fuse_mat", "seg_counts"):
         assert torch.equal(getattr(grouped, name), getattr(small, name)), name
     assert small.row_groups is None
@@ -178,14 +179,14 @@ def test_collate_row_groups_match_the_compact_rows():
     assert g.num_placeholders == 3
     # One group is no grouping at all.
     same = [np.arange(5, 40)] * 3
-    assert data.collate_documents(same, range(3), spec, row_groups=True).row_groups is None
+    assert segmentation.collate_documents(same, range(3), spec, row_groups=True).row_groups is None
 
 
 def test_segment_batch_to_moves_row_groups():
     docs = [np.arange(5, 15), np.arange(5, 130)]
-    b = data.collate_documents(docs, [0, 1], SegmentSpec(64, 4), row_groups=True, group_overhead=0)
+    b = segmentation.collate_documents(docs, [0, 1], SegmentSpec(64, 4), row_groups=True, group_overhead=0)
     moved = b.to("meta")
     assert moved.row_groups.rows.device.type == "meta" and moved.input_ids.device.type == "meta"
     assert moved.row_groups.sizes == b.row_groups.sizes and moved.row_groups.widths == b.row_groups.widths
     # Constructors without the new field keep working (default None).
-    assert data.SegmentBatch(b.input_ids, b.attention_mask, b.seg_counts, b.fuse_mat, b.doc_offsets, 4).row_groups is None
+    assert SegmentBatch(b.input_ids, b.attention_mask, b.seg_counts, b.fuse_mat, b.doc_offsets, 4).row_groups is None

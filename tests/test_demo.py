@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from SeDR import Retriever
-from SeDR.constants import CORPUS_FILE, SPLIT_FILES
+from SeDR.core.constants import CORPUS_FILE, SPLIT_FILES
 from SeDR.demo import run as demo
 from SeDR.demo.__main__ import main as demo_main
 from SeDR.demo.report import START_LABEL, TABLE_METRICS

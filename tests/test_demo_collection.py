@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from SeDR.constants import CORPUS_FILE, SPLIT_FILES
+from SeDR.core.constants import CORPUS_FILE, SPLIT_FILES
 from SeDR.demo import collection as mc
 
 # --------------------------------------------------------------------------------------------

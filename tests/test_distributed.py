@@ -13,8 +13,9 @@ import torch.multiprocessing as mp
 from conftest import cwd
 from safetensors.torch import load_file
 
-from SeDR import embeddings, indexes, inference
+from SeDR import inference
 from SeDR.modeling import cross_entropy_scores
+from SeDR.retrieval import embedding_files, exact_search
 
 INFER = ["--model_class", "STAR_MaxP", "--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4",
          "--model_path", "./data/star", "--faiss_gpus", "0", "--max_bsize", "7"]
@@ -36,7 +37,7 @@ def test_shards_equal_single_process(root):
     assert inference.main(INFER + ["--output_dir", "./sharded", "--num_shards", "2", "--shard_id", "1"]) is None
     assert not (Path("sharded") / "passages.memmap").exists()
     inference.main(INFER + ["--output_dir", "./sharded", "--num_shards", "2", "--shard_id", "0"])  # merges
-    a, b = embeddings.load_segment_embeddings("single"), embeddings.load_segment_embeddings("sharded")
+    a, b = embedding_files.load_segment_embeddings("single"), embedding_files.load_segment_embeddings("sharded")
     assert np.array_equal(a.doc_ids, b.doc_ids)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=0, atol=1e-6)
     assert not list(Path("sharded").glob("passages-shard*"))
@@ -52,7 +53,7 @@ def _worker(rank: int, world: int, port: int, root: str, task: str, out: str):
     torch.set_num_threads(1)
     with cwd(root):
         if task.startswith("train"):
-            from SeDR.workflows import run_training
+            from SeDR.cli.train import run_training
 
             x_device = task == "train_x"
             extra = ["--negatives_x_device", "--output_dir", "./data/models_x"] if x_device else []
@@ -91,7 +92,7 @@ def test_ddp_training_two_ranks(root, tmp_path):
 def test_torchrun_encoding_equals_single_process(root, tmp_path):
     inference.main(INFER + ["--output_dir", "./single"])
     _spawn("infer", root, tmp_path)
-    a, b = embeddings.load_segment_embeddings(root / "single"), embeddings.load_segment_embeddings(root / "ddp")
+    a, b = embedding_files.load_segment_embeddings(root / "single"), embedding_files.load_segment_embeddings(root / "ddp")
     assert np.array_equal(a.doc_ids, b.doc_ids)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=0, atol=1e-6)
     assert (root / "ddp" / "metrics.json").exists()
@@ -111,7 +112,7 @@ XDEV_REL = {10: [100], 11: [101], 12: [102, 200]}
 def _xdev_worker(rank: int, world: int, port: int, out: str):
     import torch.distributed as dist
 
-    from SeDR.data import pair_masks
+    from SeDR.data.collation import pair_masks
     from SeDR.modeling import cross_entropy_labels, cross_entropy_loss, star_pairwise_loss
     from SeDR.modeling.cross_device import gather_objects, gather_rows
 
@@ -176,12 +177,12 @@ def test_shard_merge_search_equals_flat_search(num_shards):
     rng = np.random.default_rng(num_shards)
     vectors = rng.standard_normal((53, 16)).astype(np.float32)
     queries = rng.standard_normal((9, 16)).astype(np.float32)
-    flat_s, flat_r = indexes.FaissFlatIndex(vectors, None, show_progress=False).search(queries, 20)
-    shard_s, shard_r = indexes.ShardedCpuIndex(vectors, num_shards).search(queries, 20)
+    flat_s, flat_r = exact_search.FaissFlatIndex(vectors, None, show_progress=False).search(queries, 20)
+    shard_s, shard_r = exact_search.ShardedCpuIndex(vectors, num_shards).search(queries, 20)
     assert np.array_equal(flat_r, shard_r)               # continuous random scores: no ties
     np.testing.assert_allclose(flat_s, shard_s, rtol=0, atol=1e-5)
     # More hits asked than rows exist: both pad with -1.
-    _, r_all = indexes.ShardedCpuIndex(vectors, num_shards).search(queries, 60)
+    _, r_all = exact_search.ShardedCpuIndex(vectors, num_shards).search(queries, 60)
     assert (r_all[:, 53:] == -1).all() and sorted(r_all[0, :53].tolist()) == list(range(53))
 
 

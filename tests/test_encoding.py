@@ -1,14 +1,14 @@
-"""``SeDR.encoding.encode_corpus``: the row-grouped passes give the fixed-padding vectors."""
+"""``SeDR.retrieval.encoding.encode_corpus``: the row-grouped passes give the fixed-padding vectors."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from SeDR.data import SegmentSpec
-from SeDR.encoding import collate_pass, encode_corpus
+from SeDR.core.runtime import Precision
+from SeDR.data.segmentation import SegmentSpec
 from SeDR.modeling import build_model
-from SeDR.runtime import Precision
+from SeDR.retrieval.encoding import collate_pass, encode_corpus
 
 
 class Passages:

@@ -9,8 +9,8 @@ import ir_measures
 import numpy as np
 import pytest
 
-from SeDR import evaluation, ranking
-from SeDR.errors import DataFormatError, MissingInputError
+from SeDR.core.errors import DataFormatError, MissingInputError
+from SeDR.retrieval import evaluation, ranking
 
 
 def ranked(docs, start=100.0):

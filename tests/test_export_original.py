@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from SeDR import export_original
-from SeDR.data import SegmentSpec, collate_documents, collate_queries
+from SeDR.data.collation import collate_queries
+from SeDR.data.segmentation import SegmentSpec, collate_documents
 from SeDR.modeling import build_model, load_model, save_pretrained
 from SeDR.modeling.longformer import build_longformer, convert_star, load_longformer
+from SeDR.tools import export_original
 
 CLASSES = ["SeDR_without_LateCache", "SeDR", "SeDR_MaxP", "SeDR_Transformer_Head", "SeDR_Global_Attention",
            "STAR_MaxP", "STAR_Multi"]
@@ -121,6 +122,6 @@ def test_module_command(star_dir, tmp_path, monkeypatch):
     src = ours("SeDR", star_dir, tmp_path / "ours")
     (tmp_path / "orig").mkdir()
     monkeypatch.setattr(sys, "argv", ["export_original", str(src), str(tmp_path / "orig")])
-    monkeypatch.delitem(sys.modules, "SeDR.export_original")  # runpy executes a fresh copy as __main__
+    monkeypatch.delitem(sys.modules, "SeDR.export_original", raising=False)  # runpy executes a fresh copy as __main__
     runpy.run_module("SeDR.export_original", run_name="__main__")
     assert_same_model(load_model(src), load_model(tmp_path / "orig"))

@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from SeDR import hard_negatives, indexes
-from SeDR.errors import DataFormatError, MissingInputError
+from SeDR.core.errors import DataFormatError, MissingInputError
+from SeDR.retrieval import exact_search, hard_negatives
 
 
 def test_select_hard_negatives_skips_relevant_dedups_and_caps():
@@ -35,7 +35,7 @@ def test_hard_negatives_for_queries_small_corpus():
     # 3 docs (4 rows) but 1024 hits asked: faiss returns -1 for the missing ones.
     vectors = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
     row_doc_ids = np.array([0, 0, 1, 2])
-    index = indexes.FaissFlatIndex(vectors, show_progress=False)
+    index = exact_search.FaissFlatIndex(vectors, show_progress=False)
     queries = np.array([[1.0, 0.1], [0.0, 1.0]], dtype=np.float32)
     out = hard_negatives.hard_negatives_for_queries(index, row_doc_ids, queries, [7, 8], {7: [1]}, keep=300,
                                                show_progress=False)

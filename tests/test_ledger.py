@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from SeDR import args as sedr_args
-from SeDR import ledger as lg
+from SeDR.cli import flags
+from SeDR.tools import ledger as lg
 
 REPO = Path(__file__).resolve().parents[1]
 LEDGER = REPO / "reproduction" / "ledger.json"
@@ -75,20 +75,20 @@ def test_metrics_paths_follow_from_the_commands(ledger):
         for cmd in row["commands"]:
             script, argv = _flags(cmd)
             if script == "SeDR/train.py":
-                ns = sedr_args.build_train_parser().parse_args(argv)
+                ns = flags.build_train_parser().parse_args(argv)
                 # epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}; the paper evaluates epoch 4
                 trained = f"epoch-4-{ns.max_seg_length}-{ns.max_seg_num}-{ns.max_bsize}-{ns.model_class}"
             elif script == "SeDR_Longformer/train.py":
                 f = dict(zip(argv[::2], argv[1::2]))
                 trained = f"epoch-4-{f['--max_doc_length']}-{f['--max_seg_num']}-{f['--max_bsize']}-SeDR_Longformer"
             elif script == "SeDR/inference.py":
-                ns = sedr_args.build_inference_parser().parse_args(argv)
+                ns = flags.build_inference_parser().parse_args(argv)
                 out = _evaluate_dir(ns.model_path, ns.max_seg_length, ns.max_seg_num)
             elif script == "SeDR_Longformer/inference.py":
                 f = dict(zip(argv[::2], argv[1::2]))
                 out = _evaluate_dir(f["--model_path"], int(f["--max_doc_length"]), int(f["--max_seg_num"]))
             elif script == "SeDR/adore_train.py":
-                ns = sedr_args.build_adore_parser().parse_args(argv)
+                ns = flags.build_adore_parser().parse_args(argv)
                 assert ns.pembed_dir == eval_dirs["SeDR"]  # ADORE starts from SeDR's frozen index
                 expected = f"{ns.model_save_dir}/{Path(ns.init_path).name}-best.json"
                 assert row["metrics_json"] == expected and row["follow"] == lg.FOLLOW_SAVED
@@ -114,7 +114,7 @@ def _write(path: Path, obj) -> None:
 
 
 def test_checker_on_fabricated_metrics(ledger, tmp_path, capsys):
-    # SeDR (paper 0.409 / 0.921 / 0.632; tolerances 0.005 / 0.005 / 0.015), nested like SeDR/evaluation.py
+    # SeDR (paper 0.409 / 0.921 / 0.632; tolerances 0.005 / 0.005 / 0.015), nested like SeDR/retrieval/evaluation.py
     _write(tmp_path / "data/evaluate/epoch-4-512-4-17-SeDR-inf512-4/metrics.json",
            {"scores": {"dev_MRR@100": 0.412, "dev_Recall@100": 0.930, "test_nDCG@10": 0.600}})
     # STAR-MaxP written with flat keys and without the DL19 split
@@ -158,8 +158,8 @@ def test_adore_row_follows_the_best_checkpoint(ledger, tmp_path):
 
 
 def test_keys_match_what_the_evaluation_module_writes(ledger, tmp_path):
-    """A metrics.json from SeDR/evaluation.py is read under the ledger's names (hand-computed values)."""
-    from SeDR.evaluation import evaluate_rankings
+    """A metrics.json from SeDR/retrieval/evaluation.py is read under the ledger's names (hand-computed values)."""
+    from SeDR.retrieval.evaluation import evaluate_rankings
 
     pre = tmp_path / "pre"
     pre.mkdir()

@@ -20,10 +20,12 @@ import torch
 from conftest import cwd, load_script
 from safetensors.torch import load_file, save_file
 
-from SeDR import data, testing
-from SeDR.batch import TrainBatch
-from SeDR.data import SegmentSpec, collate_documents, collate_queries
-from SeDR.errors import SeDRInputError
+from SeDR import testing
+from SeDR.core.errors import SeDRInputError
+from SeDR.data import preprocess_folder
+from SeDR.data.batches import TrainBatch
+from SeDR.data.collation import collate_queries
+from SeDR.data.segmentation import SegmentSpec, collate_documents
 from SeDR.modeling import MODEL_REGISTRY, ModelConfigError, build_model, load_model, save_pretrained
 from SeDR.modeling.longformer import (
     ALLENAI_KEYS,
@@ -35,7 +37,7 @@ from SeDR.modeling.longformer import (
     place_global_cls,
     register_longformer,
 )
-from SeDR.trainer import LongformerTrainer
+from SeDR.training.loop import LongformerTrainer
 
 star2lf = load_script("SeDR_Longformer/Star2Star_Longformer.py")
 
@@ -461,7 +463,7 @@ def readme_lines(script: str) -> list[list[str]]:
 
 
 def test_readme_longformer_commands_parse():
-    from SeDR.args import build_longformer_inference_parser, build_longformer_train_parser
+    from SeDR.cli.flags import build_longformer_inference_parser, build_longformer_train_parser
 
     assert readme_lines("SeDR_Longformer/Star2Star_Longformer.py") == [[]]
     (train,) = readme_lines("SeDR_Longformer/train.py")
@@ -479,9 +481,9 @@ def test_readme_longformer_commands_parse():
 
 def test_readme_training_command_names_and_horizon(root):
     """The README's training flags: checkpoint names and a schedule horizon without the factor M."""
-    from SeDR.args import build_longformer_train_parser
-    from SeDR.runtime import resolve_precision
-    from SeDR.trainer import load_train_data
+    from SeDR.cli.flags import build_longformer_train_parser
+    from SeDR.core.runtime import resolve_precision
+    from SeDR.training.loop import load_train_data
 
     with cwd(root):
         star2lf.main([])
@@ -522,7 +524,7 @@ def test_train_and_inference_end_to_end(root, tmp_path):
         ids = np.fromfile(out / "passages-id.memmap", dtype=np.int32)
         vecs = np.fromfile(out / "passages.memmap", dtype=np.float32).reshape(len(ids), -1)
         lengths = np.load("data/preprocess/passages_length.npy")
-        passages = data.passages("data/preprocess")
+        passages = preprocess_folder.passages("data/preprocess")
         model = load_longformer(saved[-1]).eval()
     assert 0.0 <= ev.metrics["scores"]["dev_MRR@100"] <= 1.0
     n = len(lengths)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from SeDR.data import SegmentSpec, collate_documents, collate_queries
-from SeDR.errors import SeDRInputError
+from SeDR.core.errors import SeDRInputError
+from SeDR.data.collation import collate_queries
+from SeDR.data.segmentation import SegmentSpec, collate_documents
 from SeDR.modeling import ModelConfigError, build_model, load_model, save_pretrained
 from SeDR.modeling.backbones import BACKBONES, check_backbone_folder
 from SeDR.testing import families

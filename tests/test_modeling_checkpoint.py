@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from SeDR.data import SegmentSpec, collate_documents, collate_queries
+from SeDR.data.collation import collate_queries
+from SeDR.data.segmentation import SegmentSpec, collate_documents
 from SeDR.modeling import build_model, load_model, load_weights_into, save_pretrained
 from SeDR.modeling.checkpoint import read_state_dict
 

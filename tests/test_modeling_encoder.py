@@ -15,8 +15,8 @@ import pytest
 import torch
 from transformers import RobertaModel
 
-from SeDR.batch import SegmentBatch
-from SeDR.data import SegmentSpec, collate_documents
+from SeDR.data.batches import SegmentBatch
+from SeDR.data.segmentation import SegmentSpec, collate_documents
 from SeDR.modeling import build_model
 from SeDR.modeling import encoder as enc
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from SeDR.batch import TrainBatch
-from SeDR.data import SegmentSpec, collate_documents, collate_queries
+from SeDR.data.batches import TrainBatch
+from SeDR.data.collation import collate_queries
+from SeDR.data.segmentation import SegmentSpec, collate_documents
 from SeDR.modeling import (
     MODEL_REGISTRY,
     UnknownModelClassError,

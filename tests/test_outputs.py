@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from SeDR import outputs
-from SeDR.errors import OutputError, SeDRInputError, exit_on_input_error
+from SeDR.core import outputs
+from SeDR.core.errors import OutputError, SeDRInputError, exit_on_input_error
 
 
 def test_second_lock_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, caplog):

@@ -17,12 +17,13 @@ import torch
 from conftest import user_error
 from safetensors.torch import load_file
 
-from SeDR import data, embeddings, hard_negatives
 from SeDR import inference as inference_script
 from SeDR import train as train_script
-from SeDR.encoding import encode_queries
+from SeDR.core.runtime import resolve_precision
+from SeDR.data import preprocess_folder, segmentation
 from SeDR.modeling import load_model
-from SeDR.runtime import resolve_precision
+from SeDR.retrieval import embedding_files, hard_negatives
+from SeDR.retrieval.encoding import encode_queries
 
 # Short segments keep the CPU cost of training tests low (L = 52, T = 57).
 SMALL = ["--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4", "--max_bsize", "6"]
@@ -37,7 +38,7 @@ def test_gen_hardneg_outputs(base_root):
                  "dev.msmarco.tsv"]:
         assert (out / name).exists(), name
     hard = hard_negatives.load_hard_negatives(root / "data" / "hard_negative.json")
-    rel = data.load_rel(root / "data" / "preprocess" / "train-qrel.tsv")
+    rel = preprocess_folder.load_rel(root / "data" / "preprocess" / "train-qrel.tsv")
     assert sorted(hard) == sorted(rel) == list(range(24))
     for q, docs in hard.items():
         assert not set(docs) & set(rel[q])                      # positives excluded
@@ -67,16 +68,16 @@ def test_metrics_equal_ir_measures_on_the_written_runs(base_root):
 def test_ranking_equals_brute_force_max_over_segments(base_root):
     root, _ = base_root
     out = root / "data" / "evaluate" / "star-inf512-1"
-    emb = embeddings.load_segment_embeddings(out)
+    emb = embedding_files.load_segment_embeddings(out)
     model = load_model(root / "data" / "star", model_class="STAR_MaxP", max_seg_num=1)
-    qcache = data.queries(root / "data" / "preprocess", "dev")
+    qcache = preprocess_folder.queries(root / "data" / "preprocess", "dev")
     q = encode_queries(model, qcache, 32, 8, torch.device("cpu"), resolve_precision(torch.device("cpu")))
     scores = q @ emb.vectors.T                                        # (nq, rows)
     n_docs = int(emb.doc_ids.max()) + 1
     doc_scores = np.full((len(q), n_docs), -np.inf, dtype=np.float32)
     np.maximum.at(doc_scores.T, emb.doc_ids, scores.T)               # max over each document's segments
-    inv_pid = {v: k for k, v in data.load_id_map(root / "data" / "preprocess" / "pid2offset.pickle").items()}
-    inv_qid = {v: k for k, v in data.load_id_map(root / "data" / "preprocess" / "dev-qid2offset.pickle").items()}
+    inv_pid = {v: k for k, v in preprocess_folder.load_id_map(root / "data" / "preprocess" / "pid2offset.pickle").items()}
+    inv_qid = {v: k for k, v in preprocess_folder.load_id_map(root / "data" / "preprocess" / "dev-qid2offset.pickle").items()}
     run: dict[str, list[str]] = {}
     for line in (out / "dev.trec").read_text().splitlines():
         qid, _, doc, *_ = line.split()
@@ -108,7 +109,7 @@ def test_train_inference_adore_readme_names(root, caplog, capsys):
     out = Path("data/evaluate/epoch-2-64-4-6-SeDR-inf64-4")
     ids = np.fromfile(out / "passages-id.memmap", dtype=np.int32)
     lengths = np.load("data/preprocess/passages_length.npy")
-    expected_rows = data.num_segments(lengths, data.SegmentSpec(64, 4))
+    expected_rows = segmentation.num_segments(lengths, segmentation.SegmentSpec(64, 4))
     assert np.array_equal(np.bincount(ids, minlength=len(lengths)), expected_rows)
     from SeDR import adore_train
 
@@ -173,4 +174,4 @@ def test_every_class_trains_and_evaluates(root, model_class):
         assert (per_doc == 4).all()      # K = 4 rows per document
     else:
         lengths = np.load("data/preprocess/passages_length.npy")
-        assert np.array_equal(per_doc, data.num_segments(lengths, data.SegmentSpec(64, 4)))
+        assert np.array_equal(per_doc, segmentation.num_segments(lengths, segmentation.SegmentSpec(64, 4)))

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from conftest import cwd, run_preprocess
 
-from SeDR import args, inference, testing, train
+from SeDR import inference, testing, train
+from SeDR.cli import flags
+from SeDR.data.tokenizer_record import read_record
 from SeDR.testing import families
-from SeDR.tokenizer_record import read_record
 
 SMALL = ["--max_query_length", "16", "--max_seg_length", "64", "--max_bsize", "6"]
 
@@ -94,7 +95,7 @@ def test_documented_commands_parse():
     readme = (root / "README.md").read_text()
     section = readme[readme.index("## Backbones"):]
     text = section[: section.index("\n## ")] + (root / "docs" / "backbones.md").read_text()
-    parsers = {"SeDR/train.py": args.build_train_parser, "SeDR/inference.py": args.build_inference_parser}
+    parsers = {"SeDR/train.py": flags.build_train_parser, "SeDR/inference.py": flags.build_inference_parser}
     seen = {name: 0 for name in (*parsers, "SeDR_preprocess.py")}
     for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
         for words in map(shlex.split, block.splitlines()):

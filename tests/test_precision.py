@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from SeDR import train as train_script
-from SeDR import workflows
-from SeDR.optim import Lamb, linear_schedule_with_warmup
-from SeDR.runtime import Precision
-from SeDR.trainer import Trainer
+from SeDR.cli import train as cli_train
+from SeDR.core.runtime import Precision
+from SeDR.training.loop import Trainer
+from SeDR.training.optimizers import Lamb, linear_schedule_with_warmup
 
 CPU = torch.device("cpu")
 SCALE = 2.0**12
@@ -122,7 +122,7 @@ def test_training_under_a_grad_scaler_equals_fp32(root, monkeypatch):
     counts them, and the schedule's position equals the steps taken."""
     (fp32,) = train_script.main(TRAIN + ["--output_dir", "./fp32"])
     for name, scale in (("scaled", SCALE), ("overflow", 2.0**127)):
-        monkeypatch.setattr(workflows, "resolve_precision",
+        monkeypatch.setattr(cli_train, "resolve_precision",
                             lambda device, s=scale, **kw: Precision(device, None, fixed_scaler(s)))
         train_script.main(TRAIN + ["--output_dir", f"./{name}"])
     a = load_file(str(fp32 / "model.safetensors"))

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SeDR import data as readers
-from SeDR import preprocessing as prep
-from SeDR.constants import CORPUS_FILE, SPLIT_FILES
-from SeDR.errors import SeDRInputError
+from SeDR.core.constants import CORPUS_FILE, SPLIT_FILES
+from SeDR.core.errors import SeDRInputError
+from SeDR.data import preprocess_folder
+from SeDR.data import preprocessing as prep
+from SeDR.data.tokenization import StarTokenizer
 from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer
-from SeDR.tokenization import StarTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(max_seq_length=300, max_query_length=12, max_doc_character=2000)
@@ -116,10 +116,10 @@ def test_every_output_file_matches_a_per_line_computation(out_one, msmarco, ref)
 
 def test_the_data_layer_reads_the_output(out_one, ref, msmarco):
     docs, _, splits = expected_outputs(msmarco.data_dir, ref, **SMALL)
-    cache = readers.passages(out_one)
+    cache = preprocess_folder.passages(out_one)
     assert len(cache) == len(docs) and [cache[i].tolist() for i in (0, 7, 39)] == [docs[i] for i in (0, 7, 39)]
-    assert readers.queries(out_one, "dev")[3].tolist() == splits["dev"]["ids"][3]
-    rel = readers.load_rel(out_one / "test-qrel.tsv")
+    assert preprocess_folder.queries(out_one, "dev")[3].tolist() == splits["dev"]["ids"][3]
+    rel = preprocess_folder.load_rel(out_one / "test-qrel.tsv")
     assert sum(len(v) for v in rel.values()) == len(msmarco.qrels["test"])
 
 
@@ -135,7 +135,7 @@ def test_two_threads_write_identical_bytes(out_one, tmp_path, msmarco, small_set
 
 def test_rerun_on_complete_output_does_nothing(out_one, msmarco, small_settings, caplog):
     before = {p.name: p.stat().st_mtime_ns for p in out_one.iterdir()}
-    with caplog.at_level(logging.INFO, logger="SeDR.preprocessing"):
+    with caplog.at_level(logging.INFO, logger="SeDR.data.preprocessing"):
         assert prep.preprocess(msmarco.data_dir, out_one, small_settings, threads=1) is False
     assert "already complete" in caplog.text
     assert {p.name: p.stat().st_mtime_ns for p in out_one.iterdir()} == before
@@ -262,7 +262,7 @@ def test_empty_body_is_kept_with_a_warning(tmp_path, msmarco, tokenizer_dir, ref
         prep.preprocess(data, tmp_path / "out", prep.Settings(str(tokenizer_dir), **SMALL))
     assert "1 documents have an empty body (first on line 4)" in caplog.text
     _, url, title, _ = raw.decode().split("\t")
-    assert readers.passages(tmp_path / "out")[3].tolist() == ref.encode(f"{url}</s>{title}</s>", False, 300)
+    assert preprocess_folder.passages(tmp_path / "out")[3].tolist() == ref.encode(f"{url}</s>{title}</s>", False, 300)
 
 
 def test_readme_command_verbatim(tmp_path, msmarco, hf_home, script, ref, monkeypatch):

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from SeDR import indexes, ranking
+from SeDR.retrieval import exact_search, ranking
 
 
 def test_unique_docs_keeps_each_documents_first_hit():
@@ -35,9 +35,9 @@ def brute_force_doc_ranking(vectors, row_doc_ids, q, k_docs):
 def test_index_document_ranking_equals_brute_force(random_corpus, kind):
     vectors, row_doc_ids, queries = random_corpus
     if kind == "faiss":
-        index = indexes.FaissFlatIndex(vectors, show_progress=False)
+        index = exact_search.FaissFlatIndex(vectors, show_progress=False)
     else:
-        index = indexes.TorchFlatIndex(vectors, chunk_rows=97)  # several chunks to merge
+        index = exact_search.TorchFlatIndex(vectors, chunk_rows=97)  # several chunks to merge
     # every row is a hit (hits >= S), so the document ranking must be exact MaxP
     rankings = ranking.retrieve_documents(index, row_doc_ids, queries, range(100, 120), k_docs=50,
                                             hits=len(vectors) + 10, batch_size=7, show_progress=False)

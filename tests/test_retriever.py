@@ -15,12 +15,12 @@ import pytest
 from conftest import ROOT, cwd, user_error
 
 from SeDR import Retriever
-from SeDR import index as index_cli
 from SeDR import inference as inference_script
-from SeDR import search as search_cli
 from SeDR import train as train_script
-from SeDR.data import SegmentSpec
-from SeDR.errors import DataFormatError, SeDRInputError
+from SeDR.cli import index as index_cli
+from SeDR.cli import search as search_cli
+from SeDR.core.errors import DataFormatError, SeDRInputError
+from SeDR.data.segmentation import SegmentSpec
 
 SHAPE = ["--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4"]
 TRAIN = [*SHAPE, "--max_bsize", "6", "--preprocess_dir", "./data/preprocess", "--hardneg_path",
@@ -228,6 +228,6 @@ def test_help_and_a_light_package_import(capsys):
             main(["-h"])
         assert exc.value.code == 0
     assert "MODEL DOCS OUT" in capsys.readouterr().out
-    code = "import sys, SeDR, SeDR.args; heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy"
+    code = "import sys, SeDR, SeDR.cli.flags; heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy"
     _python("-c", code, cwd_path=ROOT)
-    assert Retriever is sys.modules["SeDR.retriever"].Retriever  # `from SeDR import Retriever` (top of this file)
+    assert Retriever is sys.modules["SeDR.api.retriever"].Retriever  # `from SeDR import Retriever` (top of this file)

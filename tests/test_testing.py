@@ -5,8 +5,8 @@ import json
 import torch
 from transformers import AutoTokenizer
 
+from SeDR.data.tokenization import byte_to_unicode
 from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer
-from SeDR.tokenization import byte_to_unicode
 
 BIG = 10**6
 

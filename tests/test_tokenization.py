@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from SeDR.tokenization import StarTokenizer, byte_to_unicode, lower_per_character
+from SeDR.data.tokenization import StarTokenizer, byte_to_unicode, lower_per_character
 
 BIG = 10**6
 
@@ -122,7 +122,7 @@ def test_matches_reference_on_random_and_tricky_strings(star, ref):
 
 
 def test_matches_reference_on_corpus_documents(star, ref, msmarco):
-    from SeDR.msmarco_files import document_text
+    from SeDR.data.msmarco_files import document_text
 
     lines = (msmarco.data_dir / "msmarco-docs.tsv").read_text(encoding="utf-8").splitlines()
     texts = [document_text(line, 10000) for line in lines[:15]]
@@ -183,7 +183,7 @@ def test_bert_document_and_query_ids_hand_checked(bert_star):
 
 
 def test_bert_document_text_uses_the_separator(bert_star, tokenizer_dir):
-    from SeDR.msmarco_files import document_text
+    from SeDR.data.msmarco_files import document_text
 
     line = "D1\tman:open(2)\tOpen \tthe files\n"
     assert document_text(line, 100, bert_star.field_separator) == "man:open(2)[SEP]Open[SEP]the files"
@@ -232,7 +232,7 @@ def test_a_character_the_engines_disagree_on_goes_to_the_backend(star, backend_o
 def test_word_cache_is_emptied_when_full(star, backend_only, monkeypatch):
     import regex
 
-    from SeDR import tokenization
+    from SeDR.data import tokenization
 
     monkeypatch.setattr(tokenization, "WORD_CACHE_LIMIT", 30)
     fresh = StarTokenizer(star.backend, star.special_ids, star.cls_id, star.eos_id)

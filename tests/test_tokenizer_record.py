@@ -11,12 +11,18 @@ import shutil
 import pytest
 
 from SeDR import adore_train, inference, testing, train
-from SeDR.constants import PREPROCESS_RECORD
-from SeDR.errors import SeDRInputError
+from SeDR.core.constants import PREPROCESS_RECORD
+from SeDR.core.errors import SeDRInputError
+from SeDR.data.tokenization import StarTokenizer
+from SeDR.data.tokenizer_record import (
+    RECORD_FILE,
+    RECORD_KEY,
+    check_tokenizer_record,
+    load_tokenizer,
+    read_record,
+)
 from SeDR.modeling import build_model, save_pretrained
 from SeDR.testing import families
-from SeDR.tokenization import StarTokenizer
-from SeDR.tokenizer_record import RECORD_FILE, RECORD_KEY, check_tokenizer_record, load_tokenizer, read_record
 
 BIG = 10**6
 
@@ -101,7 +107,7 @@ def test_folders_without_a_record(root, star_dir, bert_folder, caplog, tmp_path)
     shutil.copytree(root / "data" / "preprocess", prep)
     (prep / RECORD_FILE).unlink()  # as the original code leaves it
     star = build_model("STAR_MaxP", star_dir, max_seg_num=1)
-    with caplog.at_level(logging.WARNING, logger="SeDR.tokenizer_record"):
+    with caplog.at_level(logging.WARNING, logger="SeDR.data.tokenizer_record"):
         check_tokenizer_record(prep, star, star_dir)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "assuming roberta-base ids" in warnings[0]

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from SeDR.core.errors import MissingInputError, SeDRInputError, exit_on_input_error
 from SeDR.demo.collection import (
     DEFAULT_SEED,
     LICENSE_FILE,
@@ -36,7 +37,6 @@ from SeDR.demo.collection import (
     normalize_space,
     write_snapshot,
 )
-from SeDR.errors import MissingInputError, SeDRInputError, exit_on_input_error
 
 logger = logging.getLogger("build_manpage_snapshot")
 

@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from SeDR.errors import exit_on_input_error
-from SeDR.runtime import setup_logging
+from SeDR.core.errors import exit_on_input_error
+from SeDR.core.runtime import setup_logging
 
 logger = logging.getLogger(__name__)
 

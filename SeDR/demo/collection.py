@@ -35,8 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from SeDR.constants import CORPUS_FILE, SPLIT_FILES
-from SeDR.errors import DataFormatError, MissingInputError, exit_on_input_error
+from SeDR.core.constants import CORPUS_FILE, SPLIT_FILES
+from SeDR.core.errors import DataFormatError, MissingInputError, exit_on_input_error
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SNAPSHOT_PATH = DATA_DIR / "manpages.jsonl.gz"

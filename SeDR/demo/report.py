@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 START_LABEL = "untrained start (STAR_MaxP)"
-# Metrics shown, as keyed in metrics.json "scores" (SeDR.evaluation); test = the TREC-DL-2019-named half.
+# Metrics shown, as keyed in metrics.json "scores" (SeDR.retrieval.evaluation); test = the TREC-DL-2019-named half.
 TABLE_METRICS = (("dev_MRR@100", "dev MRR@100"), ("dev_Recall@100", "dev R@100"),
                  ("test_nDCG@10", "test nDCG@10"), ("2020test_nDCG@10", "test-2 nDCG@10"))
 

@@ -15,16 +15,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from SeDR.constants import CORPUS_FILE, EVAL_DOCS_KEPT, SPLIT_FILES
+from SeDR.api.retriever import Retriever
+from SeDR.cli.inference import run_inference
+from SeDR.cli.train import run_training
+from SeDR.core.constants import CORPUS_FILE, EVAL_DOCS_KEPT, SPLIT_FILES
+from SeDR.core.errors import MissingInputError
+from SeDR.data.preprocessing import Settings, default_threads, preprocess
 from SeDR.demo.collection import load_snapshot, select_collection, write_msmarco_files
 from SeDR.demo.report import START_LABEL, format_hits_table, format_table, plot_curves, results_rows
 from SeDR.demo.stages import Stages, key_hash
-from SeDR.errors import MissingInputError
-from SeDR.evaluation import evaluate_rankings
-from SeDR.preprocessing import Settings, default_threads, preprocess
-from SeDR.retriever import Retriever
-from SeDR.trainer import TRAIN_HISTORY, checkpoint_name
-from SeDR.workflows import run_inference, run_training
+from SeDR.retrieval.evaluation import evaluate_rankings
+from SeDR.training.loop import TRAIN_HISTORY, checkpoint_name
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
 """SeDR models on stock Hugging Face encoders (docs/models.md).
 
+Layer 2: imports :mod:`SeDR.core` and :mod:`SeDR.data`.
+
 Public API::
 
     build_model(model_class, init_path, *, max_seg_num, cache_size=50, gradient_checkpointing=False, ...)

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from SeDR.errors import SeDRInputError
+from SeDR.core.errors import SeDRInputError
 
 # Additive attention-mask value of HF 4.12 (-10000): representable in fp16/bf16, and a row whose
 # keys are all masked stays finite (uniform) instead of turning NaN.

@@ -21,11 +21,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import CONFIG_MAPPING
 
-from SeDR.errors import DataFormatError, MissingInputError, SeDRInputError
+from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError
+from SeDR.core.outputs import fingerprint
+from SeDR.data.tokenizer_record import has_tokenizer_files, load_tokenizer
 from SeDR.modeling import backbones
 from SeDR.modeling import models as M
-from SeDR.outputs import fingerprint
-from SeDR.tokenizer_record import has_tokenizer_files, load_tokenizer
 
 logger = logging.getLogger(__name__)
 

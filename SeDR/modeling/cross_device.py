@@ -24,7 +24,7 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 
-from SeDR.data import pair_masks
+from SeDR.data.collation import pair_masks
 
 
 def _world() -> tuple[int, int]:

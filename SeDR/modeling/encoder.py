@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from SeDR.batch import RowGroups
-from SeDR.errors import SeDRInputError
+from SeDR.core.errors import SeDRInputError
+from SeDR.data.batches import RowGroups
 from SeDR.modeling.backbones import (  # noqa: F401 - re-exported: the loop's public vocabulary
     ABSOLUTE_POSITIONS,
     ATTENTION_MASK_VALUE,
@@ -178,7 +178,7 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
         gradient_checkpointing: recompute each layer in backward (non-reentrant; RNG state preserved).
         output_hidden_states: also return the state after every layer step (after the broadcast;
             for Global-Attention the inputs of layers 2..N after their broadcast, then the output).
-        row_groups: optional bucketing of the rows by real width (:class:`~SeDR.batch.RowGroups`).
+        row_groups: optional bucketing of the rows by real width (:class:`~SeDR.data.batches.RowGroups`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown encoder variant {variant!r}; expected one of {VARIANTS}")

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 from transformers import LongformerConfig, LongformerModel
 
-from SeDR.batch import QueryBatch, SegmentBatch
-from SeDR.errors import SeDRInputError
+from SeDR.core.errors import SeDRInputError
+from SeDR.data.batches import QueryBatch, SegmentBatch
 from SeDR.modeling.checkpoint import (
     CONFIG_NAME,
     ROBERTA_POSITION_ROWS,
@@ -395,3 +395,9 @@ def convert_star(star_path, output_path, *, max_doc_length: int, attention_windo
     logger.info("wrote %s: %d position rows, window %d (one-sided %d), %d layers with global projections",
                 out, rows, attention_window, attention_window // 2, config.num_hidden_layers)
     return out
+
+
+def check_doc_length(model, max_doc_length: int, path) -> None:
+    if max_doc_length > model.max_doc_length:
+        raise SeDRInputError(f"--max_doc_length {max_doc_length} exceeds the position table of {path} "
+                         f"({model.max_doc_length} tokens); convert with Star2Star_Longformer.py --max_doc_length")

@@ -16,8 +16,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from SeDR.batch import QueryBatch, SegmentBatch, TrainBatch
-from SeDR.errors import SeDRInputError
+from SeDR.core.errors import SeDRInputError
+from SeDR.data.batches import QueryBatch, SegmentBatch, TrainBatch
 from SeDR.modeling import backbones
 from SeDR.modeling import encoder as enc
 from SeDR.modeling.cross_device import gather_rows

@@ -11,7 +11,7 @@ generated on the fly and deterministic for a given seed:
   ``pytorch_model.bin`` with ``roberta.*``, ``embeddingHead.*``, ``norm.*``);
 * :func:`make_msmarco_data`: the nine MS MARCO Document / TREC-DL files, with learnable queries;
 * :class:`ReferenceRobertaTokenizer`: transformers 2.8's slow lower-cased RoBERTa tokenizer,
-  restated step by step (the oracle of :class:`SeDR.tokenization.StarTokenizer`).
+  restated step by step (the oracle of :class:`SeDR.data.tokenization.StarTokenizer`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from SeDR.constants import CORPUS_FILE, SPLIT_FILES
+from SeDR.core.constants import CORPUS_FILE, SPLIT_FILES
 
 ROBERTA_RESERVED_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 FAKE_SNAPSHOT_HASH = "0" * 40

@@ -1,5 +1,5 @@
 """The transformers-2.8 slow RoBERTa tokenizer, restated step by step: the reference that the fast
-emulation (:class:`SeDR.tokenization.StarTokenizer`) is checked against in tests and in bench/preprocess.py."""
+emulation (:class:`SeDR.data.tokenization.StarTokenizer`) is checked against in tests and in bench/preprocess.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from itertools import chain
 
 import regex
 
-from SeDR.tokenization import GPT2_PATTERN, StarTokenizer, byte_to_unicode
+from SeDR.data.tokenization import GPT2_PATTERN, StarTokenizer, byte_to_unicode
 
 # ----------------------------------------------------------------------------------------------
 # The transformers-2.8 slow tokenizer, step by step
@@ -28,7 +28,7 @@ def _symbol_pairs(word: tuple[str, ...]) -> set[tuple[str, str]]:
 class ReferenceRobertaTokenizer:
     """Pure-Python, one-text-at-a-time restatement of ``RobertaTokenizer(do_lower_case=True).encode`` in 2.8.
 
-    Written from the algorithm, not from :class:`~SeDR.tokenization.StarTokenizer`, and kept to the *call path* of
+    Written from the algorithm, not from :class:`~SeDR.data.tokenization.StarTokenizer`, and kept to the *call path* of
     transformers 2.8 so that ``bench/preprocess.py`` times the original's method, not a leaner one:
     ``encode`` -> ``encode_plus`` -> ``tokenize`` (prefix space; lower-casing through ``re.sub`` with
     a Python callback per character; ``split_on_tokens`` over the special strings; per piece the GPT-2

@@ -1,0 +1,161 @@
+"""The index folder: segment-embedding files plus document ids and texts (docs/your-documents.md#index-folder).
+
+It holds the embedding files of an inference folder (:mod:`SeDR.retrieval.embedding_files`, with the identity record
+of the model and segmentation that made them), ``doc-ids.jsonl`` and, optionally, the texts. A folder
+is written beside its final name and renamed when complete, so no half index is ever under that
+name, and an existing one is never replaced without ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import weakref
+from array import array
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from SeDR.core.errors import DataFormatError, MissingInputError, OutputError, SeDRInputError
+from SeDR.core.outputs import RunLock, backup_name, ensure_writable, writing
+from SeDR.retrieval import embedding_files, exact_search
+
+logger = logging.getLogger(__name__)
+
+DOC_IDS_FILE, TEXTS_FILE, TEXT_OFFSETS_FILE = "doc-ids.jsonl", "texts.jsonl", "texts-offsets.npy"
+INDEX_HINT = "build it with `python -m SeDR.index MODEL DOCS OUT`"
+
+
+def read_index_info(path: str | Path) -> dict:
+    """The identity record of an index folder (model, class, segment shape), without opening the vectors."""
+    record = embedding_files.read_record(path)
+    if not (Path(path) / DOC_IDS_FILE).exists() or not record:
+        raise MissingInputError(Path(path) / DOC_IDS_FILE, f"{path} is not an index folder; {INDEX_HINT}")
+    return dict(record.get("info", {}))
+
+
+def refuse_taken(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputError(f"{out} exists and is not empty; choose another folder, or pass --overwrite "
+                          "(overwrite=True) to move it to a dated backup first")
+
+
+@contextlib.contextmanager
+def new_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A folder written beside ``out`` and renamed into place when complete: never half an index, never a lost one."""
+    refuse_taken(out, overwrite)
+    ensure_writable(out.parent)
+    lock = RunLock(out.parent, out.name).acquire()
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        with writing(tmp):
+            tmp.mkdir()
+            yield tmp
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        elif out.exists():
+            backup = backup_name(out)
+            out.rename(backup)
+            logger.warning("overwrite: moved the earlier %s to %s", out, backup)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+class DocumentIndex:
+    """An index folder opened for search: segment vectors (memory-mapped), document ids, optional texts.
+
+    ``temporary``: the folder lives in a private temporary folder, removed with this object.
+    """
+
+    def __init__(self, folder: str | Path, temporary: bool = False):
+        self.folder = Path(folder)
+        info = read_index_info(self.folder)
+        self.embeddings = embedding_files.load_segment_embeddings(self.folder)
+        self.info = self.embeddings.info
+        with open(self.folder / DOC_IDS_FILE, encoding="utf-8") as f:
+            self.ids: list[str] = [json.loads(line) for line in f]
+        if len(self.ids) != info.get("num_docs"):
+            raise DataFormatError(self.folder / DOC_IDS_FILE, None, f"{len(self.ids)} ids for {info.get('num_docs')} "
+                                  f"indexed documents: incomplete; {INDEX_HINT}")
+        offsets = self.folder / TEXT_OFFSETS_FILE
+        self._text_offsets = np.load(offsets) if offsets.exists() else None
+        # first_row[d] .. first_row[d + 1]: the rows of document d (none for an empty document)
+        self.first_row = np.searchsorted(self.embeddings.doc_ids, np.arange(len(self.ids) + 1)).astype(np.int64)
+        self._searcher, self._offsets = None, None
+        if temporary:
+            weakref.finalize(self, shutil.rmtree, str(self.folder.parent), True)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_rows(self) -> int:
+        return self.embeddings.num_rows
+
+    def offset(self, doc_id: str) -> int:
+        """Position of ``doc_id`` in the index (the map is built on first use)."""
+        if self._offsets is None:
+            self._offsets = {d: i for i, d in enumerate(self.ids)}
+        return self._offsets[doc_id]
+
+    def text(self, offset: int) -> str | None:
+        """The text of document ``offset`` as it was indexed, or None if the index keeps no texts."""
+        if self._text_offsets is None:
+            return None
+        start, end = int(self._text_offsets[offset]), int(self._text_offsets[offset + 1])
+        with open(self.folder / TEXTS_FILE, "rb") as f:
+            f.seek(start)
+            return json.loads(f.read(end - start))
+
+    def searcher(self, faiss_gpus: Sequence[int] | None = None, backend: str = "auto"):
+        """The exact search index over the vectors, built once (the one place that picks a search backend)."""
+        if self._searcher is None:
+            self._searcher = exact_search.build_index(self.embeddings.vectors, faiss_gpus, backend=backend,
+                                                 show_progress=False)
+        return self._searcher
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Copy the index to ``path`` (refused if that holds anything, unless ``overwrite`` moves it to a backup)."""
+        path = Path(path)
+        if path.resolve() != self.folder.resolve():
+            with new_folder(path, overwrite) as tmp:
+                for f in self.folder.iterdir():
+                    shutil.copy2(f, tmp / f.name)
+        return path
+
+
+class DocumentWriter:
+    """Streams document ids (and texts with their byte offsets) into an index folder; refuses a repeated id."""
+
+    def __init__(self, folder: Path, keep_texts: bool):
+        self.folder, self.seen, self.empty = folder, {}, 0
+        self.ids = open(folder / DOC_IDS_FILE, "w", encoding="utf-8")
+        self.texts = open(folder / TEXTS_FILE, "wb") if keep_texts else None
+        self.offsets = array("q", [0])
+
+    def add(self, doc_id: str, text: str, num_segments: int) -> None:
+        if doc_id in self.seen:
+            raise SeDRInputError(f"document id {doc_id!r} appears twice (documents {self.seen[doc_id]} and "
+                                 f"{len(self.seen)})")
+        self.seen[doc_id] = len(self.seen)
+        self.empty += num_segments == 0
+        self.ids.write(json.dumps(doc_id, ensure_ascii=False) + "\n")
+        if self.texts is not None:
+            line = (json.dumps(text, ensure_ascii=False) + "\n").encode("utf-8")
+            self.texts.write(line)
+            self.offsets.append(self.offsets[-1] + len(line))
+
+    def close(self) -> None:
+        self.ids.close()
+        if self.texts is not None:
+            self.texts.close()
+            np.save(self.folder / TEXT_OFFSETS_FILE, np.asarray(self.offsets, dtype=np.int64))

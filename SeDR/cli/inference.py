@@ -1,0 +1,264 @@
+"""``SeDR/inference.py`` and ``SeDR_Longformer/inference.py``: encode every segment into an evaluation
+folder (claimed, reused or backed up), search, rank, evaluate, and ``--gen_hardneg``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from SeDR.cli import flags
+from SeDR.core.constants import EVAL_DOCS_KEPT, HARDNEG_LIST_LENGTH
+from SeDR.core.errors import OutputError
+from SeDR.core.outputs import RunLock, backup_name, ensure_writable, move_to_backup
+from SeDR.core.runtime import (
+    env_rank,
+    resolve_device,
+    resolve_precision,
+    setup_logging,
+    start_distributed,
+    stop_distributed,
+)
+from SeDR.data import preprocess_folder
+from SeDR.data.segmentation import SegmentSpec
+from SeDR.data.tokenizer_record import check_tokenizer_record
+from SeDR.modeling import load_model
+from SeDR.modeling.checkpoint import model_fingerprint
+from SeDR.modeling.longformer import check_doc_length, load_longformer
+from SeDR.retrieval import embedding_files, exact_search, hard_negatives
+from SeDR.retrieval.encoding import corpus_segment_counts, encode_corpus, encode_queries
+from SeDR.retrieval.evaluation import Evaluation, evaluate_rankings, format_results_table
+from SeDR.retrieval.ranking import retrieve_documents
+
+logger = logging.getLogger(__name__)
+
+
+def default_output_dir(model_path: str, seg_length: int, max_seg_num: int) -> Path:
+    """``./data/evaluate/{basename(model_path)}-inf{Lraw}-{M}``, the original's evaluation folder."""
+    name = os.path.basename(os.path.normpath(model_path))
+    return Path("./data/evaluate") / f"{name}-inf{seg_length}-{max_seg_num}"
+
+
+def shard_range(num_docs: int, shard_id: int, num_shards: int) -> tuple[int, int]:
+    """Contiguous, balanced document range of one shard."""
+    return num_docs * shard_id // num_shards, num_docs * (shard_id + 1) // num_shards
+
+
+def shard_prefix(shard_id: int, num_shards: int) -> str:
+    return f"passages-shard{shard_id}-of{num_shards}"
+
+
+# Result files of an evaluation folder, moved aside (never overwritten) when the embeddings are re-made.
+RESULT_GLOBS = ("metrics.json", "res.jsonl", "*.trec", "*.msmarco.tsv")
+
+
+# What ties an evaluation folder to its owner; a different owner is another model's folder.
+OWNER_KEYS = ("model_path", "model_class")
+
+
+def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
+    """Settle an existing evaluation folder before encoding; True when its embeddings are reused.
+
+    Our folder, same owner: reused when every identity field matches, else re-encoded (once that
+    succeeds, the previous result files move to a dated ``results.bak-*`` subfolder). Another owner's folder is refused,
+    or moved to a dated backup with ``--overwrite_output_dir``. A folder of the original code
+    (embeddings without our record) is used only with ``--reuse_embeddings``, after checking it.
+    """
+    record = embedding_files.read_record(out_dir)
+    stored = (record or {}).get("info", {})
+    results = [p for g in RESULT_GLOBS for p in out_dir.glob(g)]
+    if record is None and embedding_files.foreign_embeddings(out_dir):
+        if args.reuse_embeddings:
+            embedding_files.check_rows_per_document(out_dir, model_dim=identity["dim"], expected_rows=expected_rows)
+            logger.info("--reuse_embeddings: using the embeddings of %s (no record of ours; sizes and rows per "
+                        "document checked against this model and corpus)", out_dir)
+            return True
+        raise OutputError(f"{out_dir} holds segment embeddings written by another program (no {out_dir.name}"
+                          "/passages-meta.json); pass --reuse_embeddings to use them, or --output_dir")
+    if record is None and results:
+        stored = json.loads((out_dir / "metrics.json").read_text()).get("model", {}) if (
+            out_dir / "metrics.json").exists() else {}
+    other = {k: (stored.get(k), identity[k]) for k in OWNER_KEYS if stored and stored.get(k) != identity[k]}
+    if other or (results and not stored):
+        if args.reuse_embeddings or not args.overwrite_output_dir:
+            raise OutputError(f"{out_dir} holds the results of another model ({other or 'unrecorded'}); pass "
+                              "--output_dir for a new folder, or --overwrite_output_dir to move it to a dated backup")
+        backup = backup_name(out_dir)
+        out_dir.rename(backup)
+        logger.warning("--overwrite_output_dir: moved the earlier results in %s to %s", out_dir, backup)
+        return False
+    if record is None:
+        return False
+    changes = embedding_files.identity_changes(stored, identity)
+    if embedding_files.embeddings_complete(out_dir, expect_info=identity):
+        logger.info("reusing the complete segment embeddings in %s", out_dir)
+        return True
+    why = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()) or "the encoding was not complete"
+    if args.reuse_embeddings:
+        raise OutputError(f"--reuse_embeddings: the embeddings in {out_dir} do not match this run ({why})")
+    logger.info("re-encoding %s: %s", out_dir, why)
+    return False
+
+
+def set_aside_results(out_dir: Path) -> None:
+    """Result files of earlier embeddings move to a dated ``results.bak-*`` subfolder before new ones are written."""
+    backup = move_to_backup([p for g in RESULT_GLOBS for p in out_dir.glob(g)], out_dir / "results")
+    if backup:
+        logger.info("the previous result files of %s are kept in %s", out_dir, backup)
+
+
+def encode_documents(model, passages, spec, args, device, precision, out_dir: Path, info: dict,
+                     shard_id: int = 0, num_shards: int = 1, merge: bool = True) -> bool:
+    """Encode this process's documents; returns True when the full ``passages`` files are complete.
+
+    With shards, ``merge`` joins them once all are complete (job arrays: whichever shard finishes last).
+    """
+    if num_shards > 1 and embedding_files.embeddings_complete(out_dir, expect_info=info):
+        return True  # merged already
+    prefix = "passages" if num_shards == 1 else shard_prefix(shard_id, num_shards)
+    start, end = shard_range(len(passages), shard_id, num_shards)
+    if num_shards > 1 and embedding_files.embeddings_complete(out_dir, prefix, expect_info=info):
+        logger.info("shard %d/%d already encoded", shard_id, num_shards)
+    else:
+        t0 = time.time()
+        with embedding_files.SegmentEmbeddingWriter(out_dir, model.embedding_dim, prefix, info=info) as writer:
+            for vecs, doc_ids in encode_corpus(model, passages, spec, args.max_bsize, device, precision, start, end):
+                writer.append(vecs, doc_ids)
+        logger.info("encoded documents %d..%d into %s/%s in %.1fs", start, end - 1, out_dir, prefix, time.time() - t0)
+    return num_shards == 1 or (merge and merge_shards(out_dir, num_shards, info))
+
+
+def merge_shards(out_dir: Path, num_shards: int, info: dict) -> bool:
+    """Join the shards into ``passages.memmap`` if every one is complete; True when joined."""
+    prefixes = [shard_prefix(i, num_shards) for i in range(num_shards)]
+    if not all(embedding_files.embeddings_complete(out_dir, p, expect_info=info) for p in prefixes):
+        return False
+    embedding_files.concat_embedding_shards(out_dir, prefixes)
+    for p in prefixes:
+        for f in embedding_files.embedding_paths(out_dir, p):
+            f.unlink(missing_ok=True)
+    logger.info("merged %d shards into %s/passages.memmap", num_shards, out_dir)
+    return True
+
+
+def backup_existing(path: Path) -> None:
+    """Never overwrite earlier results silently: keep the old file beside the new one."""
+    if path.exists():
+        backup = backup_name(path)  # unique: two runs within one second keep both
+        shutil.copy2(path, backup)
+        logger.warning("%s exists; the previous version is kept as %s", path, backup)
+
+
+def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device, precision,
+                        identity: dict | None = None) -> Evaluation:
+    """Index the vectors in ``out_dir``, rank every split's queries, evaluate; with ``--gen_hardneg``
+    also write the hard negatives of every training query. ``identity`` goes into ``metrics.json``."""
+    emb = (embedding_files.load_segment_embeddings(out_dir) if not embedding_files.foreign_embeddings(out_dir)
+           else embedding_files.load_segment_embeddings(out_dir, legacy_dim=model.embedding_dim))
+    index = exact_search.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16, backend=args.search_backend,
+                                search_shards=args.search_shards)
+    rankings = {}
+    for split, k_docs in EVAL_DOCS_KEPT.items():
+        if not (preprocess_dir / f"{split}-query_meta").exists():
+            logger.warning("no %s queries in %s; skipping that evaluation", split, preprocess_dir)
+            continue
+        qcache = preprocess_folder.queries(preprocess_dir, split)
+        qvecs = encode_queries(model, qcache, args.max_query_length, args.eval_batch_size, device, precision)
+        rankings[split] = retrieve_documents(index, emb.doc_ids, qvecs, range(len(qcache)), k_docs)
+    evaluation = evaluate_rankings(rankings, preprocess_dir, out_dir, run_tag=out_dir.name, model_record=identity)
+    print(format_results_table(evaluation.metrics))
+
+    if getattr(args, "gen_hardneg", False):
+        train_q = preprocess_folder.queries(preprocess_dir, "train")
+        rel = preprocess_folder.load_rel(preprocess_dir / "train-qrel.tsv")
+        qvecs = encode_queries(model, train_q, args.max_query_length, args.eval_batch_size, device, precision)
+        hard = hard_negatives.hard_negatives_for_queries(index, emb.doc_ids, qvecs, range(len(train_q)), rel)
+        short = sum(1 for v in hard.values() if len(v) < HARDNEG_LIST_LENGTH)
+        path = Path(args.hardneg_path)
+        backup_existing(path)
+        hard_negatives.write_hard_negatives(path, hard)
+        logger.info("wrote hard negatives of %d training queries to %s (%d with fewer than %d)",
+                    len(hard), path, short, HARDNEG_LIST_LENGTH)
+    return evaluation
+
+
+def _inference(args, model, spec, seg_length: int, device, precision, shard_id=0, num_shards=1, rank=0,
+               world_size=1) -> Evaluation | None:
+    """Encode (this process's shard), then search and evaluate: the body of both inference scripts."""
+    check_tokenizer_record(args.preprocess_dir, model, args.model_path)  # also guards --gen_hardneg
+    model.to(device).eval()
+    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_path, seg_length,
+                                                                                args.max_seg_num)
+    preprocess_dir = Path(args.preprocess_dir)
+    passages = preprocess_folder.passages(preprocess_dir)
+    identity = {"model_path": str(Path(args.model_path).resolve()), "model_class": model.model_class_name,
+                "model_fingerprint": model_fingerprint(args.model_path), "seg_length": seg_length,
+                "max_seg_num": args.max_seg_num, "content_len": spec.content_len, "dim": model.embedding_dim,
+                "preprocess_fingerprint": preprocess_folder.preprocess_fingerprint(preprocess_dir), "num_docs": len(passages)}
+    logger.info("model %s (%s), %d documents, L=%d M=%d -> %s", args.model_path, model.model_class_name,
+                len(passages), spec.content_len, args.max_seg_num, out_dir)
+    rows = model.rows_per_document(torch.as_tensor(corpus_segment_counts(passages, spec))).numpy()
+    start_distributed(device, world_size)
+    owner = rank == 0 and (world_size > 1 or num_shards == 1)  # job-array shards share the folder
+    # The lock sits beside the folder, which --overwrite_output_dir may move to a backup.
+    lock = RunLock(ensure_writable(out_dir).parent, out_dir.name).acquire() if owner else None
+    try:
+        reuse = [claim_eval_dir(out_dir, identity, args, rows) if rank == 0 else False]
+        if world_size > 1:
+            dist.broadcast_object_list(reuse)  # the other ranks wait until rank 0 has settled the folder
+        if not reuse[0]:
+            ensure_writable(out_dir, int(rows.sum()) * (model.embedding_dim + 1) * 4, "the segment embeddings")
+        complete = reuse[0] or encode_documents(model, passages, spec, args, device, precision, out_dir, identity,
+                                                shard_id, num_shards, merge=world_size == 1)
+        if world_size > 1:
+            dist.barrier()  # every rank's shard is written; rank 0 joins them
+            complete = complete or (rank == 0 and merge_shards(out_dir, num_shards, identity))
+            stop_distributed(world_size)
+            if rank != 0:
+                return None
+        if not complete:
+            logger.info("shard %d of %d done; run the other shards, then any shard again to merge and evaluate",
+                        shard_id, num_shards)
+            return None
+        if not reuse[0]:
+            set_aside_results(out_dir)
+        return search_and_evaluate(model, out_dir, preprocess_dir, args, device, precision, identity)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def run_inference(argv=None) -> Evaluation | None:
+    """``SeDR/inference.py``: encode (sharded under torchrun or ``--num_shards``), search, evaluate.
+
+    Returns ``None`` on ranks other than 0 and for a shard that leaves others to encode.
+    """
+    args = flags.build_inference_parser().parse_args(argv)
+    flags.validate_inference_args(args)
+    rank, local_rank, world_size = env_rank()
+    setup_logging(rank)
+    device = resolve_device(args.no_cuda, local_rank)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
+    model = load_model(args.model_path, model_class=args.model_class, max_seg_num=args.max_seg_num)
+    spec = SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=model.extra_content_reserve)
+    shard_id, num_shards = (rank, world_size) if world_size > 1 else (args.shard_id, args.num_shards)
+    return _inference(args, model, spec, args.max_seg_length, device, precision, shard_id, num_shards, rank,
+                      world_size)
+
+
+def run_longformer_inference(argv=None) -> Evaluation:
+    """``SeDR_Longformer/inference.py``: each document one row, ``max_seg_num`` index rows (zeros outside it)."""
+    args = flags.build_longformer_inference_parser().parse_args(argv)
+    flags.validate_inference_args(args)
+    setup_logging()
+    device = resolve_device(args.no_cuda)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
+    model = load_longformer(args.model_path, max_seg_num=args.max_seg_num)
+    check_doc_length(model, args.max_doc_length, args.model_path)
+    return _inference(args, model, SegmentSpec(args.max_doc_length, 1), args.max_doc_length, device, precision)

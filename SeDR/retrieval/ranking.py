@@ -1,0 +1,174 @@
+"""Documents from segment hits: each document ranked by its best segment, and the run files.
+
+Rankings are ``{query offset: [(doc offset, score), ...]}`` best first. Before evaluation or
+writing, scores are made strictly decreasing in rank order (:func:`rank_consistent_scores`), so
+tools that sort by score (trec_eval and ir_measures break ties by docid) see our rank order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from SeDR.core.constants import MRR_CUTOFF, SEGMENT_HITS
+from SeDR.core.errors import DataFormatError
+from SeDR.core.outputs import atomic_write_text
+from SeDR.data.preprocess_folder import load_id_map
+from SeDR.retrieval.exact_search import SEARCH_BATCH, iter_search
+
+logger = logging.getLogger(__name__)
+
+# query offset -> [(doc offset, score), ...] best first
+Rankings = dict[int, list[tuple[int, float]]]
+Run = dict[str, dict[str, float]]
+DEFAULT_RUN_TAG = "SeDR"
+TIE_RULE = ("scores made strictly decreasing in rank order: a score >= the previous one is replaced by the "
+            "next float32 below it, so score-sorting tools reproduce the rank column")
+
+
+def unique_docs(rows: np.ndarray, row_doc_ids: np.ndarray, scores: np.ndarray | None = None,
+                k_docs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Documents of ranked segment rows, each at its first (= best) hit, in rank order.
+
+    Args:
+        rows: int ``[k]`` segment rows best first; ``-1`` (faiss: fewer hits than asked) is dropped.
+        row_doc_ids: int ``[S]`` document offset of every row.
+        scores: optional float ``[k]`` scores of ``rows``.
+        k_docs: keep at most this many documents.
+
+    Returns:
+        ``(docs [m], best_rows [m], best_scores [m] or None)`` with ``m <= k_docs``.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    valid = rows >= 0
+    rows = rows[valid]
+    docs = np.asarray(row_doc_ids[rows], dtype=np.int64)
+    _, first = np.unique(docs, return_index=True)
+    first = np.sort(first)[:k_docs]
+    best_scores = None if scores is None else np.asarray(scores)[valid][first]
+    return docs[first], rows[first], best_scores
+
+
+def rank_documents(scores: np.ndarray, rows: np.ndarray, row_doc_ids: np.ndarray,
+                   query_offsets: Sequence[int], k_docs: int) -> Rankings:
+    """Per query, the first ``k_docs`` unique documents of its segment hits with their best score."""
+    out: Rankings = {}
+    for q, s, r in zip(query_offsets, scores, rows):
+        docs, _, best = unique_docs(r, row_doc_ids, s, k_docs)
+        out[int(q)] = [(int(d), float(v)) for d, v in zip(docs, best)]
+    return out
+
+
+
+def retrieve_documents(index, row_doc_ids: np.ndarray, queries: np.ndarray, query_offsets: Sequence[int],
+                       k_docs: int, hits: int = SEGMENT_HITS, batch_size: int = SEARCH_BATCH,
+                       show_progress: bool = True) -> Rankings:
+    """docs/retrieval.md#maxp-aggregation: search ``hits`` segment rows per query, keep the first ``k_docs`` unique documents
+    (101 for dev, 100 for TREC-DL), each scored by its best segment among the hits."""
+    query_offsets = list(query_offsets)
+    out: Rankings = {}
+    for start, scores, rows in iter_search(index, queries, hits, batch_size, show_progress, "retrieve"):
+        out.update(rank_documents(scores, rows, row_doc_ids, query_offsets[start: start + len(rows)], k_docs))
+    return out
+
+
+
+
+def rank_consistent_scores(scores: Sequence[float]) -> np.ndarray:
+    """float32 scores, strictly decreasing: each score ``>=`` its predecessor becomes the next float32
+    below the predecessor. Distinct float32 values stay distinct when written with ``%.9g``."""
+    out = np.asarray(scores, dtype=np.float32).copy()
+    for i in range(1, len(out)):
+        if not out[i] < out[i - 1]:
+            out[i] = np.nextafter(out[i - 1], np.float32(-np.inf))
+    return out
+
+
+@dataclass
+class OriginalIds:
+    """Offset → original id maps: documents ``D<number>`` (inverse of ``pid2offset.pickle``) and
+    per-split query ids (inverse of ``{split}-qid2offset.pickle``)."""
+
+    doc_numbers: np.ndarray  # int64 [N_docs], MS MARCO number of each doc offset
+    query_ids: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_maps(cls, pid2offset: Mapping[int, int], qid2offset_by_split: Mapping[str, Mapping[int, int]]):
+        n = len(pid2offset)
+        pids = np.fromiter(pid2offset.keys(), dtype=np.int64, count=n)
+        offsets = np.fromiter(pid2offset.values(), dtype=np.int64, count=n)
+        numbers = np.full(n, -1, dtype=np.int64)
+        if n and (offsets.min() < 0 or offsets.max() >= n):
+            raise ValueError("pid2offset does not map onto offsets 0..N-1")
+        numbers[offsets] = pids
+        if (numbers < 0).any():
+            raise ValueError("pid2offset does not map onto offsets 0..N-1")
+        queries = {s: {int(off): str(qid) for qid, off in m.items()} for s, m in qid2offset_by_split.items()}
+        return cls(numbers, queries)
+
+    @classmethod
+    def load(cls, preprocess_dir: str | Path, splits: Sequence[str]) -> OriginalIds:
+        folder = Path(preprocess_dir)
+        return cls.from_maps(load_id_map(folder / "pid2offset.pickle"),
+                             {s: load_id_map(folder / f"{s}-qid2offset.pickle") for s in splits})
+
+    def doc(self, offset: int) -> str:
+        return f"D{int(self.doc_numbers[offset])}"
+
+    def query(self, split: str, offset: int) -> str:
+        return self.query_ids[split][int(offset)]
+
+
+def rankings_to_run(rankings: Rankings, cutoff: int | None = None, ids: OriginalIds | None = None,
+                    split: str | None = None) -> Run:
+    """An ir_measures run ``{qid: {docid: score}}`` (offset ids, or original ids with ``ids``+``split``)."""
+    run: Run = {}
+    for q, ranked in rankings.items():
+        ranked = ranked[:cutoff]
+        scores = rank_consistent_scores([s for _, s in ranked])
+        qid = ids.query(split, q) if ids is not None else str(q)
+        run[qid] = {(ids.doc(d) if ids is not None else str(d)): float(s) for (d, _), s in zip(ranked, scores)}
+    return run
+
+
+def write_trec_run(path: str | Path, rankings: Rankings, ids: OriginalIds | None = None, split: str | None = None,
+                   run_tag: str = DEFAULT_RUN_TAG, cutoff: int | None = None) -> None:
+    """TREC run ``qid Q0 docid rank score run_tag`` (ranks from 1; scores as :func:`rank_consistent_scores`)."""
+    lines = []
+    for q in sorted(rankings):
+        ranked = rankings[q][:cutoff]
+        qid = ids.query(split, q) if ids is not None else str(q)
+        for rank, ((d, _), s) in enumerate(zip(ranked, rank_consistent_scores([s for _, s in ranked])), 1):
+            docid = ids.doc(d) if ids is not None else str(d)
+            lines.append(f"{qid} Q0 {docid} {rank} {s:.9g} {run_tag}\n")
+    atomic_write_text(path, "".join(lines))
+
+
+def write_msmarco_run(path: str | Path, rankings: Rankings, ids: OriginalIds | None = None,
+                      split: str | None = None, cutoff: int = MRR_CUTOFF) -> None:
+    """MS MARCO run ``qid<TAB>docid<TAB>rank`` (top ``cutoff`` = 100 documents)."""
+    lines = []
+    for q in sorted(rankings):
+        qid = ids.query(split, q) if ids is not None else str(q)
+        for rank, (d, _) in enumerate(rankings[q][:cutoff], 1):
+            lines.append(f"{qid}\t{ids.doc(d) if ids is not None else d}\t{rank}\n")
+    atomic_write_text(path, "".join(lines))
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """A TREC run file as ``{qid: {docid: score}}``."""
+    path = Path(path)
+    run: Run = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise DataFormatError(path, line_no, "expected `qid Q0 docid rank score tag`")
+            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+    return run

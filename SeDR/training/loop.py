@@ -1,0 +1,378 @@
+"""The training loop (docs/training.md): segment-budget micro-batches, LAMB, warm-up + linear decay,
+gradient accumulation with per-micro-step clipping in every precision, per-epoch checkpoints and an
+exact ``--resume``. Where it differs from the original, and why: docs/deviations.md (``--model_class``
+honoured, real mixed precision, gradient checkpointing, rows grouped by width, owned outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from SeDR.core.errors import DataFormatError, OutputError, SeDRInputError
+from SeDR.core.outputs import RunLock, atomic_save_dir, ensure_writable, flag_changes, move_to_backup
+from SeDR.core.runtime import Precision, rng_state, set_rng_state
+from SeDR.data import collation, preprocess_folder, segmentation
+from SeDR.data.sampling import ItemDataset, SegmentBudgetBatchSampler
+from SeDR.data.segmentation import SegmentSpec
+from SeDR.modeling import TrainOutput, load_weights_into, save_pretrained
+from SeDR.modeling.cross_device import globalize_batch
+from SeDR.modeling.longformer import MODEL_CLASS_NAME as LONGFORMER_CLASS
+from SeDR.retrieval.hard_negatives import load_hard_negatives
+from SeDR.training.optimizers import build_optimizer, linear_schedule_with_warmup, total_training_steps
+
+logger = logging.getLogger(__name__)
+
+TRAINING_STATE = "training_state.pt"
+TRAINING_ARGS = "training_args.json"
+TRAIN_HISTORY = "train_history.json"
+
+
+def checkpoint_name(epoch: int, max_seg_length: int, max_seg_num: int, max_bsize: int, model_class: str,
+                    postfix: str = "") -> str:
+    """``epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}{postfix}``, e.g. ``epoch-4-512-4-17-SeDR`` (docs/training.md#checkpoint-names)."""
+    return f"epoch-{epoch}-{max_seg_length}-{max_seg_num}-{max_bsize}-{model_class}{postfix}"
+
+
+def run_checkpoint_name(args, epoch: int) -> str:
+    """The checkpoint folder name of ``epoch`` for a run's flags (SeDR-Longformer names its row length)."""
+    length = args.max_doc_length if args.model_class == LONGFORMER_CLASS else args.max_seg_length
+    return checkpoint_name(epoch, length, args.max_seg_num, args.max_bsize, args.model_class, args.postfix)
+
+
+def existing_checkpoints(output_dir: Path, name_of_epoch) -> dict[int, Path]:
+    """Epoch → folder of this run's checkpoints already in ``output_dir``."""
+    suffix = name_of_epoch(0)[len("epoch-0"):]
+    pattern = re.compile(r"^epoch-(\d+)" + re.escape(suffix) + "$")
+    found = {}
+    if output_dir.is_dir():
+        for p in output_dir.iterdir():
+            m = pattern.match(p.name)
+            if m and p.is_dir():
+                found[int(m.group(1))] = p
+    return found
+
+
+# Flags a resumed run may change; every other flag (and recorded fact) is fixed by the saved state
+# (docs/training.md#resume-flags).
+RESUMABLE_FLAGS = frozenset({"resume", "overwrite_output_dir", "epochs_to_run", "logging_steps", "logging_dir",
+                             "no_cuda", "local_rank", "use_gradient_checkpointing"})
+
+
+def claim_output_dir(args, name_of_epoch) -> RunLock:
+    """Before any long work: lock this run's checkpoints in ``--output_dir`` and settle what is already there.
+
+    Existing checkpoints of the run are refused unless ``--resume`` (whose fixed flags must equal the
+    saved ones) or ``--overwrite_output_dir`` (which moves them to a dated backup folder first).
+    """
+    out = ensure_writable(args.output_dir, what="checkpoints")
+    lock = RunLock(out, name_of_epoch(0)[len("epoch-0-"):]).acquire()
+    try:
+        found = existing_checkpoints(out, name_of_epoch)
+        if found and args.overwrite_output_dir:
+            backup = move_to_backup(found.values(), out / name_of_epoch(0)[len("epoch-0-"):])
+            logger.warning("--overwrite_output_dir: moved the earlier checkpoints of this run (%s) to %s",
+                           ", ".join(p.name for p in sorted(found.values())), backup)
+        elif found and not args.resume:
+            raise OutputError(f"{found[max(found)]} already exists: pass --resume to continue this run, or "
+                              "--overwrite_output_dir to train again (its checkpoints are moved to a dated backup)")
+        elif found:
+            resumable = [p for e, p in sorted(found.items()) if (p / TRAINING_STATE).exists()]
+            if resumable and (resumable[-1] / TRAINING_ARGS).exists():
+                conflicts = flag_changes(json.loads((resumable[-1] / TRAINING_ARGS).read_text()), args, RESUMABLE_FLAGS)
+                if conflicts:
+                    raise SeDRInputError(f"--resume from {resumable[-1]}: the saved state fixes these flags; "
+                                         f"rerun with the saved values or start a new run: {'; '.join(conflicts)}")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+@dataclass
+class TrainData:
+    """Everything the loop reads, loaded once."""
+
+    passages: preprocess_folder.TokenCache
+    queries: preprocess_folder.TokenCache
+    rel: dict[int, list[int]]
+    hard_negatives: dict[int, list[int]]
+    spec: SegmentSpec
+    seg_counts: np.ndarray
+
+    @property
+    def query_offsets(self) -> list[int]:
+        return sorted(self.rel)
+
+
+def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec) -> TrainData:
+    passages = preprocess_folder.passages(preprocess_dir)
+    queries = preprocess_folder.queries(preprocess_dir, "train")
+    rel = preprocess_folder.load_rel(Path(preprocess_dir) / "train-qrel.tsv")
+    hard = load_hard_negatives(hardneg_path, num_docs=len(passages))
+    missing = [q for q in sorted(rel) if not hard.get(q)]
+    if missing:
+        raise DataFormatError(hardneg_path, None, f"{len(missing)} training queries have no hard negatives (e.g. "
+                              f"query offset {missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`")
+    seg_counts = np.asarray(segmentation.num_segments(passages.lengths, spec), dtype=np.int64)
+    return TrainData(passages, queries, rel, hard, spec, seg_counts)
+
+
+def _fresh_window() -> dict:
+    """Running sums between two log lines."""
+    return {"loss": 0.0, "acc": 0.0, "docs": 0, "n": 0, "t": time.time(), "segs": 0}
+
+
+class _TupleOutput(torch.nn.Module):
+    """DDP's static-graph mode hooks the tensors it finds in the forward output; a dataclass hides them."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, cache=None, negatives_x_device=False):
+        out = self.model(batch, cache=cache, negatives_x_device=negatives_x_device)
+        return out.loss, out.accuracy, out.num_rows
+
+
+class Trainer:
+    """Runs the README training commands. ``args`` is the namespace of :func:`SeDR.cli.flags.build_train_parser`."""
+
+    def __init__(self, args, model, train_data: TrainData, device: torch.device, precision: Precision,
+                 rank: int = 0, world_size: int = 1):
+        self.args, self.model, self.data = args, model, train_data
+        self.device, self.precision = device, precision
+        self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0
+        self.output_dir = Path(args.output_dir)
+        self.epochs_to_run = args.epochs_to_run or args.num_train_epochs
+        special = model.special_ids
+        self.sampler = SegmentBudgetBatchSampler(
+            train_data.query_offsets, train_data.rel, train_data.hard_negatives, train_data.seg_counts,
+            max_bsize=args.max_bsize, hardneg_topk=args.hardneg_topk, seed=args.seed, rank=rank,
+            world_size=world_size)
+        # Under torchrun: gradients are averaged over ranks; each rank keeps its own Late-Cache.
+        # static_graph lets classes that never read some parameters (E_seg of the MaxP-style
+        # classes) work with non-reentrant checkpointing, which find_unused_parameters does not.
+        self.forward_model = model
+        # Cross-device negatives only mean something with several ranks (SeDR.modeling.cross_device).
+        self.negatives_x_device = args.negatives_x_device and world_size > 1
+        if args.negatives_x_device and world_size == 1:
+            logger.warning("--negatives_x_device has no effect in a single process (one rank's batch is all there is)")
+        if world_size > 1:
+            self.forward_model = DistributedDataParallel(
+                _TupleOutput(model), device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
+        self.collator = collation.TrainCollator(
+            train_data.passages, train_data.queries, train_data.rel, train_data.spec,
+            max_query_length=args.max_query_length, max_bsize=args.max_bsize, row_groups=True, **special)
+        self.optimizer = build_optimizer(args.optimizer_str, model, lr=args.learning_rate,
+                                         weight_decay=args.weight_decay, eps=args.adam_epsilon,
+                                         betas=(args.adam_beta1, args.adam_beta2))
+        self.total_steps = total_training_steps(len(train_data.query_offsets), args.num_train_epochs,
+                                                self.schedule_seg_num(), args.max_bsize,
+                                                args.gradient_accumulation_steps)
+        self.scheduler = linear_schedule_with_warmup(self.optimizer, args.warmup_steps, self.total_steps)
+        self.cache = model.new_cache()
+        self.global_step = 0  # optimizer steps taken (= the scheduler's position)
+        self.skipped_steps = 0  # steps the GradScaler skipped (inf/nan gradients)
+        self.start_epoch = 0
+        self.writer = None
+        self.history: list[dict] = []  # per-epoch means, saved in every checkpoint (train_history.json)
+        self.saved: list[Path] = []  # checkpoint folders written by this run (rank 0)
+
+    def schedule_seg_num(self) -> int:
+        """``M`` in the schedule horizon (docs/training.md#schedule-horizon); SeDR-Longformer's trainer omits it."""
+        return self.args.max_seg_num
+
+    # ---------------------------------------------------------------- checkpoints
+    def name_of_epoch(self, epoch: int) -> str:
+        return run_checkpoint_name(self.args, epoch)
+
+    def check_space(self) -> None:
+        """A checkpoint (weights + resumable state: optimizer moments and leftover gradients) must fit."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        ensure_writable(self.output_dir, need_bytes=4 * weights, what="the next checkpoint")
+
+    def save_epoch(self, epoch: int) -> Path:
+        target = self.output_dir / self.name_of_epoch(epoch)
+        state = {
+            "epoch": epoch, "global_step": self.global_step, "skipped_steps": self.skipped_steps,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": None if self.precision.scaler is None else self.precision.scaler.state_dict(),
+            "rng": rng_state(), "cache": None if self.cache is None else self.cache.state_dict(),
+            "leftover_grads": {n: p.grad.detach().cpu() for n, p in self.model.named_parameters() if p.grad is not None},
+        }
+
+        def write(folder: Path):
+            save_pretrained(self.model, folder)
+            args = {k: v for k, v in vars(self.args).items()}
+            (folder / TRAINING_ARGS).write_text(json.dumps(args, indent=2, sort_keys=True, default=str))
+            (folder / TRAIN_HISTORY).write_text(json.dumps(self.history, indent=2))
+            torch.save(state, folder / TRAINING_STATE)
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_dir(target, write)
+        # Only the newest checkpoint keeps the (large) resumable state.
+        for e, folder in existing_checkpoints(self.output_dir, self.name_of_epoch).items():
+            if e != epoch and (folder / TRAINING_STATE).exists():
+                (folder / TRAINING_STATE).unlink()
+        logger.info("saved %s", target)
+        return target
+
+    def try_resume(self) -> None:
+        found = {e: p for e, p in existing_checkpoints(self.output_dir, self.name_of_epoch).items()
+                 if (p / TRAINING_STATE).exists()}
+        if not found:
+            logger.info("--resume: no checkpoint of this run in %s; starting from --init_path", self.output_dir)
+            return
+        epoch = max(found)
+        folder = found[epoch]
+        logger.info("resuming from %s", folder)
+        load_weights_into(self.model, folder)
+        state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.precision.scaler is not None and state["scaler"] is not None:
+            self.precision.scaler.load_state_dict(state["scaler"])
+        if self.cache is not None and state["cache"] is not None:
+            self.cache.load_state_dict(state["cache"])
+        params = dict(self.model.named_parameters())
+        for n, g in state["leftover_grads"].items():
+            params[n].grad = g.to(params[n].device)
+        set_rng_state(state["rng"])
+        self.global_step = state["global_step"]
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.start_epoch = epoch
+        if (folder / TRAIN_HISTORY).exists():
+            self.history = json.loads((folder / TRAIN_HISTORY).read_text())
+
+    # ---------------------------------------------------------------- loop
+    def log_header(self) -> None:
+        a = self.args
+        n_q = len(self.data.query_offsets)
+        logger.info("***** Running training: %s *****", a.model_class)
+        logger.info("  queries %d | documents %d | segments %d (M=%d, L=%d)", n_q, len(self.data.passages),
+                    int(self.data.seg_counts.sum()), a.max_seg_num, self.data.spec.content_len)
+        logger.info("  micro-batches in epoch 1: %d | accumulation %d | epochs run %d of %d", len(self.sampler),
+                    a.gradient_accumulation_steps, self.epochs_to_run, a.num_train_epochs)
+        logger.info("  schedule horizon: %d optimizer steps, warm-up %d, peak lr %g, %s, %s",
+                    self.total_steps, a.warmup_steps, a.learning_rate, a.optimizer_str, self.precision.name)
+
+    def _clip(self) -> None:
+        if self.args.max_grad_norm != -1:
+            self.precision.clip_(self.model.parameters(), self.args.max_grad_norm)
+
+    def _optimizer_step(self) -> None:
+        """The schedule advances only on steps the optimizer took (the GradScaler skips inf/nan ones)."""
+        if self.precision.step(self.optimizer):
+            self.scheduler.step()
+            self.global_step += 1
+        else:
+            self.skipped_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self) -> list[Path]:
+        a = self.args
+        if a.resume:
+            self.try_resume()
+        if self.is_main:
+            from torch.utils.tensorboard import SummaryWriter  # slow import (TensorBoard): only when training
+
+            self.writer = SummaryWriter(log_dir=str(Path(a.logging_dir) / self.name_of_epoch(0).replace("epoch-0-", "")))
+            self.log_header()
+        loader = torch.utils.data.DataLoader(ItemDataset(), batch_sampler=self.sampler,
+                                             collate_fn=self.collator, num_workers=0)
+        accum = a.gradient_accumulation_steps
+        saved: list[Path] = self.saved
+        self.model.train()
+        for epoch in range(self.start_epoch, self.epochs_to_run):
+            self.sampler.set_epoch(epoch)
+            window = _fresh_window()
+            epoch_loss, epoch_acc, epoch_batches, t_epoch = 0.0, 0.0, 0, time.time()
+            bar = tqdm(loader, total=len(self.sampler), desc=f"epoch {epoch + 1}/{self.epochs_to_run}",
+                       unit="batch", disable=not self.is_main or None)
+            for micro_step, batch in enumerate(bar):
+                if self.negatives_x_device:
+                    batch = globalize_batch(batch, self.data.rel)  # masks over every rank's documents
+                batch = batch.to(self.device)
+                with self.precision.autocast():
+                    out = self.forward_model(batch, cache=self.cache, negatives_x_device=self.negatives_x_device)
+                    if isinstance(out, tuple):
+                        out = TrainOutput(*out)
+                loss = out.loss
+                if accum > 1:
+                    loss = loss / accum
+                self.precision.backward(loss)
+                self._clip()  # every micro-step, on the partial accumulation, in every precision
+                if (micro_step + 1) % accum == 0:
+                    self._optimizer_step()
+                window["loss"] += out.loss.item()
+                window["acc"] += float(out.accuracy)
+                epoch_loss += out.loss.item()
+                epoch_acc += float(out.accuracy)
+                epoch_batches += 1
+                window["docs"] += batch.num_queries
+                window["segs"] += batch.positives.num_segments + batch.negatives.num_segments
+                window["n"] += 1
+                if self.is_main and (micro_step + 1) % a.logging_steps == 0:
+                    self._log(window, micro_step, bar)
+                    window = _fresh_window()
+            self.history.append({"epoch": epoch + 1, "mean_loss": epoch_loss / max(epoch_batches, 1),
+                                 "mean_accuracy": epoch_acc / max(epoch_batches, 1), "micro_batches": epoch_batches,
+                                 "optimizer_steps": self.global_step,
+                                 "skipped_steps": self.skipped_steps, "seconds": time.time() - t_epoch})
+            if self.is_main:
+                if window["n"]:
+                    self._log(window, micro_step, bar)
+                if self.writer is not None:
+                    self.writer.add_scalar("epoch/mean_loss", self.history[-1]["mean_loss"], epoch + 1)
+                saved.append(self.save_epoch(epoch + 1))
+        if self.writer is not None:
+            self.writer.close()
+        return saved
+
+    def _log(self, w: dict, micro_step: int, bar) -> None:
+        n = max(w["n"], 1)
+        lr = self.scheduler.get_last_lr()[0]
+        elapsed = max(time.time() - w["t"], 1e-9)
+        loss, acc = w["loss"] / n, w["acc"] / n
+        docs_per_step = w["docs"] / n * self.args.gradient_accumulation_steps
+        bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}")
+        logger.info("step %d | lr %.3e | docs/step %.1f | loss %.5f | acc %.4f | %.1f seg/s",
+                    self.global_step + 1, lr, docs_per_step, loss, acc, w["segs"] / elapsed)
+        if self.writer is not None:
+            step = self.global_step
+            self.writer.add_scalar("train/loss", loss, step)
+            self.writer.add_scalar("train/accuracy", acc, step)
+            self.writer.add_scalar("train/lr", lr, step)
+            self.writer.add_scalar("train/docs_per_step", docs_per_step, step)
+            self.writer.add_scalar("train/segments_per_second", w["segs"] / elapsed, step)
+            if self.cache is not None:
+                self.writer.add_scalar("train/cache_fill", len(self.cache), step)
+
+
+class LongformerTrainer(Trainer):
+    """:class:`Trainer` with SeDR-Longformer's schedule horizon (no factor ``M``)."""
+
+    def schedule_seg_num(self) -> int:
+        return 1  # 367,013·25/(7·4) -> 327,690 steps for the README run
+
+
+def warn_if_positives_in_hard_negatives(train_data: TrainData, n_check: int = 1000) -> None:
+    """The original asserted on query 0; we check a sample and warn instead (docs/deviations.md#dev-hardneg-check)."""
+    bad = 0
+    for q in train_data.query_offsets[:n_check]:
+        if set(train_data.rel[q]) & set(train_data.hard_negatives.get(q, [])[:200]):
+            bad += 1
+    if bad:
+        logger.warning("%d of the first %d training queries have a positive among their hard negatives "
+                       "(masked in the loss; regenerate hard negatives?)", bad, min(n_check, len(train_data.rel)))
