@@ -86,7 +86,9 @@ def main(argv=None) -> dict[str, float]:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--overheads", default="", help="comma-separated extra per-group overheads (tokens) to time")
+    p.add_argument(
+        "--overheads", default="", help="comma-separated extra per-group overheads (tokens) to time"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = p.parse_args(argv)
     set_threads(args.threads)
@@ -95,8 +97,15 @@ def main(argv=None) -> dict[str, float]:
     hidden = args.hidden or (128 if args.quick else 256)
     layers = args.layers or (2 if args.quick else 4)
 
-    models = random_models(["SeDR", "STAR_MaxP"], max_seg_num=args.max_seg_num, hidden=hidden, layers=layers,
-                           heads=args.heads, device=args.device, dtype=dtype_arg(args.dtype))
+    models = random_models(
+        ["SeDR", "STAR_MaxP"],
+        max_seg_num=args.max_seg_num,
+        hidden=hidden,
+        layers=layers,
+        heads=args.heads,
+        device=args.device,
+        dtype=dtype_arg(args.dtype),
+    )
     for m in models.values():
         m.eval()
     sedr = models["SeDR"]
@@ -110,8 +119,12 @@ def main(argv=None) -> dict[str, float]:
 
     fixed = batches(compact=False, row_groups=False)
     ours = batches()  # encode_corpus's defaults
-    schemes_rows = {"SeDR fixed": ("SeDR", fixed), "SeDR ours": ("SeDR", ours),
-                    "STAR_MaxP ours": ("STAR_MaxP", ours), "SeDR compact": ("SeDR", batches(row_groups=False))}
+    schemes_rows = {
+        "SeDR fixed": ("SeDR", fixed),
+        "SeDR ours": ("SeDR", ours),
+        "STAR_MaxP ours": ("STAR_MaxP", ours),
+        "SeDR compact": ("SeDR", batches(row_groups=False)),
+    }
     for o in (int(x) for x in args.overheads.split(",") if x.strip()):
         schemes_rows[f"SeDR ours@{o}"] = ("SeDR", batches(group_overhead=o))
 
@@ -119,6 +132,7 @@ def main(argv=None) -> dict[str, float]:
         def run():
             with torch.inference_mode():
                 return model.encode_segments(b)
+
         return run
 
     def encoder(model_name, rows):
@@ -129,9 +143,20 @@ def main(argv=None) -> dict[str, float]:
     e_fixed = torch.cat([f() for f in encoder("SeDR", fixed)]).float()
     e_ours = torch.cat([f() for f in encoder("SeDR", ours)]).float()
     precision = Precision(torch.device(args.device), None, None)  # the weights already have --dtype
-    e_corpus = np.concatenate([v for v, _ in encode_corpus(sedr, InMemoryPassages(docs), spec, args.max_bsize,
-                                                           torch.device(args.device), precision,
-                                                           show_progress=False)])
+    e_corpus = np.concatenate(
+        [
+            v
+            for v, _ in encode_corpus(
+                sedr,
+                InMemoryPassages(docs),
+                spec,
+                args.max_bsize,
+                torch.device(args.device),
+                precision,
+                show_progress=False,
+            )
+        ]
+    )
     atol = 1e-5 if args.dtype == "fp32" else 2e-2
     identical = bool(torch.allclose(e_fixed, e_ours, atol=atol, rtol=0))
     max_diff = float((e_fixed - e_ours).abs().max())
@@ -140,16 +165,20 @@ def main(argv=None) -> dict[str, float]:
     n_seg, real = int(counts.sum()), real_tokens(fixed)
     groups = [b.row_groups.num_groups if b.row_groups is not None else 1 for b in ours]
     print(f"machine: {machine()}")
-    print(f"{docs_n} documents, {n_seg} segments ({n_seg / docs_n:.2f}/doc, "
-          f"{np.mean(counts == 1):.0%} within one segment), {len(plan)} passes of <= {args.max_bsize} segments "
-          f"({np.mean(groups):.1f} row groups per pass, overhead {ROW_GROUP_OVERHEAD} tokens/group), "
-          f"(Lraw, M) = ({args.max_seg_length}, {args.max_seg_num}), T = {spec.row_len}, hidden {hidden}, "
-          f"{layers} layers, {args.device} {args.dtype}, per pass: min of {reps} interleaved repetitions")
+    print(
+        f"{docs_n} documents, {n_seg} segments ({n_seg / docs_n:.2f}/doc, "
+        f"{np.mean(counts == 1):.0%} within one segment), {len(plan)} passes of <= {args.max_bsize} segments "
+        f"({np.mean(groups):.1f} row groups per pass, overhead {ROW_GROUP_OVERHEAD} tokens/group), "
+        f"(Lraw, M) = ({args.max_seg_length}, {args.max_seg_num}), T = {spec.row_len}, hidden {hidden}, "
+        f"{layers} layers, {args.device} {args.dtype}, per pass: min of {reps} interleaved repetitions"
+    )
     times = interleaved_min({n: encoder(*mr) for n, mr in schemes_rows.items()}, reps, args.device)
     for name, (_, rows) in schemes_rows.items():
         t, proc = times[name], processed_tokens(rows)
-        print(f"  {name:15s} {t:7.2f} s  {n_seg / t:8.1f} segments/s  {real / t:9.0f} real tokens/s  "
-              f"processed/real tokens {proc / real:.3f}")
+        print(
+            f"  {name:15s} {t:7.2f} s  {n_seg / t:8.1f} segments/s  {real / t:9.0f} real tokens/s  "
+            f"processed/real tokens {proc / real:.3f}"
+        )
 
     t0 = time.perf_counter()
     batches()
@@ -162,23 +191,33 @@ def main(argv=None) -> dict[str, float]:
     bound_ideal = processed_tokens(fixed) / real
     bound_ours = processed_tokens(fixed) / processed_tokens(ours)
     share = speedup / bound_ideal
-    print(f"RATIO encoding time SeDR / STAR_MaxP (same rows)            = {overhead:.3f}  "
-          f"(target <= {OVERHEAD_TARGET}: {'met' if overhead <= OVERHEAD_TARGET else 'NOT met'})")
+    print(
+        f"RATIO encoding time SeDR / STAR_MaxP (same rows)            = {overhead:.3f}  "
+        f"(target <= {OVERHEAD_TARGET}: {'met' if overhead <= OVERHEAD_TARGET else 'NOT met'})"
+    )
     print(f"RATIO processed / real tokens, fixed padding (ideal bound)  = {bound_ideal:.3f}")
     print(f"RATIO processed tokens fixed / ours (bound of our plan)     = {bound_ours:.3f}")
-    print(f"RATIO speed-up ours over fixed padding                      = {speedup:.3f}  "
-          f"= {share:.3f} of the ideal bound "
-          f"({'within' if share >= 1 - BOUND_TOLERANCE else 'NOT within'} 5%), {speedup / bound_ours:.3f} of our plan's")
+    print(
+        f"RATIO speed-up ours over fixed padding                      = {speedup:.3f}  "
+        f"= {share:.3f} of the ideal bound "
+        f"({'within' if share >= 1 - BOUND_TOLERANCE else 'NOT within'} 5%), {speedup / bound_ours:.3f} of our plan's"
+    )
     s_compact = times["SeDR fixed"] / times["SeDR compact"]
     print(f"RATIO speed-up one width per pass (previous scheme) over fixed = {s_compact:.3f}")
     for name in (n for n in times if n.startswith("SeDR ours@")):
         s = times["SeDR fixed"] / times[name]
-        print(f"RATIO speed-up {name} over fixed = {s:.3f} = {s / bound_ideal:.3f} of the ideal bound "
-              f"(processed/real {processed_tokens(schemes_rows[name][1]) / real:.3f})")
-    print(f"collation + row-group planning over fixed padding's collation: {1e3 * t_plan / len(plan):+.2f} ms/pass "
-          f"({t_plan / times['SeDR ours']:+.1%} of our encoding time)")
-    print(f"embeddings ours vs fixed padding: allclose(atol={atol:g}) = {identical}, max |diff| = {max_diff:.2e}; "
-          f"ours == encode_corpus: {same_as_corpus}")
+        print(
+            f"RATIO speed-up {name} over fixed = {s:.3f} = {s / bound_ideal:.3f} of the ideal bound "
+            f"(processed/real {processed_tokens(schemes_rows[name][1]) / real:.3f})"
+        )
+    print(
+        f"collation + row-group planning over fixed padding's collation: {1e3 * t_plan / len(plan):+.2f} ms/pass "
+        f"({t_plan / times['SeDR ours']:+.1%} of our encoding time)"
+    )
+    print(
+        f"embeddings ours vs fixed padding: allclose(atol={atol:g}) = {identical}, max |diff| = {max_diff:.2e}; "
+        f"ours == encode_corpus: {same_as_corpus}"
+    )
     if not identical or not same_as_corpus:
         raise SystemExit("embeddings differ between fixed padding, our batching and encode_corpus")
     return {"overhead": overhead, "speedup": speedup, "bound_ideal": bound_ideal, "share_of_bound": share}

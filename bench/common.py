@@ -32,12 +32,15 @@ def machine() -> str:
     """One line naming the machine: CPU, torch threads, load average."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     cpu = platform.processor() or platform.machine()
-    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-            f"load average {load}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"load average {load}"
+    )
 
 
-def msmarco_like_documents(n: int, spec: SegmentSpec, rng: np.random.Generator,
-                           mix: tuple[float, ...] = MSMARCO_SEGMENT_MIX) -> list[np.ndarray]:
+def msmarco_like_documents(
+    n: int, spec: SegmentSpec, rng: np.random.Generator, mix: tuple[float, ...] = MSMARCO_SEGMENT_MIX
+) -> list[np.ndarray]:
     """``n`` random token-id documents whose segment counts follow ``mix`` (stored tokens, no CLS/EOS)."""
     L, g, M = spec.content_len, spec.ignore_len, spec.max_seg_num
     p = np.asarray(mix[:M], dtype=float)
@@ -50,13 +53,29 @@ def msmarco_like_documents(n: int, spec: SegmentSpec, rng: np.random.Generator,
     return docs
 
 
-def random_models(classes: list[str], *, max_seg_num: int, hidden: int, layers: int, heads: int,
-                  intermediate: int | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                  vocab: int = VOCAB, **build_kwargs) -> dict[str, torch.nn.Module]:
+def random_models(
+    classes: list[str],
+    *,
+    max_seg_num: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    intermediate: int | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vocab: int = VOCAB,
+    **build_kwargs,
+) -> dict[str, torch.nn.Module]:
     """One random STAR checkpoint loaded as each of ``classes``, all sharing the same weights."""
     with tempfile.TemporaryDirectory() as tmp:
-        testing.make_star_checkpoint(tmp, vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                                     num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden)
+        testing.make_star_checkpoint(
+            tmp,
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=intermediate or 4 * hidden,
+        )
         models = {c: build_model(c, tmp, max_seg_num=max_seg_num, **build_kwargs) for c in classes}
     first = next(iter(models.values()))
     for m in models.values():
@@ -69,8 +88,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_min(schemes: dict[str, Callable[[], object] | list[Callable[[], object]]], reps: int,
-                    device: str = "cpu", warmup: int = 1) -> dict[str, float]:
+def interleaved_min(
+    schemes: dict[str, Callable[[], object] | list[Callable[[], object]]],
+    reps: int,
+    device: str = "cpu",
+    warmup: int = 1,
+) -> dict[str, float]:
     """Fastest of ``reps`` wall times of each scheme, repetitions interleaved in rotating order.
 
     A scheme given as a list of steps (e.g. one per forward pass) is timed step by step and its

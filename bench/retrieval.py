@@ -36,7 +36,9 @@ def main(argv=None) -> dict[int, float]:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--k", type=int, default=100, help="rows per query")
-    p.add_argument("--queries", type=int, default=None, help="queries per search call (default 256, quick 64)")
+    p.add_argument(
+        "--queries", type=int, default=None, help="queries per search call (default 256, quick 64)"
+    )
     p.add_argument("--reps", type=int, default=None, help="default 5, quick 3")
     p.add_argument("--device", default="cpu", help="torch index device")
     args = p.parse_args(argv)
@@ -45,8 +47,10 @@ def main(argv=None) -> dict[int, float]:
     rng = np.random.default_rng(0)
     queries = unit_rows(n_q, args.dim, rng)
     print(f"machine: {machine()}")
-    print(f"dim {args.dim}, {n_q} queries per call, top {args.k}, min of {reps} interleaved calls; "
-          f"--search_backend auto on CPU: {CPU_AUTO_BACKEND}")
+    print(
+        f"dim {args.dim}, {n_q} queries per call, top {args.k}, min of {reps} interleaved calls; "
+        f"--search_backend auto on CPU: {CPU_AUTO_BACKEND}"
+    )
     ratios = {}
     for n in args.sizes:
         vectors = unit_rows(n, args.dim, rng)
@@ -54,18 +58,33 @@ def main(argv=None) -> dict[int, float]:
         tx = TorchFlatIndex(vectors, args.device)
         (fs, fr), (ts, tr) = fx.search(queries, args.k), tx.search(queries, args.k)
         diff = fr != tr  # only rows whose scores agree to float32 rounding may swap
-        same = "True" if not diff.any() else (
-            f"{int(diff.sum())} positions differ, all scores within 1e-6: {bool(np.all(np.abs(fs - ts)[diff] <= 1e-6))}")
-        t = interleaved_min({"faiss": lambda ix=fx: ix.search(queries, args.k),
-                             "torch": lambda ix=tx: ix.search(queries, args.k)}, reps, args.device)
+        same = (
+            "True"
+            if not diff.any()
+            else (
+                f"{int(diff.sum())} positions differ, all scores within 1e-6: {bool(np.all(np.abs(fs - ts)[diff] <= 1e-6))}"
+            )
+        )
+        t = interleaved_min(
+            {
+                "faiss": lambda ix=fx: ix.search(queries, args.k),
+                "torch": lambda ix=tx: ix.search(queries, args.k),
+            },
+            reps,
+            args.device,
+        )
         ratios[n] = t["torch"] / t["faiss"]
-        print(f"  {n:>9,d} vectors: faiss {n_q / t['faiss']:9.1f} q/s   torch {n_q / t['torch']:9.1f} q/s   "
-              f"RATIO faiss/torch queries/s = {ratios[n]:.3f}   same top-{args.k} rows: {same}")
+        print(
+            f"  {n:>9,d} vectors: faiss {n_q / t['faiss']:9.1f} q/s   torch {n_q / t['torch']:9.1f} q/s   "
+            f"RATIO faiss/torch queries/s = {ratios[n]:.3f}   same top-{args.k} rows: {same}"
+        )
         del fx, tx, vectors
     fp32 = args.dim * 4 * 1_000_000 / 2**30
     fp16 = args.dim * torch.finfo(torch.float16).bits // 8 * 1_000_000 / 2**30
-    print(f"memory per million vectors (dim {args.dim}): fp32 {fp32:.2f} GiB, fp16 {fp16:.2f} GiB "
-          f"(RATIO fp16/fp32 = {fp16 / fp32:.2f}; flat indexes store the raw codes, nothing else)")
+    print(
+        f"memory per million vectors (dim {args.dim}): fp32 {fp32:.2f} GiB, fp16 {fp16:.2f} GiB "
+        f"(RATIO fp16/fp32 = {fp16 / fp32:.2f}; flat indexes store the raw codes, nothing else)"
+    )
     return ratios
 
 

@@ -47,13 +47,18 @@ def main(argv=None) -> int:
         print(f"--- {cmd[0]}: {time.perf_counter() - t0:.0f} s, exit {proc.returncode}", flush=True)
         if proc.returncode:
             failed.append(cmd[0])
-        summary += [f"{cmd[0]:14s} {line.strip()}" for line in out.splitlines()
-                    if any(w in line for w in ("RATIO", "ratio", "speed-up", "allclose"))]
+        summary += [
+            f"{cmd[0]:14s} {line.strip()}"
+            for line in out.splitlines()
+            if any(w in line for w in ("RATIO", "ratio", "speed-up", "allclose"))
+        ]
     print("\n=== summary (ratios measured side by side in each script)")
     print("\n".join(summary))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"run_all wall time {time.perf_counter() - t_all:.0f} s, load average now {load}"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"run_all wall time {time.perf_counter() - t_all:.0f} s, load average now {load}"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -52,9 +52,13 @@ def sizes(args) -> dict:
     return dict(hidden=128, layers=4, max_seg_length=512, batch=8)
 
 
-def train_batch(spec: SegmentSpec, batch: int, hard: int, rng: np.random.Generator, grouped: bool) -> TrainBatch:
+def train_batch(
+    spec: SegmentSpec, batch: int, hard: int, rng: np.random.Generator, grouped: bool
+) -> TrainBatch:
     docs = msmarco_like_documents(batch * (1 + hard), spec, rng)
-    queries = [np.concatenate([[0], rng.integers(5, 1000, size=int(rng.integers(6, 20))), [2]]) for _ in range(batch)]
+    queries = [
+        np.concatenate([[0], rng.integers(5, 1000, size=int(rng.integers(6, 20))), [2]]) for _ in range(batch)
+    ]
     return TrainBatch(
         queries=collate_queries(queries, range(batch), MAX_QUERY_LENGTH),
         positives=collate_documents(docs[:batch], range(batch), spec, row_groups=grouped),
@@ -69,9 +73,16 @@ def setup(name: str, args) -> tuple:
     cls, cache_size, ckpt, grouped = CONFIGS[name]
     sz = sizes(args)
     spec = SegmentSpec(sz["max_seg_length"], args.max_seg_num)
-    model = random_models([cls], max_seg_num=args.max_seg_num, hidden=sz["hidden"], layers=sz["layers"], heads=4,
-                          device=args.device, gradient_checkpointing=ckpt,
-                          **({"cache_size": cache_size} if cache_size else {}))[cls]
+    model = random_models(
+        [cls],
+        max_seg_num=args.max_seg_num,
+        hidden=sz["hidden"],
+        layers=sz["layers"],
+        heads=4,
+        device=args.device,
+        gradient_checkpointing=ckpt,
+        **({"cache_size": cache_size} if cache_size else {}),
+    )[cls]
     if ckpt:
         model.gradient_checkpointing_enable()
     model.train()
@@ -83,8 +94,11 @@ def setup(name: str, args) -> tuple:
         d = model.embedding_dim
         for _ in range(-(-cache_size // sz["batch"])):  # fill to capacity with stand-in entries
             B, M, h = sz["batch"], args.max_seg_num, args.hard
-            cache.push(torch.randn(B, d, generator=g), torch.randn(B, M, d, generator=g),
-                       torch.randn(B * h, M, d, generator=g))
+            cache.push(
+                torch.randn(B, d, generator=g),
+                torch.randn(B, M, d, generator=g),
+                torch.randn(B * h, M, d, generator=g),
+            )
         assert len(cache) == cache_size
     return model, opt, cache, batch
 
@@ -96,6 +110,7 @@ def step_fn(model, opt, cache, batch):
         out.loss.backward()
         opt.step()
         return out
+
     return step
 
 
@@ -118,7 +133,11 @@ def child(name: str, args) -> None:
         base = torch.cuda.memory_allocated()
         for _ in range(args.mem_steps):
             step()
-        print(json.dumps({"peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20, "how": "cuda allocator"}))
+        print(
+            json.dumps(
+                {"peak_mib": (torch.cuda.max_memory_allocated() - base) / 2**20, "how": "cuda allocator"}
+            )
+        )
         return
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -136,7 +155,9 @@ def child(name: str, args) -> None:
 def main(argv=None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--reps", type=int, default=None, help="timed steps per configuration (default 12, quick 10)")
+    p.add_argument(
+        "--reps", type=int, default=None, help="timed steps per configuration (default 12, quick 10)"
+    )
     p.add_argument("--max_seg_num", type=int, default=4)
     p.add_argument("--hard", type=int, default=1, help="hard negatives per query")
     p.add_argument("--mem_steps", type=int, default=2)
@@ -151,34 +172,58 @@ def main(argv=None) -> dict[str, float]:
     reps = args.reps or (10 if args.quick else 12)
     sz = sizes(args)
     print(f"machine: {machine()}")
-    print(f"batch {sz['batch']} queries x (1 positive + {args.hard} hard negative) MS MARCO-like documents, "
-          f"(Lraw, M) = ({sz['max_seg_length']}, {args.max_seg_num}), hidden {sz['hidden']}, {sz['layers']} layers, "
-          f"LAMB, {args.device}; time: min of {reps} interleaved steps")
+    print(
+        f"batch {sz['batch']} queries x (1 positive + {args.hard} hard negative) MS MARCO-like documents, "
+        f"(Lraw, M) = ({sz['max_seg_length']}, {args.max_seg_num}), hidden {sz['hidden']}, {sz['layers']} layers, "
+        f"LAMB, {args.device}; time: min of {reps} interleaved steps"
+    )
     setups = {n: setup(n, args) for n in CONFIGS}
     times = interleaved_min({n: step_fn(*s) for n, s in setups.items()}, reps, args.device)
     del setups
     mem = {}
     for n in CONFIGS:
-        cmd = [sys.executable, __file__, "--child", n, "--max_seg_num", str(args.max_seg_num), "--hard",
-               str(args.hard), "--mem_steps", str(args.mem_steps), "--device", args.device, "--threads", str(args.threads)] + (["--quick"] * args.quick)
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            n,
+            "--max_seg_num",
+            str(args.max_seg_num),
+            "--hard",
+            str(args.hard),
+            "--mem_steps",
+            str(args.mem_steps),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+        ] + (["--quick"] * args.quick)
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         mem[n] = json.loads(out.strip().splitlines()[-1])
     for n in CONFIGS:
         print(f"  {n:16s} step {times[n]:6.3f} s   peak extra memory {mem[n]['peak_mib']:7.1f} MiB")
-    print(f"memory measured as: {mem['cache 0']['how']}, {args.mem_steps} steps, fresh process per configuration")
+    print(
+        f"memory measured as: {mem['cache 0']['how']}, {args.mem_steps} steps, fresh process per configuration"
+    )
     t0, m0 = times["cache 0"], mem["cache 0"]["peak_mib"]
     res = {}
     for n in ("cache 50", "cache 50 + ckpt"):
         res[n] = times[n] / t0
-        print(f"RATIO step time {n} / cache 0 = {times[n] / t0:.3f}   peak memory {n} / cache 0 = "
-              f"{mem[n]['peak_mib'] / m0:.3f}")
+        print(
+            f"RATIO step time {n} / cache 0 = {times[n] / t0:.3f}   peak memory {n} / cache 0 = "
+            f"{mem[n]['peak_mib'] / m0:.3f}"
+        )
     tc, mc = times["cache 50"], mem["cache 50"]["peak_mib"]
-    print(f"RATIO gradient checkpointing on / off (cache 50): step time {times['cache 50 + ckpt'] / tc:.3f}, "
-          f"peak memory {mem['cache 50 + ckpt']['peak_mib'] / mc:.3f}")
+    print(
+        f"RATIO gradient checkpointing on / off (cache 50): step time {times['cache 50 + ckpt'] / tc:.3f}, "
+        f"peak memory {mem['cache 50 + ckpt']['peak_mib'] / mc:.3f}"
+    )
     tp, mp_ = times["cache 50, padded"], mem["cache 50, padded"]["peak_mib"]
     res["grouped speed-up"] = tp / tc
-    print(f"RATIO rows grouped by width over padded to T (cache 50): speed-up {tp / tc:.3f}, peak memory grouped / padded "
-          f"{mc / mp_:.3f}")
+    print(
+        f"RATIO rows grouped by width over padded to T (cache 50): speed-up {tp / tc:.3f}, peak memory grouped / padded "
+        f"{mc / mp_:.3f}"
+    )
     return res
 
 

@@ -51,8 +51,9 @@ def hf_home(tokenizer_dir):
 @pytest.fixture(scope="session")
 def star_dir(tmp_path_factory, tokenizer, tokenizer_dir):
     """A tiny randomly initialised checkpoint in the released STAR layout."""
-    return testing.make_star_checkpoint(tmp_path_factory.mktemp("star"), vocab_size=len(tokenizer),
-                                        tokenizer_dir=tokenizer_dir)
+    return testing.make_star_checkpoint(
+        tmp_path_factory.mktemp("star"), vocab_size=len(tokenizer), tokenizer_dir=tokenizer_dir
+    )
 
 
 @pytest.fixture(scope="session")
@@ -79,14 +80,18 @@ def cwd(path):
 
 def run_preprocess(argv):
     """``python SeDR_preprocess.py ARGV`` in-process (a top-level script, not a package module)."""
-    spec = importlib.util.spec_from_file_location("sedr_preprocess_script_conftest", ROOT / "SeDR_preprocess.py")
+    spec = importlib.util.spec_from_file_location(
+        "sedr_preprocess_script_conftest", ROOT / "SeDR_preprocess.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(argv)
 
 
-HARDNEG_CMD = ("--model_class STAR_MaxP --max_query_length 32 --max_seg_length 512 --max_seg_num 1 "
-               "--model_path ./data/star --faiss_gpus 0 --gen_hardneg").split()
+HARDNEG_CMD = (
+    "--model_class STAR_MaxP --max_query_length 32 --max_seg_length 512 --max_seg_num 1 "
+    "--model_path ./data/star --faiss_gpus 0 --gen_hardneg"
+).split()
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +100,12 @@ def base_root(tmp_path_factory, hf_home, tokenizer, tokenizer_dir):
     from SeDR import inference
 
     root = tmp_path_factory.mktemp("pipeline")
-    corpus = testing.make_msmarco_data(root / "data", n_docs=30, n_train=24, n_dev=8, n_test=5, max_words=700, seed=3)
-    testing.make_star_checkpoint(root / "data" / "star", vocab_size=len(tokenizer), tokenizer_dir=tokenizer_dir)
+    corpus = testing.make_msmarco_data(
+        root / "data", n_docs=30, n_train=24, n_dev=8, n_test=5, max_words=700, seed=3
+    )
+    testing.make_star_checkpoint(
+        root / "data" / "star", vocab_size=len(tokenizer), tokenizer_dir=tokenizer_dir
+    )
     with cwd(root):
         run_preprocess(["--data_path", "./data", "--max_seq_length", "2048"])
         inference.main(HARDNEG_CMD)

@@ -1,6 +1,5 @@
 """ADORE targets (positive choice, fallback, negatives) and its loss."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -20,8 +19,9 @@ def test_adore_positive_is_first_relevant_retrieved():
     row_doc_ids, rows = adore_fixture()
     first_row = embedding_files.first_row_index(row_doc_ids)
     vectors = np.zeros((12, 2), dtype=np.float32)
-    t = adore.adore_targets(rows, row_doc_ids, relevant=[3, 1], query_vec=np.ones(2), vectors=vectors,
-                                first_row=first_row)
+    t = adore.adore_targets(
+        rows, row_doc_ids, relevant=[3, 1], query_vec=np.ones(2), vectors=vectors, first_row=first_row
+    )
     # unique docs [a,b,c,d,e] with best rows [1,2,5,7,9]; b (doc 1) is the first relevant -> row 2;
     # negatives: best rows of a, c, e (relevant d excluded).
     assert t.positive_row == 2 and t.negative_rows.tolist() == [1, 5, 9]
@@ -35,12 +35,14 @@ def test_adore_fallback_positive():
     vectors[10] = [1.0, 0.0]  # doc 5 (f), never retrieved: q·E = 1 for row 10, 3 for row 11
     vectors[11] = [0.0, 3.0]
     q = np.array([1.0, 1.0], dtype=np.float32)
-    t = adore.adore_targets(rows, row_doc_ids, relevant=[5, 0], query_vec=q, vectors=vectors,
-                                first_row=first_row, metric_cut=3)
+    t = adore.adore_targets(
+        rows, row_doc_ids, relevant=[5, 0], query_vec=q, vectors=vectors, first_row=first_row, metric_cut=3
+    )
     # doc 0 is relevant and retrieved at rank 1 -> positive = its best row 1, not the fallback.
     assert t.positive_row == 1
-    t = adore.adore_targets(rows, row_doc_ids, relevant=[5], query_vec=q, vectors=vectors,
-                                first_row=first_row, metric_cut=3)
+    t = adore.adore_targets(
+        rows, row_doc_ids, relevant=[5], query_vec=q, vectors=vectors, first_row=first_row, metric_cut=3
+    )
     # no relevant doc in the first 3 unique docs: argmax over all rows of relevant[0] = doc 5 -> row 11;
     # negatives = all metric_cut documents' best rows.
     assert t.positive_row == 11 and t.negative_rows.tolist() == [1, 2, 5]
@@ -66,7 +68,11 @@ def test_adore_optimizer_is_the_originals_unless_told():
     from SeDR.cli.flags import build_adore_parser
     from SeDR.training.optimizers import TransformersAdamW
 
-    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("python SeDR/adore_train.py"))
+    line = next(
+        ln
+        for ln in (ROOT / "README.md").read_text().splitlines()
+        if ln.startswith("python SeDR/adore_train.py")
+    )
     argv = line.split()[2:]
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
     opt = adore.adore_optimizer(model, build_adore_parser().parse_args(argv))
@@ -74,6 +80,10 @@ def test_adore_optimizer_is_the_originals_unless_told():
     # The no-decay rule is by name, as before: biases are not decayed; "1.weight" (a LayerNorm not called
     # LayerNorm, like the output norm) is.
     assert [(g["param_names"], g["weight_decay"]) for g in opt.param_groups] == [
-        (["0.weight", "1.weight"], 0.01), (["0.bias", "1.bias"], 0.0)]
-    torch_opt = adore.adore_optimizer(model, build_adore_parser().parse_args([*argv, "--adore_optimizer", "torch_adamw"]))
+        (["0.weight", "1.weight"], 0.01),
+        (["0.bias", "1.bias"], 0.0),
+    ]
+    torch_opt = adore.adore_optimizer(
+        model, build_adore_parser().parse_args([*argv, "--adore_optimizer", "torch_adamw"])
+    )
     assert type(torch_opt) is torch.optim.AdamW

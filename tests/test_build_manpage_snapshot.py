@@ -22,7 +22,9 @@ HAS_GROFF = shutil.which("groff") is not None
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("build_manpage_snapshot", ROOT / "tools" / "build_manpage_snapshot.py")
+    spec = importlib.util.spec_from_file_location(
+        "build_manpage_snapshot", ROOT / "tools" / "build_manpage_snapshot.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -73,22 +75,38 @@ def test_page_from_rendered_text():
     # header and footer dropped, the NAME section moved out of the body, a table's rules removed,
     # the lone box-drawing character kept (it is the text of a character-set table)
     assert page.body.split("\n") == [
-        "SYNOPSIS", "#include <foo.h>", "int foo(int fd, const char *path);",
-        "DESCRIPTION", 'foo() frobnicates the widget named by path, "really".', "Table",
-        "Name Value", "alpha 42", "129 \u2502 BOX DRAWINGS LIGHT VERTICAL",
-        "SEE ALSO", "bar(2), baz(7), missing(1), bar(2)"]
+        "SYNOPSIS",
+        "#include <foo.h>",
+        "int foo(int fd, const char *path);",
+        "DESCRIPTION",
+        'foo() frobnicates the widget named by path, "really".',
+        "Table",
+        "Name Value",
+        "alpha 42",
+        "129 \u2502 BOX DRAWINGS LIGHT VERTICAL",
+        "SEE ALSO",
+        "bar(2), baz(7), missing(1), bar(2)",
+    ]
     assert page.see_also == (("bar", "2"), ("baz", "7"), ("missing", "1"))
-    assert tool.page_from_text("x", "2", "x(2)   M   x(2)\nDESCRIPTION\n       no name line\nfooter x(2)\n") is None
+    assert (
+        tool.page_from_text("x", "2", "x(2)   M   x(2)\nDESCRIPTION\n       no name line\nfooter x(2)\n")
+        is None
+    )
 
 
-@pytest.mark.parametrize("lines, expected", [
-    (["rename, renameat, renameat2 - change the name or location of a file"],
-     (["rename", "renameat", "renameat2"], "change the name or location of a file")),
-    (["iso_8859-1 - ISO 8859-1 character set"], (["iso_8859-1"], "ISO 8859-1 character set")),
-    (["foo", "- multi line", "description"], (["foo"], "multi line description")),
-    (["foo \u2212 a minus sign"], (["foo"], "a minus sign")),
-    (["no separator here"], None),
-])
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        (
+            ["rename, renameat, renameat2 - change the name or location of a file"],
+            (["rename", "renameat", "renameat2"], "change the name or location of a file"),
+        ),
+        (["iso_8859-1 - ISO 8859-1 character set"], (["iso_8859-1"], "ISO 8859-1 character set")),
+        (["foo", "- multi line", "description"], (["foo"], "multi line description")),
+        (["foo \u2212 a minus sign"], (["foo"], "a minus sign")),
+        (["no separator here"], None),
+    ],
+)
 def test_split_name_line(lines, expected):
     assert tool.split_name_line(lines) == expected
 
@@ -103,8 +121,9 @@ SOURCE_HEAD = r"""'\" t
 
 
 def test_notice_and_so_stubs_come_from_the_source():
-    assert tool.leading_comment_block(SOURCE_HEAD + "foo \\- x\n.SH DESCRIPTION\n.\\\" not a notice\n") == (
-        "Copyright (C) 2024 A. Author\n\nSPDX-License-Identifier: Linux-man-pages-copyleft")
+    assert tool.leading_comment_block(SOURCE_HEAD + 'foo \\- x\n.SH DESCRIPTION\n.\\" not a notice\n') == (
+        "Copyright (C) 2024 A. Author\n\nSPDX-License-Identifier: Linux-man-pages-copyleft"
+    )
     assert tool.so_target('.\\" Link for old name\n.so man2/rename.2\n') == "man2/rename.2"
     assert tool.so_target(SOURCE_HEAD + "foo \\- x\n.so man2/rename.2\n") is None
 
@@ -124,18 +143,34 @@ def _man(root: Path, rel: str, roff: str) -> Path:
 
 
 def _roff(name, section, names_desc, see_also=""):
-    return f'.TH {name} {section}\n.SH NAME\n{names_desc}\n.SH DESCRIPTION\nText of {name}.\n' + (
-        f".SH SEE ALSO\n{see_also}\n" if see_also else "")
+    return f".TH {name} {section}\n.SH NAME\n{names_desc}\n.SH DESCRIPTION\nText of {name}.\n" + (
+        f".SH SEE ALSO\n{see_also}\n" if see_also else ""
+    )
 
 
 @pytest.fixture(scope="module")
 def extracted_root(tmp_path_factory):
     """A ``dpkg-deb -x`` style folder: four documents, a symlink, a .so stub, two pages sharing a description."""
     root = tmp_path_factory.mktemp("debroot")
-    see = "\n".join([".BR beta_alias (2),", ".BR epsilon (3),", ".BR delta (7),", ".BR dup1 (5),",
-                     ".BR alpha (2),", ".BR nothere (1)"])
-    _man(root, "man2/alpha.2.gz", SOURCE_HEAD.replace(".TH foo 2", ".TH alpha 2") + "alpha \\- first letter\n"
-         + ".SH DESCRIPTION\nText of alpha.\n.TS\nallbox;\nl l.\nName\tValue\n.TE\n.SH SEE ALSO\n" + see + "\n")
+    see = "\n".join(
+        [
+            ".BR beta_alias (2),",
+            ".BR epsilon (3),",
+            ".BR delta (7),",
+            ".BR dup1 (5),",
+            ".BR alpha (2),",
+            ".BR nothere (1)",
+        ]
+    )
+    _man(
+        root,
+        "man2/alpha.2.gz",
+        SOURCE_HEAD.replace(".TH foo 2", ".TH alpha 2")
+        + "alpha \\- first letter\n"
+        + ".SH DESCRIPTION\nText of alpha.\n.TS\nallbox;\nl l.\nName\tValue\n.TE\n.SH SEE ALSO\n"
+        + see
+        + "\n",
+    )
     _man(root, "man2/beta.2.gz", _roff("beta", 2, r"beta \- second letter"))
     (root / "usr/share/man/man2/beta_alias.2.gz").symlink_to("beta.2.gz")
     _man(root, "man3/gamma.3.gz", _roff("gamma", 3, r"gamma, epsilon \- third letter"))
@@ -146,7 +181,9 @@ def extracted_root(tmp_path_factory):
     for pkg in tool.PACKAGES:
         doc = root / "usr/share/doc" / pkg
         doc.mkdir(parents=True)
-        (doc / "changelog.Debian.gz").write_bytes(gzip.compress(b"manpages (9.9-1) unstable; urgency=medium\n"))
+        (doc / "changelog.Debian.gz").write_bytes(
+            gzip.compress(b"manpages (9.9-1) unstable; urgency=medium\n")
+        )
     return root
 
 
@@ -155,7 +192,11 @@ def test_build_from_extracted_folder(extracted_root, tmp_path):
     col = tool.build_collection(extracted_root, renderer="groff")
     by_url = {d.url: d for d in col.documents}
     assert [(d.docid, d.url) for d in col.documents] == [
-        ("D1", "man:alpha(2)"), ("D2", "man:beta(2)"), ("D3", "man:gamma(3)"), ("D4", "man:delta(7)")]
+        ("D1", "man:alpha(2)"),
+        ("D2", "man:beta(2)"),
+        ("D3", "man:gamma(3)"),
+        ("D4", "man:delta(7)"),
+    ]
     alpha = by_url["man:alpha(2)"]
     # symlink alias, NAME-line alias and plain reference resolve; self, excluded and unknown pages do not
     assert alpha.see_also == (2, 3, 4)
@@ -169,7 +210,8 @@ def test_build_from_extracted_folder(extracted_root, tmp_path):
     mc.write_msmarco_files(col, tmp_path)
     assert (tmp_path / mc.CORPUS_FILE).read_text().split("\n")[0] == (
         "D1\tman:alpha(2)\talpha\tDESCRIPTION Text of alpha. Name Value SEE ALSO beta_alias(2), epsilon(3), "
-        "delta(7), dup1(5), alpha(2), nothere(1)")
+        "delta(7), dup1(5), alpha(2), nothere(1)"
+    )
 
 
 FEW_PAGES = ("rename.2", "unlink.2", "chmod.2", "rmdir.2", "mkdir.2")
@@ -181,8 +223,10 @@ def _system_pages_match_snapshot() -> bool:
     return tool.package_versions(Path("/")) == mc.load_snapshot().header["source"]["packages"]
 
 
-@pytest.mark.skipif(not _system_pages_match_snapshot(),
-                    reason="groff or Debian's manpages/manpages-dev of the shipped snapshot's versions missing")
+@pytest.mark.skipif(
+    not _system_pages_match_snapshot(),
+    reason="groff or Debian's manpages/manpages-dev of the shipped snapshot's versions missing",
+)
 def test_five_system_pages_agree_with_the_shipped_snapshot(tmp_path, capsys):
     out = tmp_path / "few.jsonl.gz"
     assert tool.main(["--out", str(out), "--renderer", "groff", "--pages", *FEW_PAGES]) == 0

@@ -26,10 +26,29 @@ from SeDR.retrieval import embedding_files
 from SeDR.training.adore import AdoreRun
 
 SMALL = ["--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4", "--max_bsize", "6"]
-TRAIN = ["--model_class", "STAR_MaxP", *SMALL, "--preprocess_dir", "./data/preprocess", "--hardneg_path",
-         "./data/hard_negative.json", "--init_path", "./data/star", "--output_dir", "./data/models",
-         "--logging_dir", "./data/log", "--hardneg_topk", "100", "--learning", "1e-3", "--warmup_steps", "0",
-         "--optimizer_str", "adamw"]
+TRAIN = [
+    "--model_class",
+    "STAR_MaxP",
+    *SMALL,
+    "--preprocess_dir",
+    "./data/preprocess",
+    "--hardneg_path",
+    "./data/hard_negative.json",
+    "--init_path",
+    "./data/star",
+    "--output_dir",
+    "./data/models",
+    "--logging_dir",
+    "./data/log",
+    "--hardneg_topk",
+    "100",
+    "--learning",
+    "1e-3",
+    "--warmup_steps",
+    "0",
+    "--optimizer_str",
+    "adamw",
+]
 INFER = ["--model_class", "STAR_MaxP", *SMALL[:6], "--faiss_gpus", "0"]
 CKPT = "epoch-1-64-4-6-STAR_MaxP"
 
@@ -50,15 +69,23 @@ def test_retrained_weights_are_re_encoded_and_earlier_epochs_move_aside(root, ca
     first = infer(f"data/models/{CKPT}")
     out = Path(f"data/evaluate/{CKPT}-inf64-4")
     old_epoch1 = load_file(f"data/models/{CKPT}/model.safetensors")
-    saved = train_script.main([*TRAIN, "--num_train_epochs", "1", "--learning", "3e-3", "--overwrite_output_dir"])
+    saved = train_script.main(
+        [*TRAIN, "--num_train_epochs", "1", "--learning", "3e-3", "--overwrite_output_dir"]
+    )
     runs = sorted(p.name for p in Path("data/models").iterdir() if p.name.startswith("epoch-"))
-    assert [p.name for p in saved] == runs == [CKPT]  # epoch-2 of the earlier run is gone from the run's names
+    assert (
+        [p.name for p in saved] == runs == [CKPT]
+    )  # epoch-2 of the earlier run is gone from the run's names
     (backup,) = Path("data/models").glob("64-4-6-STAR_MaxP.bak-*")
     assert sorted(p.name for p in backup.iterdir()) == [CKPT, "epoch-2-64-4-6-STAR_MaxP"]
-    assert torch.equal(load_file(str(backup / CKPT / "model.safetensors"))["norm.weight"], old_epoch1["norm.weight"])
+    assert torch.equal(
+        load_file(str(backup / CKPT / "model.safetensors"))["norm.weight"], old_epoch1["norm.weight"]
+    )
     with caplog.at_level("INFO"):
         second = infer(f"data/models/{CKPT}")
-    assert any("re-encoding" in r.getMessage() and "model_fingerprint" in r.getMessage() for r in caplog.records)
+    assert any(
+        "re-encoding" in r.getMessage() and "model_fingerprint" in r.getMessage() for r in caplog.records
+    )
     fresh = infer(f"data/models/{CKPT}", "--output_dir", "./fresh")
     assert second.metrics["scores"] == fresh.metrics["scores"] != first.metrics["scores"]
     recorded = json.loads((out / "metrics.json").read_text())["model"]
@@ -73,22 +100,35 @@ def test_retrained_weights_are_re_encoded_and_earlier_epochs_move_aside(root, ca
 def test_resume_refuses_flags_the_saved_state_fixes(root, capsys):
     train_script.main([*TRAIN, "--num_train_epochs", "2", "--epochs_to_run", "1"])
     before = snapshot("data/models")
-    msg = user_error(capsys, train_script.main, [*TRAIN, "--num_train_epochs", "2", "--resume", "--learning", "2e-3"])
+    msg = user_error(
+        capsys, train_script.main, [*TRAIN, "--num_train_epochs", "2", "--resume", "--learning", "2e-3"]
+    )
     assert "--learning_rate: saved 0.001, now 0.002" in msg
-    msg = user_error(capsys, train_script.main, [*TRAIN, "--num_train_epochs", "2", "--resume", "--seed", "7"])
+    msg = user_error(
+        capsys, train_script.main, [*TRAIN, "--num_train_epochs", "2", "--resume", "--seed", "7"]
+    )
     assert "--seed: saved 42, now 7" in msg
     assert snapshot("data/models") == before
     (saved,) = train_script.main([*TRAIN, "--num_train_epochs", "2", "--resume", "--logging_steps", "3"])
     args = json.loads((saved / "training_args.json").read_text())
-    assert saved.name == "epoch-2-64-4-6-STAR_MaxP" and args["logging_steps"] == 3 and args["learning_rate"] == 1e-3
+    assert (
+        saved.name == "epoch-2-64-4-6-STAR_MaxP"
+        and args["logging_steps"] == 3
+        and args["learning_rate"] == 1e-3
+    )
     assert args["hardneg_fingerprint"].startswith("sha256:") and args["world_size"] == 1
 
 
 def test_a_second_concurrent_training_run_is_refused(root, capsys):
     argv = [*TRAIN, "--num_train_epochs", "500"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    first = subprocess.Popen([sys.executable, str(ROOT / "SeDR" / "train.py"), *argv], cwd=root, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "SeDR" / "train.py"), *argv],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     lock = Path("data/models/.64-4-6-STAR_MaxP.lock")
     try:
         deadline = time.time() + 120
@@ -114,7 +154,9 @@ def test_another_models_results_are_refused_or_moved_to_a_backup(root, capsys):
     infer("other/star", "--overwrite_output_dir")
     (backup,) = Path("data/evaluate").glob("star-inf64-4.bak-*")
     assert snapshot(backup) == before
-    assert json.loads((out / "metrics.json").read_text())["model"]["model_path"] == str(Path("other/star").resolve())
+    assert json.loads((out / "metrics.json").read_text())["model"]["model_path"] == str(
+        Path("other/star").resolve()
+    )
 
 
 def test_original_inference_folder_is_reused_only_on_request_and_never_written(root, capsys, caplog):
@@ -123,28 +165,55 @@ def test_original_inference_folder_is_reused_only_on_request_and_never_written(r
     for name in ("passages.memmap", "passages-id.memmap"):
         shutil.copy2(f"data/evaluate/star-inf64-4/{name}", f"orig/{name}")
     before = snapshot("orig")
-    assert "--reuse_embeddings" in user_error(capsys, inference_script.main,
-                                              [*INFER, "--model_path", "data/star", "--output_dir", "orig"])
+    assert "--reuse_embeddings" in user_error(
+        capsys, inference_script.main, [*INFER, "--model_path", "data/star", "--output_dir", "orig"]
+    )
     assert snapshot("orig") == before
     reused = infer("data/star", "--output_dir", "orig", "--reuse_embeddings")
     assert reused.metrics["scores"] == ours.metrics["scores"]
-    assert {k: v for k, v in snapshot("orig").items() if k in before} == before  # the original's files untouched
+    assert {
+        k: v for k, v in snapshot("orig").items() if k in before
+    } == before  # the original's files untouched
     ids = np.fromfile("orig/passages-id.memmap", dtype=np.int32)
     short = Path("short")
     short.mkdir()
     (short / "passages-id.memmap").write_bytes(ids[:-1].tobytes())
     (short / "passages.memmap").write_bytes(Path("orig/passages.memmap").read_bytes()[: -32 * 4])
-    msg = user_error(capsys, inference_script.main,
-                     [*INFER, "--model_path", "data/star", "--output_dir", "short", "--reuse_embeddings"])
+    msg = user_error(
+        capsys,
+        inference_script.main,
+        [*INFER, "--model_path", "data/star", "--output_dir", "short", "--reuse_embeddings"],
+    )
     assert "passages-id.memmap" in msg and "rows" in msg
 
 
-ADORE = ["--metric_cut", "200", "--model_save_dir", "./adore", "--log_dir", "./data/log", "--preprocess_dir",
-         "./data/preprocess", "--model_gpu_index", "0", "--faiss_gpu_index", "0", "--learning_rate", "3e-4",
-         "--per_gpu_batch_size", "8", "--warmup_steps", "0", "--num_train_epochs", "2"]
+ADORE = [
+    "--metric_cut",
+    "200",
+    "--model_save_dir",
+    "./adore",
+    "--log_dir",
+    "./data/log",
+    "--preprocess_dir",
+    "./data/preprocess",
+    "--model_gpu_index",
+    "0",
+    "--faiss_gpu_index",
+    "0",
+    "--learning_rate",
+    "3e-4",
+    "--per_gpu_batch_size",
+    "8",
+    "--warmup_steps",
+    "0",
+    "--num_train_epochs",
+    "2",
+]
 
 
-def test_adore_refuses_a_second_run_resumes_exactly_and_reads_original_folders(root, capsys, monkeypatch, caplog):
+def test_adore_refuses_a_second_run_resumes_exactly_and_reads_original_folders(
+    root, capsys, monkeypatch, caplog
+):
     (ckpt,) = train_script.main([*TRAIN, "--num_train_epochs", "1"])
     infer(ckpt)
     pembed = f"data/evaluate/{CKPT}-inf64-4"
@@ -167,7 +236,9 @@ def test_adore_refuses_a_second_run_resumes_exactly_and_reads_original_folders(r
     with pytest.raises(KeyboardInterrupt):
         adore_train.main(argv)
     monkeypatch.setattr(AdoreRun, "_save_state", real_save)
-    assert "--learning_rate" in user_error(capsys, adore_train.main, [*argv, "--resume", "--learning_rate", "1e-4"])
+    assert "--learning_rate" in user_error(
+        capsys, adore_train.main, [*argv, "--resume", "--learning_rate", "1e-4"]
+    )
     adore_train.main([*argv, "--resume"])
     resumed = torch.load(f"cut/{CKPT}-adore-state.pt", weights_only=False)["model"]
     assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
@@ -176,16 +247,30 @@ def test_adore_refuses_a_second_run_resumes_exactly_and_reads_original_folders(r
     for name in ("passages.memmap", "passages-id.memmap"):
         shutil.copy2(f"{pembed}/{name}", f"orig/{name}")
     with caplog.at_level("WARNING"):
-        adore_train.main([*ADORE, "--init_path", str(ckpt), "--pembed_dir", "orig", "--model_save_dir", "./o",
-                          "--num_train_epochs", "1"])
+        adore_train.main(
+            [
+                *ADORE,
+                "--init_path",
+                str(ckpt),
+                "--pembed_dir",
+                "orig",
+                "--model_save_dir",
+                "./o",
+                "--num_train_epochs",
+                "1",
+            ]
+        )
     assert sorted(p.name for p in Path("orig").iterdir()) == ["passages-id.memmap", "passages.memmap"]
     assert any("no record of ours" in r.getMessage() for r in caplog.records)
     shutil.copytree(ckpt, "other")  # another model's weights against these embeddings
     state = load_file("other/model.safetensors")
     state["norm.bias"] += 1.0
     save_file(state, "other/model.safetensors", metadata={"format": "pt"})
-    msg = user_error(capsys, adore_train.main, [*ADORE, "--init_path", "other", "--pembed_dir", pembed,
-                                                "--model_save_dir", "./x"])
+    msg = user_error(
+        capsys,
+        adore_train.main,
+        [*ADORE, "--init_path", "other", "--pembed_dir", pembed, "--model_save_dir", "./x"],
+    )
     assert f"the embeddings in {pembed} were made by" in msg and "differ from --init_path other" in msg
 
 
@@ -201,14 +286,20 @@ def _hardneg(edit):
     path.write_text(json.dumps(hard))
 
 
-@pytest.mark.parametrize("case, expect", [
-    ("hardneg_minus_one", "hard_negative.json: query 0, position 1: document offset -1 is outside 0..29"),
-    ("hardneg_out_of_range", "hard_negative.json: query 3, position 0: document offset 30 is outside 0..29"),
-    ("hardneg_missing_query", "training queries have no hard negatives"),
-    ("passages_truncated", "passages.memmap: "),
-    ("weights_truncated", "pytorch_model.bin: unreadable or truncated checkpoint"),
-    ("config_missing", "missing input file data/star/config.json"),
-])
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("hardneg_minus_one", "hard_negative.json: query 0, position 1: document offset -1 is outside 0..29"),
+        (
+            "hardneg_out_of_range",
+            "hard_negative.json: query 3, position 0: document offset 30 is outside 0..29",
+        ),
+        ("hardneg_missing_query", "training queries have no hard negatives"),
+        ("passages_truncated", "passages.memmap: "),
+        ("weights_truncated", "pytorch_model.bin: unreadable or truncated checkpoint"),
+        ("config_missing", "missing input file data/star/config.json"),
+    ],
+)
 def test_bad_artifacts_stop_training_before_any_work(root, capsys, case, expect):
     if case == "hardneg_minus_one":
         _hardneg(lambda h: h["0"].__setitem__(1, -1))
@@ -241,7 +332,8 @@ def test_truncated_embeddings_and_weights_stop_adore_and_inference_with_one_line
     save_pretrained(build_model("STAR_MaxP", "st", max_seg_num=4), "ours")
     _truncate("ours/model.safetensors")
     assert "ours/model.safetensors: unreadable or truncated checkpoint" in user_error(
-        capsys, inference_script.main, [*INFER, "--model_path", "ours"])
+        capsys, inference_script.main, [*INFER, "--model_path", "ours"]
+    )
 
 
 def test_full_disk_while_encoding_names_the_file_and_keeps_earlier_outputs(root, capsys, monkeypatch):
@@ -279,8 +371,11 @@ def test_full_disk_while_encoding_names_the_file_and_keeps_earlier_outputs(root,
 
     monkeypatch.setattr(torch, "save", save_fails)
     models = snapshot("data/models")
-    msg = user_error(capsys, train_script.main, [*TRAIN, "--num_train_epochs", "1", "--overwrite_output_dir",
-                                                 "--output_dir", "./m2"])
+    msg = user_error(
+        capsys,
+        train_script.main,
+        [*TRAIN, "--num_train_epochs", "1", "--overwrite_output_dir", "--output_dir", "./m2"],
+    )
     assert "could not write m2/epoch-1-64-4-6-STAR_MaxP" in msg
     assert not list(Path("m2").glob("*epoch*")) and snapshot("data/models") == models
 
@@ -296,4 +391,7 @@ def test_unwritable_or_full_output_folder_is_found_before_training(root, capsys,
     assert "GiB free on the device of data/models; the next checkpoint: about" in msg
     assert not list(Path("data/models").glob("epoch-*"))
     msg = user_error(capsys, inference_script.main, [*INFER, "--model_path", "data/star"])
-    assert "the segment embeddings: about" in msg and not Path("data/evaluate/star-inf64-4/passages.memmap").exists()
+    assert (
+        "the segment embeddings: about" in msg
+        and not Path("data/evaluate/star-inf64-4/passages.memmap").exists()
+    )

@@ -16,22 +16,30 @@ SHAPE_512_4 = SegmentSpec(512, 4)
 
 
 def test_spec_shapes():
-    assert (SHAPE_512_4.content_len, SHAPE_512_4.num_placeholders, SHAPE_512_4.row_len, SHAPE_512_4.ignore_len) == (500, 3, 505, 50)
+    assert (
+        SHAPE_512_4.content_len,
+        SHAPE_512_4.num_placeholders,
+        SHAPE_512_4.row_len,
+        SHAPE_512_4.ignore_len,
+    ) == (500, 3, 505, 50)
     one = SegmentSpec(512, 1)
     assert (one.content_len, one.num_placeholders, one.row_len) == (510, 0, 512)
     # STAR_Multi with K = 4: budget 512 - 2 - 3 = 507 content tokens (docs/models.md#star-multi).
     assert SegmentSpec(512, 1, extra_reserve=3).content_len == 507
 
 
-@pytest.mark.parametrize("n,s,ranges", [
-    (30, 1, [(0, 30)]),
-    (520, 1, [(0, 500)]),
-    (549, 1, [(0, 500)]),
-    (550, 2, [(0, 500), (500, 550)]),
-    (1300, 3, [(0, 500), (500, 1000), (1000, 1300)]),
-    (1520, 3, [(0, 500), (500, 1000), (1000, 1500)]),
-    (2048, 4, [(0, 500), (500, 1000), (1000, 1500), (1500, 2000)]),
-])
+@pytest.mark.parametrize(
+    "n,s,ranges",
+    [
+        (30, 1, [(0, 30)]),
+        (520, 1, [(0, 500)]),
+        (549, 1, [(0, 500)]),
+        (550, 2, [(0, 500), (500, 550)]),
+        (1300, 3, [(0, 500), (500, 1000), (1000, 1300)]),
+        (1520, 3, [(0, 500), (500, 1000), (1000, 1500)]),
+        (2048, 4, [(0, 500), (500, 1000), (1000, 1500), (1500, 2000)]),
+    ],
+)
 def test_segment_count_and_ranges(n, s, ranges):
     assert segmentation.num_segments(n, SHAPE_512_4) == s
     doc = np.arange(100, 100 + n)
@@ -39,7 +47,7 @@ def test_segment_count_and_ranges(n, s, ranges):
     assert batch.seg_counts.tolist() == [s]
     for r, (a, b) in enumerate(ranges):
         row = batch.input_ids[r]
-        assert row[1: 1 + b - a].tolist() == doc[a:b].tolist()
+        assert row[1 : 1 + b - a].tolist() == doc[a:b].tolist()
         assert row[1 + b - a].item() == 2  # EOS right after the content
 
 
@@ -76,12 +84,15 @@ def test_rows_of_a_1300_token_document_after_a_2_segment_document():
     assert b.doc_offsets.tolist() == [7, 9]
 
 
-@pytest.mark.parametrize("s,rows,valid", [
-    (1, [[0, 0, 0]], [[0, 0, 0]]),
-    (2, [[1, 0, 0], [0, 0, 0]], [[1, 0, 0]] * 2),
-    (3, [[1, 2, 0], [0, 2, 0], [0, 1, 0]], [[1, 1, 0]] * 3),
-    (4, [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], [[1, 1, 1]] * 4),
-])
+@pytest.mark.parametrize(
+    "s,rows,valid",
+    [
+        (1, [[0, 0, 0]], [[0, 0, 0]]),
+        (2, [[1, 0, 0], [0, 0, 0]], [[1, 0, 0]] * 2),
+        (3, [[1, 2, 0], [0, 2, 0], [0, 1, 0]], [[1, 1, 0]] * 3),
+        (4, [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]], [[1, 1, 1]] * 4),
+    ],
+)
 def test_fuse_tables(s, rows, valid):
     table, mask = segmentation.fuse_table(s, 3)
     assert table.tolist() == rows and mask.tolist() == valid
@@ -115,7 +126,10 @@ def test_query_truncation():
     assert (qb.input_ids[1, 5:] == 1).all()
     qb = collation.collate_queries([np.arange(40), np.arange(5)], [3, 4], 32, pad_to_max_length=False)
     assert qb.input_ids.shape == (2, 32)
-    assert collation.collate_queries([np.arange(5)], [0], 32, pad_to_max_length=False).input_ids.shape == (1, 5)
+    assert collation.collate_queries([np.arange(5)], [0], 32, pad_to_max_length=False).input_ids.shape == (
+        1,
+        5,
+    )
 
 
 def test_train_collator_masks_and_caps(tmp_path):
@@ -126,12 +140,16 @@ def test_train_collator_masks_and_caps(tmp_path):
         ids[i, :n] = 10 + i
     ids.tofile(tmp_path / "passages.memmap")
     np.save(tmp_path / "passages_length.npy", lengths)
-    (tmp_path / "passages_meta").write_text(json.dumps({"type": "int32", "total_number": 4, "embedding_size": 2048}))
+    (tmp_path / "passages_meta").write_text(
+        json.dumps({"type": "int32", "total_number": 4, "embedding_size": 2048})
+    )
     q = np.zeros((2, 64), dtype=np.int32)
     q[:, :5] = [0, 7, 8, 9, 2]
     q.tofile(tmp_path / "train-query.memmap")
     np.save(tmp_path / "train-query_length.npy", np.array([5, 5]))
-    (tmp_path / "train-query_meta").write_text(json.dumps({"type": "int32", "total_number": 2, "embedding_size": 64}))
+    (tmp_path / "train-query_meta").write_text(
+        json.dumps({"type": "int32", "total_number": 2, "embedding_size": 64})
+    )
     (tmp_path / "train-qrel.tsv").write_text("0\t0\t0\t1\n1\t0\t1\t1\n1\t0\t2\t1\n")
     rel = preprocess_folder.load_rel(tmp_path / "train-qrel.tsv")
     assert rel == {0: [0], 1: [1, 2]}
@@ -189,4 +207,7 @@ def test_segment_batch_to_moves_row_groups():
     assert moved.row_groups.rows.device.type == "meta" and moved.input_ids.device.type == "meta"
     assert moved.row_groups.sizes == b.row_groups.sizes and moved.row_groups.widths == b.row_groups.widths
     # Constructors without the new field keep working (default None).
-    assert SegmentBatch(b.input_ids, b.attention_mask, b.seg_counts, b.fuse_mat, b.doc_offsets, 4).row_groups is None
+    assert (
+        SegmentBatch(b.input_ids, b.attention_mask, b.seg_counts, b.fuse_mat, b.doc_offsets, 4).row_groups
+        is None
+    )

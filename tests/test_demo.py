@@ -30,15 +30,26 @@ def tiny_bert(tmp_path_factory):
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(src / name, dst / name)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     BertModel(cfg, add_pooling_layer=False).save_pretrained(dst)
     return dst
 
 
-def _mtimes(folder: Path, skip=("results.md", "results.json", "training_curves.png", "stage_log.jsonl")) -> dict:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
-            if p.is_file() and p.name not in skip and "logs" not in p.parts}
+def _mtimes(
+    folder: Path, skip=("results.md", "results.json", "training_curves.png", "stage_log.jsonl")
+) -> dict:
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime_ns
+        for p in folder.rglob("*")
+        if p.is_file() and p.name not in skip and "logs" not in p.parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +101,7 @@ def test_stage_outputs(runs, tiny_bert):
 def test_second_run_reuses_every_stage(runs):
     out, _, first, second, before = runs
     assert second["stages_ran"] == [] and second["stages_reused"] == first["stages_ran"]
-    assert _mtimes(out) == before                  # nothing recomputed or rewritten
+    assert _mtimes(out) == before  # nothing recomputed or rewritten
     log = [json.loads(line) for line in (out / "stage_log.jsonl").read_text().splitlines()]
     n = len(first["stages_ran"])
     assert [r["status"] for r in log[:n]] == ["ran"] * n and [r["status"] for r in log[n:]] == ["reused"] * n
@@ -107,8 +118,8 @@ def test_table_equals_the_metrics_files(runs, capsys):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == row["system"]
         for k, (key, _) in enumerate(TABLE_METRICS, start=1):
-            assert row[key] == scores[key]                     # results.json: the very float
-            assert cells[k] == f"{scores[key]:.4f}"           # results.md: that float, rounded
+            assert row[key] == scores[key]  # results.json: the very float
+            assert cells[k] == f"{scores[key]:.4f}"  # results.md: that float, rounded
     results = json.loads((out / "results.json").read_text())
     assert results["rows"] == second["rows"]
 
@@ -144,22 +155,32 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(runs, tmp_path):
     third = demo_main([a if a != str(out) else str(copy) for a in argv] + ["--epochs", "2"])
     upstream = ["collection", "preprocess", "start"] + (["bm25"] if "bm25" in first["stages_ran"] else [])
     assert third["stages_reused"] == upstream
-    assert third["stages_ran"] == [f"train-{c}" if k == 0 else f"eval-{c}-epoch{k}"
-                                   for c in demo.MODEL_CLASSES for k in range(3)] + ["hits"]
+    assert third["stages_ran"] == [
+        f"train-{c}" if k == 0 else f"eval-{c}-epoch{k}" for c in demo.MODEL_CLASSES for k in range(3)
+    ] + ["hits"]
     assert all(len(c["dev_mrr"]) == 2 for c in third["curves"].values())
 
 
 def test_the_last_table_shows_both_models_hits_through_the_retriever(runs, tiny_bert):
     out, _, first, second, _ = runs
     hits = second["hits"]
-    assert hits == first["hits"] and [q["qid"] for q in hits["queries"]] == sorted(
-        (line.split("\t")[0] for line in (out / "data" / SPLIT_FILES["dev"][0]).read_text().splitlines()),
-        key=int)[:demo.HIT_QUERIES]
+    assert (
+        hits == first["hits"]
+        and [q["qid"] for q in hits["queries"]]
+        == sorted(
+            (line.split("\t")[0] for line in (out / "data" / SPLIT_FILES["dev"][0]).read_text().splitlines()),
+            key=int,
+        )[: demo.HIT_QUERIES]
+    )
     texts = [q["text"] for q in hits["queries"]]
     s = demo.DemoSettings(model_dir=str(tiny_bert)).quick()
-    for label, (cls, path) in {START_LABEL: ("STAR_MaxP", tiny_bert),
-                               "SeDR (1 epoch)": ("SeDR", demo.checkpoint_dir(s, out / "models", "SeDR", 1))}.items():
-        r = Retriever.from_pretrained(path, model_class=cls, max_seg_length=s.max_seg_length, max_seg_num=s.max_seg_num)
+    for label, (cls, path) in {
+        START_LABEL: ("STAR_MaxP", tiny_bert),
+        "SeDR (1 epoch)": ("SeDR", demo.checkpoint_dir(s, out / "models", "SeDR", 1)),
+    }.items():
+        r = Retriever.from_pretrained(
+            path, model_class=cls, max_seg_length=s.max_seg_length, max_seg_num=s.max_seg_num
+        )
         again = r.search(r.load_index(out / "index" / cls), texts, k=demo.HITS_SHOWN, show_progress=False)
         assert hits["systems"][label] == [[[h.doc_id, h.score] for h in q] for q in again]
     table = (out / "results.md").read_text().split("\n\n")[1].splitlines()
@@ -168,7 +189,9 @@ def test_the_last_table_shows_both_models_hits_through_the_retriever(runs, tiny_
     assert len(rows) == demo.HIT_QUERIES * demo.HITS_SHOWN
     for k, row in enumerate(rows):
         q, rank = hits["queries"][k // demo.HITS_SHOWN], k % demo.HITS_SHOWN
-        assert row[0] == (f"{q['text']} ({q['relevant_url']})" if rank == 0 else "") and row[1] == str(rank + 1)
+        assert row[0] == (f"{q['text']} ({q['relevant_url']})" if rank == 0 else "") and row[1] == str(
+            rank + 1
+        )
         for cell, label in zip(row[2:], hits["systems"]):
             doc, score = hits["systems"][label][k // demo.HITS_SHOWN][rank]
             assert cell == f"{hits['urls'][doc]} {score:.2f}" + " ✓" * (doc == q["relevant"])

@@ -17,8 +17,15 @@ from SeDR.demo import collection as mc
 
 
 def _page(name, section, description, see_also=(), names=None, body=None):
-    return mc.Page(name=name, section=section, names=tuple(names or [name]), description=description,
-                   body=body or f"DESCRIPTION\nbody of {name}", see_also=tuple(see_also), notice="")
+    return mc.Page(
+        name=name,
+        section=section,
+        names=tuple(names or [name]),
+        description=description,
+        body=body or f"DESCRIPTION\nbody of {name}",
+        see_also=tuple(see_also),
+        notice="",
+    )
 
 
 def test_pages_sharing_a_description_are_excluded():
@@ -31,13 +38,26 @@ def test_pages_sharing_a_description_are_excluded():
 @pytest.fixture(scope="module")
 def letters():
     """Four documents; a symlink and a ``.so`` stub as aliases; two pages sharing a description."""
-    see = [("beta_alias", "2"), ("epsilon", "3"), ("delta", "7"), ("dup1", "5"), ("alpha", "2"), ("nothere", "1")]
-    body = ("DESCRIPTION\nText of alpha.\nSEE ALSO\n"
-            "beta_alias(2), epsilon(3), delta(7), dup1(5), alpha(2), nothere(1)")
-    pages = [_page("delta", "7", "fourth letter", [("gamma_old", "3")]),
-             _page("alpha", "2", "first letter", see, body=body), _page("beta", "2", "second letter"),
-             _page("gamma", "3", "third letter", names=["gamma", "epsilon"]),
-             _page("dup1", "5", "same description"), _page("dup2", "5", "Same description.")]
+    see = [
+        ("beta_alias", "2"),
+        ("epsilon", "3"),
+        ("delta", "7"),
+        ("dup1", "5"),
+        ("alpha", "2"),
+        ("nothere", "1"),
+    ]
+    body = (
+        "DESCRIPTION\nText of alpha.\nSEE ALSO\n"
+        "beta_alias(2), epsilon(3), delta(7), dup1(5), alpha(2), nothere(1)"
+    )
+    pages = [
+        _page("delta", "7", "fourth letter", [("gamma_old", "3")]),
+        _page("alpha", "2", "first letter", see, body=body),
+        _page("beta", "2", "second letter"),
+        _page("gamma", "3", "third letter", names=["gamma", "epsilon"]),
+        _page("dup1", "5", "same description"),
+        _page("dup2", "5", "Same description."),
+    ]
     aliases = {("beta_alias", "2"): "man:beta(2)", ("gamma_old", "3"): "man:gamma(3)"}
     return mc.collection_from_pages(pages, aliases, header={"source": {"packages": {"manpages": "9.9-1"}}})
 
@@ -46,7 +66,11 @@ def test_numbering_and_see_also_resolution(letters):
     by_url = {d.url: d for d in letters.documents}
     # numbered in (section, name) order
     assert [(d.docid, d.url) for d in letters.documents] == [
-        ("D1", "man:alpha(2)"), ("D2", "man:beta(2)"), ("D3", "man:gamma(3)"), ("D4", "man:delta(7)")]
+        ("D1", "man:alpha(2)"),
+        ("D2", "man:beta(2)"),
+        ("D3", "man:gamma(3)"),
+        ("D4", "man:delta(7)"),
+    ]
     alpha = by_url["man:alpha(2)"]
     # alias, NAME-line name and plain reference resolve; self, excluded and unknown pages do not
     assert alpha.see_also == (2, 3, 4)
@@ -58,8 +82,10 @@ def test_numbering_and_see_also_resolution(letters):
 
 
 def test_graded_qrels_on_test_splits_binary_elsewhere(letters, tmp_path):
-    docs = [dataclasses.replace(d, split={1: "test", 4: "2020test", 2: "dev"}.get(d.number, "train"))
-            for d in letters.documents]
+    docs = [
+        dataclasses.replace(d, split={1: "test", 4: "2020test", 2: "dev"}.get(d.number, "train"))
+        for d in letters.documents
+    ]
     col = mc.Collection(letters.header, tuple(docs))
     assert col.qrels("test") == [(100001, "D1", 3), (100001, "D2", 1), (100001, "D3", 1), (100001, "D4", 1)]
     assert col.qrels("2020test") == [(100004, "D4", 3), (100004, "D3", 1)]
@@ -67,12 +93,14 @@ def test_graded_qrels_on_test_splits_binary_elsewhere(letters, tmp_path):
     assert col.qrels("train") == [(100003, "D3", 1)]
     mc.write_msmarco_files(col, tmp_path)
     assert (tmp_path / "2019qrels-docs.txt").read_text() == (
-        "100001 Q0 D1 3\n100001 Q0 D2 1\n100001 Q0 D3 1\n100001 Q0 D4 1\n")
+        "100001 Q0 D1 3\n100001 Q0 D2 1\n100001 Q0 D3 1\n100001 Q0 D4 1\n"
+    )
     assert (tmp_path / "msmarco-docdev-qrels.tsv").read_text() == "100002 0 D2 1\n"
     assert (tmp_path / "msmarco-docdev-queries.tsv").read_text() == "100002\tsecond letter\n"
     assert (tmp_path / CORPUS_FILE).read_text().split("\n")[0] == (
         "D1\tman:alpha(2)\talpha\tDESCRIPTION Text of alpha. SEE ALSO beta_alias(2), epsilon(3), delta(7), "
-        "dup1(5), alpha(2), nothere(1)")
+        "dup1(5), alpha(2), nothere(1)"
+    )
 
 
 def test_splits_are_seeded_and_stable():
@@ -81,16 +109,28 @@ def test_splits_are_seeded_and_stable():
     assert a == mc.assign_splits(list(reversed(urls)), seed=1)  # input order does not matter
     assert a != mc.assign_splits(urls, seed=2)
     counts = {s: sum(v == s for v in a.values()) for s in ("train", "dev", "test", "2020test")}
-    assert counts == {"train": 400 - mc.DEV_QUERIES - mc.TEST_QUERIES, "dev": mc.DEV_QUERIES,
-                      "test": mc.TEST_QUERIES // 2, "2020test": mc.TEST_QUERIES - mc.TEST_QUERIES // 2}
+    assert counts == {
+        "train": 400 - mc.DEV_QUERIES - mc.TEST_QUERIES,
+        "dev": mc.DEV_QUERIES,
+        "test": mc.TEST_QUERIES // 2,
+        "2020test": mc.TEST_QUERIES - mc.TEST_QUERIES // 2,
+    }
     # a page keeps its split when other pages are removed, unless it moves up into a smaller split
     b = mc.assign_splits(urls[:300], seed=1)
     assert all(b[u] == "dev" for u in urls[:300] if a[u] == "dev")
 
 
 def test_tsv_fields_are_sanitised():
-    doc = mc.Document(number=7, url="man:x(1)", title="x,\ty", body="line one\n\tline two\r\n", query="q\tq\n",
-                      split="train", see_also=(), notice="")
+    doc = mc.Document(
+        number=7,
+        url="man:x(1)",
+        title="x,\ty",
+        body="line one\n\tline two\r\n",
+        query="q\tq\n",
+        split="train",
+        see_also=(),
+        notice="",
+    )
     col = mc.Collection({}, (doc,))
     assert mc.tsv_field(doc.body) == "line one line two"
     assert col.queries("train") == [(100007, "q\tq\n")]
@@ -129,8 +169,12 @@ def test_shipped_snapshot_size_and_shape(snapshot):
 
 def test_licence_file_keeps_debian_copyright():
     text = (mc.DATA_DIR / mc.LICENSE_FILE).read_text()
-    for needle in ("License: Linux-man-pages-copyleft", "Permission is granted to make and distribute verbatim",
-                   "License: BSD-3-clause", "Upstream-Name: man-pages"):
+    for needle in (
+        "License: Linux-man-pages-copyleft",
+        "Permission is granted to make and distribute verbatim",
+        "License: BSD-3-clause",
+        "Upstream-Name: man-pages",
+    ):
         assert needle in text
 
 

@@ -17,13 +17,57 @@ from SeDR import inference
 from SeDR.modeling import cross_entropy_scores
 from SeDR.retrieval import embedding_files, exact_search
 
-INFER = ["--model_class", "STAR_MaxP", "--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4",
-         "--model_path", "./data/star", "--faiss_gpus", "0", "--max_bsize", "7"]
-TRAIN = ["--model_class", "SeDR", "--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4",
-         "--max_bsize", "6", "--preprocess_dir", "./data/preprocess", "--hardneg_path", "./data/hard_negative.json",
-         "--init_path", "./data/star", "--output_dir", "./data/models", "--logging_dir", "./data/log",
-         "--learning", "1e-3", "--warmup_steps", "1", "--hardneg_topk", "100", "--cache_size", "5",
-         "--gradient_accumulation_steps", "2", "--num_train_epochs", "1", "--use_gradient_checkpointing"]
+INFER = [
+    "--model_class",
+    "STAR_MaxP",
+    "--max_query_length",
+    "16",
+    "--max_seg_length",
+    "64",
+    "--max_seg_num",
+    "4",
+    "--model_path",
+    "./data/star",
+    "--faiss_gpus",
+    "0",
+    "--max_bsize",
+    "7",
+]
+TRAIN = [
+    "--model_class",
+    "SeDR",
+    "--max_query_length",
+    "16",
+    "--max_seg_length",
+    "64",
+    "--max_seg_num",
+    "4",
+    "--max_bsize",
+    "6",
+    "--preprocess_dir",
+    "./data/preprocess",
+    "--hardneg_path",
+    "./data/hard_negative.json",
+    "--init_path",
+    "./data/star",
+    "--output_dir",
+    "./data/models",
+    "--logging_dir",
+    "./data/log",
+    "--learning",
+    "1e-3",
+    "--warmup_steps",
+    "1",
+    "--hardneg_topk",
+    "100",
+    "--cache_size",
+    "5",
+    "--gradient_accumulation_steps",
+    "2",
+    "--num_train_epochs",
+    "1",
+    "--use_gradient_checkpointing",
+]
 
 
 def _free_port() -> int:
@@ -34,10 +78,15 @@ def _free_port() -> int:
 
 def test_shards_equal_single_process(root):
     inference.main(INFER + ["--output_dir", "./single"])
-    assert inference.main(INFER + ["--output_dir", "./sharded", "--num_shards", "2", "--shard_id", "1"]) is None
+    assert (
+        inference.main(INFER + ["--output_dir", "./sharded", "--num_shards", "2", "--shard_id", "1"]) is None
+    )
     assert not (Path("sharded") / "passages.memmap").exists()
     inference.main(INFER + ["--output_dir", "./sharded", "--num_shards", "2", "--shard_id", "0"])  # merges
-    a, b = embedding_files.load_segment_embeddings("single"), embedding_files.load_segment_embeddings("sharded")
+    a, b = (
+        embedding_files.load_segment_embeddings("single"),
+        embedding_files.load_segment_embeddings("sharded"),
+    )
     assert np.array_equal(a.doc_ids, b.doc_ids)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=0, atol=1e-6)
     assert not list(Path("sharded").glob("passages-shard*"))
@@ -48,8 +97,13 @@ def test_shards_equal_single_process(root):
 
 
 def _worker(rank: int, world: int, port: int, root: str, task: str, out: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     with cwd(root):
         if task.startswith("train"):
@@ -58,8 +112,10 @@ def _worker(rank: int, world: int, port: int, root: str, task: str, out: str):
             x_device = task == "train_x"
             extra = ["--negatives_x_device", "--output_dir", "./data/models_x"] if x_device else []
             trainer = run_training(TRAIN + extra)
-            torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-                       Path(out) / f"rank{rank}{'_x' if x_device else ''}.pt")
+            torch.save(
+                {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
+                Path(out) / f"rank{rank}{'_x' if x_device else ''}.pt",
+            )
         else:
             inference.main(INFER + ["--output_dir", "./ddp"])
 
@@ -76,12 +132,12 @@ def test_ddp_training_two_ranks(root, tmp_path):
     for tag, folder in (("", "models"), ("_x", "models_x")):
         r0, r1 = torch.load(tmp_path / f"rank0{tag}.pt"), torch.load(tmp_path / f"rank1{tag}.pt")
         for k in r0:
-            assert torch.equal(r0[k], r1[k]), k          # gradients were averaged: ranks stay in lockstep
-        ckpt = root / "data" / folder / "epoch-1-64-4-6-SeDR"   # same name as a single-process run
+            assert torch.equal(r0[k], r1[k]), k  # gradients were averaged: ranks stay in lockstep
+        ckpt = root / "data" / folder / "epoch-1-64-4-6-SeDR"  # same name as a single-process run
         saved = load_file(str(ckpt / "model.safetensors"))
         assert saved.keys() == r0.keys()
         for k in saved:
-            assert torch.equal(saved[k], r0[k]), k      # the checkpoint holds rank 0's final weights
+            assert torch.equal(saved[k], r0[k]), k  # the checkpoint holds rank 0's final weights
         assert not torch.equal(saved["embeddingHead.weight"], star["embeddingHead.weight"])  # it trained
     # Gathering changes the loss (more negatives per query), hence the trained weights.
     plain, gathered = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank0_x.pt")
@@ -92,7 +148,10 @@ def test_ddp_training_two_ranks(root, tmp_path):
 def test_torchrun_encoding_equals_single_process(root, tmp_path):
     inference.main(INFER + ["--output_dir", "./single"])
     _spawn("infer", root, tmp_path)
-    a, b = embedding_files.load_segment_embeddings(root / "single"), embedding_files.load_segment_embeddings(root / "ddp")
+    a, b = (
+        embedding_files.load_segment_embeddings(root / "single"),
+        embedding_files.load_segment_embeddings(root / "ddp"),
+    )
     assert np.array_equal(a.doc_ids, b.doc_ids)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=0, atol=1e-6)
     assert (root / "ddp" / "metrics.json").exists()
@@ -101,10 +160,22 @@ def test_torchrun_encoding_equals_single_process(root, tmp_path):
 # --------------------------------------------------------------------- cross-device negatives
 # Rank 0 holds queries 10, 11 and rank 1 query 12 (unequal micro-batches); d = 3, M = 1, h = 1.
 XDEV = {
-    0: {"q": [[1, 0, 0], [0, 1, 0]], "pos": [[2, 0, 0], [0, 1, 0]], "neg": [[0, 0, 1], [1, 1, 0]],
-        "qids": [10, 11], "pos_ids": [100, 101], "neg_ids": [200, 201]},
-    1: {"q": [[0, 0, 1]], "pos": [[0, 0, 3]], "neg": [[0, 1, 0]],
-        "qids": [12], "pos_ids": [102], "neg_ids": [101]},
+    0: {
+        "q": [[1, 0, 0], [0, 1, 0]],
+        "pos": [[2, 0, 0], [0, 1, 0]],
+        "neg": [[0, 0, 1], [1, 1, 0]],
+        "qids": [10, 11],
+        "pos_ids": [100, 101],
+        "neg_ids": [200, 201],
+    },
+    1: {
+        "q": [[0, 0, 1]],
+        "pos": [[0, 0, 3]],
+        "neg": [[0, 1, 0]],
+        "qids": [12],
+        "pos_ids": [102],
+        "neg_ids": [101],
+    },
 }
 XDEV_REL = {10: [100], 11: [101], 12: [102, 200]}
 
@@ -119,10 +190,13 @@ def _xdev_worker(rank: int, world: int, port: int, out: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     mine = XDEV[rank]
-    q, pos, neg = (torch.tensor(mine[k], dtype=torch.float32, requires_grad=True) for k in ("q", "pos", "neg"))
+    q, pos, neg = (
+        torch.tensor(mine[k], dtype=torch.float32, requires_grad=True) for k in ("q", "pos", "neg")
+    )
     everyone = gather_objects((mine["pos_ids"], mine["neg_ids"]))
-    rel_mask, hard_mask = pair_masks(mine["qids"], XDEV_REL, [d for p, _ in everyone for d in p],
-                                     [d for _, n in everyone for d in n])
+    rel_mask, hard_mask = pair_masks(
+        mine["qids"], XDEV_REL, [d for p, _ in everyone for d in p], [d for _, n in everyone for d in n]
+    )
     pos_all, offset = gather_rows(pos[:, None])  # (3, 1, 3)
     neg_all, _ = gather_rows(neg[:, None])
     scores = cross_entropy_scores(q, pos_all, neg_all, rel_mask, hard_mask, positive_offset=offset)
@@ -130,8 +204,17 @@ def _xdev_worker(rank: int, world: int, port: int, out: str):
     ce, _ = cross_entropy_loss(scores, len(q), labels)
     star, _ = star_pairwise_loss(q, pos_all, neg_all, rel_mask, hard_mask, positive_offset=offset)
     ce.backward()
-    torch.save({"ce": ce.item(), "star": star.item(), "offset": offset, "rel_mask": rel_mask, "hard_mask": hard_mask,
-                "grads": [t.grad for t in (q, pos, neg)]}, Path(out) / f"xdev{rank}.pt")
+    torch.save(
+        {
+            "ce": ce.item(),
+            "star": star.item(),
+            "offset": offset,
+            "rel_mask": rel_mask,
+            "hard_mask": hard_mask,
+            "grads": [t.grad for t in (q, pos, neg)],
+        },
+        Path(out) / f"xdev{rank}.pt",
+    )
     dist.barrier()  # no rank tears the group down while the other still has collectives in flight
     dist.destroy_process_group()
 
@@ -144,25 +227,37 @@ def test_gathered_negatives_give_the_hand_computed_loss(tmp_path):
     assert (r0["offset"], r1["offset"]) == (0, 2)
     # Columns: positives of docs 100, 101, 102 | negatives 200, 201, 101 (rank order).
     assert r0["rel_mask"].tolist() == [[0, 1, 1], [1, 0, 1]]
-    assert r0["hard_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]       # doc 101 is query 11's positive
-    assert r1["rel_mask"].tolist() == [[1, 1, 0]] and r1["hard_mask"].tolist() == [[0, 1, 1]]  # 200 relevant to 12
+    assert r0["hard_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]  # doc 101 is query 11's positive
+    assert r1["rel_mask"].tolist() == [[1, 1, 0]] and r1["hard_mask"].tolist() == [
+        [0, 1, 1]
+    ]  # 200 relevant to 12
     e = math.e
     # CE: rows [2,0,0 | 0,1,0] -> 2; [0,1,0 | 0,1,masked] -> 1; rank 1: [0,0,3 | masked,0,0] -> 3.
-    ce0 = ((math.log(e ** 2 + e + 4) - 2) + (math.log(3 + 2 * e) - 1)) / 2
-    ce1 = math.log(4 + e ** 3) - 3
+    ce0 = ((math.log(e**2 + e + 4) - 2) + (math.log(3 + 2 * e) - 1)) / 2
+    ce1 = math.log(4 + e**3) - 3
     assert r0["ce"] == pytest.approx(ce0, abs=1e-6) and r1["ce"] == pytest.approx(ce1, abs=1e-6)
     sp = lambda x: math.log1p(math.exp(x))  # noqa: E731  softplus(S - p) over unmasked pairs
-    star0 = (2 * sp(-2) + 2 * sp(-2) + sp(-1)          # query 10 (p = 2): in-batch 0, 0; hard 0, 1, 0
-             + 2 * sp(-1) + sp(-1) + sp(0)) / 9        # query 11 (p = 1): in-batch 0, 0; hard 0, 1 (101 masked)
-    star1 = (2 * sp(-3) + 2 * sp(-3)) / 4               # query 12 (p = 3): in-batch 0, 0; hard 0, 0 (200 masked)
+    star0 = (
+        2 * sp(-2)
+        + 2 * sp(-2)
+        + sp(-1)  # query 10 (p = 2): in-batch 0, 0; hard 0, 1, 0
+        + 2 * sp(-1)
+        + sp(-1)
+        + sp(0)
+    ) / 9  # query 11 (p = 1): in-batch 0, 0; hard 0, 1 (101 masked)
+    star1 = (2 * sp(-3) + 2 * sp(-3)) / 4  # query 12 (p = 3): in-batch 0, 0; hard 0, 0 (200 masked)
     assert r0["star"] == pytest.approx(star0, abs=1e-6) and r1["star"] == pytest.approx(star1, abs=1e-6)
     # Gradients: each rank's rows receive the gradient of the sum of both ranks' losses (one process, brute force).
-    q, pos, neg = (torch.tensor(XDEV[0][k] + XDEV[1][k], dtype=torch.float32, requires_grad=True)
-                   for k in ("q", "pos", "neg"))
+    q, pos, neg = (
+        torch.tensor(XDEV[0][k] + XDEV[1][k], dtype=torch.float32, requires_grad=True)
+        for k in ("q", "pos", "neg")
+    )
     total = 0
     for rank, (a, b) in enumerate([(0, 2), (2, 3)]):
         r = (r0, r1)[rank]
-        s = cross_entropy_scores(q[a:b], pos[:, None], neg[:, None], r["rel_mask"], r["hard_mask"], positive_offset=a)
+        s = cross_entropy_scores(
+            q[a:b], pos[:, None], neg[:, None], r["rel_mask"], r["hard_mask"], positive_offset=a
+        )
         total = total + torch.nn.functional.cross_entropy(s, torch.arange(a, b))
     total.backward()
     for rank, (a, b) in enumerate([(0, 2), (2, 3)]):
@@ -179,7 +274,7 @@ def test_shard_merge_search_equals_flat_search(num_shards):
     queries = rng.standard_normal((9, 16)).astype(np.float32)
     flat_s, flat_r = exact_search.FaissFlatIndex(vectors, None, show_progress=False).search(queries, 20)
     shard_s, shard_r = exact_search.ShardedCpuIndex(vectors, num_shards).search(queries, 20)
-    assert np.array_equal(flat_r, shard_r)               # continuous random scores: no ties
+    assert np.array_equal(flat_r, shard_r)  # continuous random scores: no ties
     np.testing.assert_allclose(flat_s, shard_s, rtol=0, atol=1e-5)
     # More hits asked than rows exist: both pad with -1.
     _, r_all = exact_search.ShardedCpuIndex(vectors, num_shards).search(queries, 60)
@@ -194,6 +289,7 @@ def test_search_shards_flag_gives_the_flat_ranking(root):
     inference.main(INFER + ["--output_dir", "./flat3", "--search_shards", "3"])
     shard = json.loads((Path("flat3") / "metrics.json").read_text())["scores"]
     assert flat == shard
+
     def run_lines(folder):  # without the run tag (the folder name)
         return [line.split()[:5] for line in (Path(folder) / "dev.trec").read_text().splitlines()]
 

@@ -1,6 +1,5 @@
 """Segment-embedding files: write/read, completion record, shards, and the row -> document index."""
 
-
 import numpy as np
 import pytest
 
@@ -56,7 +55,10 @@ def test_interrupted_encoding_leaves_no_partial_file_under_a_final_name(tmp_path
     with embedding_files.SegmentEmbeddingWriter(tmp_path, 3) as w:
         w.append(vecs, np.array([0, 1]))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    with pytest.raises(RuntimeError), embedding_files.SegmentEmbeddingWriter(tmp_path, 3, info={"new": 1}) as w:
+    with (
+        pytest.raises(RuntimeError),
+        embedding_files.SegmentEmbeddingWriter(tmp_path, 3, info={"new": 1}) as w,
+    ):
         w.append(2 * vecs, np.array([0, 1]))
         assert (tmp_path / "passages.memmap").read_bytes() == before["passages.memmap"]  # old files untouched
         raise RuntimeError("killed")

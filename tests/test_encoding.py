@@ -34,7 +34,9 @@ def test_encode_corpus_row_groups_equal_fixed_padding(star_dir):
     fp32 = Precision(torch.device("cpu"), None, None)
 
     def run(**kw):
-        out = list(encode_corpus(model, passages, spec, 8, torch.device("cpu"), fp32, show_progress=False, **kw))
+        out = list(
+            encode_corpus(model, passages, spec, 8, torch.device("cpu"), fp32, show_progress=False, **kw)
+        )
         return np.concatenate([v for v, _ in out]), np.concatenate([d for _, d in out])
 
     groups_seen = []

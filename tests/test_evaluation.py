@@ -30,15 +30,25 @@ def fillers(n, base):
 #   q4 rel {15}: no ranking at all                    -> 0 everywhere, still in the denominator
 # MRR@100 = (1/3 + 1 + 1/7) / 5; R@5 = 2/5; R@10 = R@30 = 2.5/5; R@50 = R@100 = 3/5.
 DEV_QRELS = {"0": {"10": 1}, "1": {"11": 1}, "2": {"12": 1, "13": 1}, "3": {"14": 1}, "4": {"15": 1}}
-EXPECTED_DEV = {"MRR@100": (1 / 3 + 1 + 1 / 7) / 5, "Recall@5": 2 / 5, "Recall@10": 2.5 / 5,
-                "Recall@30": 2.5 / 5, "Recall@50": 3 / 5, "Recall@100": 3 / 5}
+EXPECTED_DEV = {
+    "MRR@100": (1 / 3 + 1 + 1 / 7) / 5,
+    "Recall@5": 2 / 5,
+    "Recall@10": 2.5 / 5,
+    "Recall@30": 2.5 / 5,
+    "Recall@50": 3 / 5,
+    "Recall@100": 3 / 5,
+}
 
 
 def dev_rankings():
     q2 = fillers(100, 1000)
     q2[6], q2[39] = 12, 13
-    return {0: ranked([20, 21, 10] + fillers(98, 2000)), 1: ranked([11] + fillers(100, 3000)),
-            2: ranked(q2 + [4000]), 3: ranked(fillers(100, 5000) + [14])}
+    return {
+        0: ranked([20, 21, 10] + fillers(98, 2000)),
+        1: ranked([11] + fillers(100, 3000)),
+        2: ranked(q2 + [4000]),
+        3: ranked(fillers(100, 5000) + [14]),
+    }
 
 
 def msmarco_reference(qrels, rankings, k_list=(5, 10, 30, 50, 100)):
@@ -79,7 +89,9 @@ def test_equal_scores_keep_rank_order():
     # descending, as trec_eval does) would give RR 1 in one of them
     for docs in ([10, 20, 30], [30, 20, 10]):
         run = ranking.rankings_to_run({0: [(d, 1.0) for d in docs]})
-        assert evaluation.msmarco_dev_metrics({"0": {str(docs[-1]): 1}}, run)["MRR@100"] == pytest.approx(1 / 3)
+        assert evaluation.msmarco_dev_metrics({"0": {str(docs[-1]): 1}}, run)["MRR@100"] == pytest.approx(
+            1 / 3
+        )
     s = ranking.rank_consistent_scores([2.0, 1.0, 1.0, 1.0, 0.5, 3.0])
     assert all(a > b for a, b in zip(s, s[1:])) and s[0] == 2.0 and s[4] == np.float32(0.5)
     assert len({f"{x:.9g}" for x in s}) == len(s)  # distinct when written
@@ -151,8 +163,9 @@ def preprocess_dir(tmp_path):
 def test_evaluate_rankings_writes_runs_with_original_ids(preprocess_dir, tmp_path):
     out = tmp_path / "eval"
     rankings = {"dev": dev_rankings(), "test": {0: ranked([4, 1, 9, 3, 2, 101, 102, 103, 104, 105])}}
-    result = evaluation.evaluate_rankings(rankings, preprocess_dir, out, run_tag="tiny", offset_runs=True,
-                                          history_record={"step": 3})
+    result = evaluation.evaluate_rankings(
+        rankings, preprocess_dir, out, run_tag="tiny", offset_runs=True, history_record={"step": 3}
+    )
     dev = result.metrics["splits"]["dev"]
     assert {k: dev[k] for k in EXPECTED_DEV} == pytest.approx(EXPECTED_DEV, abs=1e-12)
     assert (dev["num_judged_queries"], dev["num_ranked_queries"]) == (5, 4)
@@ -179,8 +192,11 @@ def test_evaluate_rankings_writes_runs_with_original_ids(preprocess_dir, tmp_pat
     for split, kind in (("dev", "msmarco"), ("test", "trec")):
         qrels = evaluation.read_qrels(preprocess_dir / f"{split}-orig-qrels.txt")
         again = evaluation.split_metrics(kind, qrels, ranking.read_trec_run(out / f"{split}.trec"))
-        offsets = evaluation.split_metrics(kind, evaluation.read_qrels(preprocess_dir / f"{split}-qrel.tsv"),
-                                           ranking.read_trec_run(out / f"{split}.offsets.trec"))
+        offsets = evaluation.split_metrics(
+            kind,
+            evaluation.read_qrels(preprocess_dir / f"{split}-qrel.tsv"),
+            ranking.read_trec_run(out / f"{split}.offsets.trec"),
+        )
         stored = {k: v for k, v in result.metrics["splits"][split].items() if not k.startswith("num_")}
         assert again == pytest.approx(stored, abs=1e-12) and offsets == pytest.approx(stored, abs=1e-12)
 

@@ -13,7 +13,9 @@ from SeDR.retrieval import exact_search
 def test_faiss_and_torch_search_agree_with_k_larger_than_corpus(random_corpus):
     vectors, _, queries = random_corpus
     k = len(vectors) + 3
-    fs, fr = exact_search.search(exact_search.FaissFlatIndex(vectors, show_progress=False), queries, k, 8, False)
+    fs, fr = exact_search.search(
+        exact_search.FaissFlatIndex(vectors, show_progress=False), queries, k, 8, False
+    )
     ts, tr = exact_search.search(exact_search.TorchFlatIndex(vectors), queries, k, 8, False)
     assert fr.shape == tr.shape == (20, k)
     assert (fr[:, -3:] == -1).all() and (tr[:, -3:] == -1).all()
@@ -30,8 +32,9 @@ def test_faiss_gpus_fall_back_to_cpu_with_one_warning(random_corpus, caplog, mon
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "faiss-gpu" in warnings[0].getMessage()
     assert gpu.gpu_ids == []
-    cs, cr = exact_search.search(exact_search.FaissFlatIndex(vectors, show_progress=False), queries, 64,
-                              show_progress=False)
+    cs, cr = exact_search.search(
+        exact_search.FaissFlatIndex(vectors, show_progress=False), queries, 64, show_progress=False
+    )
     np.testing.assert_array_equal(gr, cr)
     np.testing.assert_array_equal(gs, cs)
 
@@ -81,11 +84,17 @@ def test_gpu_wiring_single_and_sharded(random_corpus, monkeypatch):
     vectors, _, queries = random_corpus
     fake = FakeGpuFaiss(n_gpus=2)
     monkeypatch.setattr(exact_search, "_faiss", lambda: fake)
-    cpu = exact_search.search(exact_search.build_index(vectors, None, show_progress=False), queries, 32, show_progress=False)
+    cpu = exact_search.search(
+        exact_search.build_index(vectors, None, show_progress=False), queries, 32, show_progress=False
+    )
     one = exact_search.build_index(vectors, [1], fp16=True, show_progress=False)
     both = exact_search.build_index(vectors, [0, 1], show_progress=False)
     assert fake.calls == [("single", 1, True), ("sharded", [0, 1], False, True)]
-    assert fake.temp_memory == [512 * 1024 * 1024, 200 * 1024 * 1024, 200 * 1024 * 1024]  # the original's temporary memory
+    assert fake.temp_memory == [
+        512 * 1024 * 1024,
+        200 * 1024 * 1024,
+        200 * 1024 * 1024,
+    ]  # the original's temporary memory
     for index in (one, both):
         assert index.ntotal == len(vectors)
         np.testing.assert_array_equal(exact_search.search(index, queries, 32, show_progress=False)[1], cpu[1])
@@ -104,14 +113,16 @@ def brute_force_topk(vectors, queries, k):
     best = np.full((len(queries), k), -np.inf, dtype=np.float32)
     for i, s in enumerate(scores):
         order = np.lexsort((np.arange(n), -s))[:k]
-        rows[i, :len(order)], best[i, :len(order)] = order, s[order]
+        rows[i, : len(order)], best[i, : len(order)] = order, s[order]
     return best, rows
 
 
 def tie_data(kind, rng, n=400, d=6):
     if kind == "integer":  # scores are small integers: many exact ties
-        return (rng.integers(-2, 3, size=(n, d)).astype(np.float32),
-                rng.integers(-2, 3, size=(30, d)).astype(np.float32))
+        return (
+            rng.integers(-2, 3, size=(n, d)).astype(np.float32),
+            rng.integers(-2, 3, size=(30, d)).astype(np.float32),
+        )
     if kind == "duplicated":  # eighths: exact products; a third of the rows copies of a few others
         x = rng.integers(-16, 17, size=(n, d)).astype(np.float32) / 8
         x[rng.integers(0, n, size=n // 3)] = x[rng.integers(0, 5, size=n // 3)]
@@ -125,7 +136,9 @@ def every_index(vectors):
         "torch": exact_search.TorchFlatIndex(vectors),
         "torch, chunks of 37 rows": exact_search.TorchFlatIndex(vectors, chunk_rows=37),
         "faiss, 3 shards": exact_search.ShardedCpuIndex(vectors, 3),
-        "torch, 5 shards": exact_search.ShardedCpuIndex(vectors, 5, lambda v: exact_search.TorchFlatIndex(v, chunk_rows=29)),
+        "torch, 5 shards": exact_search.ShardedCpuIndex(
+            vectors, 5, lambda v: exact_search.TorchFlatIndex(v, chunk_rows=29)
+        ),
         "torch, 3 devices": exact_search.TorchShardedIndex(vectors, ["cpu"] * 3, chunk_rows=50),
     }
 
@@ -160,8 +173,10 @@ def test_empty_and_tiny_indexes():
         s, r = index.search(queries, 4)
         assert r.tolist() == [[0, 1, -1, -1]], name
         assert s[0, :2].tolist() == [2.0, 2.0] and np.isneginf(s[0, 2:]).all(), name
-    for empty in (exact_search.TorchFlatIndex(np.zeros((0, 2), np.float32)),
-                  exact_search.FaissFlatIndex(np.zeros((0, 2), np.float32), show_progress=False)):
+    for empty in (
+        exact_search.TorchFlatIndex(np.zeros((0, 2), np.float32)),
+        exact_search.FaissFlatIndex(np.zeros((0, 2), np.float32), show_progress=False),
+    ):
         s, r = empty.search(queries, 3)
         assert r.tolist() == [[-1, -1, -1]] and np.isneginf(s).all()
 
@@ -183,7 +198,10 @@ def test_resolve_search_backend(monkeypatch, caplog):
     monkeypatch.setattr(exact_search, "faiss_gpu_available", lambda: False)
     monkeypatch.setattr(exact_search.torch.cuda, "is_available", lambda: False)
     assert exact_search.resolve_search_backend("auto", None) == (exact_search.CPU_AUTO_BACKEND, [])
-    assert exact_search.resolve_search_backend("faiss", [0]) == ("faiss", [0])  # FaissFlatIndex warns and goes to CPU
+    assert exact_search.resolve_search_backend("faiss", [0]) == (
+        "faiss",
+        [0],
+    )  # FaissFlatIndex warns and goes to CPU
     with caplog.at_level(logging.WARNING, logger="SeDR.retrieval.exact_search"):
         assert exact_search.resolve_search_backend("torch", [0]) == ("torch", [])
     assert len(caplog.records) == 1 and "no CUDA GPU" in caplog.records[0].getMessage()
@@ -218,16 +236,29 @@ def test_inference_with_torch_and_faiss_backends_writes_the_same_results(root):
 
     from SeDR import inference
 
-    cmd = ("--model_class STAR_MaxP --max_query_length 32 --max_seg_length 64 --max_seg_num 4 "
-           "--model_path ./data/star --faiss_gpus 0 --gen_hardneg").split()
+    cmd = (
+        "--model_class STAR_MaxP --max_query_length 32 --max_seg_length 64 --max_seg_num 4 "
+        "--model_path ./data/star --faiss_gpus 0 --gen_hardneg"
+    ).split()
     for backend in ("faiss", "torch"):
-        inference.main(cmd + ["--search_backend", backend, "--output_dir", f"./{backend}",
-                              "--hardneg_path", f"./{backend}.json"])
+        inference.main(
+            cmd
+            + [
+                "--search_backend",
+                backend,
+                "--output_dir",
+                f"./{backend}",
+                "--hardneg_path",
+                f"./{backend}.json",
+            ]
+        )
     scores = [json.loads((Path(b) / "metrics.json").read_text())["scores"] for b in ("faiss", "torch")]
     assert scores[0] == scores[1]
     for split in ("dev", "test", "2020test"):
-        runs = [[line.split() for line in (Path(b) / f"{split}.trec").read_text().splitlines()]
-                for b in ("faiss", "torch")]
+        runs = [
+            [line.split() for line in (Path(b) / f"{split}.trec").read_text().splitlines()]
+            for b in ("faiss", "torch")
+        ]
         assert len(runs[0]) == len(runs[1]) > 0
         np.testing.assert_allclose([float(r[4]) for r in runs[0]], [float(r[4]) for r in runs[1]], rtol=1e-5)
         # The same documents per query; two may swap only when their scores are within float rounding
@@ -242,7 +273,7 @@ def test_inference_with_torch_and_faiss_backends_writes_the_same_results(root):
             assert sorted(doc for doc, _ in a) == sorted(b)
             pos = {doc: i for i, doc in enumerate(b)}
             for i, (x, sx) in enumerate(a):
-                for y, sy in a[i + 1:]:
+                for y, sy in a[i + 1 :]:
                     if pos[y] < pos[x]:
                         assert abs(sx - sy) <= 1e-5 * abs(sx), (split, qid, x, y)
     # Hard negatives: the same documents; two may swap only when their best segment scores are within
@@ -259,7 +290,9 @@ def test_inference_with_torch_and_faiss_backends_writes_the_same_results(root):
     emb = embedding_files.load_segment_embeddings("faiss")
     model = load_model("./data/star", model_class="STAR_MaxP", max_seg_num=4)
     cpu = torch.device("cpu")
-    q = encode_queries(model, preprocess_folder.queries("./data/preprocess", "train"), 32, 32, cpu, resolve_precision(cpu))
+    q = encode_queries(
+        model, preprocess_folder.queries("./data/preprocess", "train"), 32, 32, cpu, resolve_precision(cpu)
+    )
     seg = q @ np.asarray(emb.vectors).T  # (queries, rows)
     best = np.full((len(q), int(emb.doc_ids.max()) + 1), -np.inf, dtype=np.float32)
     np.maximum.at(best.T, np.asarray(emb.doc_ids), seg.T)
@@ -270,7 +303,7 @@ def test_inference_with_torch_and_faiss_backends_writes_the_same_results(root):
         assert sorted(a) == sorted(b)
         pos = {d: i for i, d in enumerate(b)}
         for i, x in enumerate(a):
-            for y in a[i + 1:]:
+            for y in a[i + 1 :]:
                 if pos[y] < pos[x]:  # swapped: only a near-tie may swap
                     assert abs(best[int(key), x] - best[int(key), y]) <= 1e-5 * abs(best[int(key), x])
 

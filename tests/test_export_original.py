@@ -16,14 +16,37 @@ from SeDR.modeling import build_model, load_model, save_pretrained
 from SeDR.modeling.longformer import build_longformer, convert_star, load_longformer
 from SeDR.tools import export_original
 
-CLASSES = ["SeDR_without_LateCache", "SeDR", "SeDR_MaxP", "SeDR_Transformer_Head", "SeDR_Global_Attention",
-           "STAR_MaxP", "STAR_Multi"]
+CLASSES = [
+    "SeDR_without_LateCache",
+    "SeDR",
+    "SeDR_MaxP",
+    "SeDR_Transformer_Head",
+    "SeDR_Global_Attention",
+    "STAR_MaxP",
+    "STAR_Multi",
+]
 SEG = "roberta.embeddings.segment_type_embeddings.weight"
 # What transformers 4.12's RobertaConfig (and 3.0.2's) is given: its own fields and the original's extras.
-ROBERTA_412 = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-               "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-               "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id", "bos_token_id",
-               "eos_token_id", "model_type", "architectures", "max_seg_num"}
+ROBERTA_412 = {
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "model_type",
+    "architectures",
+    "max_seg_num",
+}
 ALLENAI = {"attention_window", "attention_dilation", "attention_mode", "autoregressive"}
 
 
@@ -79,12 +102,20 @@ def test_round_trip_per_class(star_dir, tokenizer, tmp_path, name):
     assert len(glob) == (12 if name == "SeDR_Global_Attention" else 0)  # 2 layers x q/k/v x weight/bias
     heads = {k for k in sd if k.startswith("trans_head.")}
     if name == "SeDR_Transformer_Head":  # one RoBERTa layer under the encoder layer's sub-module names
-        assert {"trans_head.attention.self.query.weight", "trans_head.attention.output.LayerNorm.bias",
-                "trans_head.intermediate.dense.weight", "trans_head.output.dense.bias"} <= heads
+        assert {
+            "trans_head.attention.self.query.weight",
+            "trans_head.attention.output.LayerNorm.bias",
+            "trans_head.intermediate.dense.weight",
+            "trans_head.output.dense.bias",
+        } <= heads
     else:
         assert not heads
     if name == "STAR_Multi":
-        assert sd["roberta.embeddings.word_embeddings.weight"].shape[0] == cfg["vocab_size"] == len(tokenizer) + 4
+        assert (
+            sd["roberta.embeddings.word_embeddings.weight"].shape[0]
+            == cfg["vocab_size"]
+            == len(tokenizer) + 4
+        )
     back, mine = load_model(out), load_model(src)
     assert type(back) is type(mine) and back.model_class_name == name
     assert_same_model(mine, back)
@@ -98,7 +129,11 @@ def test_round_trip_longformer(star_dir, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert set(cfg) == ROBERTA_412 | ALLENAI and cfg["architectures"] == ["SeDR_Longformer"]
     assert (cfg["attention_window"], cfg["attention_dilation"]) == ([32, 32], [1, 1])
-    assert (cfg["attention_mode"], cfg["autoregressive"], cfg["max_position_embeddings"]) == ("sliding_chunks", False, 602)
+    assert (cfg["attention_mode"], cfg["autoregressive"], cfg["max_position_embeddings"]) == (
+        "sliding_chunks",
+        False,
+        602,
+    )
     sd = torch.load(out / "pytorch_model.bin", weights_only=True)
     assert len([k for k in sd if "_global." in k]) == 12 and SEG not in sd
     back = load_longformer(out)
@@ -114,7 +149,9 @@ def test_refuses_a_non_empty_out_dir_and_keeps_it(star_dir, tmp_path):
     with pytest.raises(SystemExit) as err:
         export_original.main([str(src), str(out)])
     assert err.value.code == 2
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    assert (
+        sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    )
 
 
 def test_module_command(star_dir, tmp_path, monkeypatch):
@@ -122,6 +159,8 @@ def test_module_command(star_dir, tmp_path, monkeypatch):
     src = ours("SeDR", star_dir, tmp_path / "ours")
     (tmp_path / "orig").mkdir()
     monkeypatch.setattr(sys, "argv", ["export_original", str(src), str(tmp_path / "orig")])
-    monkeypatch.delitem(sys.modules, "SeDR.export_original", raising=False)  # runpy executes a fresh copy as __main__
+    monkeypatch.delitem(
+        sys.modules, "SeDR.export_original", raising=False
+    )  # runpy executes a fresh copy as __main__
     runpy.run_module("SeDR.export_original", run_name="__main__")
     assert_same_model(load_model(src), load_model(tmp_path / "orig"))

@@ -37,22 +37,26 @@ def test_hard_negatives_for_queries_small_corpus():
     row_doc_ids = np.array([0, 0, 1, 2])
     index = exact_search.FaissFlatIndex(vectors, show_progress=False)
     queries = np.array([[1.0, 0.1], [0.0, 1.0]], dtype=np.float32)
-    out = hard_negatives.hard_negatives_for_queries(index, row_doc_ids, queries, [7, 8], {7: [1]}, keep=300,
-                                               show_progress=False)
+    out = hard_negatives.hard_negatives_for_queries(
+        index, row_doc_ids, queries, [7, 8], {7: [1]}, keep=300, show_progress=False
+    )
     # q7 scores rows: 1, .1, 1.1, -1 -> rows 2,0,1,3 -> docs 1,0,0,2; doc 1 relevant -> [0, 2]
     # q8 scores rows: 0, 1, 1, 0 -> docs {0,1} first (tie), then doc 0/2; q8 has no qrels
     assert out[7] == [0, 2]
     assert sorted(out[8]) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("payload, message", [
-    ({"0": [1, -1]}, "query 0, position 1: document offset -1 is outside 0..9"),
-    ({"0": [1], "4": [10]}, "query 4, position 0: document offset 10 is outside 0..9"),
-    ({"x": [1]}, "key 'x' is not a query offset"),
-    ({"0": [1.5]}, "query 0: expected a list of integer document offsets"),
-    ({"0": "1 2"}, "query 0: expected a list of integer document offsets"),
-    ([1, 2], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"0": [1, -1]}, "query 0, position 1: document offset -1 is outside 0..9"),
+        ({"0": [1], "4": [10]}, "query 4, position 0: document offset 10 is outside 0..9"),
+        ({"x": [1]}, "key 'x' is not a query offset"),
+        ({"0": [1.5]}, "query 0: expected a list of integer document offsets"),
+        ({"0": "1 2"}, "query 0: expected a list of integer document offsets"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
 def test_every_entry_is_checked_against_the_corpus(tmp_path, payload, message):
     path = tmp_path / "hard_negative.json"
     path.write_text(json.dumps(payload))

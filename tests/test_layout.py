@@ -15,14 +15,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The original script paths and the ``python -m SeDR.X`` entry points: one call into SeDR.cli or SeDR.tools each.
-ENTRY_POINTS = {"SeDR.train", "SeDR.inference", "SeDR.adore_train", "SeDR.index", "SeDR.search",
-                "SeDR.export_original", "SeDR.ledger"}
+ENTRY_POINTS = {
+    "SeDR.train",
+    "SeDR.inference",
+    "SeDR.adore_train",
+    "SeDR.index",
+    "SeDR.search",
+    "SeDR.export_original",
+    "SeDR.ledger",
+}
 SCRIPTS = ENTRY_POINTS
 # Each subpackage and the layer it sits in (docs/architecture.md#layers): a module may import its own
 # layer and lower ones. SeDR.testing holds the tests' and benchmarks' stand-ins: it may import the
 # library, the library never imports it.
-LAYERS = {"core": 0, "data": 1, "modeling": 2, "retrieval": 3, "training": 4, "api": 4, "tools": 5, "cli": 6,
-          "demo": 7, "testing": 8}
+LAYERS = {
+    "core": 0,
+    "data": 1,
+    "modeling": 2,
+    "retrieval": 3,
+    "training": 4,
+    "api": 4,
+    "tools": 5,
+    "cli": 6,
+    "demo": 7,
+    "testing": 8,
+}
 ENTRY_POINT_LINES = 12  # non-blank lines after the docstring
 
 
@@ -86,7 +103,9 @@ def test_no_import_circle_and_no_script_imported_by_the_library():
             assert not deps & SCRIPTS, f"{m} imports the script(s) {deps & SCRIPTS}"
     for path in tracked("SeDR_Longformer/*.py", "SeDR_preprocess.py"):
         assert not _imports(path, "") & SCRIPTS, path
-        assert "SeDR_Longformer" not in path.read_text(encoding="utf-8").split("import", 1)[-1].split("\n", 1)[0]
+        assert (
+            "SeDR_Longformer" not in path.read_text(encoding="utf-8").split("import", 1)[-1].split("\n", 1)[0]
+        )
     # a package imports its submodules by name; only module-to-module edges can form a circle
     graph = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph.items()}
     state: dict[str, int] = {}
@@ -95,7 +114,7 @@ def test_no_import_circle_and_no_script_imported_by_the_library():
         state[m] = 1
         for d in graph[m]:
             if state.get(d) == 1:
-                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(d):] + [d]))
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(d) :] + [d]))
             if d not in state:
                 visit(d, stack + [d])
         state[m] = 2
@@ -139,7 +158,7 @@ def test_the_package_folder_holds_subpackages_and_entry_points_only():
         deps = _imports(path, name)
         assert deps and all(d.split(".")[1] in {"cli", "tools", "core"} for d in deps), (name, deps)
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        code_lines = path.read_text(encoding="utf-8").splitlines()[tree.body[0].end_lineno:]
+        code_lines = path.read_text(encoding="utf-8").splitlines()[tree.body[0].end_lineno :]
         assert len([line for line in code_lines if line.strip()]) <= ENTRY_POINT_LINES, name
 
 
@@ -147,11 +166,21 @@ def test_every_module_names_its_concern_and_names_do_not_differ_by_a_suffix():
     paths = tracked("SeDR/*.py", "SeDR_Longformer/*.py", "SeDR_preprocess.py")
     for path in paths:
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
-        assert doc and len(doc.splitlines()[0]) > 20, f"{path.relative_to(ROOT)}: no docstring naming its concern"
+        assert doc and len(doc.splitlines()[0]) > 20, (
+            f"{path.relative_to(ROOT)}: no docstring naming its concern"
+        )
     # Commands are named after their scripts (SeDR/cli/train.py for SeDR/train.py); the library's names
     # must not be one word apart (batch vs batching, index vs indexes).
-    library = [p for p in paths if p.parent not in {ROOT, ROOT / "SeDR", ROOT / "SeDR" / "cli", ROOT / "SeDR_Longformer"}]
+    library = [
+        p
+        for p in paths
+        if p.parent not in {ROOT, ROOT / "SeDR", ROOT / "SeDR" / "cli", ROOT / "SeDR_Longformer"}
+    ]
     stems = sorted({p.stem for p in library if p.stem != "__init__"})
-    similar = [(a, b) for a in stems for b in stems
-               if a != b and b.startswith(a) and b[len(a):] in {"s", "es", "ing", "er", "ers", "ion", "ions"}]
+    similar = [
+        (a, b)
+        for a in stems
+        for b in stems
+        if a != b and b.startswith(a) and b[len(a) :] in {"s", "es", "ing", "er", "ers", "ion", "ions"}
+    ]
     assert not similar, similar

@@ -36,8 +36,10 @@ def ledger():
 
 
 def test_paper_numbers_match_the_issue(ledger):
-    got = {r["name"]: tuple(r["paper"][m] for m in ("dev_MRR@100", "dev_R@100", "DL19_nDCG@10"))
-           for r in ledger["rows"]}
+    got = {
+        r["name"]: tuple(r["paper"][m] for m in ("dev_MRR@100", "dev_R@100", "DL19_nDCG@10"))
+        for r in ledger["rows"]
+    }
     assert got == ISSUE_NUMBERS
     assert [r["name"] for r in ledger["rows"]] == list(ISSUE_NUMBERS)
     assert set(ledger["metrics"]) == set(lg.METRIC_KEYS)
@@ -45,7 +47,11 @@ def test_paper_numbers_match_the_issue(ledger):
 
 def _readme_lines() -> set[str]:
     text = (REPO / "README.md").read_text()
-    return {ln.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S) for ln in block.splitlines()}
+    return {
+        ln.strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for ln in block.splitlines()
+    }
 
 
 def test_commands_are_the_readme_commands_verbatim(ledger):
@@ -80,7 +86,9 @@ def test_metrics_paths_follow_from_the_commands(ledger):
                 trained = f"epoch-4-{ns.max_seg_length}-{ns.max_seg_num}-{ns.max_bsize}-{ns.model_class}"
             elif script == "SeDR_Longformer/train.py":
                 f = dict(zip(argv[::2], argv[1::2]))
-                trained = f"epoch-4-{f['--max_doc_length']}-{f['--max_seg_num']}-{f['--max_bsize']}-SeDR_Longformer"
+                trained = (
+                    f"epoch-4-{f['--max_doc_length']}-{f['--max_seg_num']}-{f['--max_bsize']}-SeDR_Longformer"
+                )
             elif script == "SeDR/inference.py":
                 ns = flags.build_inference_parser().parse_args(argv)
                 out = _evaluate_dir(ns.model_path, ns.max_seg_length, ns.max_seg_num)
@@ -99,11 +107,20 @@ def test_metrics_paths_follow_from_the_commands(ledger):
             assert out.split("/")[-1].startswith(trained + "-inf")
 
 
-@pytest.mark.parametrize("ours, status", [
-    (0.409, lg.OK), (0.414, lg.OK), (0.404, lg.OK),          # |diff| <= tol (boundary included)
-    (0.4141, lg.OKISH), (0.419, lg.OKISH), (0.399, lg.OKISH),  # tol < |diff| <= 2 tol
-    (0.4191, lg.FAIL), (0.3989, lg.FAIL), (math.nan, lg.FAIL),
-])
+@pytest.mark.parametrize(
+    "ours, status",
+    [
+        (0.409, lg.OK),
+        (0.414, lg.OK),
+        (0.404, lg.OK),  # |diff| <= tol (boundary included)
+        (0.4141, lg.OKISH),
+        (0.419, lg.OKISH),
+        (0.399, lg.OKISH),  # tol < |diff| <= 2 tol
+        (0.4191, lg.FAIL),
+        (0.3989, lg.FAIL),
+        (math.nan, lg.FAIL),
+    ],
+)
 def test_judge_boundaries(ours, status):
     assert lg.judge(0.409, ours, 0.005) == status
 
@@ -115,18 +132,22 @@ def _write(path: Path, obj) -> None:
 
 def test_checker_on_fabricated_metrics(ledger, tmp_path, capsys):
     # SeDR (paper 0.409 / 0.921 / 0.632; tolerances 0.005 / 0.005 / 0.015), nested like SeDR/retrieval/evaluation.py
-    _write(tmp_path / "data/evaluate/epoch-4-512-4-17-SeDR-inf512-4/metrics.json",
-           {"scores": {"dev_MRR@100": 0.412, "dev_Recall@100": 0.930, "test_nDCG@10": 0.600}})
+    _write(
+        tmp_path / "data/evaluate/epoch-4-512-4-17-SeDR-inf512-4/metrics.json",
+        {"scores": {"dev_MRR@100": 0.412, "dev_Recall@100": 0.930, "test_nDCG@10": 0.600}},
+    )
     # STAR-MaxP written with flat keys and without the DL19 split
-    _write(tmp_path / "data/evaluate/epoch-4-512-4-17-STAR_MaxP-inf512-4/metrics.json", {"dev_MRR@100": 0.3940})
+    _write(
+        tmp_path / "data/evaluate/epoch-4-512-4-17-STAR_MaxP-inf512-4/metrics.json", {"dev_MRR@100": 0.3940}
+    )
     checks = {(c.model, c.metric): c for c in lg.check(ledger, tmp_path)}
-    assert checks[("SeDR", "dev_MRR@100")].status == lg.OK           # +0.003
-    assert checks[("SeDR", "dev_R@100")].status == lg.OKISH          # +0.009
-    assert checks[("SeDR", "DL19_nDCG@10")].status == lg.FAIL        # -0.032 > 0.030
+    assert checks[("SeDR", "dev_MRR@100")].status == lg.OK  # +0.003
+    assert checks[("SeDR", "dev_R@100")].status == lg.OKISH  # +0.009
+    assert checks[("SeDR", "DL19_nDCG@10")].status == lg.FAIL  # -0.032 > 0.030
     assert checks[("STAR-MaxP", "dev_MRR@100")].status == lg.OK
     assert checks[("STAR-MaxP", "dev_R@100")].status == lg.NO_VALUE
     assert checks[("STAR", "dev_MRR@100")].status == lg.NOT_RUN
-    assert ("SeDR-MaxP", "dev_R@100") not in checks                   # "–" in the paper: nothing to check
+    assert ("SeDR-MaxP", "dev_R@100") not in checks  # "–" in the paper: nothing to check
     assert len(checks) == sum(v is not None for nums in ISSUE_NUMBERS.values() for v in nums)
 
     assert lg.main(["--ledger", str(LEDGER), "--root", str(tmp_path)]) == 0
@@ -145,13 +166,24 @@ def test_adore_row_follows_the_best_checkpoint(ledger, tmp_path):
     row = next(r for r in ledger["rows"] if r["name"] == "SeDR+ADORE")
     best = tmp_path / row["metrics_json"]
     _write(best, {"best_selection_score": 1.3, "saved": []})
-    assert lg.read_ours(row, tmp_path)[0] is None                    # ADORE never improved: not run
-    _write(tmp_path / "data/adoremodels/epoch-4-512-4-17-SeDR-epoch-1/metrics.json",
-           {"scores": {"dev_MRR@100": 0.40, "dev_Recall@100": 0.92}})
-    _write(tmp_path / "data/adoremodels/epoch-4-512-4-17-SeDR-ckpt-6000/metrics.json",
-           {"scores": {"dev_MRR@100": 0.418, "dev_Recall@100": 0.935}})
-    _write(best, {"saved": ["data/adoremodels/epoch-4-512-4-17-SeDR-epoch-1",
-                            "data/adoremodels/epoch-4-512-4-17-SeDR-ckpt-6000"]})
+    assert lg.read_ours(row, tmp_path)[0] is None  # ADORE never improved: not run
+    _write(
+        tmp_path / "data/adoremodels/epoch-4-512-4-17-SeDR-epoch-1/metrics.json",
+        {"scores": {"dev_MRR@100": 0.40, "dev_Recall@100": 0.92}},
+    )
+    _write(
+        tmp_path / "data/adoremodels/epoch-4-512-4-17-SeDR-ckpt-6000/metrics.json",
+        {"scores": {"dev_MRR@100": 0.418, "dev_Recall@100": 0.935}},
+    )
+    _write(
+        best,
+        {
+            "saved": [
+                "data/adoremodels/epoch-4-512-4-17-SeDR-epoch-1",
+                "data/adoremodels/epoch-4-512-4-17-SeDR-ckpt-6000",
+            ]
+        },
+    )
     ours, source = lg.read_ours(row, tmp_path)
     assert ours == {"dev_MRR@100": 0.418, "dev_R@100": 0.935, "DL19_nDCG@10": None}
     assert source.endswith("SeDR-ckpt-6000/metrics.json")
@@ -182,7 +214,12 @@ def test_markdown_table(ledger, tmp_path):
     assert lines[0].startswith("| Model | MS MARCO dev MRR@100 paper | ours |")
     assert len(lines) == 2 + len(ledger["rows"])
     assert "| SeDR-MaxP | 0.403 |  | – |  | 0.611 |  |" in lines
-    _write(tmp_path / "data/evaluate/epoch-4-512-4-17-SeDR-inf512-4/metrics.json",
-           {"scores": {"dev_MRR@100": 0.412, "dev_Recall@100": 0.930, "test_nDCG@10": 0.6}})
+    _write(
+        tmp_path / "data/evaluate/epoch-4-512-4-17-SeDR-inf512-4/metrics.json",
+        {"scores": {"dev_MRR@100": 0.412, "dev_Recall@100": 0.930, "test_nDCG@10": 0.6}},
+    )
     filled = lg.markdown_table(ledger, tmp_path)
-    assert "| SeDR | 0.409 | 0.4120 (OK) | 0.921 | 0.9300 (OKish) | 0.632 | 0.6000 (FAIL) |" in filled.splitlines()
+    assert (
+        "| SeDR | 0.409 | 0.4120 (OK) | 0.921 | 0.9300 (OKish) | 0.632 | 0.6000 (FAIL) |"
+        in filled.splitlines()
+    )

@@ -44,12 +44,16 @@ star2lf = load_script("SeDR_Longformer/Star2Star_Longformer.py")
 ROOT = Path(__file__).resolve().parents[1]
 POS = "roberta.embeddings.position_embeddings.weight"
 WEIGHTS = "model.safetensors"
-HARDNEG_CMD = ("--model_class STAR_MaxP --max_query_length 32 --max_seg_length 512 --max_seg_num 1 "
-               "--model_path ./data/star --faiss_gpus 0 --gen_hardneg").split()
-README_TRAIN = ("--max_query_length 32 --max_doc_length 2048 --max_seg_num 4 --max_bsize 7 --preprocess_dir "
-                "./data/preprocess --hardneg_path ./data/hard_negative.json --init_path ./data/starlongformer "
-                "--output_dir ./data/models --logging_dir ./data/log --learning 5e-5 --hardneg_topk 100 --cache_size 50 "
-                "--gradient_accumulation_steps 4 --fp16 --use_gradient_checkpointing").split()
+HARDNEG_CMD = (
+    "--model_class STAR_MaxP --max_query_length 32 --max_seg_length 512 --max_seg_num 1 "
+    "--model_path ./data/star --faiss_gpus 0 --gen_hardneg"
+).split()
+README_TRAIN = (
+    "--max_query_length 32 --max_doc_length 2048 --max_seg_num 4 --max_bsize 7 --preprocess_dir "
+    "./data/preprocess --hardneg_path ./data/hard_negative.json --init_path ./data/starlongformer "
+    "--output_dir ./data/models --logging_dir ./data/log --learning 5e-5 --hardneg_topk 100 --cache_size 50 "
+    "--gradient_accumulation_steps 4 --fp16 --use_gradient_checkpointing"
+).split()
 # Tests' window: 32 tokens each side (the README's is 256); the CLS stride stays 512.
 SMALL_WINDOW = ["--attention_window", "64", "--max_doc_length", "1100"]
 
@@ -61,20 +65,34 @@ def star_state(folder) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def star(tmp_path_factory, tokenizer, tokenizer_dir):
     """Tiny STAR checkpoint (hidden 32, 2 layers, 2 heads: fewer banded score tensors than 4 heads)."""
-    return testing.make_star_checkpoint(tmp_path_factory.mktemp("lf-star") / "star", vocab_size=len(tokenizer),
-                                        tokenizer_dir=tokenizer_dir, num_attention_heads=2, seed=1)
+    return testing.make_star_checkpoint(
+        tmp_path_factory.mktemp("lf-star") / "star",
+        vocab_size=len(tokenizer),
+        tokenizer_dir=tokenizer_dir,
+        num_attention_heads=2,
+        seed=1,
+    )
 
 
 @pytest.fixture(scope="module")
 def converted(star, tmp_path_factory):
     """README conversion (window 512, 2050 position rows)."""
-    return star2lf.main(["--star_path", str(star), "--output_path", str(tmp_path_factory.mktemp("lf") / "starlf")])
+    return star2lf.main(
+        ["--star_path", str(star), "--output_path", str(tmp_path_factory.mktemp("lf") / "starlf")]
+    )
 
 
 @pytest.fixture(scope="module")
 def converted_small(star, tmp_path_factory):
-    return star2lf.main(["--star_path", str(star), "--output_path", str(tmp_path_factory.mktemp("lf") / "small"),
-                         *SMALL_WINDOW])
+    return star2lf.main(
+        [
+            "--star_path",
+            str(star),
+            "--output_path",
+            str(tmp_path_factory.mktemp("lf") / "small"),
+            *SMALL_WINDOW,
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------------------- conversion
@@ -86,7 +104,7 @@ def test_position_table_rows_0_1_copied_and_tiled(star, converted):
     assert new.shape == (2050, old.shape[1])
     assert torch.equal(new[0], old[0]) and torch.equal(new[1], old[1])  # not left empty, unlike the original
     for block in range(4):  # rows 2..513 | 514..1025 | 1026..1537 | 1538..2049
-        assert torch.equal(new[2 + 512 * block: 514 + 512 * block], old[2:514])
+        assert torch.equal(new[2 + 512 * block : 514 + 512 * block], old[2:514])
     assert torch.equal(new[514], old[2]) and torch.equal(new[2049], old[513])
 
 
@@ -99,7 +117,11 @@ def test_global_projections_are_copies_and_config(star, converted):
                 assert torch.equal(new[f"{base}{name}_global.{part}"], old[f"{base}{name}.{part}"])
     shared = [k for k in old if k != POS and "position_ids" not in k]
     assert all(torch.equal(new[k], old[k]) for k in shared)  # encoder, embeddingHead, norm unchanged
-    assert {k.split(".", 1)[0] for k in new} == {"roberta", "embeddingHead", "norm"}  # the original's parameter names
+    assert {k.split(".", 1)[0] for k in new} == {
+        "roberta",
+        "embeddingHead",
+        "norm",
+    }  # the original's parameter names
     cfg = json.loads((converted / "config.json").read_text())
     assert cfg["model_type"] == "longformer" and cfg["max_position_embeddings"] == 2050
     assert cfg["attention_window"] == [512, 512]  # HF counts both sides: allenai's 256 one-sided
@@ -125,7 +147,9 @@ def _stock_star(star):
     cfg = RobertaConfig.from_dict(json.loads((star / "config.json").read_text()))
     enc = RobertaModel(cfg, add_pooling_layer=False).eval()
     sd = star_state(star)
-    enc.load_state_dict({k[len("roberta."):]: v for k, v in sd.items() if k.startswith("roberta.")}, strict=False)
+    enc.load_state_dict(
+        {k[len("roberta.") :]: v for k, v in sd.items() if k.startswith("roberta.")}, strict=False
+    )
     head = torch.nn.Linear(cfg.hidden_size, cfg.hidden_size)
     norm = torch.nn.LayerNorm(cfg.hidden_size, eps=1e-5)
     head.load_state_dict({"weight": sd["embeddingHead.weight"], "bias": sd["embeddingHead.bias"]})
@@ -139,13 +163,16 @@ def test_cls_output_equals_star_on_short_inputs(star, converted, tmp_path, lengt
     model is STAR exactly; up to 512 tokens the CLS of a one-layer model still is (it attends to all tokens
     with copies of STAR's projections). Tolerance 1e-5 (fp32; observed ~1e-6)."""
     if one_layer:
-        star = testing.make_star_checkpoint(tmp_path / "star1", vocab_size=400, num_hidden_layers=1,
-                                            num_attention_heads=2, seed=2)
+        star = testing.make_star_checkpoint(
+            tmp_path / "star1", vocab_size=400, num_hidden_layers=1, num_attention_heads=2, seed=2
+        )
         converted = star2lf.main(["--star_path", str(star), "--output_path", str(tmp_path / "lf1")])
     enc, head = _stock_star(star)
     lf = load_longformer(converted).eval()
     gen = torch.Generator().manual_seed(0)
-    queries = [np.concatenate([[0], torch.randint(5, 400, (n - 2,), generator=gen).numpy(), [2]]) for n in lengths]
+    queries = [
+        np.concatenate([[0], torch.randint(5, 400, (n - 2,), generator=gen).numpy(), [2]]) for n in lengths
+    ]
     qb = collate_queries(queries, range(len(lengths)), max(lengths), pad_to_max_length=False)
     with torch.no_grad():
         ref = enc(input_ids=qb.input_ids, attention_mask=qb.attention_mask).last_hidden_state[:, 0]
@@ -182,8 +209,9 @@ def test_t11_global_positions_and_masks():
 def test_t11_slot_values_training_vs_inference(converted_small):
     """Invalid slots: norm(embeddingHead.bias) in training (as the original), exact zeros at inference; valid slots agree."""
     lf = load_longformer(converted_small).eval()  # eval: no dropout, so the two paths are comparable
-    batch = collate_documents([np.arange(5, 5 + 1098) % 390 + 5, np.arange(511) % 390 + 5], [0, 1],
-                              SegmentSpec(1100, 1))
+    batch = collate_documents(
+        [np.arange(5, 5 + 1098) % 390 + 5, np.arange(511) % 390 + 5], [0, 1], SegmentSpec(1100, 1)
+    )
     with torch.no_grad():
         train = lf.encode_documents(batch)  # (2, 4, d)
         inf = lf.encode_segments(batch).view(2, 4, -1)
@@ -197,10 +225,12 @@ def test_t11_slot_values_training_vs_inference(converted_small):
 
 def test_global_and_local_attention_ranges(star, tmp_path):
     """One layer, 32-token window: the global CLS at 1024 sees position 3, a local token at 700 does not."""
-    one = testing.make_star_checkpoint(tmp_path / "star1", vocab_size=400, num_hidden_layers=1,
-                                       num_attention_heads=2, seed=3)
-    lf = load_longformer(star2lf.main(["--star_path", str(one), "--output_path", str(tmp_path / "lf1"),
-                                       *SMALL_WINDOW])).eval()
+    one = testing.make_star_checkpoint(
+        tmp_path / "star1", vocab_size=400, num_hidden_layers=1, num_attention_heads=2, seed=3
+    )
+    lf = load_longformer(
+        star2lf.main(["--star_path", str(one), "--output_path", str(tmp_path / "lf1"), *SMALL_WINDOW])
+    ).eval()
     doc = np.arange(1098) % 390 + 5
     other = doc.copy()
     other[2] = 7 if doc[2] != 7 else 8  # row position 3
@@ -297,9 +327,16 @@ def original_folder(star, converted, folder, *, trained=False) -> Path:
     torch.save(sd, folder / "pytorch_model.bin")
     cfg = json.loads((star / "config.json").read_text())
     layers = cfg["num_hidden_layers"]
-    cfg.update(max_position_embeddings=2050, attention_window=[256] * layers, attention_dilation=[1] * layers,
-               attention_mode="sliding_chunks", autoregressive=False, architectures=["SeDR_Longformer"],
-               sep_token_id=2, model_type="longformer")
+    cfg.update(
+        max_position_embeddings=2050,
+        attention_window=[256] * layers,
+        attention_dilation=[1] * layers,
+        attention_mode="sliding_chunks",
+        autoregressive=False,
+        architectures=["SeDR_Longformer"],
+        sep_token_id=2,
+        model_type="longformer",
+    )
     if trained:
         cfg.update(model_type="roberta", finetuning_task="msmarco", gradient_checkpointing=True)
     (folder / "config.json").write_text(json.dumps(cfg))
@@ -313,8 +350,10 @@ def _reference(star, sd, window):
     cfg = json.loads((star / "config.json").read_text())
     cfg.update(model_type="longformer", max_position_embeddings=2050, attention_window=window)
     ref = LongformerModel(LongformerConfig.from_dict(cfg), add_pooling_layer=False).eval()
-    ref.load_state_dict({k[len("roberta."):]: v for k, v in sd.items()
-                         if k.startswith("roberta.") and ".pooler." not in k}, strict=True)
+    ref.load_state_dict(
+        {k[len("roberta.") :]: v for k, v in sd.items() if k.startswith("roberta.") and ".pooler." not in k},
+        strict=True,
+    )
     return ref
 
 
@@ -324,7 +363,9 @@ def test_original_folder_attends_to_its_trained_span(star, converted, tmp_path, 
     folder = original_folder(star, converted, tmp_path / "starlongformer")
     with caplog.at_level(logging.INFO, logger="SeDR.modeling.longformer"):
         lf = load_longformer(folder).eval()
-    (note,) = [r for r in caplog.records if r.name == "SeDR.modeling.longformer" and "allenai" in r.getMessage()]
+    (note,) = [
+        r for r in caplog.records if r.name == "SeDR.modeling.longformer" and "allenai" in r.getMessage()
+    ]
     assert note.levelno == logging.INFO
     for part in (str(folder / "config.json"), "256 on each side", "attention_window 512"):
         assert part in note.getMessage()
@@ -338,8 +379,12 @@ def test_original_folder_attends_to_its_trained_span(star, converted, tmp_path, 
     glob[:, 0] = 1
     with torch.no_grad():
         ours = lf.run_encoder(ids, mask, glob)[mask.bool()]
-        right = _reference(star, sd, 512)(ids, attention_mask=mask, global_attention_mask=glob).last_hidden_state
-        wrong = _reference(star, sd, 256)(ids, attention_mask=mask, global_attention_mask=glob).last_hidden_state
+        right = _reference(star, sd, 512)(
+            ids, attention_mask=mask, global_attention_mask=glob
+        ).last_hidden_state
+        wrong = _reference(star, sd, 256)(
+            ids, attention_mask=mask, global_attention_mask=glob
+        ).last_hidden_state
     torch.testing.assert_close(ours, right[mask.bool()], rtol=0, atol=1e-6)
     assert (ours - wrong[mask.bool()]).abs().max() > 1e-3
 
@@ -360,9 +405,17 @@ def test_original_trained_checkpoint_loads_for_inference(star, converted, tmp_pa
         assert torch.equal(lf.encode_queries(q), ours.encode_queries(q))
 
 
-@pytest.mark.parametrize("key, value", [("attention_window", [256, 128]), ("attention_window", 256),
-                                        ("attention_dilation", [2, 2]), ("autoregressive", True),
-                                        ("attention_mode", "tvm"), ("attention_mode", None)])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("attention_window", [256, 128]),
+        ("attention_window", 256),
+        ("attention_dilation", [2, 2]),
+        ("autoregressive", True),
+        ("attention_mode", "tvm"),
+        ("attention_mode", None),
+    ],
+)
 def test_ambiguous_original_configs_are_refused(star, converted, tmp_path, key, value):
     folder = original_folder(star, converted, tmp_path / "orig")
     cfg = json.loads((folder / "config.json").read_text())
@@ -473,7 +526,13 @@ def test_readme_longformer_commands_parse():
     assert not hasattr(ns, "model_class") and not hasattr(ns, "max_seg_length")
     (inf,) = readme_lines("SeDR_Longformer/inference.py")
     ns = build_longformer_inference_parser().parse_args(inf)
-    assert (ns.max_doc_length, ns.max_seg_num, ns.max_bsize, ns.eval_batch_size, ns.faiss_gpus) == (2048, 4, 50, 32, [0])
+    assert (ns.max_doc_length, ns.max_seg_num, ns.max_bsize, ns.eval_batch_size, ns.faiss_gpus) == (
+        2048,
+        4,
+        50,
+        32,
+        [0],
+    )
     assert ns.model_path == "./data/models/epoch-4-2048-4-7-SeDR_Longformer"
     with pytest.raises(SystemExit):  # no --model_class in the Longformer scripts
         build_longformer_train_parser().parse_args([*train, "--model_class", "SeDR"])
@@ -509,17 +568,37 @@ def test_train_and_inference_end_to_end(root, tmp_path):
     with cwd(work):
         star2lf.main(["--attention_window", "64", "--max_doc_length", "700"])
         argv = [a if a != "2048" else "700" for a in README_TRAIN]
-        argv = [a if a != "4" or argv[i - 1] != "--gradient_accumulation_steps" else "1" for i, a in enumerate(argv)]
+        argv = [
+            a if a != "4" or argv[i - 1] != "--gradient_accumulation_steps" else "1"
+            for i, a in enumerate(argv)
+        ]
         # Horizon floor(3·10/7) = 4 steps, so the optimizer really moves the weights within 2 epochs.
-        saved = lf_train.main(argv + ["--num_train_epochs", "10", "--epochs_to_run", "2", "--warmup_steps", "0"])
-        assert [p.name for p in saved] == ["epoch-1-700-4-7-SeDR_Longformer", "epoch-2-700-4-7-SeDR_Longformer"]
+        saved = lf_train.main(
+            argv + ["--num_train_epochs", "10", "--epochs_to_run", "2", "--warmup_steps", "0"]
+        )
+        assert [p.name for p in saved] == [
+            "epoch-1-700-4-7-SeDR_Longformer",
+            "epoch-2-700-4-7-SeDR_Longformer",
+        ]
         args = json.loads((saved[-1] / "training_args.json").read_text())
         assert args["model_class"] == "SeDR_Longformer" and args["max_doc_length"] == 700
         before = load_file("data/starlongformer/model.safetensors")
         after = load_file(str(saved[-1] / "model.safetensors"))
         assert not torch.equal(before[POS], after[POS])  # accumulation 1: the optimizer stepped
-        ev = lf_inference.main(["--max_query_length", "32", "--max_doc_length", "700", "--max_seg_num", "4",
-                                "--model_path", "./data/models/epoch-2-700-4-7-SeDR_Longformer", "--faiss_gpus", "0"])
+        ev = lf_inference.main(
+            [
+                "--max_query_length",
+                "32",
+                "--max_doc_length",
+                "700",
+                "--max_seg_num",
+                "4",
+                "--model_path",
+                "./data/models/epoch-2-700-4-7-SeDR_Longformer",
+                "--faiss_gpus",
+                "0",
+            ]
+        )
         out = Path("data/evaluate/epoch-2-700-4-7-SeDR_Longformer-inf700-4")
         ids = np.fromfile(out / "passages-id.memmap", dtype=np.int32)
         vecs = np.fromfile(out / "passages.memmap", dtype=np.float32).reshape(len(ids), -1)
@@ -536,7 +615,9 @@ def test_train_and_inference_end_to_end(root, tmp_path):
     d = int(np.argmax(lengths))  # alone in a batch, untrimmed: the same vectors
     one = collate_documents([passages[d]], [d], SegmentSpec(700, 1))
     with torch.no_grad():
-        np.testing.assert_allclose(model.encode_segments(one).numpy(), vecs[4 * d: 4 * d + 4], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            model.encode_segments(one).numpy(), vecs[4 * d : 4 * d + 4], rtol=0, atol=1e-5
+        )
 
 
 def test_global_attention_scripts_from_the_conversion(root, tmp_path):
@@ -549,14 +630,55 @@ def test_global_attention_scripts_from_the_conversion(root, tmp_path):
     with cwd(work):
         star2lf.main([])
         (saved,) = sedr_train.main(
-            ["--model_class", "SeDR_Global_Attention", "--max_query_length", "16", "--max_seg_length", "64",
-             "--max_seg_num", "4", "--max_bsize", "6", "--preprocess_dir", "./data/preprocess", "--hardneg_path",
-             "./data/hard_negative.json", "--init_path", "./data/starlongformer", "--output_dir", "./data/models",
-             "--logging_dir", "./data/log", "--learning", "5e-5", "--hardneg_topk", "100", "--cache_size", "50",
-             "--num_train_epochs", "1"])
+            [
+                "--model_class",
+                "SeDR_Global_Attention",
+                "--max_query_length",
+                "16",
+                "--max_seg_length",
+                "64",
+                "--max_seg_num",
+                "4",
+                "--max_bsize",
+                "6",
+                "--preprocess_dir",
+                "./data/preprocess",
+                "--hardneg_path",
+                "./data/hard_negative.json",
+                "--init_path",
+                "./data/starlongformer",
+                "--output_dir",
+                "./data/models",
+                "--logging_dir",
+                "./data/log",
+                "--learning",
+                "5e-5",
+                "--hardneg_topk",
+                "100",
+                "--cache_size",
+                "50",
+                "--num_train_epochs",
+                "1",
+            ]
+        )
         assert saved.name == "epoch-1-64-4-6-SeDR_Global_Attention"
-        ev = sedr_inference.main(["--model_class", "SeDR_Global_Attention", "--max_query_length", "16",
-                                  "--max_seg_length", "64", "--max_seg_num", "4", "--model_path", str(saved),
-                                  "--faiss_gpus", "0"])
+        ev = sedr_inference.main(
+            [
+                "--model_class",
+                "SeDR_Global_Attention",
+                "--max_query_length",
+                "16",
+                "--max_seg_length",
+                "64",
+                "--max_seg_num",
+                "4",
+                "--model_path",
+                str(saved),
+                "--faiss_gpus",
+                "0",
+            ]
+        )
     assert 0.0 <= ev.metrics["scores"]["dev_MRR@100"] <= 1.0
-    assert "roberta.encoder.layer.0.attention.self.query_global.weight" in load_file(str(work / saved / WEIGHTS))
+    assert "roberta.encoder.layer.0.attention.self.query_global.weight" in load_file(
+        str(work / saved / WEIGHTS)
+    )

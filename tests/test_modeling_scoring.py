@@ -44,7 +44,9 @@ def _t5_step1():
 def test_t5_late_cache_forward_oracle():
     cache = LateCache(50)
     q, pos, neg = _t5_step1()
-    S = cross_entropy_scores(q, pos, neg, torch.ones(2, 2) - torch.eye(2), torch.ones(2, 2), *cache.contents(q.device))
+    S = cross_entropy_scores(
+        q, pos, neg, torch.ones(2, 2) - torch.eye(2), torch.ones(2, 2), *cache.contents(q.device)
+    )
     assert torch.equal(S, t([2, 1, 1, 0], [0, 1, 1, 0]))
     loss, _ = cross_entropy_loss(S, 2)
     assert loss.item() == pytest.approx(0.816466, abs=1e-6)
@@ -146,7 +148,9 @@ def test_scores_stay_fp32_under_autocast():
     q = torch.randn(2, 8)
     D = torch.randn(3, 2, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        S = cross_entropy_scores(q.bfloat16(), D[:2].bfloat16(), D[1:].bfloat16(), torch.zeros(2, 2), torch.ones(2, 2))
+        S = cross_entropy_scores(
+            q.bfloat16(), D[:2].bfloat16(), D[1:].bfloat16(), torch.zeros(2, 2), torch.ones(2, 2)
+        )
         loss, _ = cross_entropy_loss(S, 2)
     assert S.dtype == torch.float32 and loss.dtype == torch.float32
     assert (S == MASKED_SCORE).sum().item() == 2  # the -10000 mask survives exactly in fp32

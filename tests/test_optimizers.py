@@ -28,8 +28,9 @@ def test_total_training_steps():
     assert total_training_steps(367_013, 25.0, 4, 17, 4) == 539_725
 
 
-@pytest.mark.parametrize("t,lr", [(0, 0.0), (500, 2.5e-5), (1000, 5e-5), (270_362.5, 2.5e-5), (539_725, 0.0),
-                                  (600_000, 0.0)])
+@pytest.mark.parametrize(
+    "t,lr", [(0, 0.0), (500, 2.5e-5), (1000, 5e-5), (270_362.5, 2.5e-5), (539_725, 0.0), (600_000, 0.0)]
+)
 def test_schedule_values(t, lr):
     # t < 1000: 5e-5 * t / 1000; else 5e-5 * (539,725 - t) / 538,725 (270,362.5 is the midpoint).
     assert 5e-5 * linear_warmup_decay(t, 1000, 539_725) == pytest.approx(lr, abs=1e-15)
@@ -96,8 +97,9 @@ def test_lamb_matches_reference_over_several_steps_and_skips_gradless():
     w = torch.nn.Parameter(torch.randn(4, 3, generator=gen, dtype=torch.float64))
     frozen = torch.nn.Parameter(torch.randn(2, dtype=torch.float64, generator=gen))
     frozen_before = frozen.detach().clone()
-    opt = Lamb([{"params": [w], "weight_decay": 0.01}, {"params": [frozen], "weight_decay": 0.0}],
-               lr=1e-2, eps=1e-8)
+    opt = Lamb(
+        [{"params": [w], "weight_decay": 0.01}, {"params": [frozen], "weight_decay": 0.0}], lr=1e-2, eps=1e-8
+    )
     ref, m, v = w.detach().clone(), torch.zeros_like(w), torch.zeros_like(w)
     for _ in range(5):
         g = torch.randn(4, 3, generator=gen, dtype=torch.float64)
@@ -165,24 +167,34 @@ def test_parameter_groups_names():
     by_wd = {g["weight_decay"]: set(g["param_names"]) for g in groups}
     # The output norm.weight IS decayed (its name lacks "LayerNorm.weight"), as in the original.
     assert by_wd[0.01] == {"dense.weight", "embeddingHead.weight", "norm.weight"}
-    assert by_wd[0.0] == {"dense.bias", "embeddingHead.bias", "norm.bias", "enc.LayerNorm.weight",
-                          "enc.LayerNorm.bias"}
+    assert by_wd[0.0] == {
+        "dense.bias",
+        "embeddingHead.bias",
+        "norm.bias",
+        "enc.LayerNorm.weight",
+        "enc.LayerNorm.bias",
+    }
 
 
 def test_parameter_groups_on_transformers_roberta_still_find_layernorm():
     from transformers import RobertaConfig, RobertaModel
 
-    cfg = RobertaConfig(vocab_size=99, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=9)
+    cfg = RobertaConfig(
+        vocab_size=99, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=9
+    )
     groups = parameter_groups(RobertaModel(cfg, add_pooling_layer=False), 0.01)
     no_decay = next(set(g["param_names"]) for g in groups if g["weight_decay"] == 0.0)
     # Would fail if transformers renamed the LayerNorm modules (the rule would silently decay them).
-    assert {"embeddings.LayerNorm.weight", "encoder.layer.0.attention.output.LayerNorm.weight",
-            "encoder.layer.0.output.LayerNorm.weight"} <= no_decay
+    assert {
+        "embeddings.LayerNorm.weight",
+        "encoder.layer.0.attention.output.LayerNorm.weight",
+        "encoder.layer.0.output.LayerNorm.weight",
+    } <= no_decay
 
 
-@pytest.mark.parametrize("name,cls", [("lamb", Lamb), ("adamw", torch.optim.AdamW),
-                                      ("transformers_adamw", TransformersAdamW)])
+@pytest.mark.parametrize(
+    "name,cls", [("lamb", Lamb), ("adamw", torch.optim.AdamW), ("transformers_adamw", TransformersAdamW)]
+)
 def test_build_optimizer(name, cls):
     opt = build_optimizer(name, Named(), lr=5e-5, weight_decay=0.01, eps=1e-8, betas=(0.9, 0.98))
     assert isinstance(opt, cls)

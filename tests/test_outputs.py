@@ -20,8 +20,12 @@ def test_second_lock_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path, 
             outputs.RunLock(tmp_path, "run").acquire()
         outputs.RunLock(tmp_path, "other").acquire().release()  # another run's lock is independent
     assert not first.path.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    first.path.write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename, "started": "then"}))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    first.path.write_text(
+        json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename, "started": "then"})
+    )
     with caplog.at_level("INFO"), outputs.RunLock(tmp_path, "run") as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
     assert any("stale lock" in r.getMessage() for r in caplog.records)
@@ -49,8 +53,10 @@ def test_atomic_save_dir_keeps_the_old_folder_when_writing_fails(tmp_path):
 def test_torch_save_disk_full_is_an_output_error(tmp_path):
     with pytest.raises(OutputError, match="could not write"):
         with outputs.writing(tmp_path / "state.pt"):
-            raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file "
-                               "data/0: file write failed")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file "
+                "data/0: file write failed"
+            )
     with pytest.raises(RuntimeError, match="unrelated"):  # other errors are bugs, not user errors
         with outputs.writing(tmp_path / "x"):
             raise RuntimeError("unrelated")
@@ -110,8 +116,10 @@ def test_user_errors_exit_2_with_one_line(capsys):
             raise OSError(errno.ENOSPC, "No space left on device", "data/out/passages.memmap")
         raise OSError(errno.EIO, "I/O error")  # not the user's environment: a real traceback
 
-    for kind, text in (("input", "error: data/x.tsv:3: bad line"),
-                       ("disk", "error: no space left on the device while writing data/out/passages.memmap")):
+    for kind, text in (
+        ("input", "error: data/x.tsv:3: bad line"),
+        ("disk", "error: no space left on the device while writing data/out/passages.memmap"),
+    ):
         with pytest.raises(SystemExit) as exc:
             main(kind)
         assert exc.value.code == 2

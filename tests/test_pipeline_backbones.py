@@ -26,12 +26,41 @@ SMALL = ["--max_query_length", "16", "--max_seg_length", "64", "--max_bsize", "6
 
 def readme_pipeline(root, folder, prep="./data/preprocess", hardneg="./data/hard_negative.json"):
     """The four README steps on ``folder``; returns the hard-negative run's output folder."""
-    run_preprocess(["--data_path", "./data", "--max_seq_length", "256", "--model_name_or_path", str(folder),
-                    "--output_dir", prep, "--threads", "1"])
+    run_preprocess(
+        [
+            "--data_path",
+            "./data",
+            "--max_seq_length",
+            "256",
+            "--model_name_or_path",
+            str(folder),
+            "--output_dir",
+            prep,
+            "--threads",
+            "1",
+        ]
+    )
     out = root / "data" / "evaluate" / f"{folder.name}-{prep.split('/')[-1]}"
-    inference.main(["--model_class", "STAR_MaxP", *SMALL, "--max_seg_num", "1", "--model_path", str(folder),
-                    "--faiss_gpus", "0", "--gen_hardneg", "--preprocess_dir", prep, "--hardneg_path", hardneg,
-                    "--output_dir", str(out)])
+    inference.main(
+        [
+            "--model_class",
+            "STAR_MaxP",
+            *SMALL,
+            "--max_seg_num",
+            "1",
+            "--model_path",
+            str(folder),
+            "--faiss_gpus",
+            "0",
+            "--gen_hardneg",
+            "--preprocess_dir",
+            prep,
+            "--hardneg_path",
+            hardneg,
+            "--output_dir",
+            str(out),
+        ]
+    )
     return out
 
 
@@ -51,15 +80,45 @@ def test_sedr_from_a_family_folder(data_root, tmp_path, family):
         readme_pipeline(root, folder)
         record = read_record(root / "data" / "preprocess")
         assert record["roberta_emulation"] is False and record["lower_case"] is (family == "bert")
-        saved = train.main(["--model_class", "SeDR", *SMALL, "--max_seg_num", "4", "--preprocess_dir",
-                            "./data/preprocess", "--hardneg_path", "./data/hard_negative.json", "--init_path",
-                            str(folder), "--output_dir", "./data/models", "--logging_dir", "./data/log",
-                            "--num_train_epochs", "1"])
+        saved = train.main(
+            [
+                "--model_class",
+                "SeDR",
+                *SMALL,
+                "--max_seg_num",
+                "4",
+                "--preprocess_dir",
+                "./data/preprocess",
+                "--hardneg_path",
+                "./data/hard_negative.json",
+                "--init_path",
+                str(folder),
+                "--output_dir",
+                "./data/models",
+                "--logging_dir",
+                "./data/log",
+                "--num_train_epochs",
+                "1",
+            ]
+        )
         cfg = json.loads((saved[-1] / "config.json").read_text())
         assert cfg["model_type"] == family and cfg["sedr_tokenizer"]["vocab_sha256"] == record["vocab_sha256"]
-        inference.main(["--model_class", "SeDR", *SMALL, "--max_seg_num", "4", "--model_path", str(saved[-1]),
-                        "--faiss_gpus", "0"])
-    metrics = json.loads((root / "data" / "evaluate" / f"{saved[-1].name}-inf64-4" / "metrics.json").read_text())
+        inference.main(
+            [
+                "--model_class",
+                "SeDR",
+                *SMALL,
+                "--max_seg_num",
+                "4",
+                "--model_path",
+                str(saved[-1]),
+                "--faiss_gpus",
+                "0",
+            ]
+        )
+    metrics = json.loads(
+        (root / "data" / "evaluate" / f"{saved[-1].name}-inf64-4" / "metrics.json").read_text()
+    )
     assert 0 < metrics["scores"]["dev_MRR@100"] <= 1 and not math.isnan(metrics["scores"]["test_nDCG@10"])
 
 
@@ -76,9 +135,14 @@ def test_bert_folder_without_vocab_txt_ranks_as_with_one(data_root, tmp_path):
         shutil.copy(new / name, old / name)
     vocab = json.loads((new / "tokenizer.json").read_text())["model"]["vocab"]
     (old / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n")
-    (old / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    (old / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True})
+    )
     with cwd(root):
-        runs = [readme_pipeline(root, f, f"./data/preprocess-{f.name}", f"./data/hard-{f.name}.json") for f in (new, old)]
+        runs = [
+            readme_pipeline(root, f, f"./data/preprocess-{f.name}", f"./data/hard-{f.name}.json")
+            for f in (new, old)
+        ]
     prep_new, prep_old = root / "data" / "preprocess-bert-new", root / "data" / "preprocess-bert-old"
     for name in ("passages.memmap", "dev-query.memmap", "train-query.memmap"):
         assert np.array_equal(np.fromfile(prep_new / name, np.int32), np.fromfile(prep_old / name, np.int32))
@@ -86,14 +150,16 @@ def test_bert_folder_without_vocab_txt_ranks_as_with_one(data_root, tmp_path):
     for name in ("dev.trec", "test.trec"):  # qid Q0 doc rank score, the run tag (folder name) aside
         new_run, old_run = ([line.split()[:5] for line in (r / name).read_text().splitlines()] for r in runs)
         assert new_run == old_run and len(new_run) > 20
-    assert (root / "data" / "hard-bert-new.json").read_text() == (root / "data" / "hard-bert-old.json").read_text()
+    assert (root / "data" / "hard-bert-new.json").read_text() == (
+        root / "data" / "hard-bert-old.json"
+    ).read_text()
 
 
 def test_documented_commands_parse():
     """The commands of README's Backbones section and of docs/backbones.md parse with the real parsers."""
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
-    section = readme[readme.index("## Backbones"):]
+    section = readme[readme.index("## Backbones") :]
     text = section[: section.index("\n## ")] + (root / "docs" / "backbones.md").read_text()
     parsers = {"SeDR/train.py": flags.build_train_parser, "SeDR/inference.py": flags.build_inference_parser}
     seen = {name: 0 for name in (*parsers, "SeDR_preprocess.py")}

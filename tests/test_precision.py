@@ -110,11 +110,40 @@ def test_inf_gradient_step_is_skipped_without_moving_the_schedule():
     assert (trainer.global_step, trainer.skipped_steps) == (1, 1)
 
 
-TRAIN = ["--model_class", "SeDR", "--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4",
-         "--max_bsize", "6", "--preprocess_dir", "./data/preprocess", "--hardneg_path", "./data/hard_negative.json",
-         "--init_path", "./data/star", "--logging_dir", "./data/log", "--learning", "1e-3", "--warmup_steps", "0",
-         "--hardneg_topk", "100", "--cache_size", "5", "--gradient_accumulation_steps", "2", "--max_grad_norm",
-         "0.05", "--num_train_epochs", "1"]
+TRAIN = [
+    "--model_class",
+    "SeDR",
+    "--max_query_length",
+    "16",
+    "--max_seg_length",
+    "64",
+    "--max_seg_num",
+    "4",
+    "--max_bsize",
+    "6",
+    "--preprocess_dir",
+    "./data/preprocess",
+    "--hardneg_path",
+    "./data/hard_negative.json",
+    "--init_path",
+    "./data/star",
+    "--logging_dir",
+    "./data/log",
+    "--learning",
+    "1e-3",
+    "--warmup_steps",
+    "0",
+    "--hardneg_topk",
+    "100",
+    "--cache_size",
+    "5",
+    "--gradient_accumulation_steps",
+    "2",
+    "--max_grad_norm",
+    "0.05",
+    "--num_train_epochs",
+    "1",
+]
 
 
 def test_training_under_a_grad_scaler_equals_fp32(root, monkeypatch):
@@ -122,8 +151,11 @@ def test_training_under_a_grad_scaler_equals_fp32(root, monkeypatch):
     counts them, and the schedule's position equals the steps taken."""
     (fp32,) = train_script.main(TRAIN + ["--output_dir", "./fp32"])
     for name, scale in (("scaled", SCALE), ("overflow", 2.0**127)):
-        monkeypatch.setattr(cli_train, "resolve_precision",
-                            lambda device, s=scale, **kw: Precision(device, None, fixed_scaler(s)))
+        monkeypatch.setattr(
+            cli_train,
+            "resolve_precision",
+            lambda device, s=scale, **kw: Precision(device, None, fixed_scaler(s)),
+        )
         train_script.main(TRAIN + ["--output_dir", f"./{name}"])
     a = load_file(str(fp32 / "model.safetensors"))
     b = load_file(str(Path("scaled") / fp32.name / "model.safetensors"))

@@ -61,13 +61,17 @@ def expected_outputs(data_dir: Path, ref, max_seq_length, max_query_length, max_
     for split, (qfile, rfile) in SPLIT_FILES.items():
         qrel_lines = [ln.split() for ln in (data_dir / rfile).read_text().splitlines()]
         judged = {int(q) for q, *_ in qrel_lines}
-        kept = [(int(q), t) for q, t in (ln.split("\t") for ln in (data_dir / qfile).read_text().splitlines())
-                if int(q) in judged]
+        kept = [
+            (int(q), t)
+            for q, t in (ln.split("\t") for ln in (data_dir / qfile).read_text().splitlines())
+            if int(q) in judged
+        ]
         qid2offset = {q: i for i, (q, _) in enumerate(kept)}
         splits[split] = dict(
             ids=[ref.encode(t, add_special_tokens=True, max_length=max_query_length) for _, t in kept],
             qid2offset=qid2offset,
-            qrel=[f"{qid2offset[int(q)]}\t0\t{pid2offset[int(d[1:])]}\t{r}" for q, _, d, r in qrel_lines])
+            qrel=[f"{qid2offset[int(q)]}\t0\t{pid2offset[int(d[1:])]}\t{r}" for q, _, d, r in qrel_lines],
+        )
     return docs, pid2offset, splits
 
 
@@ -81,7 +85,7 @@ def check_rows(memmap_path, lengths_path, meta_path, expected, width):
     for i, ids in enumerate(expected):
         assert lengths[i] == len(ids) <= width
         assert rows[i, : len(ids)].tolist() == ids
-        assert not rows[i, len(ids):].any()          # padded with 0, not <pad>
+        assert not rows[i, len(ids) :].any()  # padded with 0, not <pad>
 
 
 def load_pickle(path):
@@ -97,11 +101,22 @@ def test_every_output_file_matches_a_per_line_computation(out_one, msmarco, ref)
     # The settings bite: some documents are cut to 300 tokens, some queries to 12 (CLS/EOS kept).
     assert any(len(d) == 300 for d in docs) and any(len(d) < 300 for d in docs)
     assert any(len(q) == 12 for s in splits.values() for q in s["ids"])
-    check_rows(out_one / "passages.memmap", out_one / "passages_length.npy", out_one / "passages_meta", docs, 300)
-    assert load_pickle(out_one / "pid2offset.pickle") == pid2offset == {d: i for i, d in enumerate(msmarco.doc_ids)}
+    check_rows(
+        out_one / "passages.memmap", out_one / "passages_length.npy", out_one / "passages_meta", docs, 300
+    )
+    assert (
+        load_pickle(out_one / "pid2offset.pickle")
+        == pid2offset
+        == {d: i for i, d in enumerate(msmarco.doc_ids)}
+    )
     for split, want in splits.items():
-        check_rows(out_one / f"{split}-query.memmap", out_one / f"{split}-query_length.npy",
-                   out_one / f"{split}-query_meta", want["ids"], 12)
+        check_rows(
+            out_one / f"{split}-query.memmap",
+            out_one / f"{split}-query_length.npy",
+            out_one / f"{split}-query_meta",
+            want["ids"],
+            12,
+        )
         assert all(ids[0] == 0 and ids[-1] == 2 for ids in want["ids"])
         assert load_pickle(out_one / f"{split}-qid2offset.pickle") == want["qid2offset"]
         assert (out_one / f"{split}-qrel.tsv").read_text().splitlines() == want["qrel"]
@@ -110,14 +125,19 @@ def test_every_output_file_matches_a_per_line_computation(out_one, msmarco, ref)
     order = [q for q, _ in msmarco.queries["test"] if q in judged]
     assert list(load_pickle(out_one / "test-qid2offset.pickle")) == order and len(order) == len(judged)
     assert len(order) < len(msmarco.queries["test"])
-    assert sum(line.endswith("\t0") for line in (out_one / "test-qrel.tsv").read_text().splitlines()) == \
-        sum(r == 0 for _, _, r in msmarco.qrels["test"]) > 0
+    assert (
+        sum(line.endswith("\t0") for line in (out_one / "test-qrel.tsv").read_text().splitlines())
+        == sum(r == 0 for _, _, r in msmarco.qrels["test"])
+        > 0
+    )
 
 
 def test_the_data_layer_reads_the_output(out_one, ref, msmarco):
     docs, _, splits = expected_outputs(msmarco.data_dir, ref, **SMALL)
     cache = preprocess_folder.passages(out_one)
-    assert len(cache) == len(docs) and [cache[i].tolist() for i in (0, 7, 39)] == [docs[i] for i in (0, 7, 39)]
+    assert len(cache) == len(docs) and [cache[i].tolist() for i in (0, 7, 39)] == [
+        docs[i] for i in (0, 7, 39)
+    ]
     assert preprocess_folder.queries(out_one, "dev")[3].tolist() == splits["dev"]["ids"][3]
     rel = preprocess_folder.load_rel(out_one / "test-qrel.tsv")
     assert sum(len(v) for v in rel.values()) == len(msmarco.qrels["test"])
@@ -141,16 +161,20 @@ def test_rerun_on_complete_output_does_nothing(out_one, msmarco, small_settings,
     assert {p.name: p.stat().st_mtime_ns for p in out_one.iterdir()} == before
 
 
-def test_folder_of_the_original_is_accepted_and_other_settings_refused(out_one, tmp_path, msmarco, small_settings):
+def test_folder_of_the_original_is_accepted_and_other_settings_refused(
+    out_one, tmp_path, msmarco, small_settings
+):
     original = shutil.copytree(out_one, tmp_path / "preprocess")
-    (original / prep.PREPROCESS_RECORD).unlink()          # the original writes no settings file
+    (original / prep.PREPROCESS_RECORD).unlink()  # the original writes no settings file
     assert prep.missing_outputs(original) == []
     assert prep.preprocess(msmarco.data_dir, original, small_settings) is False
     other = prep.Settings(small_settings.model_name_or_path, 200, 12, 2000)
     with pytest.raises(SeDRInputError, match="max_seq_length=300 instead of 200"):
         prep.preprocess(msmarco.data_dir, original, other)
     with pytest.raises(SeDRInputError, match="max_doc_character=2000 instead of 999"):
-        prep.preprocess(msmarco.data_dir, out_one, prep.Settings(small_settings.model_name_or_path, 300, 12, 999))
+        prep.preprocess(
+            msmarco.data_dir, out_one, prep.Settings(small_settings.model_name_or_path, 300, 12, 999)
+        )
     (original / "dev-qrel.tsv").unlink()
     assert prep.missing_outputs(original) == ["dev-qrel.tsv"]
     with pytest.raises(SeDRInputError, match="incomplete"):
@@ -159,7 +183,7 @@ def test_folder_of_the_original_is_accepted_and_other_settings_refused(out_one, 
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, msmarco, small_settings, monkeypatch):
     out = tmp_path / "preprocess"
-    stale = tmp_path / "preprocess.incomplete-999999999"   # left by a killed run (no such pid)
+    stale = tmp_path / "preprocess.incomplete-999999999"  # left by a killed run (no such pid)
     stale.mkdir()
     (stale / "passages.memmap").write_bytes(b"\0" * 8)
     calls = []
@@ -174,8 +198,8 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, msmarco, s
     monkeypatch.setattr(prep, "write_split", fail_on_second)
     with pytest.raises(KeyboardInterrupt):
         prep.preprocess(msmarco.data_dir, out, small_settings, threads=1)
-    assert calls == ["train", "dev"]                       # the documents had been written
-    assert list(tmp_path.iterdir()) == []                  # no output, no temporary or stale folder
+    assert calls == ["train", "dev"]  # the documents had been written
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary or stale folder
     monkeypatch.setattr(prep, "write_split", real)
     assert prep.preprocess(msmarco.data_dir, out, small_settings, threads=1)
     assert prep.missing_outputs(out) == []
@@ -203,15 +227,31 @@ BAD_INPUTS = {
     "corpus_doc_id": (CORPUS_FILE, 7, lambda raw: raw[1:], "is not 'D' followed by digits"),
     "corpus_utf8": (CORPUS_FILE, 3, lambda raw: raw[:40] + b"\xff\xfe" + raw[40:], "not UTF-8 at byte 40"),
     "corpus_duplicate": (CORPUS_FILE, 9, None, "already appeared on line 2"),
-    "qrels_unknown_doc": ("msmarco-docdev-qrels.tsv", 2, lambda raw: raw.replace(b" D", b" D99999999"),
-                          "is not in the corpus"),
+    "qrels_unknown_doc": (
+        "msmarco-docdev-qrels.tsv",
+        2,
+        lambda raw: raw.replace(b" D", b" D99999999"),
+        "is not in the corpus",
+    ),
     "qrels_fields": ("2020qrels-docs.txt", 4, lambda raw: raw + b" extra", "expected 4 whitespace-separated"),
-    "query_fields": ("msmarco-doctrain-queries.tsv", 6, lambda raw: raw.replace(b"\t", b" "),
-                     "expected 2 tab-separated fields"),
-    "qrels_relevance": ("2019qrels-docs.txt", 3, lambda raw: raw.rsplit(b" ", 1)[0] + b" high",
-                        "relevance 'high' is not an integer"),
-    "corpus_id_too_long": (CORPUS_FILE, 4, lambda raw: b"D" + b"9" * 24 + raw[raw.index(b"\t"):],
-                           "more digits than a 64-bit id can hold"),
+    "query_fields": (
+        "msmarco-doctrain-queries.tsv",
+        6,
+        lambda raw: raw.replace(b"\t", b" "),
+        "expected 2 tab-separated fields",
+    ),
+    "qrels_relevance": (
+        "2019qrels-docs.txt",
+        3,
+        lambda raw: raw.rsplit(b" ", 1)[0] + b" high",
+        "relevance 'high' is not an integer",
+    ),
+    "corpus_id_too_long": (
+        CORPUS_FILE,
+        4,
+        lambda raw: b"D" + b"9" * 24 + raw[raw.index(b"\t") :],
+        "more digits than a 64-bit id can hold",
+    ),
 }
 
 
@@ -219,9 +259,9 @@ BAD_INPUTS = {
 def test_bad_input_gives_one_line_naming_file_and_line(case, tmp_path, msmarco, hf_home, script, capsys):
     data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
     name, line_no, edit, message = BAD_INPUTS[case]
-    if edit is None:                                      # duplicate: line 9 repeats line 2's id
+    if edit is None:  # duplicate: line 9 repeats line 2's id
         raw = _line(data / name, 9)
-        _corrupt(data / name, 9, _line(data / name, 2).split(b"\t")[0] + raw[raw.index(b"\t"):])
+        _corrupt(data / name, 9, _line(data / name, 2).split(b"\t")[0] + raw[raw.index(b"\t") :])
     else:
         _corrupt(data / name, line_no, edit(_line(data / name, line_no)))
     with pytest.raises(SystemExit) as exc:
@@ -237,11 +277,15 @@ def test_judged_query_missing_from_the_queries_file(tmp_path, msmarco, hf_home, 
     data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
     qid = msmarco.qrels["test"][0][0]
     qfile = data / SPLIT_FILES["test"][0]
-    qfile.write_text("".join(ln + "\n" for ln in qfile.read_text().splitlines() if not ln.startswith(f"{qid}\t")))
+    qfile.write_text(
+        "".join(ln + "\n" for ln in qfile.read_text().splitlines() if not ln.startswith(f"{qid}\t"))
+    )
     with pytest.raises(SystemExit):
         script.main(["--data_path", str(data), "--threads", "1"])
     err = error_lines(capsys)
-    assert err == [f"error: {data / '2019qrels-docs.txt'}:1: query {qid} is judged here but missing from {qfile}"]
+    assert err == [
+        f"error: {data / '2019qrels-docs.txt'}:1: query {qid} is judged here but missing from {qfile}"
+    ]
 
 
 def test_missing_input_names_the_download_script(tmp_path, msmarco, hf_home, script, capsys):
@@ -262,7 +306,9 @@ def test_empty_body_is_kept_with_a_warning(tmp_path, msmarco, tokenizer_dir, ref
         prep.preprocess(data, tmp_path / "out", prep.Settings(str(tokenizer_dir), **SMALL))
     assert "1 documents have an empty body (first on line 4)" in caplog.text
     _, url, title, _ = raw.decode().split("\t")
-    assert preprocess_folder.passages(tmp_path / "out")[3].tolist() == ref.encode(f"{url}</s>{title}</s>", False, 300)
+    assert preprocess_folder.passages(tmp_path / "out")[3].tolist() == ref.encode(
+        f"{url}</s>{title}</s>", False, 300
+    )
 
 
 def test_readme_command_verbatim(tmp_path, msmarco, hf_home, script, ref, monkeypatch):
@@ -273,16 +319,22 @@ def test_readme_command_verbatim(tmp_path, msmarco, hf_home, script, ref, monkey
     out = tmp_path / "data" / "preprocess"
     docs, _, splits = expected_outputs(tmp_path / "data", ref, 2048, 64, 10000)
     check_rows(out / "passages.memmap", out / "passages_length.npy", out / "passages_meta", docs, 2048)
-    check_rows(out / "train-query.memmap", out / "train-query_length.npy", out / "train-query_meta",
-               splits["train"]["ids"], 64)
+    check_rows(
+        out / "train-query.memmap",
+        out / "train-query_length.npy",
+        out / "train-query_meta",
+        splits["train"]["ids"],
+        64,
+    )
     assert json.loads((out / prep.PREPROCESS_RECORD).read_text())["model_name_or_path"] == "roberta-base"
     assert sorted(os.listdir(tmp_path / "data")) == sorted(
-        [CORPUS_FILE, "preprocess"] + [f for pair in SPLIT_FILES.values() for f in pair])
+        [CORPUS_FILE, "preprocess"] + [f for pair in SPLIT_FILES.values() for f in pair]
+    )
 
 
 def test_a_failing_worker_process_stops_the_run(tmp_path, msmarco, tokenizer_dir):
     index = prep.scan_corpus(msmarco.data_dir / CORPUS_FILE)
-    index.path = tmp_path / "vanished.tsv"                 # the workers cannot open it
+    index.path = tmp_path / "vanished.tsv"  # the workers cannot open it
     star = StarTokenizer.from_pretrained(str(tokenizer_dir))
     with pytest.raises(RuntimeError, match="tokenizer worker failed: FileNotFoundError"):
         prep.tokenize_corpus(star, index, tmp_path, prep.Settings(str(tokenizer_dir), **SMALL), threads=2)
@@ -296,14 +348,20 @@ def test_bert_wordpiece_tokenizer_end_to_end(tmp_path, msmarco):
 
     lines = (msmarco.data_dir / CORPUS_FILE).read_text(encoding="utf-8").splitlines()
     wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(lines, vocab_size=400, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-                           show_progress=False)
+    wp.train_from_iterator(
+        lines,
+        vocab_size=400,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        show_progress=False,
+    )
     folder = tmp_path / "bert"
     folder.mkdir()
     vocab = sorted(wp.get_vocab().items(), key=lambda kv: kv[1])
     (folder / "vocab.txt").write_text("\n".join(tok for tok, _ in vocab) + "\n")
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"})
+    )
     hf = AutoTokenizer.from_pretrained(str(folder))
     sep, cls = hf.sep_token_id, hf.cls_token_id
 
@@ -312,16 +370,29 @@ def test_bert_wordpiece_tokenizer_end_to_end(tmp_path, msmarco):
     docs = []
     for line in lines:
         _, url, title, body = line.split("\t")
-        text = (url.rstrip() + "[SEP]" + title.rstrip() + "[SEP]" + body.rstrip())[:SMALL["max_doc_character"]]
+        text = (url.rstrip() + "[SEP]" + title.rstrip() + "[SEP]" + body.rstrip())[
+            : SMALL["max_doc_character"]
+        ]
         docs.append(hf.encode(text, add_special_tokens=False)[: SMALL["max_seq_length"]])
     assert all(d.count(sep) == 2 and cls not in d for d in docs)
-    check_rows(out / "passages.memmap", out / "passages_length.npy", out / "passages_meta", docs, SMALL["max_seq_length"])
+    check_rows(
+        out / "passages.memmap",
+        out / "passages_length.npy",
+        out / "passages_meta",
+        docs,
+        SMALL["max_seq_length"],
+    )
     qid2offset = load_pickle(out / "dev-qid2offset.pickle")
     texts = dict(msmarco.queries["dev"])
     want = [hf.encode(texts[q], truncation=True, max_length=SMALL["max_query_length"]) for q in qid2offset]
     assert all(w[0] == cls and w[-1] == sep for w in want)
-    check_rows(out / "dev-query.memmap", out / "dev-query_length.npy", out / "dev-query_meta", want,
-               SMALL["max_query_length"])
+    check_rows(
+        out / "dev-query.memmap",
+        out / "dev-query_length.npy",
+        out / "dev-query_meta",
+        want,
+        SMALL["max_query_length"],
+    )
 
 
 def test_changed_raw_input_after_a_complete_run_is_refused(out_one, tmp_path, msmarco, small_settings):
@@ -334,19 +405,28 @@ def test_changed_raw_input_after_a_complete_run_is_refused(out_one, tmp_path, ms
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     qrels = data / "msmarco-docdev-qrels.tsv"
     qrels.write_text(qrels.read_text() + qrels.read_text().splitlines()[0] + "\n")
-    with pytest.raises(SeDRInputError, match="made from other versions of its raw inputs: msmarco-docdev-qrels.tsv"):
+    with pytest.raises(
+        SeDRInputError, match="made from other versions of its raw inputs: msmarco-docdev-qrels.tsv"
+    ):
         prep.preprocess(data, out, small_settings)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_full_disk_stops_before_tokenising_and_leaves_nothing(tmp_path, msmarco, hf_home, script, capsys,
-                                                               monkeypatch):
+def test_full_disk_stops_before_tokenising_and_leaves_nothing(
+    tmp_path, msmarco, hf_home, script, capsys, monkeypatch
+):
     def no_space(fd, offset, size):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     with pytest.raises(SystemExit) as exc:
-        script.main(["--data_path", str(msmarco.data_dir), "--threads", "1", "--output_dir", str(tmp_path / "pre")])
+        script.main(
+            ["--data_path", str(msmarco.data_dir), "--threads", "1", "--output_dir", str(tmp_path / "pre")]
+        )
     (err,) = error_lines(capsys)
-    assert exc.value.code == 2 and "no space left on the device while writing" in err and "passages.memmap" in err
+    assert (
+        exc.value.code == 2
+        and "no space left on the device while writing" in err
+        and "passages.memmap" in err
+    )
     assert list(tmp_path.iterdir()) == []

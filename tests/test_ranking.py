@@ -1,6 +1,5 @@
 """Documents from segment hits: first hit per document, and index rankings equal brute-force MaxP."""
 
-
 import numpy as np
 import pytest
 
@@ -39,8 +38,16 @@ def test_index_document_ranking_equals_brute_force(random_corpus, kind):
     else:
         index = exact_search.TorchFlatIndex(vectors, chunk_rows=97)  # several chunks to merge
     # every row is a hit (hits >= S), so the document ranking must be exact MaxP
-    rankings = ranking.retrieve_documents(index, row_doc_ids, queries, range(100, 120), k_docs=50,
-                                            hits=len(vectors) + 10, batch_size=7, show_progress=False)
+    rankings = ranking.retrieve_documents(
+        index,
+        row_doc_ids,
+        queries,
+        range(100, 120),
+        k_docs=50,
+        hits=len(vectors) + 10,
+        batch_size=7,
+        show_progress=False,
+    )
     for i, q in enumerate(queries):
         docs, best = brute_force_doc_ranking(vectors, row_doc_ids, q, 50)
         got = rankings[100 + i]

@@ -23,10 +23,33 @@ from SeDR.core.errors import DataFormatError, SeDRInputError
 from SeDR.data.segmentation import SegmentSpec
 
 SHAPE = ["--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4"]
-TRAIN = [*SHAPE, "--max_bsize", "6", "--preprocess_dir", "./data/preprocess", "--hardneg_path",
-         "./data/hard_negative.json", "--init_path", "./data/star", "--output_dir", "./data/models", "--logging_dir",
-         "./data/log", "--hardneg_topk", "100", "--learning", "1e-3", "--warmup_steps", "0", "--optimizer_str",
-         "adamw", "--num_train_epochs", "1", "--cache_size", "5"]
+TRAIN = [
+    *SHAPE,
+    "--max_bsize",
+    "6",
+    "--preprocess_dir",
+    "./data/preprocess",
+    "--hardneg_path",
+    "./data/hard_negative.json",
+    "--init_path",
+    "./data/star",
+    "--output_dir",
+    "./data/models",
+    "--logging_dir",
+    "./data/log",
+    "--hardneg_topk",
+    "100",
+    "--learning",
+    "1e-3",
+    "--warmup_steps",
+    "0",
+    "--optimizer_str",
+    "adamw",
+    "--num_train_epochs",
+    "1",
+    "--cache_size",
+    "5",
+]
 CORPUS = "data/msmarco-docs.tsv"
 
 
@@ -40,8 +63,17 @@ def trained(base_root, tmp_path_factory):
         for cls in ("SeDR", "SeDR_MaxP"):
             (models[cls],) = [p.resolve() for p in train_script.main(["--model_class", cls, *TRAIN])]
         for cls, path in models.items():
-            inference_script.main(["--model_class", cls, *SHAPE, "--model_path", str(path),
-                                   "--output_dir", f"./data/evaluate/{cls}"])
+            inference_script.main(
+                [
+                    "--model_class",
+                    cls,
+                    *SHAPE,
+                    "--model_path",
+                    str(path),
+                    "--output_dir",
+                    f"./data/evaluate/{cls}",
+                ]
+            )
     return root, models
 
 
@@ -63,17 +95,25 @@ def query_texts(root, name="msmarco-docdev-queries.tsv") -> dict[str, str]:
 def test_api_rankings_equal_the_inference_run_files(trained, model_class):
     root, models = trained
     # Trained checkpoints bring their segment shape and query length; the STAR folder records none.
-    shape = {} if model_class != "STAR_MaxP" else {"max_seg_length": 64, "max_seg_num": 4, "max_query_length": 16}
+    shape = (
+        {} if model_class != "STAR_MaxP" else {"max_seg_length": 64, "max_seg_num": 4, "max_query_length": 16}
+    )
     r = Retriever.from_pretrained(models[model_class], **shape)
     assert (r.spec, r.max_query_length, r.model.model_class_name) == (SegmentSpec(64, 4), 16, model_class)
     index = r.index(root / CORPUS, show_progress=False)
     evaluated = root / "data" / "evaluate" / model_class
     # the same forward passes as SeDR/inference.py: the same vectors, row for row
-    np.testing.assert_array_equal(index.embeddings.doc_ids, np.fromfile(evaluated / "passages-id.memmap", np.int32))
-    np.testing.assert_array_equal(index.embeddings.vectors, np.fromfile(evaluated / "passages.memmap", np.float32)
-                                  .reshape(index.num_rows, -1))
-    for split, queries_file, k in (("dev", "msmarco-docdev-queries.tsv", 101),
-                                   ("test", "msmarco-test2019-queries.tsv", 100)):
+    np.testing.assert_array_equal(
+        index.embeddings.doc_ids, np.fromfile(evaluated / "passages-id.memmap", np.int32)
+    )
+    np.testing.assert_array_equal(
+        index.embeddings.vectors,
+        np.fromfile(evaluated / "passages.memmap", np.float32).reshape(index.num_rows, -1),
+    )
+    for split, queries_file, k in (
+        ("dev", "msmarco-docdev-queries.tsv", 101),
+        ("test", "msmarco-test2019-queries.tsv", 100),
+    ):
         expected = run_file(evaluated / f"{split}.trec")
         texts = query_texts(root, queries_file)
         hits = r.search(index, [texts[q] for q in expected], k=k, show_progress=False)
@@ -91,8 +131,9 @@ def _docs(n=12):
 
 @pytest.fixture(scope="module")
 def star(base_root):
-    return Retriever.from_pretrained(base_root[0] / "data" / "star", max_seg_length=32, max_seg_num=3,
-                                     max_query_length=16)
+    return Retriever.from_pretrained(
+        base_root[0] / "data" / "star", max_seg_length=32, max_seg_num=3, max_query_length=16
+    )
 
 
 def test_index_save_load_round_trip_and_brute_force_search(star, tmp_path):
@@ -110,8 +151,10 @@ def test_index_save_load_round_trip_and_brute_force_search(star, tmp_path):
     qv = star.encode_queries(queries, show_progress=False)
     scores = qv @ np.asarray(loaded.embeddings.vectors).T  # (3, rows)
     for q, hits in enumerate(star.search(loaded, queries, k=5, show_progress=False)):
-        best = [(scores[q, a:b].max(), d, int(scores[q, a:b].argmax()))
-                for d, (a, b) in enumerate(zip(loaded.first_row[:-1], loaded.first_row[1:]))]
+        best = [
+            (scores[q, a:b].max(), d, int(scores[q, a:b].argmax()))
+            for d, (a, b) in enumerate(zip(loaded.first_row[:-1], loaded.first_row[1:]))
+        ]
         best.sort(key=lambda x: -x[0])
         assert [(h.doc_id, h.best_segment) for h in hits] == [(docs[d][0], s) for _, d, s in best[:5]]
         np.testing.assert_allclose([h.score for h in hits], [v for v, _, _ in best[:5]], atol=1e-5)
@@ -124,9 +167,20 @@ def test_index_save_load_round_trip_and_brute_force_search(star, tmp_path):
 def test_streaming_input_gives_the_same_index_as_a_list(star, tmp_path):
     docs = _docs()
     star.index(docs, out=tmp_path / "list", show_progress=False)
-    star.index((t for _, t in docs), ids=(d for d, _ in docs), out=tmp_path / "stream", batch_size=100,
-               show_progress=False)
-    for name in ("passages.memmap", "passages-id.memmap", "doc-ids.jsonl", "texts.jsonl", "texts-offsets.npy"):
+    star.index(
+        (t for _, t in docs),
+        ids=(d for d, _ in docs),
+        out=tmp_path / "stream",
+        batch_size=100,
+        show_progress=False,
+    )
+    for name in (
+        "passages.memmap",
+        "passages-id.memmap",
+        "doc-ids.jsonl",
+        "texts.jsonl",
+        "texts-offsets.npy",
+    ):
         assert (tmp_path / "list" / name).read_bytes() == (tmp_path / "stream" / name).read_bytes(), name
 
 
@@ -134,14 +188,24 @@ def _left_behind(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir())
 
 
-@pytest.mark.parametrize("name, content, line, message", [
-    ("docs.jsonl", '{"id": 1, "text": "a b"}\n\n{"id": 2, "text": "c"\n', 3, "not a JSON object"),
-    ("docs.jsonl", '{"id": 1, "text": "a b"}\n{"id": 2}\n', 2, '"id" and "text"'),
-    ("docs.jsonl", '{"id": 1, "text": "a b"}\n{"id": "1", "text": "c"}\n', 2, "already appeared on line 1"),
-    ("docs.tsv", "D1\tu\tt\tbody\nD2\tu\tbody\n", 2, "expected 4 tab-separated fields"),
-    ("docs.tsv", "D1\tu\tt\tbody\nD2\tu\tt\tb\nD1\tu\tt\tb\n", 3, "already appeared on line 1"),
-])
-def test_malformed_lines_are_named_and_nothing_is_written(base_root, tmp_path, capsys, name, content, line, message):
+@pytest.mark.parametrize(
+    "name, content, line, message",
+    [
+        ("docs.jsonl", '{"id": 1, "text": "a b"}\n\n{"id": 2, "text": "c"\n', 3, "not a JSON object"),
+        ("docs.jsonl", '{"id": 1, "text": "a b"}\n{"id": 2}\n', 2, '"id" and "text"'),
+        (
+            "docs.jsonl",
+            '{"id": 1, "text": "a b"}\n{"id": "1", "text": "c"}\n',
+            2,
+            "already appeared on line 1",
+        ),
+        ("docs.tsv", "D1\tu\tt\tbody\nD2\tu\tbody\n", 2, "expected 4 tab-separated fields"),
+        ("docs.tsv", "D1\tu\tt\tbody\nD2\tu\tt\tb\nD1\tu\tt\tb\n", 3, "already appeared on line 1"),
+    ],
+)
+def test_malformed_lines_are_named_and_nothing_is_written(
+    base_root, tmp_path, capsys, name, content, line, message
+):
     docs = tmp_path / "in" / name
     docs.parent.mkdir()
     docs.write_text(content)
@@ -202,7 +266,9 @@ def test_txt_folder_ids_are_relative_paths_and_bad_bytes_name_the_file(star, tmp
 
 def _python(*args, cwd_path) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, *args], cwd=cwd_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -230,4 +296,6 @@ def test_help_and_a_light_package_import(capsys):
     assert "MODEL DOCS OUT" in capsys.readouterr().out
     code = "import sys, SeDR, SeDR.cli.flags; heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy"
     _python("-c", code, cwd_path=ROOT)
-    assert Retriever is sys.modules["SeDR.api.retriever"].Retriever  # `from SeDR import Retriever` (top of this file)
+    assert (
+        Retriever is sys.modules["SeDR.api.retriever"].Retriever
+    )  # `from SeDR import Retriever` (top of this file)

@@ -1,7 +1,6 @@
 """Batching: hard-negative segment caps, positive packing, the seeded sampler and its rank shards,
 inference batches, and the row-group plan."""
 
-
 import numpy as np
 import pytest
 
@@ -21,7 +20,7 @@ def set_partitions(items):
     for part in set_partitions(rest):
         yield [[first], *part]
         for k in range(len(part)):
-            yield [*part[:k], [first, *part[k]], *part[k + 1:]]
+            yield [*part[:k], [first, *part[k]], *part[k + 1 :]]
 
 
 def test_hard_negative_caps():
@@ -33,10 +32,10 @@ def test_positive_packing():
     counts = [4, 4, 4, 4, 3, 1, 2, 4, 4, 4, 1, 1, 20]
     groups = sampling.pack_by_segment_budget(counts, 17)
     sizes = [[counts[i] for i in g] for g in groups]
-    assert sizes[0] == [4, 4, 4, 4]       # adding the 3 would give 19
-    assert sizes[1] == [3, 1, 2, 4, 4]    # 14; adding the next 4 would give 18 > 17
+    assert sizes[0] == [4, 4, 4, 4]  # adding the 3 would give 19
+    assert sizes[1] == [3, 1, 2, 4, 4]  # 14; adding the next 4 would give 18 > 17
     assert sizes[2] == [4, 1, 1]
-    assert sizes[3] == [20]               # larger than the budget: alone
+    assert sizes[3] == [20]  # larger than the budget: alone
     assert [i for g in groups for i in g] == list(range(len(counts)))
 
 
@@ -68,12 +67,21 @@ def test_sampler_shards_the_plan_across_ranks():
     rel = {q: [q] for q in range(n)}
     hard = {q: [n + q] for q in range(n)}
     counts = np.array([1, 2, 3, 4] * 40)
-    full = sampling.SegmentBudgetBatchSampler(range(n), rel, hard, counts, max_bsize=6, hardneg_topk=1, seed=3)
-    ranks = [sampling.SegmentBudgetBatchSampler(range(n), rel, hard, counts, max_bsize=6, hardneg_topk=1, seed=3,
-                                            rank=r, world_size=2) for r in range(2)]
+    full = sampling.SegmentBudgetBatchSampler(
+        range(n), rel, hard, counts, max_bsize=6, hardneg_topk=1, seed=3
+    )
+    ranks = [
+        sampling.SegmentBudgetBatchSampler(
+            range(n), rel, hard, counts, max_bsize=6, hardneg_topk=1, seed=3, rank=r, world_size=2
+        )
+        for r in range(2)
+    ]
     plan = full.plan()
     assert len(ranks[0]) == len(ranks[1]) == len(plan) // 2
-    assert list(ranks[0]) == plan[0: 2 * (len(plan) // 2): 2] and list(ranks[1]) == plan[1: 2 * (len(plan) // 2): 2]
+    assert (
+        list(ranks[0]) == plan[0 : 2 * (len(plan) // 2) : 2]
+        and list(ranks[1]) == plan[1 : 2 * (len(plan) // 2) : 2]
+    )
 
 
 def test_row_group_plan_hand_oracle():
@@ -83,7 +91,9 @@ def test_row_group_plan_hand_oracle():
     assert [(rows.tolist(), width) for rows, width in plan] == [([1, 3], 10), ([0, 2], 31)]
     plan = row_groups.plan_row_groups(w, 3, group_overhead=0)  # 136 vs 94 vs 93
     assert [(rows.tolist(), width) for rows, width in plan] == [([1, 3], 10), ([0], 30), ([2], 31)]
-    assert [rows.tolist() for rows, _ in row_groups.plan_row_groups(w, 3, group_overhead=100)] == [[0, 1, 2, 3]]
+    assert [rows.tolist() for rows, _ in row_groups.plan_row_groups(w, 3, group_overhead=100)] == [
+        [0, 1, 2, 3]
+    ]
     assert row_groups.plan_row_groups(np.zeros(0, dtype=int), 3) == []
 
 

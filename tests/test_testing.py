@@ -12,7 +12,13 @@ BIG = 10**6
 
 
 def test_tokenizer_has_roberta_special_ids(tokenizer):
-    assert [tokenizer.convert_tokens_to_ids(t) for t in ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]] == [0, 1, 2, 3, 4]
+    assert [tokenizer.convert_tokens_to_ids(t) for t in ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
 
 
 def test_roberta_base_resolves_offline_from_cache(hf_home, tokenizer):
@@ -39,6 +45,7 @@ def test_msmarco_fixture_files(msmarco):
 # test_tokenization.py)
 # ----------------------------------------------------------------------------------------------
 
+
 def test_reference_truncation_and_model_inputs_as_2_8(ref):
     assert ref.truncate_sequences([1, 2, 3, 4, 5], num_tokens_to_remove=2) == ([1, 2, 3], [4, 5])
     assert ref.truncate_sequences([1, 2, 3, 4, 5], num_tokens_to_remove=2, stride=1) == ([1, 2, 3], [3, 4, 5])
@@ -53,7 +60,7 @@ def test_reference_bpe_cache_holds_space_joined_strings(ref):
     word = "".join(byte_to_unicode()[b] for b in b" hello")
     joined = ref.bpe(word)
     assert "".join(joined.split(" ")) == word and ref.cache[word] == joined
-    assert ref.bpe("x") == "x" and "x" not in ref.cache           # 2.8 returned single symbols uncached
+    assert ref.bpe("x") == "x" and "x" not in ref.cache  # 2.8 returned single symbols uncached
 
 
 def test_reference_special_strings_outside_the_vocabulary(star, ref):

@@ -42,10 +42,15 @@ def test_preprocessing_writes_the_record(base_root, tokenizer):
     assert RECORD_FILE == PREPROCESS_RECORD  # the record sits in preprocessing's settings file
     record = json.loads((root / "data" / "preprocess" / RECORD_FILE).read_text())[RECORD_KEY]
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode("utf-8")
-    assert record == {"name_or_path": "roberta-base", "tokenizer_class": type(tokenizer).__name__,
-                      "vocab_size": len(tokenizer), "vocab_sha256": hashlib.sha256(vocab).hexdigest(),
-                      "special_ids": {"cls_id": 0, "eos_id": 2, "pad_id": 1},
-                      "lower_case": True, "roberta_emulation": True}
+    assert record == {
+        "name_or_path": "roberta-base",
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "vocab_sha256": hashlib.sha256(vocab).hexdigest(),
+        "special_ids": {"cls_id": 0, "eos_id": 2, "pad_id": 1},
+        "lower_case": True,
+        "roberta_emulation": True,
+    }
 
 
 @pytest.mark.parametrize("family,lower", [("bert", True), ("xlm-roberta", False), ("modernbert", False)])
@@ -57,8 +62,11 @@ def test_casing_follows_the_tokenizer_outside_the_roberta_emulation(family_token
     text = "Kalo Mine ruta"
     assert (star.encode_documents([text], BIG) == star.encode_documents([text.lower()], BIG)) is lower
     assert star.encode_documents([text], BIG)[0] == tok.encode(text, add_special_tokens=False)
-    assert star.encode_queries([text], 64)[0] == [tok.cls_token_id, *tok.encode(text, add_special_tokens=False),
-                                                  tok.sep_token_id]
+    assert star.encode_queries([text], 64)[0] == [
+        tok.cls_token_id,
+        *tok.encode(text, add_special_tokens=False),
+        tok.sep_token_id,
+    ]
 
 
 def test_roberta_emulation_is_recognised(tokenizer_dir):
@@ -78,15 +86,38 @@ def _one_line_exit(capsys, main, argv) -> str:
 def test_scripts_refuse_a_folder_made_with_another_tokenizer(root, bert_folder, capsys):
     """The fixture's preprocess folder holds roberta-base ids; a BERT model must not read them."""
     common = ["--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4"]
-    argv = ["--model_class", "SeDR", *common, "--preprocess_dir", "./data/preprocess", "--hardneg_path",
-            "./data/hard_negative.json", "--init_path", str(bert_folder), "--output_dir", "./data/models"]
+    argv = [
+        "--model_class",
+        "SeDR",
+        *common,
+        "--preprocess_dir",
+        "./data/preprocess",
+        "--hardneg_path",
+        "./data/hard_negative.json",
+        "--init_path",
+        str(bert_folder),
+        "--output_dir",
+        "./data/models",
+    ]
     err = _one_line_exit(capsys, train.main, argv)
     assert "data/preprocess was tokenized with roberta-base (RobertaTokenizer" in err
     assert f"{bert_folder} has BertTokenizer of " in err and "CLS 2 separator 3 PAD 0" in err
     assert f"--model_name_or_path {bert_folder} --output_dir data/preprocess-bert" in err
     assert not list((root / "data" / "models").iterdir())  # stopped before anything was written
-    err = _one_line_exit(capsys, inference.main, ["--model_class", "STAR_MaxP", *common[:4], "--max_seg_num", "1",
-                                                  "--model_path", str(bert_folder), "--gen_hardneg"])
+    err = _one_line_exit(
+        capsys,
+        inference.main,
+        [
+            "--model_class",
+            "STAR_MaxP",
+            *common[:4],
+            "--max_seg_num",
+            "1",
+            "--model_path",
+            str(bert_folder),
+            "--gen_hardneg",
+        ],
+    )
     assert "was tokenized with roberta-base" in err and str(bert_folder) in err
     assert not (root / "data" / "evaluate").joinpath("bert-inf64-1").exists()
 
@@ -94,10 +125,22 @@ def test_scripts_refuse_a_folder_made_with_another_tokenizer(root, bert_folder, 
 def test_adore_refuses_too(root, bert_folder, capsys, tmp_path):
     model = build_model("SeDR", bert_folder, max_seg_num=4)
     save_pretrained(model, tmp_path / "trained")
-    err = _one_line_exit(capsys, adore_train.main, ["--init_path", str(tmp_path / "trained"), "--pembed_dir",
-                                                    str(tmp_path), "--preprocess_dir", "./data/preprocess",
-                                                    "--model_save_dir", str(tmp_path / "adore"), "--log_dir",
-                                                    str(tmp_path / "log")])
+    err = _one_line_exit(
+        capsys,
+        adore_train.main,
+        [
+            "--init_path",
+            str(tmp_path / "trained"),
+            "--pembed_dir",
+            str(tmp_path),
+            "--preprocess_dir",
+            "./data/preprocess",
+            "--model_save_dir",
+            str(tmp_path / "adore"),
+            "--log_dir",
+            str(tmp_path / "log"),
+        ],
+    )
     assert "was tokenized with roberta-base" in err and "BertTokenizer" in err
 
 
@@ -122,6 +165,10 @@ def test_a_model_without_tokenizer_files_is_compared_on_its_config(root, tmp_pat
     check_tokenizer_record(root / "data" / "preprocess", build_model("STAR_MaxP", ok, max_seg_num=1), ok)
     bigger = testing.make_star_checkpoint(tmp_path / "bigger", vocab_size=record["vocab_size"] + 7)
     with pytest.raises(SeDRInputError, match=f"has a vocabulary of {record['vocab_size'] + 7} tokens"):
-        check_tokenizer_record(root / "data" / "preprocess", build_model("STAR_MaxP", bigger, max_seg_num=1), bigger)
-    multi = build_model("STAR_Multi", ok, max_seg_num=1)  # grown by its K view tokens: still the same tokenizer
+        check_tokenizer_record(
+            root / "data" / "preprocess", build_model("STAR_MaxP", bigger, max_seg_num=1), bigger
+        )
+    multi = build_model(
+        "STAR_Multi", ok, max_seg_num=1
+    )  # grown by its K view tokens: still the same tokenizer
     check_tokenizer_record(root / "data" / "preprocess", multi, ok)

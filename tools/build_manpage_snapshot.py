@@ -41,9 +41,11 @@ from SeDR.demo.collection import (
 logger = logging.getLogger("build_manpage_snapshot")
 
 PACKAGES = ("manpages", "manpages-dev")
-HOW_TO_GET = ("install Debian's man pages (`apt-get install manpages manpages-dev`), or run "
-              "`apt-get download manpages manpages-dev` and `dpkg-deb -x FILE.deb DIR` for both files "
-              "and pass --source DIR")
+HOW_TO_GET = (
+    "install Debian's man pages (`apt-get install manpages manpages-dev`), or run "
+    "`apt-get download manpages manpages-dev` and `dpkg-deb -x FILE.deb DIR` for both files "
+    "and pass --source DIR"
+)
 LICENCE_NOTE = (
     "Text derived from the Linux man-pages project as packaged by Debian (manpages, manpages-dev), "
     "rendered to plain text by {renderer}. Each page keeps its own free licence (Linux-man-pages-copyleft, "
@@ -57,16 +59,27 @@ LINE_LENGTH = 20_000
 RENDERERS = {
     # -t tbl, -k/-Kutf8 preconv; -P-cbou: plain characters (no overstriking, no SGR escapes);
     # LL one long line, HY=0 no hyphenation, cR=1 one continuous page (no page headers between).
-    "groff": ["groff", "-t", "-k", "-Kutf8", "-man", "-Tutf8", "-P-cbou", f"-rLL={LINE_LENGTH}n", "-rHY=0",
-              "-rcR=1"],
+    "groff": [
+        "groff",
+        "-t",
+        "-k",
+        "-Kutf8",
+        "-man",
+        "-Tutf8",
+        "-P-cbou",
+        f"-rLL={LINE_LENGTH}n",
+        "-rHY=0",
+        "-rcR=1",
+    ],
     "mandoc": ["mandoc", "-man", "-Tutf8", f"-Owidth={LINE_LENGTH}"],
 }
 # What a terminal device prints besides text: overstrikes (x BACKSPACE x) and SGR colour escapes.
 _OVERSTRIKE_RE = re.compile(r".\x08")
 _SGR_RE = re.compile(r"\x1b\[[0-9;]*m")
 # The utf8 device's hyphens, minus, double quotes and URL brackets, as the ASCII the sources mean.
-_ASCII = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2212": "-", "\u201c": '"', "\u201d": '"',
-                        "\u27e8": "<", "\u27e9": ">"})
+_ASCII = str.maketrans(
+    {"\u2010": "-", "\u2011": "-", "\u2212": "-", "\u201c": '"', "\u201d": '"', "\u27e8": "<", "\u27e9": ">"}
+)
 # Table rules are layout: a line of box-drawing characters (U+2500-U+257F) is a horizontal rule, and
 # a vertical rule is a "│" in a row with another one or above or below one; a lone one is text (the
 # character-set pages list the box-drawing characters).
@@ -115,8 +128,9 @@ def package_versions(root: Path, packages: Sequence[str] = PACKAGES) -> dict[str
         version = "unknown"
         if root.resolve() == Path("/"):
             try:
-                res = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True,
-                                     check=False)
+                res = subprocess.run(
+                    ["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True, check=False
+                )
                 version = res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else version
             except (FileNotFoundError, PermissionError):
                 pass
@@ -197,8 +211,9 @@ def find_renderer(choice: str = "auto") -> str:
     for name in RENDERERS if choice == "auto" else (choice,):
         if shutil.which(name):
             return name
-    raise SeDRInputError(f"no man page renderer found ({choice}): install groff (`apt-get install groff-base`) "
-                         "or mandoc")
+    raise SeDRInputError(
+        f"no man page renderer found ({choice}): install groff (`apt-get install groff-base`) or mandoc"
+    )
 
 
 def renderer_version(renderer: str) -> str:
@@ -211,11 +226,21 @@ def renderer_version(renderer: str) -> str:
 def render(source: str, renderer: str, cwd: Path) -> str:
     """The page as the terminal device prints it, in plain characters (``cwd``: where ``.so`` paths start)."""
     env = {**os.environ, "GROFF_NO_SGR": "1", "LC_ALL": "C.UTF-8"}
-    res = subprocess.run(RENDERERS[renderer], input=source.encode("utf-8"), capture_output=True, env=env,
-                         cwd=cwd if cwd.is_dir() else None, check=False)
+    res = subprocess.run(
+        RENDERERS[renderer],
+        input=source.encode("utf-8"),
+        capture_output=True,
+        env=env,
+        cwd=cwd if cwd.is_dir() else None,
+        check=False,
+    )
     if res.returncode != 0:
-        raise RuntimeError(f"{renderer} failed ({res.returncode}): {res.stderr.decode(errors='replace')[:500]}")
-    text = _OVERSTRIKE_RE.sub("", _SGR_RE.sub("", res.stdout.decode("utf-8", errors="replace"))).translate(_ASCII)
+        raise RuntimeError(
+            f"{renderer} failed ({res.returncode}): {res.stderr.decode(errors='replace')[:500]}"
+        )
+    text = _OVERSTRIKE_RE.sub("", _SGR_RE.sub("", res.stdout.decode("utf-8", errors="replace"))).translate(
+        _ASCII
+    )
     return "\n".join(drop_table_rules(text.split("\n")))
 
 
@@ -224,11 +249,14 @@ def drop_table_rules(lines: list[str]) -> list[str]:
     lines = [ln for ln in lines if not _RULE_RE.match(ln)]
 
     def is_rule(i: int, j: int) -> bool:
-        return lines[i].count(_VBAR) > 1 or any(0 <= k < len(lines) and lines[k][j:j + 1] == _VBAR
-                                                for k in (i - 1, i + 1))
+        return lines[i].count(_VBAR) > 1 or any(
+            0 <= k < len(lines) and lines[k][j : j + 1] == _VBAR for k in (i - 1, i + 1)
+        )
 
-    return ["".join(" " if c == _VBAR and is_rule(i, j) else c for j, c in enumerate(ln)) if _VBAR in ln else ln
-            for i, ln in enumerate(lines)]
+    return [
+        "".join(" " if c == _VBAR and is_rule(i, j) else c for j, c in enumerate(ln)) if _VBAR in ln else ln
+        for i, ln in enumerate(lines)
+    ]
 
 
 def rendered_sections(text: str) -> list[tuple[str, list[str]]]:
@@ -255,8 +283,8 @@ def split_name_line(lines: Sequence[str]) -> tuple[list[str], str] | None:
     m = _NAME_SPLIT_RE.search(text)
     if not m:
         return None
-    names = [n.strip() for n in text[:m.start()].split(",") if n.strip()]
-    description = text[m.end():].strip()
+    names = [n.strip() for n in text[: m.start()].split(",") if n.strip()]
+    description = text[m.end() :].strip()
     if not names or not description:
         return None
     return names, description
@@ -284,12 +312,23 @@ def page_from_text(name: str, section: str, text: str, notice: str = "") -> Page
     for heading, lines in sections:
         if heading != "NAME":
             body += [heading, *lines]
-    return Page(name=name, section=section, names=tuple(names), description=description, body="\n".join(body),
-                see_also=tuple(see_also_refs(headings.get("SEE ALSO"))), notice=notice)
+    return Page(
+        name=name,
+        section=section,
+        names=tuple(names),
+        description=description,
+        body="\n".join(body),
+        see_also=tuple(see_also_refs(headings.get("SEE ALSO"))),
+        notice=notice,
+    )
 
 
-def build_collection(source: str | Path = "/", seed: int = DEFAULT_SEED, renderer: str = "auto",
-                     only: Sequence[str] | None = None) -> Collection:
+def build_collection(
+    source: str | Path = "/",
+    seed: int = DEFAULT_SEED,
+    renderer: str = "auto",
+    only: Sequence[str] | None = None,
+) -> Collection:
     """Render the packages' pages and build the collection (``only``: file names such as ``rename.2``)."""
     root = Path(source)
     renderer = find_renderer(renderer)
@@ -299,7 +338,9 @@ def build_collection(source: str | Path = "/", seed: int = DEFAULT_SEED, rendere
         files = [p for p in files if p.name.removesuffix(".gz") in wanted]
         missing = wanted - {p.name.removesuffix(".gz") for p in files}
         if missing:
-            raise MissingInputError(", ".join(sorted(missing)), f"not among the man files of {', '.join(PACKAGES)}")
+            raise MissingInputError(
+                ", ".join(sorted(missing)), f"not among the man files of {', '.join(PACKAGES)}"
+            )
     pages: list[Page] = []
     link_targets: list[tuple[tuple[str, str], Path]] = []
     skipped: Counter = Counter()
@@ -317,7 +358,9 @@ def build_collection(source: str | Path = "/", seed: int = DEFAULT_SEED, rendere
                 link_targets.append((ident, found.resolve()))
             skipped[".so stub"] += 1
             continue
-        page = page_from_text(*ident, render(src, renderer, root / "usr/share/man"), leading_comment_block(src))
+        page = page_from_text(
+            *ident, render(src, renderer, root / "usr/share/man"), leading_comment_block(src)
+        )
         if page is None:
             skipped["no NAME line"] += 1
             continue
@@ -326,24 +369,44 @@ def build_collection(source: str | Path = "/", seed: int = DEFAULT_SEED, rendere
     aliases = {ident: url_of[target] for ident, target in link_targets if target in url_of}
     logger.info("%d man files: %d pages rendered, skipped %s", len(files), len(pages), dict(skipped))
     version = renderer_version(renderer)
-    header = {"licence": LICENCE_NOTE.format(renderer=version),
-              "source": {"packages": package_versions(root), "upstream": "Linux man-pages", "files": len(files),
-                         "pages_parsed": len(pages), "skipped": dict(sorted(skipped.items())), "renderer": version}}
+    header = {
+        "licence": LICENCE_NOTE.format(renderer=version),
+        "source": {
+            "packages": package_versions(root),
+            "upstream": "Linux man-pages",
+            "files": len(files),
+            "pages_parsed": len(pages),
+            "skipped": dict(sorted(skipped.items())),
+            "renderer": version,
+        },
+    }
     return collection_from_pages(pages, aliases, header, seed)
 
 
 @exit_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/build_manpage_snapshot.py",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python tools/build_manpage_snapshot.py", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", required=True, help="snapshot file to write (.jsonl.gz)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--source", default="/",
-                        help="'/' (installed packages, via dpkg -L) or a folder made by `dpkg-deb -x` of both .debs")
-    parser.add_argument("--renderer", default="auto", choices=["auto", *RENDERERS],
-                        help="auto: groff if installed, else mandoc")
-    parser.add_argument("--pages", nargs="+", metavar="FILE",
-                        help="only these man files (e.g. rename.2 link.2): a quick check, not a full snapshot")
+    parser.add_argument(
+        "--source",
+        default="/",
+        help="'/' (installed packages, via dpkg -L) or a folder made by `dpkg-deb -x` of both .debs",
+    )
+    parser.add_argument(
+        "--renderer",
+        default="auto",
+        choices=["auto", *RENDERERS],
+        help="auto: groff if installed, else mandoc",
+    )
+    parser.add_argument(
+        "--pages",
+        nargs="+",
+        metavar="FILE",
+        help="only these man files (e.g. rename.2 link.2): a quick check, not a full snapshot",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the split assignment")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -353,8 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     collection = build_collection(args.source, seed=args.seed, renderer=args.renderer, only=args.pages)
     write_snapshot(collection, out)
     licence = Path(args.source) / "usr/share/doc/manpages/copyright"
-    print(f"wrote {out} ({out.stat().st_size:,} bytes); keep {LICENSE_FILE} beside it "
-          f"(its licence texts are Debian's {licence})")
+    print(
+        f"wrote {out} ({out.stat().st_size:,} bytes); keep {LICENSE_FILE} beside it "
+        f"(its licence texts are Debian's {licence})"
+    )
     print(format_stats(collection))
     return 0
 

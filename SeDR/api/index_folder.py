@@ -40,8 +40,10 @@ def read_index_info(path: str | Path) -> dict:
 
 def refuse_taken(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputError(f"{out} exists and is not empty; choose another folder, or pass --overwrite "
-                          "(overwrite=True) to move it to a dated backup first")
+        raise OutputError(
+            f"{out} exists and is not empty; choose another folder, or pass --overwrite "
+            "(overwrite=True) to move it to a dated backup first"
+        )
 
 
 @contextlib.contextmanager
@@ -84,12 +86,17 @@ class DocumentIndex:
         with open(self.folder / DOC_IDS_FILE, encoding="utf-8") as f:
             self.ids: list[str] = [json.loads(line) for line in f]
         if len(self.ids) != info.get("num_docs"):
-            raise DataFormatError(self.folder / DOC_IDS_FILE, None, f"{len(self.ids)} ids for {info.get('num_docs')} "
-                                  f"indexed documents: incomplete; {INDEX_HINT}")
+            raise DataFormatError(
+                self.folder / DOC_IDS_FILE,
+                None,
+                f"{len(self.ids)} ids for {info.get('num_docs')} indexed documents: incomplete; {INDEX_HINT}",
+            )
         offsets = self.folder / TEXT_OFFSETS_FILE
         self._text_offsets = np.load(offsets) if offsets.exists() else None
         # first_row[d] .. first_row[d + 1]: the rows of document d (none for an empty document)
-        self.first_row = np.searchsorted(self.embeddings.doc_ids, np.arange(len(self.ids) + 1)).astype(np.int64)
+        self.first_row = np.searchsorted(self.embeddings.doc_ids, np.arange(len(self.ids) + 1)).astype(
+            np.int64
+        )
         self._searcher, self._offsets = None, None
         if temporary:
             weakref.finalize(self, shutil.rmtree, str(self.folder.parent), True)
@@ -119,8 +126,9 @@ class DocumentIndex:
     def searcher(self, faiss_gpus: Sequence[int] | None = None, backend: str = "auto"):
         """The exact search index over the vectors, built once (the one place that picks a search backend)."""
         if self._searcher is None:
-            self._searcher = exact_search.build_index(self.embeddings.vectors, faiss_gpus, backend=backend,
-                                                 show_progress=False)
+            self._searcher = exact_search.build_index(
+                self.embeddings.vectors, faiss_gpus, backend=backend, show_progress=False
+            )
         return self._searcher
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -144,8 +152,9 @@ class DocumentWriter:
 
     def add(self, doc_id: str, text: str, num_segments: int) -> None:
         if doc_id in self.seen:
-            raise SeDRInputError(f"document id {doc_id!r} appears twice (documents {self.seen[doc_id]} and "
-                                 f"{len(self.seen)})")
+            raise SeDRInputError(
+                f"document id {doc_id!r} appears twice (documents {self.seen[doc_id]} and {len(self.seen)})"
+            )
         self.seen[doc_id] = len(self.seen)
         self.empty += num_segments == 0
         self.ids.write(json.dumps(doc_id, ensure_ascii=False) + "\n")

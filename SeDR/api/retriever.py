@@ -61,8 +61,16 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "voc
 
 
 # Fields of the identity record an index must share with the retriever that searches it.
-IDENTITY_KEYS = ("model_fingerprint", "model_class", "seg_length", "max_seg_num", "content_len", "dim",
-                 "max_doc_length", "max_doc_character")
+IDENTITY_KEYS = (
+    "model_fingerprint",
+    "model_class",
+    "seg_length",
+    "max_seg_num",
+    "content_len",
+    "dim",
+    "max_doc_length",
+    "max_doc_character",
+)
 
 
 TOKENIZE_CHUNK = 128  # documents per tokenizer call (memory only)
@@ -120,7 +128,9 @@ def _pairs(docs: Iterable, ids: Iterable | None) -> Iterator[tuple[str, str]]:
         else:
             text = item
         if not isinstance(text, str):
-            raise SeDRInputError(f"document {n} ({doc_id!r}): the text must be a str, got {type(text).__name__}")
+            raise SeDRInputError(
+                f"document {n} ({doc_id!r}): the text must be a str, got {type(text).__name__}"
+            )
         yield str(doc_id), text
     if ids is not None and next(ids, None) is not None:
         raise SeDRInputError("more ids than documents")
@@ -129,24 +139,50 @@ def _pairs(docs: Iterable, ids: Iterable | None) -> Iterator[tuple[str, str]]:
 class Retriever:
     """A model with its tokenizer and segmentation, on the CLI's device and precision: indexes and searches documents."""
 
-    def __init__(self, model, tokenizer: StarTokenizer, spec: SegmentSpec, model_path: str | Path, *,
-                 tokenizer_source: str = "", max_query_length: int = DEFAULT_QUERY_LENGTH,
-                 device: torch.device | None = None, fp16: bool = False, bf16: bool = False):
+    def __init__(
+        self,
+        model,
+        tokenizer: StarTokenizer,
+        spec: SegmentSpec,
+        model_path: str | Path,
+        *,
+        tokenizer_source: str = "",
+        max_query_length: int = DEFAULT_QUERY_LENGTH,
+        device: torch.device | None = None,
+        fp16: bool = False,
+        bf16: bool = False,
+    ):
         self.device = device or resolve_device()
         self.precision = resolve_precision(self.device, fp16=fp16, bf16=bf16, training=False)
         self.model = model.to(self.device).eval()
         self.tokenizer, self.spec, self.max_query_length = tokenizer, spec, int(max_query_length)
-        self.identity = {"model_path": str(Path(model_path).resolve()), "model_class": model.model_class_name,
-                         "model_fingerprint": model_fingerprint(model_path), "seg_length": spec.max_seg_length,
-                         "max_seg_num": spec.max_seg_num, "content_len": spec.content_len, "dim": model.embedding_dim,
-                         "tokenizer": tokenizer_source, "max_doc_length": DEFAULT_MAX_SEQ_LENGTH,
-                         "max_doc_character": DEFAULT_MAX_DOC_CHARACTER}
+        self.identity = {
+            "model_path": str(Path(model_path).resolve()),
+            "model_class": model.model_class_name,
+            "model_fingerprint": model_fingerprint(model_path),
+            "seg_length": spec.max_seg_length,
+            "max_seg_num": spec.max_seg_num,
+            "content_len": spec.content_len,
+            "dim": model.embedding_dim,
+            "tokenizer": tokenizer_source,
+            "max_doc_length": DEFAULT_MAX_SEQ_LENGTH,
+            "max_doc_character": DEFAULT_MAX_DOC_CHARACTER,
+        }
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, model_class: str | None = None, max_seg_length: int | None = None,
-                        max_seg_num: int | None = None, max_query_length: int | None = None,
-                        tokenizer: str | None = None, device: str | None = None, fp16: bool = False,
-                        bf16: bool = False) -> Retriever:
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        model_class: str | None = None,
+        max_seg_length: int | None = None,
+        max_seg_num: int | None = None,
+        max_query_length: int | None = None,
+        tokenizer: str | None = None,
+        device: str | None = None,
+        fp16: bool = False,
+        bf16: bool = False,
+    ) -> Retriever:
         """Load a checkpoint of any model class, a STAR folder or a BERT/RoBERTa encoder.
 
         Unset values come from the checkpoint (``config.json``, then the ``training_args.json`` of
@@ -157,31 +193,65 @@ class Retriever:
         cfg, trained = read_config_dict(path), _training_args(path)
         name = model_class or recorded_class(cfg) or UNRECORDED_CLASS
         if name == "SeDR_Longformer":
-            raise SeDRInputError(f"{path}: SeDR-Longformer checkpoints encode one 2048-token row per document; "
-                                 "search them with SeDR_Longformer/inference.py")
-        shape = {"max_seg_length": max_seg_length or trained.get("max_seg_length") or DEFAULT_SEG_LENGTH,
-                 "max_seg_num": max_seg_num or cfg.get("max_seg_num") or trained.get("max_seg_num") or DEFAULT_SEG_NUM,
-                 "max_query_length": max_query_length or trained.get("max_query_length") or DEFAULT_QUERY_LENGTH}
+            raise SeDRInputError(
+                f"{path}: SeDR-Longformer checkpoints encode one 2048-token row per document; "
+                "search them with SeDR_Longformer/inference.py"
+            )
+        shape = {
+            "max_seg_length": max_seg_length or trained.get("max_seg_length") or DEFAULT_SEG_LENGTH,
+            "max_seg_num": max_seg_num
+            or cfg.get("max_seg_num")
+            or trained.get("max_seg_num")
+            or DEFAULT_SEG_NUM,
+            "max_query_length": max_query_length or trained.get("max_query_length") or DEFAULT_QUERY_LENGTH,
+        }
         for flag, value in shape.items():
             if trained.get(flag) not in (None, value):
                 logger.warning("%s was trained with %s=%s; using %s", path, flag, trained[flag], value)
         model = load_model(path, model_class=name, max_seg_num=int(shape["max_seg_num"]))
         try:
-            spec = SegmentSpec(int(shape["max_seg_length"]), int(shape["max_seg_num"]),
-                               extra_reserve=model.extra_content_reserve)
+            spec = SegmentSpec(
+                int(shape["max_seg_length"]),
+                int(shape["max_seg_num"]),
+                extra_reserve=model.extra_content_reserve,
+            )
         except ValueError as err:
             raise SeDRInputError(str(err)) from None
         source = tokenizer or _tokenizer_source(path, trained)
-        logger.info("%s as %s, segments (%d, %d), queries %d tokens, tokenizer %s", path, name, spec.max_seg_length,
-                    spec.max_seg_num, shape["max_query_length"], source)
-        return cls(model, StarTokenizer.from_pretrained(source), spec, path, tokenizer_source=source,
-                   max_query_length=int(shape["max_query_length"]), device=torch.device(device) if device else None,
-                   fp16=fp16, bf16=bf16)
+        logger.info(
+            "%s as %s, segments (%d, %d), queries %d tokens, tokenizer %s",
+            path,
+            name,
+            spec.max_seg_length,
+            spec.max_seg_num,
+            shape["max_query_length"],
+            source,
+        )
+        return cls(
+            model,
+            StarTokenizer.from_pretrained(source),
+            spec,
+            path,
+            tokenizer_source=source,
+            max_query_length=int(shape["max_query_length"]),
+            device=torch.device(device) if device else None,
+            fp16=fp16,
+            bf16=bf16,
+        )
 
     # ------------------------------------------------------------------------------------- indexing
 
-    def index(self, docs, ids: Iterable | None = None, *, out: str | Path | None = None, overwrite: bool = False,
-              batch_size: int = DEFAULT_MAX_BSIZE, keep_texts: bool = True, show_progress: bool = True) -> DocumentIndex:
+    def index(
+        self,
+        docs,
+        ids: Iterable | None = None,
+        *,
+        out: str | Path | None = None,
+        overwrite: bool = False,
+        batch_size: int = DEFAULT_MAX_BSIZE,
+        keep_texts: bool = True,
+        show_progress: bool = True,
+    ) -> DocumentIndex:
         """Encode every segment of ``docs`` into an index folder ``out`` (a temporary one if None).
 
         ``docs``: a path (``.tsv``, ``.jsonl``, folder of ``.txt``, read twice: every line is checked
@@ -193,8 +263,15 @@ class Retriever:
             if out is not None:
                 refuse_taken(Path(out), overwrite)
             sep = self.tokenizer.field_separator
-            total = sum(1 for _ in tqdm(read_documents(docs, sep), desc="check documents", unit="doc",
-                                        disable=not show_progress or None))
+            total = sum(
+                1
+                for _ in tqdm(
+                    read_documents(docs, sep),
+                    desc="check documents",
+                    unit="doc",
+                    disable=not show_progress or None,
+                )
+            )
             docs = read_documents(docs, sep)
         temporary = out is None
         out = Path(tempfile.mkdtemp(prefix="sedr-index-")) / "index" if temporary else Path(out)
@@ -206,14 +283,19 @@ class Retriever:
                 shutil.rmtree(out.parent, ignore_errors=True)
         return DocumentIndex(out, temporary) if temporary else self.load_index(out)
 
-    def _write(self, folder: Path, items, batch_size: int, keep_texts: bool, show_progress: bool, total) -> None:
+    def _write(
+        self, folder: Path, items, batch_size: int, keep_texts: bool, show_progress: bool, total
+    ) -> None:
         t0 = time.time()
         bar = tqdm(total=total, desc="index documents", unit="doc", disable=not show_progress or None)
         sink = DocumentWriter(folder, keep_texts)
-        with embedding_files.SegmentEmbeddingWriter(folder, self.model.embedding_dim, info=self.identity) as writer:
+        with embedding_files.SegmentEmbeddingWriter(
+            folder, self.model.embedding_dim, info=self.identity
+        ) as writer:
             for offsets, rows in self._passes(items, batch_size, sink):
-                for vecs, local in encode_corpus(self.model, rows, self.spec, batch_size, self.device, self.precision,
-                                                 show_progress=False):
+                for vecs, local in encode_corpus(
+                    self.model, rows, self.spec, batch_size, self.device, self.precision, show_progress=False
+                ):
                     writer.append(vecs, offsets[local])
                 bar.update(len(sink.seen) - bar.n)
             if not sink.seen:
@@ -223,7 +305,12 @@ class Retriever:
         bar.close()
         if sink.empty:
             logger.warning("%d documents have no text; they are kept but can never be retrieved", sink.empty)
-        logger.info("indexed %d documents (%d segment vectors) in %.1fs", len(sink.seen), writer.rows, time.time() - t0)
+        logger.info(
+            "indexed %d documents (%d segment vectors) in %.1fs",
+            len(sink.seen),
+            writer.rows,
+            time.time() - t0,
+        )
 
     def _passes(self, items, max_bsize: int, sink: DocumentWriter) -> Iterator[tuple[np.ndarray, _Rows]]:
         """Documents tokenised in chunks and packed in order while a pass holds at most ``max_bsize``
@@ -231,7 +318,9 @@ class Retriever:
         rows, offsets, used = _Rows(), [], 0
         while chunk := list(islice(items, TOKENIZE_CHUNK)):
             texts = [t[:DEFAULT_MAX_DOC_CHARACTER] for _, t in chunk]
-            for (doc_id, _), text, ids in zip(chunk, texts, self.tokenizer.encode_documents(texts, DEFAULT_MAX_SEQ_LENGTH)):
+            for (doc_id, _), text, ids in zip(
+                chunk, texts, self.tokenizer.encode_documents(texts, DEFAULT_MAX_SEQ_LENGTH)
+            ):
                 s = num_segments(len(ids), self.spec)
                 sink.add(doc_id, text, s)
                 if rows and used + s > max_bsize:
@@ -250,23 +339,46 @@ class Retriever:
         return index
 
     def _check(self, index: DocumentIndex) -> None:
-        diff = {k: (index.info.get(k), self.identity[k]) for k in IDENTITY_KEYS if index.info.get(k) != self.identity[k]}
+        diff = {
+            k: (index.info.get(k), self.identity[k])
+            for k in IDENTITY_KEYS
+            if index.info.get(k) != self.identity[k]
+        }
         if diff:
             what = ", ".join(f"{k} {a!r} (index) vs {b!r} (this retriever)" for k, (a, b) in diff.items())
-            raise SeDRInputError(f"{index.folder} was built by another model or segmentation ({what}); search it "
-                                 f"with the model that built it ({index.info.get('model_path')}) or rebuild it")
+            raise SeDRInputError(
+                f"{index.folder} was built by another model or segmentation ({what}); search it "
+                f"with the model that built it ({index.info.get('model_path')}) or rebuild it"
+            )
 
     # ------------------------------------------------------------------------------------- search
 
-    def encode_queries(self, queries: Sequence[str], batch_size: int = 32, show_progress: bool = True) -> np.ndarray:
+    def encode_queries(
+        self, queries: Sequence[str], batch_size: int = 32, show_progress: bool = True
+    ) -> np.ndarray:
         """Query vectors float32 ``[n, d]``: tokenised and stored at 64 ids as preprocessing does, cut at use."""
         stored = self.tokenizer.encode_queries([q.rstrip() for q in queries], DEFAULT_MAX_QUERY_LENGTH)
-        return encode_queries(self.model, [np.asarray(q, dtype=np.int64) for q in stored], self.max_query_length,
-                              batch_size, self.device, self.precision, show_progress=show_progress)
+        return encode_queries(
+            self.model,
+            [np.asarray(q, dtype=np.int64) for q in stored],
+            self.max_query_length,
+            batch_size,
+            self.device,
+            self.precision,
+            show_progress=show_progress,
+        )
 
-    def search(self, index: DocumentIndex, queries: str | Sequence[str], k: int = 10, *, batch_size: int = 32,
-               show_progress: bool = True, faiss_gpus: Sequence[int] | None = None,
-               search_backend: str = "auto") -> list[list[Hit]]:
+    def search(
+        self,
+        index: DocumentIndex,
+        queries: str | Sequence[str],
+        k: int = 10,
+        *,
+        batch_size: int = 32,
+        show_progress: bool = True,
+        faiss_gpus: Sequence[int] | None = None,
+        search_backend: str = "auto",
+    ) -> list[list[Hit]]:
         """Per query, the top ``k`` documents ranked by their best segment among the segment hits."""
         self._check(index)
         queries = [queries] if isinstance(queries, str) else list(queries)
@@ -275,12 +387,21 @@ class Retriever:
         max_rows = int(np.diff(index.first_row).max(initial=1))
         hits = max(SEGMENT_HITS, (k - 1) * max_rows + 1)
         out = []
-        for _, scores, rows in exact_search.iter_search(index.searcher(faiss_gpus, search_backend), qvecs, hits, batch_size,
-                                                   show_progress, "search"):
+        for _, scores, rows in exact_search.iter_search(
+            index.searcher(faiss_gpus, search_backend), qvecs, hits, batch_size, show_progress, "search"
+        ):
             for s, r in zip(scores, rows):
                 docs, best_rows, best = unique_docs(r, index.embeddings.doc_ids, s, k)
-                out.append([Hit(index.ids[d], float(v), 0 if self.spec.max_seg_num == 1 else int(row - index.first_row[d]))
-                            for d, row, v in zip(docs, best_rows, best)])
+                out.append(
+                    [
+                        Hit(
+                            index.ids[d],
+                            float(v),
+                            0 if self.spec.max_seg_num == 1 else int(row - index.first_row[d]),
+                        )
+                        for d, row, v in zip(docs, best_rows, best)
+                    ]
+                )
         return out
 
     def segment_text(self, index: DocumentIndex, doc_id: str, segment: int) -> str | None:
@@ -290,4 +411,4 @@ class Retriever:
             return None
         ids = self.tokenizer.encode_documents([text[:DEFAULT_MAX_DOC_CHARACTER]], DEFAULT_MAX_SEQ_LENGTH)[0]
         L = self.spec.content_len
-        return self.tokenizer.backend.decode(ids[segment * L: (segment + 1) * L], skip_special_tokens=True)
+        return self.tokenizer.backend.decode(ids[segment * L : (segment + 1) * L], skip_special_tokens=True)

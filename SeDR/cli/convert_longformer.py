@@ -33,21 +33,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--star_path", default="./data/star", help="STAR checkpoint folder (DRhard release)")
     p.add_argument("--output_path", default="./data/starlongformer", help="where the conversion is written")
-    p.add_argument("--max_doc_length", type=POSITIVE, default=DEFAULT_MAX_DOC_LENGTH,
-                   help="longest document row; the position table gets max_doc_length + 2 rows")
-    p.add_argument("--attention_window", type=POSITIVE, default=HF_ATTENTION_WINDOW,
-                   help="HF window counting both sides (512 = the original's one-sided 256)")
-    p.add_argument("--max_seg_num", type=POSITIVE, default=DEFAULT_MAX_SEG_NUM,
-                   help="global CLS positions recorded in the config (the training flag overrides it)")
+    p.add_argument(
+        "--max_doc_length",
+        type=POSITIVE,
+        default=DEFAULT_MAX_DOC_LENGTH,
+        help="longest document row; the position table gets max_doc_length + 2 rows",
+    )
+    p.add_argument(
+        "--attention_window",
+        type=POSITIVE,
+        default=HF_ATTENTION_WINDOW,
+        help="HF window counting both sides (512 = the original's one-sided 256)",
+    )
+    p.add_argument(
+        "--max_seg_num",
+        type=POSITIVE,
+        default=DEFAULT_MAX_SEG_NUM,
+        help="global CLS positions recorded in the config (the training flag overrides it)",
+    )
     return p
 
 
 @exit_on_input_error
 def main(argv=None) -> Path:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
+    )
     if args.attention_window % 2:
         build_parser().error("argument --attention_window: must be even (it counts both sides)")
-    return convert_star(args.star_path, args.output_path, max_doc_length=args.max_doc_length,
-                        attention_window=args.attention_window, max_seg_num=args.max_seg_num)
+    return convert_star(
+        args.star_path,
+        args.output_path,
+        max_doc_length=args.max_doc_length,
+        attention_window=args.attention_window,
+        max_seg_num=args.max_seg_num,
+    )

@@ -22,7 +22,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def _parser(description: str) -> Parser:
-    return Parser(description=description, allow_abbrev=True, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return Parser(
+        description=description, allow_abbrev=True, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
 
 
 def number(kind=int, low=None, high=None, low_open=False, allow=()):
@@ -32,7 +34,9 @@ def number(kind=int, low=None, high=None, low_open=False, allow=()):
         try:
             x = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if x in allow:
             return x
         if low is not None and (x <= low if low_open else x < low):
@@ -59,56 +63,109 @@ POSITIVE_FLOAT = number(float, 0, low_open=True)
 
 def add_data_args(parser, *, required: bool = True, query_length_default: int | None = None):
     g = parser.add_argument_group("data")
-    g.add_argument("--max_query_length", type=QUERY_LENGTH, required=query_length_default is None and required,
-                   default=query_length_default,
-                   help="query tokens used, CLS and EOS included (queries are stored at 64; docs/data.md#query-view)")
-    g.add_argument("--preprocess_dir", default="./data/preprocess",
-                   help="folder written by SeDR_preprocess.py")
+    g.add_argument(
+        "--max_query_length",
+        type=QUERY_LENGTH,
+        required=query_length_default is None and required,
+        default=query_length_default,
+        help="query tokens used, CLS and EOS included (queries are stored at 64; docs/data.md#query-view)",
+    )
+    g.add_argument(
+        "--preprocess_dir", default="./data/preprocess", help="folder written by SeDR_preprocess.py"
+    )
     return g
 
 
-def add_segment_args(parser, *, seg_length_default: int | None, seg_num_default: int | None,
-                     max_bsize_default: int):
+def add_segment_args(
+    parser, *, seg_length_default: int | None, seg_num_default: int | None, max_bsize_default: int
+):
     g = parser.add_argument_group("segmentation (docs/segmentation.md)")
-    g.add_argument("--max_seg_length", type=POSITIVE, required=seg_length_default is None, default=seg_length_default,
-                   help="segment row budget Lraw in tokens; content per segment is Lraw-12 (Lraw-2 when max_seg_num=1)")
-    g.add_argument("--max_seg_num", type=POSITIVE, required=seg_num_default is None, default=seg_num_default,
-                   help="maximum number of segments per document M")
-    g.add_argument("--max_bsize", type=POSITIVE, default=max_bsize_default,
-                   help="segment budget per forward pass (positives' segments in training)")
+    g.add_argument(
+        "--max_seg_length",
+        type=POSITIVE,
+        required=seg_length_default is None,
+        default=seg_length_default,
+        help="segment row budget Lraw in tokens; content per segment is Lraw-12 (Lraw-2 when max_seg_num=1)",
+    )
+    g.add_argument(
+        "--max_seg_num",
+        type=POSITIVE,
+        required=seg_num_default is None,
+        default=seg_num_default,
+        help="maximum number of segments per document M",
+    )
+    g.add_argument(
+        "--max_bsize",
+        type=POSITIVE,
+        default=max_bsize_default,
+        help="segment budget per forward pass (positives' segments in training)",
+    )
     return g
 
 
 def add_runtime_args(parser):
     g = parser.add_argument_group("runtime")
     g.add_argument("--no_cuda", action="store_true", help="run on CPU even when a GPU is visible")
-    g.add_argument("--fp16", action="store_true",
-                   help="float16 autocast (+ GradScaler in training) on a GPU; on CPU: warn once, run fp32")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast on a GPU; on CPU: warn once, run fp32")
+    g.add_argument(
+        "--fp16",
+        action="store_true",
+        help="float16 autocast (+ GradScaler in training) on a GPU; on CPU: warn once, run fp32",
+    )
+    g.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast on a GPU; on CPU: warn once, run fp32"
+    )
     g.add_argument("--seed", type=int, default=42, help="seed of python, numpy and torch")
-    g.add_argument("--local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", -1)),
-                   help="set by older launchers; torchrun sets LOCAL_RANK instead")
+    g.add_argument(
+        "--local_rank",
+        type=int,
+        default=int(os.environ.get("LOCAL_RANK", -1)),
+        help="set by older launchers; torchrun sets LOCAL_RANK instead",
+    )
     return g
 
 
 def add_retrieval_args(parser, length_flag: str):
     g = parser.add_argument_group("retrieval")
-    g.add_argument("--faiss_gpus", type=int, nargs="*", default=None,
-                   help="GPU ids for the faiss index (several = sharded); none or no GPU: CPU search")
-    g.add_argument("--faiss_fp16", action="store_true", help="store the GPU index in float16 (half the memory)")
-    g.add_argument("--search_backend", choices=SEARCH_BACKENDS, default="auto",
-                   help="exact search by faiss or by torch matmul + top-k (same rankings); auto: faiss on GPU "
-                        "with faiss-gpu, else torch on the GPUs of --faiss_gpus, on CPU the faster one (torch)")
-    g.add_argument("--search_shards", type=POSITIVE, default=1,
-                   help="CPU only: search N row shards one at a time and merge (bounds index memory)")
-    g.add_argument("--output_dir", default=None,
-                   help=f"default ./data/evaluate/{{basename(model_path)}}-inf{{{length_flag}}}-{{max_seg_num}}")
-    g.add_argument("--overwrite_output_dir", action="store_true",
-                   help="an output folder holding another model's results is moved to a dated backup instead of "
-                        "refusing to start")
-    g.add_argument("--reuse_embeddings", action="store_true",
-                   help="require reusing the segment embeddings in the output folder (also a folder written by the "
-                        "original code); stop with an error instead of re-encoding when they do not match")
+    g.add_argument(
+        "--faiss_gpus",
+        type=int,
+        nargs="*",
+        default=None,
+        help="GPU ids for the faiss index (several = sharded); none or no GPU: CPU search",
+    )
+    g.add_argument(
+        "--faiss_fp16", action="store_true", help="store the GPU index in float16 (half the memory)"
+    )
+    g.add_argument(
+        "--search_backend",
+        choices=SEARCH_BACKENDS,
+        default="auto",
+        help="exact search by faiss or by torch matmul + top-k (same rankings); auto: faiss on GPU "
+        "with faiss-gpu, else torch on the GPUs of --faiss_gpus, on CPU the faster one (torch)",
+    )
+    g.add_argument(
+        "--search_shards",
+        type=POSITIVE,
+        default=1,
+        help="CPU only: search N row shards one at a time and merge (bounds index memory)",
+    )
+    g.add_argument(
+        "--output_dir",
+        default=None,
+        help=f"default ./data/evaluate/{{basename(model_path)}}-inf{{{length_flag}}}-{{max_seg_num}}",
+    )
+    g.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="an output folder holding another model's results is moved to a dated backup instead of "
+        "refusing to start",
+    )
+    g.add_argument(
+        "--reuse_embeddings",
+        action="store_true",
+        help="require reusing the segment embeddings in the output folder (also a folder written by the "
+        "original code); stop with an error instead of re-encoding when they do not match",
+    )
     return g
 
 
@@ -125,61 +182,121 @@ def add_train_args(p, *, model_class: bool = True):
     """Model, negatives, optimisation and output flags of every training script."""
     g = p.add_argument_group("model")
     if model_class:
-        g.add_argument("--model_class", default="SeDR", help="one of the registered model classes (README names)")
-    g.add_argument("--init_path", required=True, help="checkpoint to start from (STAR, or ./data/starlongformer)")
-    g.add_argument("--cache_size", type=POSITIVE, default=50, help="Late-Cache capacity in queries (cached classes)")
-    g.add_argument("--use_gradient_checkpointing", action="store_true",
-                   help="recompute each encoder layer in the backward pass (memory only, same numbers)")
+        g.add_argument(
+            "--model_class", default="SeDR", help="one of the registered model classes (README names)"
+        )
+    g.add_argument(
+        "--init_path", required=True, help="checkpoint to start from (STAR, or ./data/starlongformer)"
+    )
+    g.add_argument(
+        "--cache_size", type=POSITIVE, default=50, help="Late-Cache capacity in queries (cached classes)"
+    )
+    g.add_argument(
+        "--use_gradient_checkpointing",
+        action="store_true",
+        help="recompute each encoder layer in the backward pass (memory only, same numbers)",
+    )
     g = p.add_argument_group("negatives")
-    g.add_argument("--hardneg_path", required=True, help="hard_negative.json written by inference.py --gen_hardneg")
-    g.add_argument("--hardneg_topk", type=POSITIVE, default=200,
-                   help="sample hard negatives from the first k entries of each list")
-    g.add_argument("--negatives_x_device", action="store_true",
-                   help="under torchrun, score each rank's queries against the positives and hard negatives of "
-                        "all ranks (off: each rank's micro-batch alone, the paper's per-GPU semantics)")
+    g.add_argument(
+        "--hardneg_path", required=True, help="hard_negative.json written by inference.py --gen_hardneg"
+    )
+    g.add_argument(
+        "--hardneg_topk",
+        type=POSITIVE,
+        default=200,
+        help="sample hard negatives from the first k entries of each list",
+    )
+    g.add_argument(
+        "--negatives_x_device",
+        action="store_true",
+        help="under torchrun, score each rank's queries against the positives and hard negatives of "
+        "all ranks (off: each rank's micro-batch alone, the paper's per-GPU semantics)",
+    )
     g = p.add_argument_group("optimisation (docs/training.md#optimizer)")
     g.add_argument("--optimizer_str", choices=["lamb", "adamw"], default="lamb", help="optimizer")
     g.add_argument("--learning_rate", type=POSITIVE_FLOAT, default=1e-4, help="peak learning rate")
-    g.add_argument("--weight_decay", type=number(float, 0), default=0.01,
-                   help="decay of every parameter whose name has neither 'bias' nor 'LayerNorm.weight'")
+    g.add_argument(
+        "--weight_decay",
+        type=number(float, 0),
+        default=0.01,
+        help="decay of every parameter whose name has neither 'bias' nor 'LayerNorm.weight'",
+    )
     g.add_argument("--adam_beta1", type=number(float, 0, 1), default=0.9, help="AdamW beta1 (LAMB uses 0.9)")
-    g.add_argument("--adam_beta2", type=number(float, 0, 1), default=0.999, help="AdamW beta2 (LAMB uses 0.999)")
+    g.add_argument(
+        "--adam_beta2", type=number(float, 0, 1), default=0.999, help="AdamW beta2 (LAMB uses 0.999)"
+    )
     g.add_argument("--adam_epsilon", type=POSITIVE_FLOAT, default=1e-8, help="epsilon of both optimizers")
-    g.add_argument("--max_grad_norm", type=number(float, 0, low_open=True, allow=(-1,)), default=1.0, help="clipping threshold; -1 disables clipping")
-    g.add_argument("--gradient_accumulation_steps", type=POSITIVE, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--num_train_epochs", type=POSITIVE, default=25,
-                   help="epochs of the LR schedule's horizon, and epochs run unless --epochs_to_run is set")
-    g.add_argument("--epochs_to_run", type=POSITIVE, default=None,
-                   help="stop after this many epochs with the schedule of --num_train_epochs (README evaluates epoch 4)")
-    g.add_argument("--warmup_steps", type=NON_NEGATIVE, default=1000, help="linear warm-up, in optimizer steps")
+    g.add_argument(
+        "--max_grad_norm",
+        type=number(float, 0, low_open=True, allow=(-1,)),
+        default=1.0,
+        help="clipping threshold; -1 disables clipping",
+    )
+    g.add_argument(
+        "--gradient_accumulation_steps", type=POSITIVE, default=1, help="micro-batches per optimizer step"
+    )
+    g.add_argument(
+        "--num_train_epochs",
+        type=POSITIVE,
+        default=25,
+        help="epochs of the LR schedule's horizon, and epochs run unless --epochs_to_run is set",
+    )
+    g.add_argument(
+        "--epochs_to_run",
+        type=POSITIVE,
+        default=None,
+        help="stop after this many epochs with the schedule of --num_train_epochs (README evaluates epoch 4)",
+    )
+    g.add_argument(
+        "--warmup_steps", type=NON_NEGATIVE, default=1000, help="linear warm-up, in optimizer steps"
+    )
     g = p.add_argument_group("output")
-    g.add_argument("--output_dir", default="./data/models",
-                   help="checkpoints go to OUTPUT_DIR/epoch-{e}-{max_seg_length}-{max_seg_num}-{max_bsize}-{class}{postfix}")
+    g.add_argument(
+        "--output_dir",
+        default="./data/models",
+        help="checkpoints go to OUTPUT_DIR/epoch-{e}-{max_seg_length}-{max_seg_num}-{max_bsize}-{class}{postfix}",
+    )
     g.add_argument("--postfix", default="", help="appended to checkpoint folder names")
     g.add_argument("--logging_dir", default="./data/log", help="TensorBoard event files")
     g.add_argument("--logging_steps", type=POSITIVE, default=200, help="log every N micro-steps")
-    g.add_argument("--overwrite_output_dir", action="store_true",
-                   help="replace existing checkpoint folders of this run instead of refusing to start")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from the newest epoch checkpoint of this run (optimizer, scheduler, RNG, Late-Cache)")
+    g.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="replace existing checkpoint folders of this run instead of refusing to start",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest epoch checkpoint of this run (optimizer, scheduler, RNG, Late-Cache)",
+    )
     return p
 
 
 def build_inference_parser() -> argparse.ArgumentParser:
-    p = _parser("Encode every segment, search with faiss, rank documents by their best segment, evaluate (docs/retrieval.md).")
+    p = _parser(
+        "Encode every segment, search with faiss, rank documents by their best segment, evaluate (docs/retrieval.md)."
+    )
     add_data_args(p, query_length_default=32)
     add_segment_args(p, seg_length_default=512, seg_num_default=4, max_bsize_default=100)
     g = p.add_argument_group("model")
     g.add_argument("--model_path", required=True, help="checkpoint folder")
-    g.add_argument("--model_class", default=None,
-                   help="model class; default: the class recorded in the checkpoint, else SeDR")
+    g.add_argument(
+        "--model_class",
+        default=None,
+        help="model class; default: the class recorded in the checkpoint, else SeDR",
+    )
     g.add_argument("--eval_batch_size", type=POSITIVE, default=32, help="queries per encoding/search batch")
     g = add_retrieval_args(p, "max_seg_length")
-    g.add_argument("--gen_hardneg", action="store_true",
-                   help="also write hard negatives of every training query to --hardneg_path")
+    g.add_argument(
+        "--gen_hardneg",
+        action="store_true",
+        help="also write hard negatives of every training query to --hardneg_path",
+    )
     g.add_argument("--hardneg_path", default="./data/hard_negative.json", help="where --gen_hardneg writes")
     g.add_argument("--num_shards", type=POSITIVE, default=1, help="encode only shard --shard_id of this many")
-    g.add_argument("--shard_id", type=NON_NEGATIVE, default=0, help="which contiguous document range to encode")
+    g.add_argument(
+        "--shard_id", type=NON_NEGATIVE, default=0, help="which contiguous document range to encode"
+    )
     add_runtime_args(p)
     return p
 
@@ -192,35 +309,74 @@ def build_adore_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_save_dir", required=True, help="where improved checkpoints are saved")
     g.add_argument("--log_dir", required=True, help="TensorBoard event files")
     g.add_argument("--preprocess_dir", required=True, help="folder written by SeDR_preprocess.py")
-    g.add_argument("--max_seq_length", type=QUERY_LENGTH, default=64, help="query tokens in training and evaluation")
-    g.add_argument("--metric_cut", type=POSITIVE, default=200, help="unique retrieved documents used per query")
+    g.add_argument(
+        "--max_seq_length", type=QUERY_LENGTH, default=64, help="query tokens in training and evaluation"
+    )
+    g.add_argument(
+        "--metric_cut", type=POSITIVE, default=200, help="unique retrieved documents used per query"
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--per_gpu_batch_size", type=POSITIVE, default=32, help="queries per step")
-    g.add_argument("--gradient_accumulation_steps", type=POSITIVE, default=1, help="micro-batches per optimizer step")
+    g.add_argument(
+        "--gradient_accumulation_steps", type=POSITIVE, default=1, help="micro-batches per optimizer step"
+    )
     g.add_argument("--learning_rate", type=POSITIVE_FLOAT, default=5e-6, help="peak learning rate (AdamW)")
-    g.add_argument("--adore_optimizer", choices=["original", "torch_adamw"], default="original",
-                   help="original: transformers 4.x AdamW as the original ran it (decay after the step, on the "
-                        "updated weights); torch_adamw: torch.optim.AdamW")
-    g.add_argument("--weight_decay", type=number(float, 0), default=0.01, help="weight decay (no bias / LayerNorm.weight)")
+    g.add_argument(
+        "--adore_optimizer",
+        choices=["original", "torch_adamw"],
+        default="original",
+        help="original: transformers 4.x AdamW as the original ran it (decay after the step, on the "
+        "updated weights); torch_adamw: torch.optim.AdamW",
+    )
+    g.add_argument(
+        "--weight_decay",
+        type=number(float, 0),
+        default=0.01,
+        help="weight decay (no bias / LayerNorm.weight)",
+    )
     g.add_argument("--adam_epsilon", type=POSITIVE_FLOAT, default=1e-8, help="AdamW epsilon")
-    g.add_argument("--max_grad_norm", type=number(float, 0, low_open=True, allow=(-1,)), default=1.0, help="clipping threshold")
-    g.add_argument("--warmup_steps", type=NON_NEGATIVE, default=2000, help="linear warm-up, in optimizer steps")
+    g.add_argument(
+        "--max_grad_norm",
+        type=number(float, 0, low_open=True, allow=(-1,)),
+        default=1.0,
+        help="clipping threshold",
+    )
+    g.add_argument(
+        "--warmup_steps", type=NON_NEGATIVE, default=2000, help="linear warm-up, in optimizer steps"
+    )
     g.add_argument("--num_train_epochs", type=POSITIVE, default=6, help="epochs")
-    g.add_argument("--save_steps", type=POSITIVE, default=3000, help="evaluate (and save if better) every N optimizer steps")
+    g.add_argument(
+        "--save_steps",
+        type=POSITIVE,
+        default=3000,
+        help="evaluate (and save if better) every N optimizer steps",
+    )
     g.add_argument("--logging_steps", type=POSITIVE, default=1000, help="log every N optimizer steps")
     g = p.add_argument_group("devices")
-    g.add_argument("--model_gpu_index", type=NON_NEGATIVE, default=0, help="GPU of the query encoder (CPU if none)")
+    g.add_argument(
+        "--model_gpu_index", type=NON_NEGATIVE, default=0, help="GPU of the query encoder (CPU if none)"
+    )
     g.add_argument("--faiss_gpu_index", type=int, nargs="*", default=[], help="GPU ids of the faiss index")
     g.add_argument("--faiss_omp_num_threads", type=POSITIVE, default=32, help="faiss CPU threads")
-    g.add_argument("--search_backend", choices=SEARCH_BACKENDS, default="auto",
-                   help="faiss or torch exact search (as inference.py); auto: faiss with faiss-gpu, else torch")
+    g.add_argument(
+        "--search_backend",
+        choices=SEARCH_BACKENDS,
+        default="auto",
+        help="faiss or torch exact search (as inference.py); auto: faiss with faiss-gpu, else torch",
+    )
     g.add_argument("--no_cuda", action="store_true", help="run on CPU even when a GPU is visible")
     g.add_argument("--seed", type=int, default=42, help="seed")
     g = p.add_argument_group("output")
-    g.add_argument("--overwrite_output_dir", action="store_true",
-                   help="move this run's earlier checkpoints in --model_save_dir to a dated backup and start over")
-    g.add_argument("--resume", action="store_true",
-                   help="continue this run from its last completed epoch (state kept in --model_save_dir)")
+    g.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="move this run's earlier checkpoints in --model_save_dir to a dated backup and start over",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue this run from its last completed epoch (state kept in --model_save_dir)",
+    )
     return p
 
 
@@ -234,18 +390,24 @@ def _validate_common(args) -> None:
     if "max_seg_length" in args:
         reserve = MULTI_SEGMENT_RESERVE if args.max_seg_num > 1 else SINGLE_SEGMENT_RESERVE
         if args.max_seg_length <= reserve:
-            raise _flag_error(f"--max_seg_length {args.max_seg_length} leaves no content tokens with "
-                              f"--max_seg_num {args.max_seg_num} ({reserve} tokens are reserved); use at least "
-                              f"{reserve + 1}")
+            raise _flag_error(
+                f"--max_seg_length {args.max_seg_length} leaves no content tokens with "
+                f"--max_seg_num {args.max_seg_num} ({reserve} tokens are reserved); use at least "
+                f"{reserve + 1}"
+            )
     if "max_doc_length" in args and args.max_doc_length <= SINGLE_SEGMENT_RESERVE:
-        raise _flag_error(f"--max_doc_length must be >= {SINGLE_SEGMENT_RESERVE + 1} (CLS and EOS are reserved)")
+        raise _flag_error(
+            f"--max_doc_length must be >= {SINGLE_SEGMENT_RESERVE + 1} (CLS and EOS are reserved)"
+        )
 
 
 def validate_train_args(args) -> None:
     """Cross-flag checks; each error says how to fix the command."""
     _validate_common(args)
     if args.epochs_to_run is not None and args.epochs_to_run > args.num_train_epochs:
-        raise _flag_error(f"--epochs_to_run {args.epochs_to_run} exceeds --num_train_epochs {args.num_train_epochs}")
+        raise _flag_error(
+            f"--epochs_to_run {args.epochs_to_run} exceeds --num_train_epochs {args.num_train_epochs}"
+        )
     if args.resume and args.overwrite_output_dir:
         raise _flag_error("--resume and --overwrite_output_dir are exclusive")
 
@@ -261,21 +423,38 @@ def validate_adore_args(args) -> None:
         raise _flag_error("--resume and --overwrite_output_dir are exclusive")
 
 
-def add_document_args(parser, *, doc_length_default: int | None, seg_num_default: int | None,
-                      max_bsize_default: int):
+def add_document_args(
+    parser, *, doc_length_default: int | None, seg_num_default: int | None, max_bsize_default: int
+):
     """SeDR-Longformer's row flags: one ``max_doc_length`` row per document, ``M`` global CLS (docs/longformer.md#longformer-rows)."""
     g = parser.add_argument_group("documents (docs/longformer.md)")
-    g.add_argument("--max_doc_length", type=POSITIVE, required=doc_length_default is None, default=doc_length_default,
-                   help="document row length, CLS and EOS included (README 2048; content = max_doc_length-2)")
-    g.add_argument("--max_seg_num", type=POSITIVE, required=seg_num_default is None, default=seg_num_default,
-                   help="global CLS positions 0, 512, ... = vectors per document")
-    g.add_argument("--max_bsize", type=POSITIVE, default=max_bsize_default,
-                   help="documents per forward pass (positives in training)")
+    g.add_argument(
+        "--max_doc_length",
+        type=POSITIVE,
+        required=doc_length_default is None,
+        default=doc_length_default,
+        help="document row length, CLS and EOS included (README 2048; content = max_doc_length-2)",
+    )
+    g.add_argument(
+        "--max_seg_num",
+        type=POSITIVE,
+        required=seg_num_default is None,
+        default=seg_num_default,
+        help="global CLS positions 0, 512, ... = vectors per document",
+    )
+    g.add_argument(
+        "--max_bsize",
+        type=POSITIVE,
+        default=max_bsize_default,
+        help="documents per forward pass (positives in training)",
+    )
     return g
 
 
 def build_longformer_train_parser() -> argparse.ArgumentParser:
-    p = _parser("Train SeDR-Longformer (docs/longformer.md#longformer-training): the SeDR loop over one 2048-token row per document.")
+    p = _parser(
+        "Train SeDR-Longformer (docs/longformer.md#longformer-training): the SeDR loop over one 2048-token row per document."
+    )
     add_data_args(p)
     add_document_args(p, doc_length_default=None, seg_num_default=None, max_bsize_default=512)
     add_train_args(p, model_class=False)
@@ -284,7 +463,9 @@ def build_longformer_train_parser() -> argparse.ArgumentParser:
 
 
 def build_longformer_inference_parser() -> argparse.ArgumentParser:
-    p = _parser("Encode SeDR-Longformer document vectors, search, evaluate (docs/longformer.md#longformer-rows-per-document).")
+    p = _parser(
+        "Encode SeDR-Longformer document vectors, search, evaluate (docs/longformer.md#longformer-rows-per-document)."
+    )
     add_data_args(p, query_length_default=32)
     add_document_args(p, doc_length_default=512, seg_num_default=4, max_bsize_default=50)
     g = p.add_argument_group("model")

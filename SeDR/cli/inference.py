@@ -75,20 +75,32 @@ def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
     results = [p for g in RESULT_GLOBS for p in out_dir.glob(g)]
     if record is None and embedding_files.foreign_embeddings(out_dir):
         if args.reuse_embeddings:
-            embedding_files.check_rows_per_document(out_dir, model_dim=identity["dim"], expected_rows=expected_rows)
-            logger.info("--reuse_embeddings: using the embeddings of %s (no record of ours; sizes and rows per "
-                        "document checked against this model and corpus)", out_dir)
+            embedding_files.check_rows_per_document(
+                out_dir, model_dim=identity["dim"], expected_rows=expected_rows
+            )
+            logger.info(
+                "--reuse_embeddings: using the embeddings of %s (no record of ours; sizes and rows per "
+                "document checked against this model and corpus)",
+                out_dir,
+            )
             return True
-        raise OutputError(f"{out_dir} holds segment embeddings written by another program (no {out_dir.name}"
-                          "/passages-meta.json); pass --reuse_embeddings to use them, or --output_dir")
+        raise OutputError(
+            f"{out_dir} holds segment embeddings written by another program (no {out_dir.name}"
+            "/passages-meta.json); pass --reuse_embeddings to use them, or --output_dir"
+        )
     if record is None and results:
-        stored = json.loads((out_dir / "metrics.json").read_text()).get("model", {}) if (
-            out_dir / "metrics.json").exists() else {}
+        stored = (
+            json.loads((out_dir / "metrics.json").read_text()).get("model", {})
+            if (out_dir / "metrics.json").exists()
+            else {}
+        )
     other = {k: (stored.get(k), identity[k]) for k in OWNER_KEYS if stored and stored.get(k) != identity[k]}
     if other or (results and not stored):
         if args.reuse_embeddings or not args.overwrite_output_dir:
-            raise OutputError(f"{out_dir} holds the results of another model ({other or 'unrecorded'}); pass "
-                              "--output_dir for a new folder, or --overwrite_output_dir to move it to a dated backup")
+            raise OutputError(
+                f"{out_dir} holds the results of another model ({other or 'unrecorded'}); pass "
+                "--output_dir for a new folder, or --overwrite_output_dir to move it to a dated backup"
+            )
         backup = backup_name(out_dir)
         out_dir.rename(backup)
         logger.warning("--overwrite_output_dir: moved the earlier results in %s to %s", out_dir, backup)
@@ -113,8 +125,19 @@ def set_aside_results(out_dir: Path) -> None:
         logger.info("the previous result files of %s are kept in %s", out_dir, backup)
 
 
-def encode_documents(model, passages, spec, args, device, precision, out_dir: Path, info: dict,
-                     shard_id: int = 0, num_shards: int = 1, merge: bool = True) -> bool:
+def encode_documents(
+    model,
+    passages,
+    spec,
+    args,
+    device,
+    precision,
+    out_dir: Path,
+    info: dict,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    merge: bool = True,
+) -> bool:
     """Encode this process's documents; returns True when the full ``passages`` files are complete.
 
     With shards, ``merge`` joins them once all are complete (job arrays: whichever shard finishes last).
@@ -127,10 +150,16 @@ def encode_documents(model, passages, spec, args, device, precision, out_dir: Pa
         logger.info("shard %d/%d already encoded", shard_id, num_shards)
     else:
         t0 = time.time()
-        with embedding_files.SegmentEmbeddingWriter(out_dir, model.embedding_dim, prefix, info=info) as writer:
-            for vecs, doc_ids in encode_corpus(model, passages, spec, args.max_bsize, device, precision, start, end):
+        with embedding_files.SegmentEmbeddingWriter(
+            out_dir, model.embedding_dim, prefix, info=info
+        ) as writer:
+            for vecs, doc_ids in encode_corpus(
+                model, passages, spec, args.max_bsize, device, precision, start, end
+            ):
                 writer.append(vecs, doc_ids)
-        logger.info("encoded documents %d..%d into %s/%s in %.1fs", start, end - 1, out_dir, prefix, time.time() - t0)
+        logger.info(
+            "encoded documents %d..%d into %s/%s in %.1fs", start, end - 1, out_dir, prefix, time.time() - t0
+        )
     return num_shards == 1 or (merge and merge_shards(out_dir, num_shards, info))
 
 
@@ -155,14 +184,23 @@ def backup_existing(path: Path) -> None:
         logger.warning("%s exists; the previous version is kept as %s", path, backup)
 
 
-def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device, precision,
-                        identity: dict | None = None) -> Evaluation:
+def search_and_evaluate(
+    model, out_dir: Path, preprocess_dir: Path, args, device, precision, identity: dict | None = None
+) -> Evaluation:
     """Index the vectors in ``out_dir``, rank every split's queries, evaluate; with ``--gen_hardneg``
     also write the hard negatives of every training query. ``identity`` goes into ``metrics.json``."""
-    emb = (embedding_files.load_segment_embeddings(out_dir) if not embedding_files.foreign_embeddings(out_dir)
-           else embedding_files.load_segment_embeddings(out_dir, legacy_dim=model.embedding_dim))
-    index = exact_search.build_index(emb.vectors, args.faiss_gpus, fp16=args.faiss_fp16, backend=args.search_backend,
-                                search_shards=args.search_shards)
+    emb = (
+        embedding_files.load_segment_embeddings(out_dir)
+        if not embedding_files.foreign_embeddings(out_dir)
+        else embedding_files.load_segment_embeddings(out_dir, legacy_dim=model.embedding_dim)
+    )
+    index = exact_search.build_index(
+        emb.vectors,
+        args.faiss_gpus,
+        fp16=args.faiss_fp16,
+        backend=args.search_backend,
+        search_shards=args.search_shards,
+    )
     rankings = {}
     for split, k_docs in EVAL_DOCS_KEPT.items():
         if not (preprocess_dir / f"{split}-query_meta").exists():
@@ -171,7 +209,9 @@ def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device
         qcache = preprocess_folder.queries(preprocess_dir, split)
         qvecs = encode_queries(model, qcache, args.max_query_length, args.eval_batch_size, device, precision)
         rankings[split] = retrieve_documents(index, emb.doc_ids, qvecs, range(len(qcache)), k_docs)
-    evaluation = evaluate_rankings(rankings, preprocess_dir, out_dir, run_tag=out_dir.name, model_record=identity)
+    evaluation = evaluate_rankings(
+        rankings, preprocess_dir, out_dir, run_tag=out_dir.name, model_record=identity
+    )
     print(format_results_table(evaluation.metrics))
 
     if getattr(args, "gen_hardneg", False):
@@ -183,26 +223,49 @@ def search_and_evaluate(model, out_dir: Path, preprocess_dir: Path, args, device
         path = Path(args.hardneg_path)
         backup_existing(path)
         hard_negatives.write_hard_negatives(path, hard)
-        logger.info("wrote hard negatives of %d training queries to %s (%d with fewer than %d)",
-                    len(hard), path, short, HARDNEG_LIST_LENGTH)
+        logger.info(
+            "wrote hard negatives of %d training queries to %s (%d with fewer than %d)",
+            len(hard),
+            path,
+            short,
+            HARDNEG_LIST_LENGTH,
+        )
     return evaluation
 
 
-def _inference(args, model, spec, seg_length: int, device, precision, shard_id=0, num_shards=1, rank=0,
-               world_size=1) -> Evaluation | None:
+def _inference(
+    args, model, spec, seg_length: int, device, precision, shard_id=0, num_shards=1, rank=0, world_size=1
+) -> Evaluation | None:
     """Encode (this process's shard), then search and evaluate: the body of both inference scripts."""
     check_tokenizer_record(args.preprocess_dir, model, args.model_path)  # also guards --gen_hardneg
     model.to(device).eval()
-    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model_path, seg_length,
-                                                                                args.max_seg_num)
+    out_dir = (
+        Path(args.output_dir)
+        if args.output_dir
+        else default_output_dir(args.model_path, seg_length, args.max_seg_num)
+    )
     preprocess_dir = Path(args.preprocess_dir)
     passages = preprocess_folder.passages(preprocess_dir)
-    identity = {"model_path": str(Path(args.model_path).resolve()), "model_class": model.model_class_name,
-                "model_fingerprint": model_fingerprint(args.model_path), "seg_length": seg_length,
-                "max_seg_num": args.max_seg_num, "content_len": spec.content_len, "dim": model.embedding_dim,
-                "preprocess_fingerprint": preprocess_folder.preprocess_fingerprint(preprocess_dir), "num_docs": len(passages)}
-    logger.info("model %s (%s), %d documents, L=%d M=%d -> %s", args.model_path, model.model_class_name,
-                len(passages), spec.content_len, args.max_seg_num, out_dir)
+    identity = {
+        "model_path": str(Path(args.model_path).resolve()),
+        "model_class": model.model_class_name,
+        "model_fingerprint": model_fingerprint(args.model_path),
+        "seg_length": seg_length,
+        "max_seg_num": args.max_seg_num,
+        "content_len": spec.content_len,
+        "dim": model.embedding_dim,
+        "preprocess_fingerprint": preprocess_folder.preprocess_fingerprint(preprocess_dir),
+        "num_docs": len(passages),
+    }
+    logger.info(
+        "model %s (%s), %d documents, L=%d M=%d -> %s",
+        args.model_path,
+        model.model_class_name,
+        len(passages),
+        spec.content_len,
+        args.max_seg_num,
+        out_dir,
+    )
     rows = model.rows_per_document(torch.as_tensor(corpus_segment_counts(passages, spec))).numpy()
     start_distributed(device, world_size)
     owner = rank == 0 and (world_size > 1 or num_shards == 1)  # job-array shards share the folder
@@ -213,9 +276,22 @@ def _inference(args, model, spec, seg_length: int, device, precision, shard_id=0
         if world_size > 1:
             dist.broadcast_object_list(reuse)  # the other ranks wait until rank 0 has settled the folder
         if not reuse[0]:
-            ensure_writable(out_dir, int(rows.sum()) * (model.embedding_dim + 1) * 4, "the segment embeddings")
-        complete = reuse[0] or encode_documents(model, passages, spec, args, device, precision, out_dir, identity,
-                                                shard_id, num_shards, merge=world_size == 1)
+            ensure_writable(
+                out_dir, int(rows.sum()) * (model.embedding_dim + 1) * 4, "the segment embeddings"
+            )
+        complete = reuse[0] or encode_documents(
+            model,
+            passages,
+            spec,
+            args,
+            device,
+            precision,
+            out_dir,
+            identity,
+            shard_id,
+            num_shards,
+            merge=world_size == 1,
+        )
         if world_size > 1:
             dist.barrier()  # every rank's shard is written; rank 0 joins them
             complete = complete or (rank == 0 and merge_shards(out_dir, num_shards, identity))
@@ -223,8 +299,11 @@ def _inference(args, model, spec, seg_length: int, device, precision, shard_id=0
             if rank != 0:
                 return None
         if not complete:
-            logger.info("shard %d of %d done; run the other shards, then any shard again to merge and evaluate",
-                        shard_id, num_shards)
+            logger.info(
+                "shard %d of %d done; run the other shards, then any shard again to merge and evaluate",
+                shard_id,
+                num_shards,
+            )
             return None
         if not reuse[0]:
             set_aside_results(out_dir)
@@ -248,8 +327,9 @@ def run_inference(argv=None) -> Evaluation | None:
     model = load_model(args.model_path, model_class=args.model_class, max_seg_num=args.max_seg_num)
     spec = SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=model.extra_content_reserve)
     shard_id, num_shards = (rank, world_size) if world_size > 1 else (args.shard_id, args.num_shards)
-    return _inference(args, model, spec, args.max_seg_length, device, precision, shard_id, num_shards, rank,
-                      world_size)
+    return _inference(
+        args, model, spec, args.max_seg_length, device, precision, shard_id, num_shards, rank, world_size
+    )
 
 
 def run_longformer_inference(argv=None) -> Evaluation:
@@ -261,4 +341,6 @@ def run_longformer_inference(argv=None) -> Evaluation:
     precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
     model = load_longformer(args.model_path, max_seg_num=args.max_seg_num)
     check_doc_length(model, args.max_doc_length, args.model_path)
-    return _inference(args, model, SegmentSpec(args.max_doc_length, 1), args.max_doc_length, device, precision)
+    return _inference(
+        args, model, SegmentSpec(args.max_doc_length, 1), args.max_doc_length, device, precision
+    )

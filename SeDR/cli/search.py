@@ -15,17 +15,24 @@ from SeDR.core.runtime import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m SeDR.search", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-               description="Search an index folder written by `python -m SeDR.index`; prints rank, id, score, the "
-                           "best segment and its first words.")
+    p = Parser(
+        prog="python -m SeDR.search",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Search an index folder written by `python -m SeDR.index`; prints rank, id, score, the "
+        "best segment and its first words.",
+    )
     p.add_argument("model", metavar="MODEL", help="the checkpoint that built the index")
     p.add_argument("index", metavar="INDEX", help="index folder")
     p.add_argument("queries", metavar="QUERY", nargs="+", help="one or more queries")
     p.add_argument("--k", type=POSITIVE, default=10, help="documents listed per query")
     p.add_argument("--words", type=POSITIVE, default=12, help="words of the best segment shown")
     p.add_argument("--faiss_gpus", type=int, nargs="*", default=None, help="GPU ids of the search index")
-    p.add_argument("--search_backend", choices=SEARCH_BACKENDS, default="auto",
-                   help="exact search by faiss or by torch (same rankings); auto as SeDR/inference.py")
+    p.add_argument(
+        "--search_backend",
+        choices=SEARCH_BACKENDS,
+        default="auto",
+        help="exact search by faiss or by torch (same rankings); auto as SeDR/inference.py",
+    )
     add_retriever_args(p, segments=False)  # the segment shape is the index's
     return p
 
@@ -44,11 +51,17 @@ def main(argv: list[str] | None = None) -> list[list[Hit]]:
     args = build_parser().parse_args(argv)
     setup_logging()
     info = read_index_info(args.index)
-    retriever = retriever_from_args(args, args.model, model_class=args.model_class or info.get("model_class"),
-                                    max_seg_length=info.get("seg_length"), max_seg_num=info.get("max_seg_num"))
+    retriever = retriever_from_args(
+        args,
+        args.model,
+        model_class=args.model_class or info.get("model_class"),
+        max_seg_length=info.get("seg_length"),
+        max_seg_num=info.get("max_seg_num"),
+    )
     index = retriever.load_index(args.index)
-    results = retriever.search(index, args.queries, k=args.k, faiss_gpus=args.faiss_gpus,
-                               search_backend=args.search_backend)
+    results = retriever.search(
+        index, args.queries, k=args.k, faiss_gpus=args.faiss_gpus, search_backend=args.search_backend
+    )
     for query, hits in zip(args.queries, results):
         texts = [retriever.segment_text(index, h.doc_id, h.best_segment) for h in hits]
         print(format_hits(query, hits, texts, args.words) + "\n")

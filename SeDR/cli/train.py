@@ -40,7 +40,9 @@ def _train(args, build, trainer_cls, spec_of) -> Trainer:
     rank, local_rank, world_size = env_rank()
     setup_logging(rank)
     if not Path(args.hardneg_path).is_file():
-        raise MissingInputError(args.hardneg_path, "generate it with `python SeDR/inference.py ... --gen_hardneg`")
+        raise MissingInputError(
+            args.hardneg_path, "generate it with `python SeDR/inference.py ... --gen_hardneg`"
+        )
     # Recorded in training_args.json beside the flags, and fixed on --resume.
     args.preprocess_fingerprint = preprocess_folder.preprocess_fingerprint(args.preprocess_dir)
     args.hardneg_fingerprint = fingerprint([Path(args.hardneg_path)])
@@ -54,8 +56,9 @@ def _train(args, build, trainer_cls, spec_of) -> Trainer:
         model = build()
         train_data = load_train_data(args.preprocess_dir, args.hardneg_path, spec_of(model))
         warn_if_positives_in_hard_negatives(train_data)
-        trainer = trainer_cls(args, model.to(device), train_data, device, precision, rank=rank,
-                              world_size=world_size)
+        trainer = trainer_cls(
+            args, model.to(device), train_data, device, precision, rank=rank, world_size=world_size
+        )
         if rank == 0:
             trainer.check_space()
         trainer.train()
@@ -73,13 +76,22 @@ def run_training(argv=None) -> Trainer:
     get_model_class(args.model_class)  # unknown names fail here, with the valid ones listed
 
     def build():
-        model = build_model(args.model_class, args.init_path, max_seg_num=args.max_seg_num,
-                            cache_size=args.cache_size, gradient_checkpointing=args.use_gradient_checkpointing)
+        model = build_model(
+            args.model_class,
+            args.init_path,
+            max_seg_num=args.max_seg_num,
+            cache_size=args.cache_size,
+            gradient_checkpointing=args.use_gradient_checkpointing,
+        )
         check_tokenizer_record(args.preprocess_dir, model, args.init_path)
         return model
 
-    return _train(args, build, Trainer,
-                  lambda m: SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=m.extra_content_reserve))
+    return _train(
+        args,
+        build,
+        Trainer,
+        lambda m: SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=m.extra_content_reserve),
+    )
 
 
 def run_longformer_training(argv=None) -> Trainer:
@@ -89,8 +101,12 @@ def run_longformer_training(argv=None) -> Trainer:
     flags.validate_train_args(args)
 
     def build():
-        model = build_longformer(args.init_path, max_seg_num=args.max_seg_num, cache_size=args.cache_size,
-                                 gradient_checkpointing=args.use_gradient_checkpointing)
+        model = build_longformer(
+            args.init_path,
+            max_seg_num=args.max_seg_num,
+            cache_size=args.cache_size,
+            gradient_checkpointing=args.use_gradient_checkpointing,
+        )
         check_doc_length(model, args.max_doc_length, args.init_path)
         check_tokenizer_record(args.preprocess_dir, model, args.init_path)
         return model

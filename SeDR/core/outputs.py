@@ -40,8 +40,10 @@ def writing(path):
     except RuntimeError as err:
         if "iostream" not in str(err) and "write" not in str(err).lower():
             raise
-        raise OutputError(f"could not write {path} ({err}); {free_bytes(Path(path).parent) / 2**30:.1f} GiB free "
-                          "on that device; earlier outputs are intact") from None
+        raise OutputError(
+            f"could not write {path} ({err}); {free_bytes(Path(path).parent) / 2**30:.1f} GiB free "
+            "on that device; earlier outputs are intact"
+        ) from None
 
 
 def atomic_write(path: str | Path, write: Callable, binary: bool = True) -> None:
@@ -120,11 +122,15 @@ def ensure_writable(folder, need_bytes: int = 0, what: str = "the outputs") -> P
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise OutputError(f"cannot write into {folder}: {err.strerror or err}; choose another folder") from None
+        raise OutputError(
+            f"cannot write into {folder}: {err.strerror or err}; choose another folder"
+        ) from None
     free = free_bytes(folder)
     if need_bytes > free:
-        raise OutputError(f"only {free / 2**30:.2f} GiB free on the device of {folder}; {what}: about "
-                          f"{need_bytes / 2**30:.2f} GiB needed; free space or choose another folder")
+        raise OutputError(
+            f"only {free / 2**30:.2f} GiB free on the device of {folder}; {what}: about "
+            f"{need_bytes / 2**30:.2f} GiB needed; free space or choose another folder"
+        )
     return folder
 
 
@@ -164,7 +170,11 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -187,9 +197,11 @@ class RunLock:
             logger.info("removing the stale lock %s of process %d, which is gone", self.path, pid)
             self.path.unlink(missing_ok=True)
             return
-        raise OutputError(f"{self.path.parent} is being written by process {pid} on {host} since "
-                          f"{other.get('started')} (lock {self.path}); wait for it to finish, or delete the lock "
-                          "file if that process is gone")
+        raise OutputError(
+            f"{self.path.parent} is being written by process {pid} on {host} since "
+            f"{other.get('started')} (lock {self.path}); wait for it to finish, or delete the lock "
+            "file if that process is gone"
+        )
 
     def release(self) -> None:
         if self.held:
@@ -204,13 +216,19 @@ class RunLock:
 
 
 # Facts recorded beside the flags in training_args.json (what the run really read).
-RECORDED_FACTS = {"preprocess_fingerprint": "content of --preprocess_dir", "hardneg_fingerprint":
-                  "content of --hardneg_path", "world_size": "number of processes"}
+RECORDED_FACTS = {
+    "preprocess_fingerprint": "content of --preprocess_dir",
+    "hardneg_fingerprint": "content of --hardneg_path",
+    "world_size": "number of processes",
+}
 
 
 def flag_changes(saved: dict, args, resumable) -> list[str]:
     """``--flag: saved X, now Y`` for every fixed flag (or recorded fact) that differs from the saved run's."""
     now = json.loads(json.dumps(vars(args), default=str))  # the types a JSON record holds
     keys = sorted(set(saved) - set(resumable))
-    return [f"{RECORDED_FACTS.get(k, '--' + k)}: saved {saved[k]!r}, now {now.get(k)!r}"
-            for k in keys if saved[k] != now.get(k)]
+    return [
+        f"{RECORDED_FACTS.get(k, '--' + k)}: saved {saved[k]!r}, now {now.get(k)!r}"
+        for k in keys
+        if saved[k] != now.get(k)
+    ]

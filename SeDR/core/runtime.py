@@ -106,7 +106,9 @@ class Precision:
         return self.scaler.get_scale() >= before  # a skipped step always backs the scale off
 
 
-def resolve_precision(device: torch.device, fp16: bool = False, bf16: bool = False, training: bool = True) -> Precision:
+def resolve_precision(
+    device: torch.device, fp16: bool = False, bf16: bool = False, training: bool = True
+) -> Precision:
     """fp16 → autocast + GradScaler on CUDA; bf16 → autocast; on CPU both warn once and give fp32."""
     if not (fp16 or bf16):
         return Precision(device, None, None)

@@ -36,11 +36,16 @@ def _tsv(path: Path, separator: str) -> Iterator[tuple[int, str, str]]:
     for line_no, line in _decoded_lines(path):
         fields = line.rstrip("\r\n").split("\t")
         if len(fields) != 4:
-            raise DataFormatError(path, line_no, f"expected 4 tab-separated fields (id, url, title, body), "
-                                                 f"got {len(fields)}")
+            raise DataFormatError(
+                path, line_no, f"expected 4 tab-separated fields (id, url, title, body), got {len(fields)}"
+            )
         if not fields[0].strip():
             raise DataFormatError(path, line_no, "empty document id")
-        yield line_no, fields[0].strip(), document_text(line, sys.maxsize, separator)  # the 10,000 cut comes later
+        yield (
+            line_no,
+            fields[0].strip(),
+            document_text(line, sys.maxsize, separator),
+        )  # the 10,000 cut comes later
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, str, str]]:
@@ -53,7 +58,9 @@ def _jsonl(path: Path) -> Iterator[tuple[int, str, str]]:
             raise DataFormatError(path, line_no, 'expected a JSON object with "id" and "text"')
         doc_id, text = record["id"], record["text"]
         if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or not str(doc_id).strip():
-            raise DataFormatError(path, line_no, f'"id" must be a non-empty string or an integer, got {doc_id!r}')
+            raise DataFormatError(
+                path, line_no, f'"id" must be a non-empty string or an integer, got {doc_id!r}'
+            )
         if not isinstance(text, str):
             raise DataFormatError(path, line_no, f'"text" must be a string, got {type(text).__name__}')
         yield line_no, str(doc_id), text
@@ -87,6 +94,8 @@ def read_documents(path: str | Path, field_separator: str = DOC_FIELD_SEPARATOR)
     seen: dict[str, int | None] = {}
     for line_no, doc_id, text in records:
         if doc_id in seen:  # file names are unique: only lines repeat an id
-            raise DataFormatError(path, line_no, f"document id {doc_id!r} already appeared on line {seen[doc_id]}")
+            raise DataFormatError(
+                path, line_no, f"document id {doc_id!r} already appeared on line {seen[doc_id]}"
+            )
         seen[doc_id] = line_no
         yield doc_id, text

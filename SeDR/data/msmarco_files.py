@@ -26,8 +26,6 @@ _DOC_ID = re.compile(rb"D([0-9]+)")
 MAX_DOC_NUMBER = 2**63 - 1  # run files and id maps hold document numbers as int64
 
 
-
-
 def _doc_number(match, path: Path, line_no: int) -> int:
     pid = int(match.group(1))
     if pid > MAX_DOC_NUMBER:
@@ -40,8 +38,12 @@ def decode_line(raw: bytes, path: Path, line_no: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataFormatError(path, line_no, f"bytes that are not UTF-8 at byte {err.start} of the line "
-                                             f"({raw[err.start:err.start + 4]!r}); fix or re-download the file") from None
+        raise DataFormatError(
+            path,
+            line_no,
+            f"bytes that are not UTF-8 at byte {err.start} of the line "
+            f"({raw[err.start : err.start + 4]!r}); fix or re-download the file",
+        ) from None
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -57,7 +59,7 @@ class CorpusIndex:
 
     path: Path
     pid2offset: dict[int, int]
-    line_starts: array            # byte position of every line (int64)
+    line_starts: array  # byte position of every line (int64)
 
     @property
     def num_docs(self) -> int:
@@ -71,8 +73,12 @@ def scan_corpus(path: str | Path) -> CorpusIndex:
     starts = array("q")
     empty_bodies, first_empty = 0, None
     pos = 0
-    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                     desc="scanning corpus", mininterval=1.0) as bar:
+    with (
+        open(path, "rb") as f,
+        tqdm(
+            total=path.stat().st_size, unit="B", unit_scale=True, desc="scanning corpus", mininterval=1.0
+        ) as bar,
+    ):
         for line_no, raw in enumerate(f, 1):
             starts.append(pos)
             pos += len(raw)
@@ -81,15 +87,22 @@ def scan_corpus(path: str | Path) -> CorpusIndex:
             decode_line(raw, path, line_no)
             tabs = raw.count(b"\t")
             if tabs != 3:
-                raise DataFormatError(path, line_no, f"expected 4 tab-separated fields (docid, url, title, body), "
-                                                     f"got {tabs + 1}")
+                raise DataFormatError(
+                    path,
+                    line_no,
+                    f"expected 4 tab-separated fields (docid, url, title, body), got {tabs + 1}",
+                )
             head, _, _, body = raw.split(b"\t")
             m = _DOC_ID.fullmatch(head)
             if m is None:
-                raise DataFormatError(path, line_no, f"document id {head[:40].decode('utf-8')!r} is not 'D' followed by digits")
+                raise DataFormatError(
+                    path, line_no, f"document id {head[:40].decode('utf-8')!r} is not 'D' followed by digits"
+                )
             pid = _doc_number(m, path, line_no)
             if pid in pid2offset:
-                raise DataFormatError(path, line_no, f"document D{pid} already appeared on line {pid2offset[pid] + 1}")
+                raise DataFormatError(
+                    path, line_no, f"document D{pid} already appeared on line {pid2offset[pid] + 1}"
+                )
             pid2offset[pid] = line_no - 1
             if not body.rstrip():
                 empty_bodies += 1
@@ -98,8 +111,12 @@ def scan_corpus(path: str | Path) -> CorpusIndex:
     if not starts:
         raise DataFormatError(path, None, "the corpus is empty")
     if empty_bodies:
-        logger.warning("%s: %d documents have an empty body (first on line %d); they are kept as "
-                       "'url</s>title</s>'", path, empty_bodies, first_empty)
+        logger.warning(
+            "%s: %d documents have an empty body (first on line %d); they are kept as 'url</s>title</s>'",
+            path,
+            empty_bodies,
+            first_empty,
+        )
     logger.info("corpus %s: %d documents", path, len(starts))
     return CorpusIndex(path, pid2offset, starts)
 
@@ -108,9 +125,9 @@ def scan_corpus(path: str | Path) -> CorpusIndex:
 class SplitInput:
     """One validated query/qrels pair: kept queries in file order and offset qrels."""
 
-    qids: list[int]                          # kept (judged) queries, query-file order
+    qids: list[int]  # kept (judged) queries, query-file order
     texts: list[str]
-    qrels: list[tuple[int, int, str]]        # (qid, doc offset, rel verbatim), qrels-file order
+    qrels: list[tuple[int, int, str]]  # (qid, doc offset, rel verbatim), qrels-file order
 
 
 def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int]) -> SplitInput:
@@ -121,8 +138,11 @@ def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int])
         if not fields:
             continue
         if len(fields) != 4:
-            raise DataFormatError(qrels_path, line_no, f"expected 4 whitespace-separated fields "
-                                                       f"(qid iter docid rel), got {len(fields)}")
+            raise DataFormatError(
+                qrels_path,
+                line_no,
+                f"expected 4 whitespace-separated fields (qid iter docid rel), got {len(fields)}",
+            )
         qid_s, _, doc, rel = fields
         if not qid_s.isdecimal():
             raise DataFormatError(qrels_path, line_no, f"query id {qid_s!r} is not an integer")
@@ -146,20 +166,26 @@ def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int])
     for line_no, line in _lines(queries_path):
         fields = line.split("\t")
         if len(fields) != 2:
-            raise DataFormatError(queries_path, line_no, f"expected 2 tab-separated fields (qid, text), got {len(fields)}")
+            raise DataFormatError(
+                queries_path, line_no, f"expected 2 tab-separated fields (qid, text), got {len(fields)}"
+            )
         if not fields[0].strip().isdecimal():
             raise DataFormatError(queries_path, line_no, f"query id {fields[0]!r} is not an integer")
         qid = int(fields[0])
         if qid not in first_line:
             continue
         if qid in seen:
-            raise DataFormatError(queries_path, line_no, f"judged query {qid} already appeared on line {seen[qid]}")
+            raise DataFormatError(
+                queries_path, line_no, f"judged query {qid} already appeared on line {seen[qid]}"
+            )
         seen[qid] = line_no
         qids.append(qid)
         texts.append(fields[1].rstrip())
     for qid, line_no in first_line.items():
         if qid not in seen:
-            raise DataFormatError(qrels_path, line_no, f"query {qid} is judged here but missing from {queries_path}")
+            raise DataFormatError(
+                qrels_path, line_no, f"query {qid} is judged here but missing from {queries_path}"
+            )
     return SplitInput(qids, texts, qrels)
 
 

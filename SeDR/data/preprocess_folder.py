@@ -42,24 +42,35 @@ class TokenCache:
             self.total, self.width = int(meta["total_number"]), int(meta["embedding_size"])
             dtype = np.dtype(meta.get("type", "int32"))
         except (ValueError, KeyError, TypeError) as err:
-            raise DataFormatError(meta_path, None, f"unreadable shape record ({err}); {PREPROCESS_HINT}") from None
+            raise DataFormatError(
+                meta_path, None, f"unreadable shape record ({err}); {PREPROCESS_HINT}"
+            ) from None
         self.path = folder / f"{prefix}.memmap"
         want = self.total * self.width * dtype.itemsize
         have = self.path.stat().st_size if self.path.exists() else None
         if have != want:
-            raise DataFormatError(self.path, None, f"{'missing' if have is None else f'{have} bytes'}, but "
-                                  f"{meta_path.name} says {self.total} x {self.width} {dtype} ({want} bytes): "
-                                  f"the folder is incomplete or truncated; {PREPROCESS_HINT}")
+            raise DataFormatError(
+                self.path,
+                None,
+                f"{'missing' if have is None else f'{have} bytes'}, but "
+                f"{meta_path.name} says {self.total} x {self.width} {dtype} ({want} bytes): "
+                f"the folder is incomplete or truncated; {PREPROCESS_HINT}",
+            )
         self.ids = np.memmap(self.path, dtype=dtype, mode="r", shape=(self.total, self.width))
         lengths_path = folder / f"{prefix}_length.npy"
         try:
             self.lengths = np.load(lengths_path).astype(np.int64)
         except (OSError, ValueError) as err:
             raise DataFormatError(lengths_path, None, f"unreadable ({err}); {PREPROCESS_HINT}") from None
-        if len(self.lengths) != self.total or (len(self.lengths) and not 0 <= self.lengths.min() <= self.lengths.max()
-                                               <= self.width):
-            raise DataFormatError(lengths_path, None, f"{len(self.lengths)} lengths in 0..{self.width} expected "
-                                  f"{self.total} for {meta_path}; {PREPROCESS_HINT}")
+        if len(self.lengths) != self.total or (
+            len(self.lengths) and not 0 <= self.lengths.min() <= self.lengths.max() <= self.width
+        ):
+            raise DataFormatError(
+                lengths_path,
+                None,
+                f"{len(self.lengths)} lengths in 0..{self.width} expected "
+                f"{self.total} for {meta_path}; {PREPROCESS_HINT}",
+            )
 
     def __len__(self) -> int:
         return self.total
@@ -91,7 +102,9 @@ def iter_qrels(path: str | Path) -> Iterator[tuple[str, str, str]]:
             if not parts:
                 continue
             if len(parts) != 4:
-                raise DataFormatError(path, line_no, f"expected `qid iter docid rel`, got {len(parts)} fields")
+                raise DataFormatError(
+                    path, line_no, f"expected `qid iter docid rel`, got {len(parts)} fields"
+                )
             if not parts[3].lstrip("-").isdigit():
                 raise DataFormatError(path, line_no, f"relevance {parts[3]!r} is not an integer")
             yield parts[0], parts[2], parts[3]

@@ -53,10 +53,10 @@ logger = logging.getLogger(__name__)
 
 PASSAGE_PREFIX = "passages"
 INCOMPLETE_TAG = ".incomplete-"
-TOKEN_DTYPE = np.int32          # every memmap and length array is int32
-PAD_VALUE = 0                   # rows are right-padded with 0 (not <pad>)
-PICKLE_PROTOCOL = 4             # as the original
-DOCS_PER_CALL = 128             # documents per backend call inside a worker
+TOKEN_DTYPE = np.int32  # every memmap and length array is int32
+PAD_VALUE = 0  # rows are right-padded with 0 (not <pad>)
+PICKLE_PROTOCOL = 4  # as the original
+DOCS_PER_CALL = 128  # documents per backend call inside a worker
 QUERIES_PER_CALL = 4096
 
 
@@ -76,7 +76,12 @@ def query_prefix(split: str) -> str:
 
 def output_files(splits=tuple(SPLIT_FILES)) -> list[str]:
     """The file names of docs/data.md#preprocess-outputs, in a fixed order."""
-    names = [f"{PASSAGE_PREFIX}.memmap", f"{PASSAGE_PREFIX}_length.npy", f"{PASSAGE_PREFIX}_meta", "pid2offset.pickle"]
+    names = [
+        f"{PASSAGE_PREFIX}.memmap",
+        f"{PASSAGE_PREFIX}_length.npy",
+        f"{PASSAGE_PREFIX}_meta",
+        "pid2offset.pickle",
+    ]
     for s in splits:
         p = query_prefix(s)
         names += [f"{p}.memmap", f"{p}_length.npy", f"{p}_meta", f"{s}-qid2offset.pickle", f"{s}-qrel.tsv"]
@@ -127,7 +132,9 @@ class DocRange:
 
 def tokenize_doc_range(tokenizer: StarTokenizer, job: DocRange, progress) -> None:
     """Tokenise ``job``'s lines and write their rows and lengths; ``progress.put(n)`` after each call."""
-    tokens = np.memmap(job.tokens_path, dtype=TOKEN_DTYPE, mode="r+", shape=(job.num_docs, job.max_seq_length))
+    tokens = np.memmap(
+        job.tokens_path, dtype=TOKEN_DTYPE, mode="r+", shape=(job.num_docs, job.max_seq_length)
+    )
     lengths = np.memmap(job.lengths_path, dtype=TOKEN_DTYPE, mode="r+", shape=(job.num_docs,))
     row = job.row_start
     with open(job.corpus, "rb") as f:
@@ -137,10 +144,12 @@ def tokenize_doc_range(tokenizer: StarTokenizer, job: DocRange, progress) -> Non
             raw = list(islice(lines, DOCS_PER_CALL))
             if not raw:
                 raise DataFormatError(job.corpus, row + 1, "the file changed while it was being read")
-            texts = [document_text(r.decode("utf-8"), job.max_doc_character, job.field_separator) for r in raw]
+            texts = [
+                document_text(r.decode("utf-8"), job.max_doc_character, job.field_separator) for r in raw
+            ]
             block, lens = _pad(tokenizer.encode_documents(texts, job.max_seq_length), job.max_seq_length)
-            tokens[row: row + len(raw)] = block        # (n, max_seq_length)
-            lengths[row: row + len(raw)] = lens
+            tokens[row : row + len(raw)] = block  # (n, max_seq_length)
+            lengths[row : row + len(raw)] = lens
             row += len(raw)
             progress.put(len(raw))
     tokens.flush()
@@ -148,7 +157,7 @@ def tokenize_doc_range(tokenizer: StarTokenizer, job: DocRange, progress) -> Non
 
 
 def _pad(rows: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
-    block = np.full((len(rows), width), PAD_VALUE, dtype=TOKEN_DTYPE)   # (n, width)
+    block = np.full((len(rows), width), PAD_VALUE, dtype=TOKEN_DTYPE)  # (n, width)
     for i, ids in enumerate(rows):
         block[i, : len(ids)] = ids
     return block, np.array([len(r) for r in rows], dtype=TOKEN_DTYPE)
@@ -156,7 +165,7 @@ def _pad(rows: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _worker_main(tokenizer: StarTokenizer, job: DocRange, messages) -> None:
     """Entry point of a worker process: report progress, completion or the error on ``messages``."""
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"   # one core per worker; the parallelism is ours
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker; the parallelism is ours
 
     class _Progress:
         def put(self, n):
@@ -178,7 +187,7 @@ class _BarProgress:
 
 
 def _run_doc_workers(tokenizer: StarTokenizer, jobs: list[DocRange], bar) -> None:
-    ctx = mp.get_context("spawn")   # no fork of a process that holds Rust thread pools
+    ctx = mp.get_context("spawn")  # no fork of a process that holds Rust thread pools
     messages = ctx.Queue()
     procs = [ctx.Process(target=_worker_main, args=(tokenizer, job, messages), daemon=True) for job in jobs]
     try:
@@ -191,7 +200,9 @@ def _run_doc_workers(tokenizer: StarTokenizer, jobs: list[DocRange], bar) -> Non
             except queue_module.Empty:
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f"tokenizer worker {dead[0].pid} died with exit code {dead[0].exitcode}") from None
+                    raise RuntimeError(
+                        f"tokenizer worker {dead[0].pid} died with exit code {dead[0].exitcode}"
+                    ) from None
                 continue
             if kind == "progress":
                 bar.update(value)
@@ -220,8 +231,9 @@ def _allocate(path: Path, size: int) -> None:
             f.truncate(size)  # a filesystem without fallocate: sparse, as before
 
 
-def tokenize_corpus(tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path, settings: Settings,
-                    threads: int) -> None:
+def tokenize_corpus(
+    tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path, settings: Settings, threads: int
+) -> None:
     """Write ``passages.memmap`` and ``passages_length.npy`` into ``out_dir``."""
     n, width = index.num_docs, settings.max_seq_length
     tokens_path = out_dir / f"{PASSAGE_PREFIX}.memmap"
@@ -230,9 +242,22 @@ def tokenize_corpus(tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path,
     _allocate(lengths_path, n * np.dtype(TOKEN_DTYPE).itemsize)
     # The original's ranges: [round(N*i/t), round(N*(i+1)/t)).
     bounds = [round(n * i / threads) for i in range(threads + 1)]
-    jobs = [DocRange(str(index.path), index.line_starts[a], a, b, str(tokens_path), str(lengths_path), n, width,
-                     settings.max_doc_character, tokenizer.field_separator)
-            for a, b in zip(bounds, bounds[1:]) if b > a]
+    jobs = [
+        DocRange(
+            str(index.path),
+            index.line_starts[a],
+            a,
+            b,
+            str(tokens_path),
+            str(lengths_path),
+            n,
+            width,
+            settings.max_doc_character,
+            tokenizer.field_separator,
+        )
+        for a, b in zip(bounds, bounds[1:])
+        if b > a
+    ]
     with tqdm(total=n, unit="doc", desc="tokenizing documents", mininterval=1.0) as bar:
         if len(jobs) == 1:
             tokenize_doc_range(tokenizer, jobs[0], _BarProgress(bar))
@@ -245,16 +270,24 @@ def tokenize_corpus(tokenizer: StarTokenizer, index: CorpusIndex, out_dir: Path,
     _write_pickle(out_dir / "pid2offset.pickle", index.pid2offset)
 
 
-def write_split(tokenizer: StarTokenizer, split: str, data: SplitInput, out_dir: Path, settings: Settings) -> None:
+def write_split(
+    tokenizer: StarTokenizer, split: str, data: SplitInput, out_dir: Path, settings: Settings
+) -> None:
     """The five files of one query split."""
     n, width = len(data.qids), settings.max_query_length
-    tokens = np.memmap(out_dir / f"{query_prefix(split)}.memmap", dtype=TOKEN_DTYPE, mode="w+", shape=(n, width))
+    tokens = np.memmap(
+        out_dir / f"{query_prefix(split)}.memmap", dtype=TOKEN_DTYPE, mode="w+", shape=(n, width)
+    )
     lengths = np.zeros(n, dtype=TOKEN_DTYPE)
-    for a in tqdm(range(0, n, QUERIES_PER_CALL), desc=f"tokenizing {split} queries", unit="batch",
-                  disable=n <= QUERIES_PER_CALL):
-        block, lens = _pad(tokenizer.encode_queries(data.texts[a: a + QUERIES_PER_CALL], width), width)
-        tokens[a: a + len(block)] = block        # (b, max_query_length)
-        lengths[a: a + len(block)] = lens
+    for a in tqdm(
+        range(0, n, QUERIES_PER_CALL),
+        desc=f"tokenizing {split} queries",
+        unit="batch",
+        disable=n <= QUERIES_PER_CALL,
+    ):
+        block, lens = _pad(tokenizer.encode_queries(data.texts[a : a + QUERIES_PER_CALL], width), width)
+        tokens[a : a + len(block)] = block  # (b, max_query_length)
+        lengths[a : a + len(block)] = lens
     tokens.flush()
     del tokens
     np.save(out_dir / f"{query_prefix(split)}_length.npy", lengths)
@@ -285,12 +318,14 @@ def _write_pickle(path: Path, mapping: dict[int, int]) -> None:
 def _clear_stale(out: Path) -> None:
     """Remove ``<out>.incomplete-<pid>`` folders of runs that are gone; refuse if one is still running."""
     for p in out.parent.glob(out.name + INCOMPLETE_TAG + "*"):
-        pid = p.name[len(out.name + INCOMPLETE_TAG):]
+        pid = p.name[len(out.name + INCOMPLETE_TAG) :]
         if not pid.isdecimal() or int(pid) == os.getpid():
             continue
         if pid_alive(int(pid)):
-            raise SeDRInputError(f"{p} is being written by process {pid}; wait for it, or delete the folder "
-                                 "if no preprocessing run is active")
+            raise SeDRInputError(
+                f"{p} is being written by process {pid}; wait for it, or delete the folder "
+                "if no preprocessing run is active"
+            )
         logger.info("removing %s left by an interrupted run", p)
         shutil.rmtree(p)
 
@@ -301,31 +336,50 @@ def _check_existing(out: Path, settings: Settings, paths: dict[str, Path]) -> bo
         return False
     missing = missing_outputs(out)
     if missing:
-        raise SeDRInputError(f"{out} exists but is incomplete (missing {', '.join(missing[:3])}"
-                             f"{', ...' if len(missing) > 3 else ''}); delete it or pass another --output_dir")
-    found = {"max_seq_length": json.loads((out / f"{PASSAGE_PREFIX}_meta").read_text())["embedding_size"],
-             "max_query_length": json.loads((out / f"{query_prefix('train')}_meta").read_text())["embedding_size"]}
-    if (out / PREPROCESS_RECORD).is_file():     # ours; a folder made by the original has only the meta files
+        raise SeDRInputError(
+            f"{out} exists but is incomplete (missing {', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}); delete it or pass another --output_dir"
+        )
+    found = {
+        "max_seq_length": json.loads((out / f"{PASSAGE_PREFIX}_meta").read_text())["embedding_size"],
+        "max_query_length": json.loads((out / f"{query_prefix('train')}_meta").read_text())["embedding_size"],
+    }
+    if (out / PREPROCESS_RECORD).is_file():  # ours; a folder made by the original has only the meta files
         found.update(json.loads((out / PREPROCESS_RECORD).read_text()))
-    changed = [f"{n} ({found['inputs'][n]} -> {now})" for n, now in input_stamps(paths).items()
-               if n in found.get("inputs", {}) and found["inputs"][n] != now]
+    changed = [
+        f"{n} ({found['inputs'][n]} -> {now})"
+        for n, now in input_stamps(paths).items()
+        if n in found.get("inputs", {}) and found["inputs"][n] != now
+    ]
     if changed:
-        raise SeDRInputError(f"{out} was made from other versions of its raw inputs: {', '.join(changed)} "
-                             "([bytes, mtime_ns] then -> now); delete it or pass another --output_dir")
+        raise SeDRInputError(
+            f"{out} was made from other versions of its raw inputs: {', '.join(changed)} "
+            "([bytes, mtime_ns] then -> now); delete it or pass another --output_dir"
+        )
     want = asdict(settings)
     differ = [k for k in want if k in found and found[k] != want[k] and k != "model_name_or_path"]
     if differ:
-        raise SeDRInputError(f"{out} was made with other settings ("
-                             + ", ".join(f"{k}={found[k]} instead of {want[k]}" for k in differ)
-                             + "); delete it or pass another --output_dir")
+        raise SeDRInputError(
+            f"{out} was made with other settings ("
+            + ", ".join(f"{k}={found[k]} instead of {want[k]}" for k in differ)
+            + "); delete it or pass another --output_dir"
+        )
     if found.get("model_name_or_path", want["model_name_or_path"]) != want["model_name_or_path"]:
-        logger.warning("%s was made with tokenizer %s, not %s; keeping it", out, found["model_name_or_path"],
-                       want["model_name_or_path"])
+        logger.warning(
+            "%s was made with tokenizer %s, not %s; keeping it",
+            out,
+            found["model_name_or_path"],
+            want["model_name_or_path"],
+        )
     return True
 
 
-def preprocess(data_path: str | Path, output_dir: str | Path | None = None, settings: Settings | None = None,
-               threads: int = 1) -> bool:
+def preprocess(
+    data_path: str | Path,
+    output_dir: str | Path | None = None,
+    settings: Settings | None = None,
+    threads: int = 1,
+) -> bool:
     """Preprocess end to end. Returns False when ``output_dir`` was already complete (nothing done)."""
     settings = settings or Settings()
     data_path = Path(data_path)
@@ -344,7 +398,9 @@ def preprocess(data_path: str | Path, output_dir: str | Path | None = None, sett
 
     tokenizer, record = load_tokenizer(settings.model_name_or_path)  # the record says how it tokenizes
     index = scan_corpus(paths["corpus"])
-    splits = {s: read_split(paths[f"{s}.queries"], paths[f"{s}.qrels"], index.pid2offset) for s in SPLIT_FILES}
+    splits = {
+        s: read_split(paths[f"{s}.queries"], paths[f"{s}.qrels"], index.pid2offset) for s in SPLIT_FILES
+    }
 
     need = index.num_docs * (settings.max_seq_length + 1) * np.dtype(TOKEN_DTYPE).itemsize
     ensure_writable(out.parent, need, "the token memmaps")
@@ -360,17 +416,20 @@ def preprocess(data_path: str | Path, output_dir: str | Path | None = None, sett
             written = {**asdict(settings), RECORD_KEY: record, "inputs": input_stamps(paths)}
             (tmp / PREPROCESS_RECORD).write_text(json.dumps(written, indent=1))
         if out.exists():
-            out.rmdir()     # empty (checked above); a non-empty folder was refused
+            out.rmdir()  # empty (checked above); a non-empty folder was refused
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("wrote %s: %d documents, %s", out, index.num_docs,
-                ", ".join(f"{s} {len(d.qids)} queries" for s, d in splits.items()))
+    logger.info(
+        "wrote %s: %d documents, %s",
+        out,
+        index.num_docs,
+        ", ".join(f"{s} {len(d.qids)} queries" for s, d in splits.items()),
+    )
     return True
 
 
 def default_threads() -> int:
     """The original used 32 processes; never more than the machine has."""
     return max(1, min(32, os.cpu_count() or 1))
-

@@ -11,8 +11,9 @@ import numpy as np
 ROW_GROUP_OVERHEAD = 64
 
 
-def plan_row_groups(widths: np.ndarray, num_placeholders: int,
-                    group_overhead: int = ROW_GROUP_OVERHEAD) -> list[tuple[np.ndarray, int]]:
+def plan_row_groups(
+    widths: np.ndarray, num_placeholders: int, group_overhead: int = ROW_GROUP_OVERHEAD
+) -> list[tuple[np.ndarray, int]]:
     """Bucket rows of real widths ``widths`` (CLS + content + EOS) to minimise the encoder's work.
 
     Minimises ``Σ_g n_g · (w_g + P) + group_overhead · G`` over partitions of the rows into ``G``
@@ -29,11 +30,15 @@ def plan_row_groups(widths: np.ndarray, num_placeholders: int,
         return []
     distinct, inverse = np.unique(widths, return_inverse=True)  # ascending
     k = len(distinct)
-    before = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=k))])  # rows narrower than distinct[i]
+    before = np.concatenate(
+        [[0], np.cumsum(np.bincount(inverse, minlength=k))]
+    )  # rows narrower than distinct[i]
     best = np.zeros(k + 1, dtype=np.int64)  # best[j]: cost of the j narrowest distinct widths
     cut = np.zeros(k + 1, dtype=np.int64)  # the last group of best[j] starts at distinct width cut[j]
     for j in range(1, k + 1):
-        cost = best[:j] + (before[j] - before[:j]) * (distinct[j - 1] + num_placeholders) + group_overhead  # (j,)
+        cost = (
+            best[:j] + (before[j] - before[:j]) * (distinct[j - 1] + num_placeholders) + group_overhead
+        )  # (j,)
         cut[j] = int(np.argmin(cost))
         best[j] = cost[cut[j]]
     groups, j = [], k

@@ -66,9 +66,19 @@ class SegmentBudgetBatchSampler:
     ``rank, rank + world_size, ...``, cut to a common count so all ranks step together.
     """
 
-    def __init__(self, query_offsets: Sequence[int], rel: dict[int, list[int]],
-                 hard_negatives: dict[int, list[int]], doc_seg_counts: np.ndarray, max_bsize: int,
-                 hardneg_topk: int, hard_num: int = 1, seed: int = 42, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        query_offsets: Sequence[int],
+        rel: dict[int, list[int]],
+        hard_negatives: dict[int, list[int]],
+        doc_seg_counts: np.ndarray,
+        max_bsize: int,
+        hardneg_topk: int,
+        hard_num: int = 1,
+        seed: int = 42,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.rank, self.world_size = rank, world_size
         self.query_offsets = [int(q) for q in query_offsets]
         self.rel, self.hard_negatives = rel, hard_negatives
@@ -79,8 +89,10 @@ class SegmentBudgetBatchSampler:
         self._plan: list[list[TrainItem]] | None = None
         missing = [q for q in self.query_offsets if not hard_negatives.get(q)]
         if missing:
-            raise ValueError(f"{len(missing)} training queries have no hard negatives (e.g. query offset "
-                             f"{missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`")
+            raise ValueError(
+                f"{len(missing)} training queries have no hard negatives (e.g. query offset "
+                f"{missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -93,8 +105,11 @@ class SegmentBudgetBatchSampler:
         if self.hard_num == 1:
             negs = (rng.choice(pool),)
         else:
-            negs = tuple(rng.sample(pool, self.hard_num) if len(pool) >= self.hard_num
-                         else rng.choices(pool, k=self.hard_num))
+            negs = tuple(
+                rng.sample(pool, self.hard_num)
+                if len(pool) >= self.hard_num
+                else rng.choices(pool, k=self.hard_num)
+            )
         return TrainItem(q, int(pos), tuple(int(n) for n in negs))
 
     def plan(self) -> list[list[TrainItem]]:
@@ -104,7 +119,9 @@ class SegmentBudgetBatchSampler:
             order = list(self.query_offsets)
             rng.shuffle(order)
             items = [self._draw(rng, q) for q in order]
-            groups = pack_by_segment_budget([int(self.doc_seg_counts[it.positive]) for it in items], self.max_bsize)
+            groups = pack_by_segment_budget(
+                [int(self.doc_seg_counts[it.positive]) for it in items], self.max_bsize
+            )
             batches = [[items[i] for i in g] for g in groups]
             self._plan = batches
         return self._plan
@@ -115,7 +132,7 @@ class SegmentBudgetBatchSampler:
         if self.world_size == 1:
             return plan
         per_rank = len(plan) // self.world_size
-        return plan[self.rank: per_rank * self.world_size: self.world_size]
+        return plan[self.rank : per_rank * self.world_size : self.world_size]
 
     def __iter__(self) -> Iterator[list[TrainItem]]:
         return iter(self.local_plan())
@@ -134,8 +151,9 @@ class ItemDataset(torch.utils.data.Dataset):
         raise TypeError("ItemDataset is indexed by the batch sampler's items")
 
 
-def document_batches(seg_counts: np.ndarray, max_bsize: int, start: int = 0,
-                     end: int | None = None) -> Iterator[list[int]]:
+def document_batches(
+    seg_counts: np.ndarray, max_bsize: int, start: int = 0, end: int | None = None
+) -> Iterator[list[int]]:
     """Offsets ``start..end-1`` in order, packed while the segment total stays within ``max_bsize``."""
     end = len(seg_counts) if end is None else end
     batch: list[int] = []

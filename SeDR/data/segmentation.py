@@ -41,8 +41,10 @@ class SegmentSpec:
         if self.max_seg_num < 1:
             raise ValueError(f"max_seg_num must be >= 1, got {self.max_seg_num}")
         if self.content_len < 1:
-            raise ValueError(f"max_seg_length {self.max_seg_length} leaves no room for content "
-                             f"(max_seg_num {self.max_seg_num}, extra reserve {self.extra_reserve})")
+            raise ValueError(
+                f"max_seg_length {self.max_seg_length} leaves no room for content "
+                f"(max_seg_num {self.max_seg_num}, extra reserve {self.extra_reserve})"
+            )
 
     @property
     def content_len(self) -> int:
@@ -76,10 +78,18 @@ def num_segments(length, spec: SegmentSpec):
     return int(s) if np.ndim(s) == 0 else s
 
 
-def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], spec: SegmentSpec,
-                      seg_caps: Sequence[int] | None = None, cls_id: int = CLS_ID, eos_id: int = EOS_ID,
-                      pad_id: int = PAD_ID, compact: bool = False, row_groups: bool = False,
-                      group_overhead: int = ROW_GROUP_OVERHEAD) -> SegmentBatch:
+def collate_documents(
+    docs: Sequence[np.ndarray],
+    doc_offsets: Sequence[int],
+    spec: SegmentSpec,
+    seg_caps: Sequence[int] | None = None,
+    cls_id: int = CLS_ID,
+    eos_id: int = EOS_ID,
+    pad_id: int = PAD_ID,
+    compact: bool = False,
+    row_groups: bool = False,
+    group_overhead: int = ROW_GROUP_OVERHEAD,
+) -> SegmentBatch:
     """Build the segment rows, masks and fuse matrix of a batch of documents (docs/segmentation.md#segment-rows).
 
     Args:
@@ -96,7 +106,11 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
         group_overhead: cost of one more bucket, in processed tokens (see :data:`ROW_GROUP_OVERHEAD`).
     """
     L, P = spec.content_len, spec.num_placeholders
-    counts = num_segments(np.array([len(d) for d in docs], dtype=np.int64), spec) if len(docs) else np.zeros(0, int)
+    counts = (
+        num_segments(np.array([len(d) for d in docs], dtype=np.int64), spec)
+        if len(docs)
+        else np.zeros(0, int)
+    )
     counts = np.atleast_1d(counts)
     if seg_caps is not None:
         counts = np.minimum(counts, np.asarray(seg_caps, dtype=np.int64))
@@ -104,7 +118,7 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
     pieces = []
     for d, s in zip(docs, counts):
         for k in range(int(s)):
-            pieces.append(np.asarray(d[k * L: (k + 1) * L]))
+            pieces.append(np.asarray(d[k * L : (k + 1) * L]))
     width = (max((len(p) for p in pieces), default=0) if compact or row_groups else L) + 2
     T = width + P
     ids = np.full((n_seg, T), pad_id, dtype=np.int64)
@@ -112,7 +126,7 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
     for r, p in enumerate(pieces):
         c = len(p)
         ids[r, 0] = cls_id
-        ids[r, 1: c + 1] = p
+        ids[r, 1 : c + 1] = p
         ids[r, c + 1] = eos_id
         mask[r, : c + 2] = 1
     fuse = None
@@ -122,16 +136,19 @@ def collate_documents(docs: Sequence[np.ndarray], doc_offsets: Sequence[int], sp
         for s in counts:
             s = int(s)
             table, valid = fuse_table(s, P)
-            fuse[row: row + s] = table + row
-            mask[row: row + s, T - P:] = valid
+            fuse[row : row + s] = table + row
+            mask[row : row + s, T - P :] = valid
             row += s
     groups = None
     if row_groups and n_seg:
         plan = plan_row_groups(np.array([len(p) + 2 for p in pieces]), P, group_overhead)
         if len(plan) > 1:
-            groups = RowGroups(rows=torch.from_numpy(np.concatenate([g for g, _ in plan])),
-                               sizes=tuple(len(g) for g, _ in plan), widths=tuple(w for _, w in plan),
-                               num_placeholders=P)
+            groups = RowGroups(
+                rows=torch.from_numpy(np.concatenate([g for g, _ in plan])),
+                sizes=tuple(len(g) for g, _ in plan),
+                widths=tuple(w for _, w in plan),
+                num_placeholders=P,
+            )
     return SegmentBatch(
         input_ids=torch.from_numpy(ids),
         attention_mask=torch.from_numpy(mask),

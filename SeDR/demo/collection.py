@@ -156,8 +156,9 @@ def _hash_order(urls: Iterable[str], seed: int) -> list[str]:
     return sorted(urls, key=lambda u: hashlib.sha256(f"{seed}\t{u}".encode()).hexdigest())
 
 
-def assign_splits(urls: Iterable[str], seed: int = DEFAULT_SEED, dev: int = DEV_QUERIES,
-                  test: int = TEST_QUERIES) -> dict[str, str]:
+def assign_splits(
+    urls: Iterable[str], seed: int = DEFAULT_SEED, dev: int = DEV_QUERIES, test: int = TEST_QUERIES
+) -> dict[str, str]:
     """``{url: split}``: urls ordered by sha256(seed, url); dev first, then test (2019 half, 2020 half), rest train."""
     half = (test + 1) // 2
     splits = {}
@@ -173,8 +174,12 @@ def assign_splits(urls: Iterable[str], seed: int = DEFAULT_SEED, dev: int = DEV_
     return splits
 
 
-def collection_from_pages(pages: Sequence[Page], aliases: Mapping[tuple[str, str], str] | None = None,
-                          header: dict | None = None, seed: int = DEFAULT_SEED) -> Collection:
+def collection_from_pages(
+    pages: Sequence[Page],
+    aliases: Mapping[tuple[str, str], str] | None = None,
+    header: dict | None = None,
+    seed: int = DEFAULT_SEED,
+) -> Collection:
     """Keep pages with a unique description, number them, resolve SEE ALSO, assign splits.
 
     Args:
@@ -183,8 +188,9 @@ def collection_from_pages(pages: Sequence[Page], aliases: Mapping[tuple[str, str
         header: snapshot header fields (package versions, licence note, ...).
     """
     counts = Counter(description_key(p.description) for p in pages)
-    kept = sorted((p for p in pages if counts[description_key(p.description)] == 1),
-                  key=lambda p: (p.section, p.name))
+    kept = sorted(
+        (p for p in pages if counts[description_key(p.description)] == 1), key=lambda p: (p.section, p.name)
+    )
     number = {p.url: k + 1 for k, p in enumerate(kept)}
     # (name, section) -> url, and (name, leading digit) -> urls, for resolving SEE ALSO references.
     exact: dict[tuple[str, str], str] = {}
@@ -211,19 +217,38 @@ def collection_from_pages(pages: Sequence[Page], aliases: Mapping[tuple[str, str
             url = resolve(ref)
             if url in number and url != p.url and number[url] not in targets:
                 targets.append(number[url])
-        docs.append(Document(number=number[p.url], url=p.url, title=", ".join(p.names), body=p.body,
-                             query=normalize_space(p.description), split=splits[p.url],
-                             see_also=tuple(sorted(targets)), notice=p.notice))
-    head = {"format": SNAPSHOT_FORMAT, "format_version": SNAPSHOT_FORMAT_VERSION, **(header or {}),
-            "seed": seed, "split_rule": {"dev": DEV_QUERIES, "test": TEST_QUERIES, "test_halves": list(TREC_SPLITS)},
-            "relevance": {"train/dev own page": REL_BINARY, "test own page": REL_OWN,
-                          "test SEE ALSO target": REL_SEE_ALSO},
-            "qid_rule": f"qid = {QID_BASE} + document number", "documents": len(docs)}
+        docs.append(
+            Document(
+                number=number[p.url],
+                url=p.url,
+                title=", ".join(p.names),
+                body=p.body,
+                query=normalize_space(p.description),
+                split=splits[p.url],
+                see_also=tuple(sorted(targets)),
+                notice=p.notice,
+            )
+        )
+    head = {
+        "format": SNAPSHOT_FORMAT,
+        "format_version": SNAPSHOT_FORMAT_VERSION,
+        **(header or {}),
+        "seed": seed,
+        "split_rule": {"dev": DEV_QUERIES, "test": TEST_QUERIES, "test_halves": list(TREC_SPLITS)},
+        "relevance": {
+            "train/dev own page": REL_BINARY,
+            "test own page": REL_OWN,
+            "test SEE ALSO target": REL_SEE_ALSO,
+        },
+        "qid_rule": f"qid = {QID_BASE} + document number",
+        "documents": len(docs),
+    }
     return Collection(header=head, documents=tuple(docs))
 
 
-def select_collection(collection: Collection, train_queries: int | None, docs_per_split: Mapping[str, int] | None,
-                      seed: int) -> Collection:
+def select_collection(
+    collection: Collection, train_queries: int | None, docs_per_split: Mapping[str, int] | None, seed: int
+) -> Collection:
     """A demo run's corpus and queries, chosen by a seeded hash of the page url (stable, unbiased by name).
 
     ``docs_per_split`` keeps that many pages of each split and nothing else (SEE ALSO targets outside
@@ -233,17 +258,26 @@ def select_collection(collection: Collection, train_queries: int | None, docs_pe
     docs = list(collection.documents)
     if docs_per_split is not None:
         by_url = {d.url: d for d in docs}
-        keep = [by_url[u] for split, n in docs_per_split.items()
-                for u in _hash_order([d.url for d in docs if d.split == split], seed)[:n]]
+        keep = [
+            by_url[u]
+            for split, n in docs_per_split.items()
+            for u in _hash_order([d.url for d in docs if d.split == split], seed)[:n]
+        ]
         numbers = {d.number for d in keep}
-        docs = [dataclasses.replace(d, see_also=tuple(t for t in d.see_also if t in numbers))
-                for d in sorted(keep, key=lambda d: d.number)]
+        docs = [
+            dataclasses.replace(d, see_also=tuple(t for t in d.see_also if t in numbers))
+            for d in sorted(keep, key=lambda d: d.number)
+        ]
     if train_queries is not None:
         chosen = set(_hash_order([d.url for d in docs if d.split == "train"], seed)[:train_queries])
-        docs = [d if d.split != "train" or d.url in chosen else dataclasses.replace(d, split=UNUSED_SPLIT)
-                for d in docs]
-    header = {**collection.header, "demo_selection": {"train_queries": train_queries,
-                                                      "docs_per_split": docs_per_split, "seed": seed}}
+        docs = [
+            d if d.split != "train" or d.url in chosen else dataclasses.replace(d, split=UNUSED_SPLIT)
+            for d in docs
+        ]
+    header = {
+        **collection.header,
+        "demo_selection": {"train_queries": train_queries, "docs_per_split": docs_per_split, "seed": seed},
+    }
     return Collection(header=header, documents=tuple(docs))
 
 
@@ -259,8 +293,16 @@ def snapshot_bytes(collection: Collection) -> bytes:
     buf = io.StringIO()
     buf.write(json.dumps(collection.header, ensure_ascii=False, sort_keys=True) + "\n")
     for d in sorted(collection.documents, key=lambda d: d.number):
-        rec = {"docid": d.docid, "url": d.url, "title": d.title, "query": d.query, "split": d.split,
-               "see_also": [f"D{t}" for t in d.see_also], "body": d.body, "notice": d.notice}
+        rec = {
+            "docid": d.docid,
+            "url": d.url,
+            "title": d.title,
+            "query": d.query,
+            "split": d.split,
+            "see_also": [f"D{t}" for t in d.see_also],
+            "body": d.body,
+            "notice": d.notice,
+        }
         buf.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return buf.getvalue().encode("utf-8")
 
@@ -296,9 +338,18 @@ def load_snapshot(path: str | Path = SNAPSHOT_PATH) -> Collection:
         missing = [f for f in _RECORD_FIELDS if f not in rec]
         if missing or not re.fullmatch(r"D\d+", rec.get("docid", "")):
             raise DataFormatError(path, k, f"bad document record (missing {missing})")
-        docs.append(Document(number=int(rec["docid"][1:]), url=rec["url"], title=rec["title"], body=rec["body"],
-                             query=rec["query"], split=rec["split"],
-                             see_also=tuple(int(t[1:]) for t in rec["see_also"]), notice=rec["notice"]))
+        docs.append(
+            Document(
+                number=int(rec["docid"][1:]),
+                url=rec["url"],
+                title=rec["title"],
+                body=rec["body"],
+                query=rec["query"],
+                split=rec["split"],
+                see_also=tuple(int(t[1:]) for t in rec["see_also"]),
+                notice=rec["notice"],
+            )
+        )
     return Collection(header=header, documents=tuple(docs))
 
 
@@ -330,24 +381,30 @@ def write_msmarco_files(collection: Collection, data_dir: str | Path) -> dict[st
 def format_stats(collection: Collection) -> str:
     s = collection.stats()
     src = collection.header.get("source", {}).get("packages", {})
-    return "\n".join([
-        f"source: {', '.join(f'{k} {v}' for k, v in src.items())}",
-        f"documents: {s['documents']} (with SEE ALSO targets in the collection: {s['documents_with_see_also']})",
-        "queries: " + ", ".join(f"{k} {v}" for k, v in s["queries"].items()),
-        "qrels lines: " + ", ".join(f"{k} {v}" for k, v in s["qrels"].items()),
-        f"words per document: mean {s['words_per_document_mean']}, median {s['words_per_document_median']}, "
-        f"over 400 words {s['fraction_over_400_words']:.1%}",
-    ])
+    return "\n".join(
+        [
+            f"source: {', '.join(f'{k} {v}' for k, v in src.items())}",
+            f"documents: {s['documents']} (with SEE ALSO targets in the collection: {s['documents_with_see_also']})",
+            "queries: " + ", ".join(f"{k} {v}" for k, v in s["queries"].items()),
+            "qrels lines: " + ", ".join(f"{k} {v}" for k, v in s["qrels"].items()),
+            f"words per document: mean {s['words_per_document_mean']}, median {s['words_per_document_median']}, "
+            f"over 400 words {s['fraction_over_400_words']:.1%}",
+        ]
+    )
 
 
 @exit_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m SeDR.demo.collection",
-        description="Write the man-pages collection in the MS MARCO Document + TREC-DL formats and print its figures.")
+        description="Write the man-pages collection in the MS MARCO Document + TREC-DL formats and print its figures.",
+    )
     parser.add_argument("--out", help="write the nine MS MARCO / TREC-DL files into this folder")
-    parser.add_argument("--snapshot", default=str(SNAPSHOT_PATH),
-                        help="snapshot to read (default: the one shipped with the package)")
+    parser.add_argument(
+        "--snapshot",
+        default=str(SNAPSHOT_PATH),
+        help="snapshot to read (default: the one shipped with the package)",
+    )
     args = parser.parse_args(argv)
     collection = load_snapshot(args.snapshot)
     if args.out:

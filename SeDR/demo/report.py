@@ -8,8 +8,12 @@ from pathlib import Path
 
 START_LABEL = "untrained start (STAR_MaxP)"
 # Metrics shown, as keyed in metrics.json "scores" (SeDR.retrieval.evaluation); test = the TREC-DL-2019-named half.
-TABLE_METRICS = (("dev_MRR@100", "dev MRR@100"), ("dev_Recall@100", "dev R@100"),
-                 ("test_nDCG@10", "test nDCG@10"), ("2020test_nDCG@10", "test-2 nDCG@10"))
+TABLE_METRICS = (
+    ("dev_MRR@100", "dev MRR@100"),
+    ("dev_Recall@100", "dev R@100"),
+    ("test_nDCG@10", "test nDCG@10"),
+    ("2020test_nDCG@10", "test-2 nDCG@10"),
+)
 
 
 def _fmt_seconds(x: float | None) -> str:
@@ -21,9 +25,15 @@ def results_rows(results: Mapping[str, dict], root: Path) -> list[dict]:
     rows = []
     for label, r in results.items():
         scores = json.loads((root / r["metrics_json"]).read_text())["scores"]
-        rows.append({"system": label, "metrics_json": r["metrics_json"],
-                     **{k: scores.get(k) for k, _ in TABLE_METRICS},
-                     "train_seconds": r.get("train_seconds"), "index_seconds": r.get("index_seconds")})
+        rows.append(
+            {
+                "system": label,
+                "metrics_json": r["metrics_json"],
+                **{k: scores.get(k) for k, _ in TABLE_METRICS},
+                "train_seconds": r.get("train_seconds"),
+                "index_seconds": r.get("index_seconds"),
+            }
+        )
     return rows
 
 
@@ -69,14 +79,19 @@ def plot_curves(path: Path, curves: Mapping[str, dict], start_mrr: float, bm25_m
 def format_hits_table(hits: Mapping) -> str:
     """Each system's top hits for the same dev queries, side by side; ✓ marks the query's own page (its qrel)."""
     names = list(hits["systems"])
-    lines = ["| dev query (its page) | rank | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
+    lines = [
+        "| dev query (its page) | rank | " + " | ".join(names) + " |",
+        "|---|---:|" + "---|" * len(names),
+    ]
     for i, q in enumerate(hits["queries"]):
         ranked = [hits["systems"][n][i] for n in names]
         for rank in range(max(map(len, ranked))):
             cells = []
             for r in ranked:
                 doc, score = r[rank] if rank < len(r) else (None, None)
-                cells.append("" if doc is None else f"{hits['urls'][doc]} {score:.2f}" + " ✓" * (doc == q["relevant"]))
+                cells.append(
+                    "" if doc is None else f"{hits['urls'][doc]} {score:.2f}" + " ✓" * (doc == q["relevant"])
+                )
             query = f"{q['text']} ({q['relevant_url']})".replace("|", "\\|") if rank == 0 else ""
             lines.append(f"| {query} | {rank + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -49,8 +49,8 @@ class DemoSettings:
     max_seg_length: int = 128
     max_seg_num: int = 2
     max_query_length: int = 32
-    train_queries: int | None = 64       # None: all 710
-    docs_per_split: Mapping[str, int] | None = None   # quick mode: a small corpus
+    train_queries: int | None = 64  # None: all 710
+    docs_per_split: Mapping[str, int] | None = None  # quick mode: a small corpus
     epochs: int = 2
     max_bsize: int = 16
     hardneg_topk: int = 20
@@ -64,9 +64,17 @@ class DemoSettings:
 
     def quick(self) -> DemoSettings:
         """A few documents and queries, 1 epoch: seconds with a tiny model (the test), ~1-2 min with MiniLM."""
-        return dataclasses.replace(self, max_seg_length=64, train_queries=None,
-                                   docs_per_split=dict(QUICK_DOCS_PER_SPLIT), epochs=1, max_bsize=8,
-                                   hardneg_topk=5, warmup_steps=1, cache_size=4)
+        return dataclasses.replace(
+            self,
+            max_seg_length=64,
+            train_queries=None,
+            docs_per_split=dict(QUICK_DOCS_PER_SPLIT),
+            epochs=1,
+            max_bsize=8,
+            hardneg_topk=5,
+            warmup_steps=1,
+            cache_size=4,
+        )
 
 
 def minilm_model_dir() -> Path:
@@ -98,15 +106,35 @@ def stage_preprocess(s: DemoSettings, data_dir: Path, pre_dir: Path) -> dict:
     return {"documents": int(len(lengths)), "median_doc_tokens": float(np.median(lengths))}
 
 
-def stage_inference(s: DemoSettings, model_class: str, model_path: Path | str, pre_dir: Path, out_dir: Path,
-                    root: Path, hardneg_path: Path | None = None) -> dict:
+def stage_inference(
+    s: DemoSettings,
+    model_class: str,
+    model_path: Path | str,
+    pre_dir: Path,
+    out_dir: Path,
+    root: Path,
+    hardneg_path: Path | None = None,
+) -> dict:
     """``SeDR/inference.py``'s run in this process; returns the metrics.json scores and the indexing time.
 
     Paths in stage results are relative to ``root`` (the demo folder), so a moved folder stays valid.
     """
-    argv = ["--model_class", model_class, "--model_path", str(model_path), "--preprocess_dir", str(pre_dir),
-            "--output_dir", str(out_dir), "--max_query_length", str(s.max_query_length),
-            "--max_seg_length", str(s.max_seg_length), "--max_seg_num", str(s.max_seg_num)]
+    argv = [
+        "--model_class",
+        model_class,
+        "--model_path",
+        str(model_path),
+        "--preprocess_dir",
+        str(pre_dir),
+        "--output_dir",
+        str(out_dir),
+        "--max_query_length",
+        str(s.max_query_length),
+        "--max_seg_length",
+        str(s.max_seg_length),
+        "--max_seg_num",
+        str(s.max_seg_num),
+    ]
     if hardneg_path is not None:
         argv += ["--gen_hardneg", "--hardneg_path", str(hardneg_path)]
     t0 = time.time()
@@ -115,8 +143,11 @@ def stage_inference(s: DemoSettings, model_class: str, model_path: Path | str, p
     # encoded: model load + encoding of every segment = the indexing time (faiss Flat adds ~0.1 s).
     index_seconds = (out_dir / "passages-meta.json").stat().st_mtime - t0
     scores = json.loads((out_dir / "metrics.json").read_text())["scores"]
-    return {"metrics_json": str((out_dir / "metrics.json").relative_to(root)), "scores": scores,
-            "index_seconds": index_seconds}
+    return {
+        "metrics_json": str((out_dir / "metrics.json").relative_to(root)),
+        "scores": scores,
+        "index_seconds": index_seconds,
+    }
 
 
 def stage_bm25(pre_dir: Path, data_dir: Path, out_dir: Path, root: Path) -> dict:
@@ -144,53 +175,111 @@ def stage_bm25(pre_dir: Path, data_dir: Path, out_dir: Path, root: Path) -> dict
                     queries[qid2offset[int(qid)]] = text
         offsets = sorted(queries)
         k = min(k_docs, len(texts))
-        docs, scores = retriever.retrieve(bm25s.tokenize([queries[q] for q in offsets], stopwords="en",
-                                                         show_progress=False), k=k, show_progress=False)
-        rankings[split] = {q: [(int(d), float(v)) for d, v in zip(docs[i], scores[i])] for i, q in enumerate(offsets)}
+        docs, scores = retriever.retrieve(
+            bm25s.tokenize([queries[q] for q in offsets], stopwords="en", show_progress=False),
+            k=k,
+            show_progress=False,
+        )
+        rankings[split] = {
+            q: [(int(d), float(v)) for d, v in zip(docs[i], scores[i])] for i, q in enumerate(offsets)
+        }
     evaluation = evaluate_rankings(rankings, pre_dir, out_dir, run_tag="BM25")
-    return {"metrics_json": str((out_dir / "metrics.json").relative_to(root)), "scores": evaluation.metrics["scores"],
-            "index_seconds": index_seconds}
+    return {
+        "metrics_json": str((out_dir / "metrics.json").relative_to(root)),
+        "scores": evaluation.metrics["scores"],
+        "index_seconds": index_seconds,
+    }
 
 
-def train_argv(s: DemoSettings, model_class: str, pre_dir: Path, hardneg: Path, models_dir: Path,
-               log_dir: Path) -> list[str]:
-    return ["--model_class", model_class, "--init_path", s.model_dir, "--preprocess_dir", str(pre_dir),
-            "--hardneg_path", str(hardneg), "--hardneg_topk", str(s.hardneg_topk),
-            "--max_query_length", str(s.max_query_length), "--max_seg_length", str(s.max_seg_length),
-            "--max_seg_num", str(s.max_seg_num), "--max_bsize", str(s.max_bsize), "--cache_size", str(s.cache_size),
-            "--optimizer_str", s.optimizer, "--learning_rate", str(s.learning_rate),
-            "--num_train_epochs", str(s.epochs), "--warmup_steps", str(s.warmup_steps), "--logging_steps", "5",
-            "--seed", str(s.seed), "--output_dir", str(models_dir), "--logging_dir", str(log_dir),
-            "--overwrite_output_dir"]
+def train_argv(
+    s: DemoSettings, model_class: str, pre_dir: Path, hardneg: Path, models_dir: Path, log_dir: Path
+) -> list[str]:
+    return [
+        "--model_class",
+        model_class,
+        "--init_path",
+        s.model_dir,
+        "--preprocess_dir",
+        str(pre_dir),
+        "--hardneg_path",
+        str(hardneg),
+        "--hardneg_topk",
+        str(s.hardneg_topk),
+        "--max_query_length",
+        str(s.max_query_length),
+        "--max_seg_length",
+        str(s.max_seg_length),
+        "--max_seg_num",
+        str(s.max_seg_num),
+        "--max_bsize",
+        str(s.max_bsize),
+        "--cache_size",
+        str(s.cache_size),
+        "--optimizer_str",
+        s.optimizer,
+        "--learning_rate",
+        str(s.learning_rate),
+        "--num_train_epochs",
+        str(s.epochs),
+        "--warmup_steps",
+        str(s.warmup_steps),
+        "--logging_steps",
+        "5",
+        "--seed",
+        str(s.seed),
+        "--output_dir",
+        str(models_dir),
+        "--logging_dir",
+        str(log_dir),
+        "--overwrite_output_dir",
+    ]
 
 
 def checkpoint_dir(s: DemoSettings, models_dir: Path, model_class: str, epoch: int) -> Path:
     return models_dir / checkpoint_name(epoch, s.max_seg_length, s.max_seg_num, s.max_bsize, model_class)
 
 
-def stage_train(s: DemoSettings, model_class: str, pre_dir: Path, hardneg: Path, models_dir: Path,
-                log_dir: Path) -> dict:
+def stage_train(
+    s: DemoSettings, model_class: str, pre_dir: Path, hardneg: Path, models_dir: Path, log_dir: Path
+) -> dict:
     run_training(train_argv(s, model_class, pre_dir, hardneg, models_dir, log_dir))
     last = checkpoint_dir(s, models_dir, model_class, s.epochs)
     history = json.loads((last / TRAIN_HISTORY).read_text())
-    return {"checkpoints": [checkpoint_dir(s, models_dir, model_class, e).name for e in range(1, s.epochs + 1)],
-            "history": history, "train_seconds": sum(h["seconds"] for h in history)}
+    return {
+        "checkpoints": [checkpoint_dir(s, models_dir, model_class, e).name for e in range(1, s.epochs + 1)],
+        "history": history,
+        "train_seconds": sum(h["seconds"] for h in history),
+    }
 
 
-def stage_hits(s: DemoSettings, data_dir: Path, systems: Mapping[str, tuple[str, str]], index_dir: Path) -> dict:
+def stage_hits(
+    s: DemoSettings, data_dir: Path, systems: Mapping[str, tuple[str, str]], index_dir: Path
+) -> dict:
     """Index the corpus and search the first dev queries with each system ``{label: (class, checkpoint)}``
     through :class:`SeDR.Retriever`, the API a user points at their own documents."""
+
     def fields(name: str, sep: str | None = "\t") -> list[list[str]]:
         return [line.split(sep) for line in (data_dir / name).read_text(encoding="utf-8").splitlines()]
 
     queries = sorted(fields(SPLIT_FILES["dev"][0]), key=lambda q: int(q[0]))[:HIT_QUERIES]
     relevant = {q: d for q, _, d, _ in fields(SPLIT_FILES["dev"][1], None)}
     urls = {r[0]: r[1] for r in fields(CORPUS_FILE)}
-    result = {"queries": [{"qid": q, "text": t, "relevant": relevant[q], "relevant_url": urls[relevant[q]]}
-                          for q, t in queries], "systems": {}, "urls": {}}
+    result = {
+        "queries": [
+            {"qid": q, "text": t, "relevant": relevant[q], "relevant_url": urls[relevant[q]]}
+            for q, t in queries
+        ],
+        "systems": {},
+        "urls": {},
+    }
     for label, (model_class, path) in systems.items():
-        r = Retriever.from_pretrained(path, model_class=model_class, max_seg_length=s.max_seg_length,
-                                      max_seg_num=s.max_seg_num, max_query_length=s.max_query_length)
+        r = Retriever.from_pretrained(
+            path,
+            model_class=model_class,
+            max_seg_length=s.max_seg_length,
+            max_seg_num=s.max_seg_num,
+            max_query_length=s.max_query_length,
+        )
         index = r.index(data_dir / CORPUS_FILE, out=index_dir / model_class, show_progress=False)
         hits = r.search(index, [t for _, t in queries], k=HITS_SHOWN, show_progress=False)
         result["systems"][label] = [[[h.doc_id, h.score] for h in ranked] for ranked in hits]
@@ -221,39 +310,78 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
     stages.run("collection", k_col, lambda: stage_collection(s, data_dir), (data_dir,))
     k_pre = {"up": key_hash(k_col), "model_dir": s.model_dir}
     stages.run("preprocess", k_pre, lambda: stage_preprocess(s, data_dir, pre_dir), (pre_dir,))
-    k_seg = {"up": key_hash(k_pre), "max_seg_length": s.max_seg_length, "max_seg_num": s.max_seg_num,
-             "max_query_length": s.max_query_length}
+    k_seg = {
+        "up": key_hash(k_pre),
+        "max_seg_length": s.max_seg_length,
+        "max_seg_num": s.max_seg_num,
+        "max_query_length": s.max_query_length,
+    }
     results: dict[str, dict] = {}
     start_out = eval_dir / "start"
     results[START_LABEL] = stages.run(
-        "start", k_seg, lambda: stage_inference(s, "STAR_MaxP", s.model_dir, pre_dir, start_out, out, hardneg),
-        (start_out, hardneg))
+        "start",
+        k_seg,
+        lambda: stage_inference(s, "STAR_MaxP", s.model_dir, pre_dir, start_out, out, hardneg),
+        (start_out, hardneg),
+    )
     if use_bm25:
         bm25_out = eval_dir / "bm25"
-        results[BM25_LABEL] = stages.run("bm25", {"up": key_hash(k_pre), "k1": BM25_K1, "b": BM25_B},
-                                         lambda: stage_bm25(pre_dir, data_dir, bm25_out, out), (bm25_out,))
-    k_train = {"up": key_hash(k_seg), **{f: getattr(s, f) for f in (
-        "epochs", "max_bsize", "hardneg_topk", "optimizer", "learning_rate", "warmup_steps", "cache_size", "seed")}}
+        results[BM25_LABEL] = stages.run(
+            "bm25",
+            {"up": key_hash(k_pre), "k1": BM25_K1, "b": BM25_B},
+            lambda: stage_bm25(pre_dir, data_dir, bm25_out, out),
+            (bm25_out,),
+        )
+    k_train = {
+        "up": key_hash(k_seg),
+        **{
+            f: getattr(s, f)
+            for f in (
+                "epochs",
+                "max_bsize",
+                "hardneg_topk",
+                "optimizer",
+                "learning_rate",
+                "warmup_steps",
+                "cache_size",
+                "seed",
+            )
+        },
+    }
     curves, last = {}, {}
     for cls in MODEL_CLASSES:
         ckpts = tuple(checkpoint_dir(s, models_dir, cls, e) for e in range(1, s.epochs + 1))
-        trained = stages.run(f"train-{cls}", k_train,
-                             lambda cls=cls: stage_train(s, cls, pre_dir, hardneg, models_dir, log_dir), ckpts)
+        trained = stages.run(
+            f"train-{cls}",
+            k_train,
+            lambda cls=cls: stage_train(s, cls, pre_dir, hardneg, models_dir, log_dir),
+            ckpts,
+        )
         dev_mrr = []
         for e, ckpt in enumerate(ckpts, start=1):
             ev_out = eval_dir / f"{cls}-epoch{e}"
-            ev = stages.run(f"eval-{cls}-epoch{e}", {"up": key_hash(k_train), "epoch": e},
-                            lambda ckpt=ckpt, ev_out=ev_out, cls=cls: stage_inference(s, cls, ckpt, pre_dir, ev_out, out),
-                            (ev_out,))
+            ev = stages.run(
+                f"eval-{cls}-epoch{e}",
+                {"up": key_hash(k_train), "epoch": e},
+                lambda ckpt=ckpt, ev_out=ev_out, cls=cls: stage_inference(s, cls, ckpt, pre_dir, ev_out, out),
+                (ev_out,),
+            )
             dev_mrr.append(ev["scores"]["dev_MRR@100"])
         label = f"{cls} ({s.epochs} epoch{'s' if s.epochs > 1 else ''})"
         results[label] = {**ev, "train_seconds": trained["train_seconds"]}
         last[cls] = (label, str(ckpts[-1]))
-        curves[cls] = {"epochs": [h["epoch"] for h in trained["history"]],
-                       "train_loss": [h["mean_loss"] for h in trained["history"]], "dev_mrr": dev_mrr}
+        curves[cls] = {
+            "epochs": [h["epoch"] for h in trained["history"]],
+            "train_loss": [h["mean_loss"] for h in trained["history"]],
+            "dev_mrr": dev_mrr,
+        }
     systems = {START_LABEL: ("STAR_MaxP", s.model_dir), last["SeDR"][0]: ("SeDR", last["SeDR"][1])}
-    hits = stages.run("hits", {"up": key_hash(k_train), "queries": HIT_QUERIES, "shown": HITS_SHOWN},
-                      lambda: stage_hits(s, data_dir, systems, out / "index"), (out / "index",))
+    hits = stages.run(
+        "hits",
+        {"up": key_hash(k_train), "queries": HIT_QUERIES, "shown": HITS_SHOWN},
+        lambda: stage_hits(s, data_dir, systems, out / "index"),
+        (out / "index",),
+    )
     bar.close()
 
     rows = results_rows(results, out)
@@ -261,9 +389,16 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
     start_mrr = results[START_LABEL]["scores"]["dev_MRR@100"]
     bm25_mrr = results[BM25_LABEL]["scores"]["dev_MRR@100"] if use_bm25 else None
     plot_curves(out / "training_curves.png", curves, start_mrr, bm25_mrr)
-    report = {"settings": asdict(s), "collection": json.loads((out / "stages" / "collection.json").read_text())["result"],
-              "rows": rows, "curves": curves, "stages_ran": stages.ran, "stages_reused": stages.reused,
-              "plot": "training_curves.png", "hits": hits}
+    report = {
+        "settings": asdict(s),
+        "collection": json.loads((out / "stages" / "collection.json").read_text())["result"],
+        "rows": rows,
+        "curves": curves,
+        "stages_ran": stages.ran,
+        "stages_reused": stages.reused,
+        "plot": "training_curves.png",
+        "hits": hits,
+    }
     (out / "results.md").write_text(table + "\n\n" + format_hits_table(hits) + "\n")
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

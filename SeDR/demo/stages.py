@@ -67,8 +67,17 @@ class Stages:
 
     def _log(self, name: str, status: str, seconds) -> None:
         with open(self.out / "stage_log.jsonl", "a") as f:
-            f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "stage": name, "status": status,
-                                "seconds": seconds}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "stage": name,
+                        "status": status,
+                        "seconds": seconds,
+                    }
+                )
+                + "\n"
+            )
         logger.info("stage %s: %s%s", name, status, "" if seconds is None else f" ({seconds:.1f}s)")
         if self.bar is not None:
             self.bar.update(1)

@@ -26,7 +26,7 @@ from SeDR.core.errors import SeDRInputError
 # Additive attention-mask value of HF 4.12 (-10000): representable in fp16/bf16, and a row whose
 # keys are all masked stays finite (uniform) instead of turning NaN.
 ATTENTION_MASK_VALUE = -10000.0
-ROBERTA_POSITIONS = "roberta"    # PAD -> padding_idx, real tokens padding_idx + 1, + 2, ...
+ROBERTA_POSITIONS = "roberta"  # PAD -> padding_idx, real tokens padding_idx + 1, + 2, ...
 ABSOLUTE_POSITIONS = "absolute"  # 0..T-1 on every row
 
 BACKBONES: dict[str, type[Backbone]] = {}
@@ -95,9 +95,15 @@ def check_backbone_folder(name_or_path) -> None:
     path = Path(name_or_path) / "config.json"
     cfg = json.loads(path.read_text()) if path.is_file() else {}
     model_type = cfg.get("model_type")
-    if model_type is None or model_type == "longformer":  # a hub name, a bare tokenizer, a Longformer conversion
+    if (
+        model_type is None or model_type == "longformer"
+    ):  # a hub name, a bare tokenizer, a Longformer conversion
         return
-    reason = refusal(CONFIG_MAPPING[model_type].from_dict(cfg)) if model_type in BACKBONES else _unsupported(model_type)
+    reason = (
+        refusal(CONFIG_MAPPING[model_type].from_dict(cfg))
+        if model_type in BACKBONES
+        else _unsupported(model_type)
+    )
     if reason:
         raise SeDRInputError(f"{name_or_path}: {reason}")
 
@@ -121,8 +127,10 @@ class Backbone:
     position_rule: ClassVar[str] = ABSOLUTE_POSITIONS
     with_pooler: ClassVar[bool] = False  # the stock constructor takes ``add_pooling_layer``
     # Why SeDR_Global_Attention cannot run on this family ("" where the layers allow it).
-    no_global_attention: ClassVar[str] = ("its layers have no separate self-attention context and output step "
-                                          "into which the global CLS attention could be placed")
+    no_global_attention: ClassVar[str] = (
+        "its layers have no separate self-attention context and output step "
+        "into which the global CLS attention could be placed"
+    )
 
     def __init__(self, module: nn.Module):
         self.module = module
@@ -163,7 +171,9 @@ class Backbone:
 
     def position_ids(self, input_ids: torch.Tensor, padding_idx: int | None) -> torch.Tensor:
         if self.position_rule == ROBERTA_POSITIONS:
-            return roberta_position_ids(input_ids, self.module.config.pad_token_id if padding_idx is None else padding_idx)
+            return roberta_position_ids(
+                input_ids, self.module.config.pad_token_id if padding_idx is None else padding_idx
+            )
         return absolute_position_ids(input_ids)
 
     def mask_dtype(self) -> torch.dtype:
@@ -252,7 +262,9 @@ class Albert(SumEmbeddings):
     @property
     def layers(self):
         c, groups = self.module.config, self.module.encoder.albert_layer_groups
-        return [groups[int(i / (c.num_hidden_layers / c.num_hidden_groups))] for i in range(c.num_hidden_layers)]
+        return [
+            groups[int(i / (c.num_hidden_layers / c.num_hidden_groups))] for i in range(c.num_hidden_layers)
+        ]
 
     def project(self, x):
         return self.module.encoder.embedding_hidden_mapping_in(x)
@@ -303,14 +315,20 @@ class DebertaV2(Backbone):
     @classmethod
     def refusal(cls, config):
         if getattr(config, "conv_kernel_size", 0) > 0:
-            return ("its convolution after the first layer mixes neighbouring columns, so a segment's tokens would "
-                    "mix with the placeholder slots and with the padding a row group drops (conv_kernel_size "
-                    f"{config.conv_kernel_size}; DeBERTa-v3 configs have none)")
+            return (
+                "its convolution after the first layer mixes neighbouring columns, so a segment's tokens would "
+                "mix with the placeholder slots and with the padding a row group drops (conv_kernel_size "
+                f"{config.conv_kernel_size}; DeBERTa-v3 configs have none)"
+            )
         return None
 
     @classmethod
     def position_table(cls, config):
-        return (0, int(config.max_position_embeddings)) if getattr(config, "position_biased_input", True) else None
+        return (
+            (0, int(config.max_position_embeddings))
+            if getattr(config, "position_biased_input", True)
+            else None
+        )
 
     def embed(self, input_ids, position_ids, attention_mask, segment_types):
         emb = self.module.embeddings
@@ -335,7 +353,9 @@ class DebertaV2(Backbone):
             cols = columns[0]
             relative = cols[:, None] - cols[None, :]  # query - key, (T, T)
             if enc.position_buckets > 0 and enc.max_relative_positions > 0:
-                relative = make_log_bucket_position(relative, enc.position_buckets, enc.max_relative_positions)
+                relative = make_log_bucket_position(
+                    relative, enc.position_buckets, enc.max_relative_positions
+                )
             relative = relative.long()[None]  # (1, T, T)
         mask = enc.get_attention_mask(attention_mask)  # (n, 1, T, T): query and key both real
         return [(mask, None, relative, enc.get_rel_embedding())] * len(self.layers)
@@ -371,7 +391,10 @@ class ModernBert(Backbone):
         add = additive_mask(attention_mask, self.mask_dtype())[:, None, None, :]  # (n, 1, 1, T)
         # |i - j| <= sliding_window on position ids, the stock window, whatever columns a row group dropped.
         far = (position_ids[:, :, None] - position_ids[:, None, :]).abs() > self.module.config.sliding_window
-        masks = {"full_attention": add, "sliding_attention": add + far[:, None].to(add.dtype) * ATTENTION_MASK_VALUE}
+        masks = {
+            "full_attention": add,
+            "sliding_attention": add + far[:, None].to(add.dtype) * ATTENTION_MASK_VALUE,
+        }
         kinds = [layer.attention_type for layer in self.layers]
         rope = {k: self.module.rotary_emb(hidden, position_ids, k) for k in set(kinds)}
         return [(masks[k], rope[k]) for k in kinds]

@@ -35,8 +35,15 @@ CONFIG_NAME = "config.json"
 # RoBERTa/STAR position table: a longer table (Longformer conversion, 2050 rows) is cut to this.
 ROBERTA_POSITION_ROWS = 514
 # Longformer-only config fields dropped when a conversion is read as RoBERTa.
-_LONGFORMER_FIELDS = ("attention_window", "attention_mode", "attention_dilation", "autoregressive",
-                      "onnx_export", "sep_token_id", "gradient_checkpointing")
+_LONGFORMER_FIELDS = (
+    "attention_window",
+    "attention_mode",
+    "attention_dilation",
+    "autoregressive",
+    "onnx_export",
+    "sep_token_id",
+    "gradient_checkpointing",
+)
 # Families with an adapter, plus a Longformer conversion read as RoBERTa.
 _SUPPORTED_TYPES = (*backbones.BACKBONES, "longformer")
 
@@ -45,10 +52,10 @@ _SUPPORTED_TYPES = (*backbones.BACKBONES, "longformer")
 class LoadReport:
     """What a load did: documented new/derived keys, adaptations, and the keys that deserve a warning."""
 
-    new: list[str] = field(default_factory=list)         # documented: initialised fresh or derived
-    adapted: list[str] = field(default_factory=list)     # documented: renamed, cut or grown
-    ignored: list[str] = field(default_factory=list)     # documented: buffers and pooler dropped
-    missing: list[str] = field(default_factory=list)     # NOT documented: warned
+    new: list[str] = field(default_factory=list)  # documented: initialised fresh or derived
+    adapted: list[str] = field(default_factory=list)  # documented: renamed, cut or grown
+    ignored: list[str] = field(default_factory=list)  # documented: buffers and pooler dropped
+    missing: list[str] = field(default_factory=list)  # NOT documented: warned
     unexpected: list[str] = field(default_factory=list)  # NOT documented: warned
 
 
@@ -62,7 +69,9 @@ def read_config_dict(path) -> dict:
     try:
         return json.loads(cfg.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise DataFormatError(cfg, None, f"not a readable JSON config ({err}); re-copy the checkpoint") from None
+        raise DataFormatError(
+            cfg, None, f"not a readable JSON config ({err}); re-copy the checkpoint"
+        ) from None
 
 
 def weights_path(path) -> Path:
@@ -82,8 +91,12 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
             return load_file(str(file))
         return torch.load(file, map_location="cpu", weights_only=True)
     except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
-        raise DataFormatError(file, None, f"unreadable or truncated checkpoint ({str(err).splitlines()[0][:200]}); "
-                                          "re-copy it or train it again") from None
+        raise DataFormatError(
+            file,
+            None,
+            f"unreadable or truncated checkpoint ({str(err).splitlines()[0][:200]}); "
+            "re-copy it or train it again",
+        ) from None
 
 
 def model_fingerprint(path) -> str:
@@ -118,25 +131,38 @@ def _special_ids(cfg: dict, folder: Path, record: dict | None) -> dict:
             f"{folder}: no tokenizer files and no sedr_special_ids in config.json, so the CLS, separator and PAD "
             f"ids of this {cfg.get('model_type')} model are unknown; save its tokenizer there "
             f"(tokenizer.save_pretrained('{folder}')) or add \"sedr_special_ids\": "
-            "{\"cls_id\": ..., \"eos_id\": ..., \"pad_id\": ...} to its config.json")
+            '{"cls_id": ..., "eos_id": ..., "pad_id": ...} to its config.json'
+        )
     return ids
 
 
-def make_config(cfg: dict, folder, model_class: str, *, max_seg_num: int, cache_size: int,
-                multi_view_k: int, output_embedding_size: int | None = None, attn_implementation: str = "sdpa"):
+def make_config(
+    cfg: dict,
+    folder,
+    model_class: str,
+    *,
+    max_seg_num: int,
+    cache_size: int,
+    multi_view_k: int,
+    output_embedding_size: int | None = None,
+    attn_implementation: str = "sdpa",
+):
     """Backbone config from a checkpoint's ``config.json`` plus the SeDR fields of ``model_class``."""
     d = dict(cfg)
     model_type = d.get("model_type")
     if model_type not in _SUPPORTED_TYPES:
-        raise SeDRInputError(f"{folder}: unsupported backbone model_type {model_type!r}; "
-                             f"supported: {', '.join(_SUPPORTED_TYPES)}")
+        raise SeDRInputError(
+            f"{folder}: unsupported backbone model_type {model_type!r}; "
+            f"supported: {', '.join(_SUPPORTED_TYPES)}"
+        )
     record = cfg.get("sedr_tokenizer") or (load_tokenizer(folder)[1] if has_tokenizer_files(folder) else None)
     if model_type == "longformer" or "attention_window" in d:  # the original's trained ones say roberta
         for k in _LONGFORMER_FIELDS:
             d.pop(k, None)
         d["model_type"] = "roberta"
-        d["max_position_embeddings"] = min(int(d.get("max_position_embeddings", ROBERTA_POSITION_ROWS)),
-                                           ROBERTA_POSITION_ROWS)
+        d["max_position_embeddings"] = min(
+            int(d.get("max_position_embeddings", ROBERTA_POSITION_ROWS)), ROBERTA_POSITION_ROWS
+        )
     special = _special_ids(cfg, Path(folder), record)
     config = CONFIG_MAPPING[d["model_type"]].from_dict(d)
     reason = backbones.refusal(config)
@@ -172,7 +198,7 @@ def adapt_state_dict(model: M.DenseRetriever, sd: dict[str, torch.Tensor]) -> tu
             continue
         new_k = k
         if k.startswith("longformer."):
-            new_k = p + k[len("longformer"):]
+            new_k = p + k[len("longformer") :]
         elif k.split(".", 1)[0] in {"pooler", *dict(model.backbone.named_children())}:  # a plain encoder
             new_k = f"{p}.{k}"
         if new_k.startswith(f"{p}.pooler."):
@@ -202,19 +228,26 @@ def adapt_state_dict(model: M.DenseRetriever, sd: dict[str, torch.Tensor]) -> tu
         raise M.ModelConfigError(
             f"the checkpoint's segment-type table has {out[seg_key].shape[0]} rows (it was trained with "
             f"max_seg_num={out[seg_key].shape[0]}) but max_seg_num={model.max_seg_num} was requested; "
-            f"pass --max_seg_num {out[seg_key].shape[0]}")
+            f"pass --max_seg_num {out[seg_key].shape[0]}"
+        )
 
     for key in target:
         if "_global." in key and key not in out:
-            local = key.replace("query_global", "query").replace("key_global", "key").replace("value_global", "value")
+            local = (
+                key.replace("query_global", "query")
+                .replace("key_global", "key")
+                .replace("value_global", "value")
+            )
             if local in out:
                 out[key] = out[local].clone()
                 report.new.append(f"{key} (copied from {local})")
 
     for k, v in out.items():
         if k in target and tuple(v.shape) != tuple(target[k].shape):
-            raise SeDRInputError(f"checkpoint tensor {k} has shape {tuple(v.shape)}, the model expects "
-                                 f"{tuple(target[k].shape)}")
+            raise SeDRInputError(
+                f"checkpoint tensor {k} has shape {tuple(v.shape)}, the model expects "
+                f"{tuple(target[k].shape)}"
+            )
     return out, report
 
 
@@ -241,11 +274,20 @@ def load_weights_into(model: M.DenseRetriever, source) -> LoadReport:
     if report.adapted or report.ignored:
         logger.info("%s: adapted %s; ignored %s", where, report.adapted, report.ignored)
     if report.missing:
-        logger.warning("%s: %d parameters missing from the checkpoint (left at their initialisation): %s",
-                       where, len(report.missing), ", ".join(report.missing))
+        logger.warning(
+            "%s: %d parameters missing from the checkpoint (left at their initialisation): %s",
+            where,
+            len(report.missing),
+            ", ".join(report.missing),
+        )
     if report.unexpected:
-        logger.warning("%s: %d checkpoint entries unused by %s: %s", where, len(report.unexpected),
-                       model.model_class_name, ", ".join(report.unexpected))
+        logger.warning(
+            "%s: %d checkpoint entries unused by %s: %s",
+            where,
+            len(report.unexpected),
+            model.model_class_name,
+            ", ".join(report.unexpected),
+        )
     return report
 
 
@@ -263,13 +305,29 @@ def _identity_head(model: M.DenseRetriever) -> None:
 # ------------------------------------------------------------------------------------------- API
 
 
-def _instantiate(folder, model_class: str, *, max_seg_num: int, cache_size: int, multi_view_k: int,
-                 output_embedding_size: int | None, attn_implementation: str, gradient_checkpointing: bool):
+def _instantiate(
+    folder,
+    model_class: str,
+    *,
+    max_seg_num: int,
+    cache_size: int,
+    multi_view_k: int,
+    output_embedding_size: int | None,
+    attn_implementation: str,
+    gradient_checkpointing: bool,
+):
     cls = M.get_model_class(model_class)
     cfg = read_config_dict(folder)
-    config = make_config(cfg, folder, model_class, max_seg_num=max_seg_num, cache_size=cache_size,
-                         multi_view_k=multi_view_k, output_embedding_size=output_embedding_size,
-                         attn_implementation=attn_implementation)
+    config = make_config(
+        cfg,
+        folder,
+        model_class,
+        max_seg_num=max_seg_num,
+        cache_size=cache_size,
+        multi_view_k=multi_view_k,
+        output_embedding_size=output_embedding_size,
+        attn_implementation=attn_implementation,
+    )
     model = cls(config)
     load_weights_into(model, folder)
     if gradient_checkpointing:
@@ -277,9 +335,17 @@ def _instantiate(folder, model_class: str, *, max_seg_num: int, cache_size: int,
     return model
 
 
-def build_model(model_class: str, init_path, *, max_seg_num: int, cache_size: int = M.DEFAULT_CACHE_SIZE,
-                gradient_checkpointing: bool = False, multi_view_k: int = M.DEFAULT_MULTI_VIEW_K,
-                output_embedding_size: int | None = None, attn_implementation: str = "sdpa") -> M.DenseRetriever:
+def build_model(
+    model_class: str,
+    init_path,
+    *,
+    max_seg_num: int,
+    cache_size: int = M.DEFAULT_CACHE_SIZE,
+    gradient_checkpointing: bool = False,
+    multi_view_k: int = M.DEFAULT_MULTI_VIEW_K,
+    output_embedding_size: int | None = None,
+    attn_implementation: str = "sdpa",
+) -> M.DenseRetriever:
     """A model of class ``model_class`` to train, initialised from ``init_path`` (STAR, a conversion, any ours).
 
     ``cache_size <= 0`` is rejected for the cached classes (docs/training.md#late-cache-capacity). For
@@ -288,17 +354,27 @@ def build_model(model_class: str, init_path, *, max_seg_num: int, cache_size: in
     """
     cls = M.get_model_class(model_class)
     if cls.uses_cache and cache_size <= 0:
-        raise M.ModelConfigError(f"--cache_size must be > 0 for {model_class} (got {cache_size}); "
-                             "train SeDR_without_LateCache for the run without the cache")
+        raise M.ModelConfigError(
+            f"--cache_size must be > 0 for {model_class} (got {cache_size}); "
+            "train SeDR_without_LateCache for the run without the cache"
+        )
     cfg = read_config_dict(init_path)
     multi_view_k = int(cfg.get("multi_view_k", multi_view_k))
-    return _instantiate(init_path, model_class, max_seg_num=max_seg_num, cache_size=cache_size,
-                        multi_view_k=multi_view_k, output_embedding_size=output_embedding_size,
-                        attn_implementation=attn_implementation, gradient_checkpointing=gradient_checkpointing)
+    return _instantiate(
+        init_path,
+        model_class,
+        max_seg_num=max_seg_num,
+        cache_size=cache_size,
+        multi_view_k=multi_view_k,
+        output_embedding_size=output_embedding_size,
+        attn_implementation=attn_implementation,
+        gradient_checkpointing=gradient_checkpointing,
+    )
 
 
-def load_model(path, model_class: str | None = None, max_seg_num: int | None = None,
-               attn_implementation: str = "sdpa") -> M.DenseRetriever:
+def load_model(
+    path, model_class: str | None = None, max_seg_num: int | None = None, attn_implementation: str = "sdpa"
+) -> M.DenseRetriever:
     """A trained checkpoint as its own class (docs/models.md#inference-class) unless ``model_class`` overrides it.
 
     ``max_seg_num`` (the inference flag) overrides the recorded value; it must match the
@@ -316,11 +392,16 @@ def load_model(path, model_class: str | None = None, max_seg_num: int | None = N
     m = max_seg_num if max_seg_num is not None else cfg.get("max_seg_num")
     if m is None:
         raise SeDRInputError(f"{path}: config.json has no max_seg_num; pass --max_seg_num")
-    return _instantiate(path, name, max_seg_num=int(m),
-                        cache_size=int(cfg.get("cache_size", M.DEFAULT_CACHE_SIZE)),
-                        multi_view_k=int(cfg.get("multi_view_k", M.DEFAULT_MULTI_VIEW_K)),
-                        output_embedding_size=cfg.get("output_embedding_size"),
-                        attn_implementation=attn_implementation, gradient_checkpointing=False)
+    return _instantiate(
+        path,
+        name,
+        max_seg_num=int(m),
+        cache_size=int(cfg.get("cache_size", M.DEFAULT_CACHE_SIZE)),
+        multi_view_k=int(cfg.get("multi_view_k", M.DEFAULT_MULTI_VIEW_K)),
+        output_embedding_size=cfg.get("output_embedding_size"),
+        attn_implementation=attn_implementation,
+        gradient_checkpointing=False,
+    )
 
 
 def save_pretrained(model: M.DenseRetriever, folder) -> Path:
@@ -329,8 +410,14 @@ def save_pretrained(model: M.DenseRetriever, folder) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config.to_dict()
     cfg.pop("_attn_implementation", None)
-    cfg.update({"sedr_model_class": model.model_class_name, "architectures": [model.model_class_name],
-                "max_seg_num": model.max_seg_num, "sedr_special_ids": model.special_ids})
+    cfg.update(
+        {
+            "sedr_model_class": model.model_class_name,
+            "architectures": [model.model_class_name],
+            "max_seg_num": model.max_seg_num,
+            "sedr_special_ids": model.special_ids,
+        }
+    )
     (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})

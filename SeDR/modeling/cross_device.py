@@ -72,7 +72,7 @@ def gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     if t.shape[0] < most:
         padded = torch.cat([t, t.new_zeros((most - t.shape[0],) + tuple(t.shape[1:]))])  # (most, ...)
     gathered = _GatherRows.apply(padded.contiguous())  # (world·most, ...)
-    rows = torch.cat([gathered[r * most: r * most + c] for r, c in enumerate(counts)])  # (Σ counts, ...)
+    rows = torch.cat([gathered[r * most : r * most + c] for r, c in enumerate(counts)])  # (Σ counts, ...)
     return rows, sum(counts[:rank])
 
 
@@ -90,7 +90,14 @@ def globalize_batch(batch, rel: dict[int, list[int]]):
     """``batch`` with its masks widened to every rank's documents (a collective: all ranks must call it)."""
     mine = (batch.positives.doc_offsets.tolist(), batch.negatives.doc_offsets.tolist())
     everyone = gather_objects(mine)  # rank order, as gather_rows concatenates the vectors
-    rel_mask, hard_mask = pair_masks(batch.queries.query_offsets.tolist(), rel,
-                                     [d for p, _ in everyone for d in p], [d for _, n in everyone for d in n])
-    return replace(batch, rel_pair_mask=rel_mask.to(batch.rel_pair_mask.device),
-                   hard_pair_mask=hard_mask.to(batch.hard_pair_mask.device))
+    rel_mask, hard_mask = pair_masks(
+        batch.queries.query_offsets.tolist(),
+        rel,
+        [d for p, _ in everyone for d in p],
+        [d for _, n in everyone for d in n],
+    )
+    return replace(
+        batch,
+        rel_pair_mask=rel_mask.to(batch.rel_pair_mask.device),
+        hard_pair_mask=hard_mask.to(batch.hard_pair_mask.device),
+    )

@@ -32,9 +32,9 @@ from SeDR.modeling.backbones import (  # noqa: F401 - re-exported: the loop's pu
 )
 
 # Interaction variants of the document encoder (docs/models.md#class-summary).
-PLAIN = "plain"            # stock layers; placeholders evolve as ordinary PAD tokens (MaxP-style)
+PLAIN = "plain"  # stock layers; placeholders evolve as ordinary PAD tokens (MaxP-style)
 AFTER_LAYER = "after_layer"  # CLS broadcast into the placeholders after every layer
-GLOBAL = "global"          # broadcast before every layer + global CLS attention
+GLOBAL = "global"  # broadcast before every layer + global CLS attention
 VARIANTS = (PLAIN, AFTER_LAYER, GLOBAL)
 
 
@@ -74,7 +74,9 @@ def run_layer(layer: nn.Module, hidden: torch.Tensor, *args) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def broadcast_cls(hidden: torch.Tensor, fuse_mat: torch.Tensor, cls: torch.Tensor | None = None) -> torch.Tensor:
+def broadcast_cls(
+    hidden: torch.Tensor, fuse_mat: torch.Tensor, cls: torch.Tensor | None = None
+) -> torch.Tensor:
     """Write the sibling segments' CLS states into the last ``P`` positions, out of place.
 
     ``hidden[r, T-P+j] ← cls[fuse_mat[r, j]]`` with ``cls = hidden[:, 0]`` by default; a row group
@@ -87,8 +89,9 @@ def broadcast_cls(hidden: torch.Tensor, fuse_mat: torch.Tensor, cls: torch.Tenso
     return torch.cat([hidden[:, : T - P], gathered], dim=1)  # (n, T, H)
 
 
-def global_keys(states: torch.Tensor, add_mask: torch.Tensor, fuse_mat: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def global_keys(
+    states: torch.Tensor, add_mask: torch.Tensor, fuse_mat: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys (or values) and their additive mask for each row's global CLS query (docs/models.md#global-key-set).
 
     Own row: all ``T`` positions with its own mask. Then, for each slot ``j`` in order, the sibling
@@ -107,15 +110,16 @@ def global_keys(states: torch.Tensor, add_mask: torch.Tensor, fuse_mat: torch.Te
         return states, add_mask
     n, T, X = states.shape
     P = fuse_mat.shape[1]
-    sib_states = states[:, 1: T - P][fuse_mat]  # (n, P, T-P-1, X)
-    sib_mask = add_mask[:, 1: T - P][fuse_mat] + add_mask[:, T - P:, None]  # (n, P, T-P-1)
+    sib_states = states[:, 1 : T - P][fuse_mat]  # (n, P, T-P-1, X)
+    sib_mask = add_mask[:, 1 : T - P][fuse_mat] + add_mask[:, T - P :, None]  # (n, P, T-P-1)
     keys = torch.cat([states, sib_states.reshape(n, P * (T - P - 1), X)], dim=1)
     mask = torch.cat([add_mask, sib_mask.reshape(n, P * (T - P - 1))], dim=1)
     return keys, mask
 
 
-def global_cls_context(attn: nn.Module, hidden: torch.Tensor, add_mask: torch.Tensor,
-                       fuse_mat: torch.Tensor | None) -> torch.Tensor:
+def global_cls_context(
+    attn: nn.Module, hidden: torch.Tensor, add_mask: torch.Tensor, fuse_mat: torch.Tensor | None
+) -> torch.Tensor:
     """Global attention result for position 0 of every row, ``(n, H)``.
 
     Query ``Q_g(h_0)``; keys/values ``K_g/V_g`` over :func:`global_keys`; scores scaled by
@@ -129,7 +133,7 @@ def global_cls_context(attn: nn.Module, hidden: torch.Tensor, add_mask: torch.Te
     v, _ = global_keys(attn.value_global(hidden), add_mask, fuse_mat)  # (n, K, H)
     k = k.view(n, -1, heads, dh).transpose(1, 2)  # (n, h, K, dh)
     v = v.view(n, -1, heads, dh).transpose(1, 2)  # (n, h, K, dh)
-    scores = torch.matmul(q, k.transpose(-1, -2)) / (dh ** 0.5)  # (n, h, 1, K)
+    scores = torch.matmul(q, k.transpose(-1, -2)) / (dh**0.5)  # (n, h, 1, K)
     scores = scores + mask[:, None, None, :].to(scores.dtype)
     probs = F.softmax(scores, dim=-1)
     probs = attn.dropout(probs)
@@ -137,8 +141,13 @@ def global_cls_context(attn: nn.Module, hidden: torch.Tensor, add_mask: torch.Te
     return ctx.reshape(n, H)  # (n, H)
 
 
-def run_global_layer(layer: nn.Module, hidden: torch.Tensor, mask4d: torch.Tensor, add_mask: torch.Tensor,
-                     fuse_mat: torch.Tensor | None) -> torch.Tensor:
+def run_global_layer(
+    layer: nn.Module,
+    hidden: torch.Tensor,
+    mask4d: torch.Tensor,
+    add_mask: torch.Tensor,
+    fuse_mat: torch.Tensor | None,
+) -> torch.Tensor:
     """A stock layer whose self-attention context at position 0 is replaced by the global result.
 
     The stock local attention runs for every position (CLS included, then overwritten); the stock
@@ -153,12 +162,20 @@ def run_global_layer(layer: nn.Module, hidden: torch.Tensor, mask4d: torch.Tenso
     return layer.feed_forward_chunk(attention_output)
 
 
-def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
-           position_rule: str | None = None, padding_idx: int | None = None,
-           segment_types: torch.Tensor | None = None, fuse_mat: torch.Tensor | None = None,
-           variant: str = PLAIN, gradient_checkpointing: bool = False,
-           output_hidden_states: bool = False,
-           row_groups: RowGroups | None = None) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+def encode(
+    backbone: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    position_rule: str | None = None,
+    padding_idx: int | None = None,
+    segment_types: torch.Tensor | None = None,
+    fuse_mat: torch.Tensor | None = None,
+    variant: str = PLAIN,
+    gradient_checkpointing: bool = False,
+    output_hidden_states: bool = False,
+    row_groups: RowGroups | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Last hidden states ``(n, T, H)`` of the stock backbone driven layer by layer.
 
     With ``row_groups`` (PLAIN and AFTER_LAYER only; GLOBAL ignores them because its CLS attends
@@ -186,7 +203,9 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
     if position_rule is None:
         position_ids = adapter.position_ids(input_ids, padding_idx)
     elif position_rule == ROBERTA_POSITIONS:
-        position_ids = roberta_position_ids(input_ids, backbone.config.pad_token_id if padding_idx is None else padding_idx)
+        position_ids = roberta_position_ids(
+            input_ids, backbone.config.pad_token_id if padding_idx is None else padding_idx
+        )
     elif position_rule == ABSOLUTE_POSITIONS:
         position_ids = absolute_position_ids(input_ids)
     else:
@@ -195,8 +214,14 @@ def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.T
     n, T = input_ids.shape
     use_ckpt = gradient_checkpointing and torch.is_grad_enabled()
     interact = fuse_mat is not None and fuse_mat.shape[1] > 0
-    inverse, groups = split_rows(input_ids, position_ids, attention_mask, segment_types,
-                                 fuse_mat if interact else None, None if variant == GLOBAL else row_groups)
+    inverse, groups = split_rows(
+        input_ids,
+        position_ids,
+        attention_mask,
+        segment_types,
+        fuse_mat if interact else None,
+        None if variant == GLOBAL else row_groups,
+    )
     P = row_groups.num_placeholders if inverse is not None else 0
     hiddens = [adapter.embed(ids, pos, mask, seg) for ids, pos, mask, _, seg, _ in groups]  # (n_g, w_g, H)
     args = [adapter.layer_args(h, mask, pos, cols) for h, (_, pos, mask, cols, _, _) in zip(hiddens, groups)]
@@ -234,8 +259,10 @@ def check_positions(adapter: Backbone, position_ids: torch.Tensor) -> None:
         return
     top = int(position_ids.max())
     if top >= table[1]:
-        raise SeDRInputError(f"rows need position id {top} but the {adapter.module.config.model_type} position table "
-                             f"has {table[1]} rows; lower --max_seg_length (or --max_query_length)")
+        raise SeDRInputError(
+            f"rows need position id {top} but the {adapter.module.config.model_type} position table "
+            f"has {table[1]} rows; lower --max_seg_length (or --max_query_length)"
+        )
 
 
 def split_rows(input_ids, position_ids, attention_mask, segment_types, fuse_mat, row_groups):
@@ -257,9 +284,19 @@ def split_rows(input_ids, position_ids, attention_mask, segment_types, fuse_mat,
     inverse[rows] = torch.arange(n, device=rows.device)  # batch row -> position in group order
     groups = []
     for r, w in zip(rows.split(list(row_groups.sizes)), row_groups.widths):
-        ids, pos, mask = (keep_columns(x[r], w, P) for x in (input_ids, position_ids, attention_mask))  # (n_g, w + P)
-        groups.append((ids, pos, mask, keep_columns(columns, w, P), None if segment_types is None else segment_types[r],
-                       None if fuse_mat is None else inverse[fuse_mat[r]]))
+        ids, pos, mask = (
+            keep_columns(x[r], w, P) for x in (input_ids, position_ids, attention_mask)
+        )  # (n_g, w + P)
+        groups.append(
+            (
+                ids,
+                pos,
+                mask,
+                keep_columns(columns, w, P),
+                None if segment_types is None else segment_types[r],
+                None if fuse_mat is None else inverse[fuse_mat[r]],
+            )
+        )
     return inverse, groups
 
 
@@ -268,7 +305,7 @@ def keep_columns(x: torch.Tensor, width: int, num_placeholders: int) -> torch.Te
     T = x.shape[1]
     if width + num_placeholders >= T:
         return x
-    return torch.cat([x[:, :width], x[:, T - num_placeholders:]], dim=1)
+    return torch.cat([x[:, :width], x[:, T - num_placeholders :]], dim=1)
 
 
 def restore_columns(x: torch.Tensor, T: int, num_placeholders: int) -> torch.Tensor:

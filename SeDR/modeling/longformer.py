@@ -81,8 +81,13 @@ def cls_positions(max_seg_num: int, stride: int = CLS_STRIDE) -> list[int]:
     return [k * stride for k in range(max_seg_num)]
 
 
-def place_global_cls(input_ids: torch.Tensor, attention_mask: torch.Tensor, cls_id: int, max_seg_num: int,
-                     stride: int = CLS_STRIDE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def place_global_cls(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cls_id: int,
+    max_seg_num: int,
+    stride: int = CLS_STRIDE,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Write ``CLS`` at the fixed positions and flag the ones inside the document as global (docs/longformer.md#valid-segments).
 
     The token at each position ``p < T`` is **replaced** (a content token, the ``EOS`` or a ``PAD``);
@@ -117,15 +122,22 @@ def longformer_config(config):
     else:
         d = config.to_dict()
         if SAVED_WINDOW_KEY not in d:
-            raise ModelConfigError(f"{MODEL_CLASS_NAME} needs a Longformer config: this one lacks {SAVED_WINDOW_KEY} "
-                                   f"and attention_window; load the folder with load_longformer (the "
-                                   f"SeDR_Longformer scripts), or convert STAR again: {CONVERT_COMMAND}")
+            raise ModelConfigError(
+                f"{MODEL_CLASS_NAME} needs a Longformer config: this one lacks {SAVED_WINDOW_KEY} "
+                f"and attention_window; load the folder with load_longformer (the "
+                f"SeDR_Longformer scripts), or convert STAR again: {CONVERT_COMMAND}"
+            )
         d["model_type"] = "longformer"
         d["attention_window"] = d[SAVED_WINDOW_KEY]
         d["max_position_embeddings"] = d[SAVED_POSITIONS_KEY]
         out = LongformerConfig.from_dict(d)
-    setattr(out, SAVED_WINDOW_KEY, list(out.attention_window) if isinstance(out.attention_window, list)
-            else [int(out.attention_window)] * int(out.num_hidden_layers))
+    setattr(
+        out,
+        SAVED_WINDOW_KEY,
+        list(out.attention_window)
+        if isinstance(out.attention_window, list)
+        else [int(out.attention_window)] * int(out.num_hidden_layers),
+    )
     setattr(out, SAVED_POSITIONS_KEY, int(out.max_position_embeddings))
     # HF Longformer has only its own (eager) attention; its mask code needs the float path.
     out._attn_implementation = "eager"
@@ -182,14 +194,21 @@ class SeDRLongformer(DenseRetriever):
             self.roberta.gradient_checkpointing_disable()
 
     # ------------------------------------------------------------------ encoders
-    def run_encoder(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    global_attention_mask: torch.Tensor) -> torch.Tensor:
+    def run_encoder(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, global_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Last hidden states ``(n, T, H)``; HF pads to a multiple of the window and cuts back."""
         if input_ids.shape[1] > self.max_doc_length:
-            raise ValueError(f"rows of {input_ids.shape[1]} tokens exceed the position table "
-                             f"({self.max_doc_length} tokens); convert with a larger --max_doc_length")
-        out = self.roberta(input_ids=input_ids, attention_mask=attention_mask,
-                           global_attention_mask=global_attention_mask, return_dict=True)
+            raise ValueError(
+                f"rows of {input_ids.shape[1]} tokens exceed the position table "
+                f"({self.max_doc_length} tokens); convert with a larger --max_doc_length"
+            )
+        out = self.roberta(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            global_attention_mask=global_attention_mask,
+            return_dict=True,
+        )
         return out.last_hidden_state
 
     def encode_queries(self, queries: QueryBatch) -> torch.Tensor:
@@ -201,18 +220,24 @@ class SeDRLongformer(DenseRetriever):
 
     def _check_batch(self, batch: SegmentBatch) -> None:
         if batch.max_seg_num != 1 or bool((batch.seg_counts != 1).any()):
-            raise ValueError(f"{MODEL_CLASS_NAME} reads one row per document: build its batches with "
-                             f"SegmentSpec(max_doc_length, 1)")
+            raise ValueError(
+                f"{MODEL_CLASS_NAME} reads one row per document: build its batches with "
+                f"SegmentSpec(max_doc_length, 1)"
+            )
 
     def slot_states(self, batch: SegmentBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states at the CLS positions ``(n, M, H)`` (a stand-in past the row) and their validity ``(n, M)``."""
         self._check_batch(batch)
         M = self.max_seg_num
-        ids, glob, valid = place_global_cls(batch.input_ids, batch.attention_mask, self.special_ids["cls_id"], M)
+        ids, glob, valid = place_global_cls(
+            batch.input_ids, batch.attention_mask, self.special_ids["cls_id"], M
+        )
         # Columns past the longest row are padding for every row: cutting them changes no valid output
         # (padding is never attended) but saves the 2048-token pass for short documents.
         width = max(int(batch.attention_mask.sum(dim=1).max()), 1)
-        hidden = self.run_encoder(ids[:, :width], batch.attention_mask[:, :width], glob[:, :width])  # (n, w, H)
+        hidden = self.run_encoder(
+            ids[:, :width], batch.attention_mask[:, :width], glob[:, :width]
+        )  # (n, w, H)
         n, T, H = hidden.shape
         pos = torch.tensor(cls_positions(M), device=hidden.device).clamp(max=T - 1)  # (M,)
         states = hidden[:, pos]  # (n, M, H); slots past the row hold a stand-in and are invalid
@@ -234,8 +259,10 @@ class SeDRLongformer(DenseRetriever):
 
 
 def _refuse(file, key: str, problem: str) -> NoReturn:
-    raise ModelConfigError(f"{file}: {key} {problem}; the attended span would be a guess, so it is not loaded. "
-                           f"Convert STAR again ({CONVERT_COMMAND}, window counted on both sides)")
+    raise ModelConfigError(
+        f"{file}: {key} {problem}; the attended span would be a guess, so it is not loaded. "
+        f"Convert STAR again ({CONVERT_COMMAND}, window counted on both sides)"
+    )
 
 
 def allenai_to_hf(cfg: dict, file) -> dict:
@@ -247,8 +274,11 @@ def allenai_to_hf(cfg: dict, file) -> dict:
     layers = int(cfg.get("num_hidden_layers", 0))
     for key in ("attention_window", *ALLENAI_KEYS):
         if key not in cfg:
-            _refuse(file, key, "is missing (an allenai Longformer config has attention_window, "
-                    f"{', '.join(ALLENAI_KEYS)})")
+            _refuse(
+                file,
+                key,
+                f"is missing (an allenai Longformer config has attention_window, {', '.join(ALLENAI_KEYS)})",
+            )
     if cfg.get("model_type") not in ("roberta", "longformer"):
         _refuse(file, "model_type", f"is {cfg.get('model_type')!r}, not roberta/longformer")
     if cfg["attention_mode"] != "sliding_chunks":
@@ -259,14 +289,28 @@ def allenai_to_hf(cfg: dict, file) -> dict:
     if not (isinstance(dil, list) and len(dil) == layers and all(d == 1 for d in dil)):
         _refuse(file, "attention_dilation", f"is {dil!r}, not [1] * {layers}")
     win = cfg["attention_window"]
-    if not (isinstance(win, list) and len(win) == layers and len(set(win)) == 1
-            and isinstance(win[0], int) and win[0] > 0):
-        _refuse(file, "attention_window", f"is {win!r}, not one positive one-sided window for each of {layers} layers")
+    if not (
+        isinstance(win, list)
+        and len(win) == layers
+        and len(set(win)) == 1
+        and isinstance(win[0], int)
+        and win[0] > 0
+    ):
+        _refuse(
+            file,
+            "attention_window",
+            f"is {win!r}, not one positive one-sided window for each of {layers} layers",
+        )
     # gradient_checkpointing: the 3.0.2 config flag would switch on HF's own checkpointing here; the training flag decides.
     d = {k: v for k, v in cfg.items() if k not in (*ALLENAI_KEYS, "gradient_checkpointing")}
     d.update(model_type="longformer", attention_window=[2 * win[0]] * layers)
-    logger.info("%s: the original's allenai Longformer config, window %d on each side: read as attention_window "
-                "%d (both sides counted), the span it was trained with", file, win[0], 2 * win[0])
+    logger.info(
+        "%s: the original's allenai Longformer config, window %d on each side: read as attention_window "
+        "%d (both sides counted), the span it was trained with",
+        file,
+        win[0],
+        2 * win[0],
+    )
     return d
 
 
@@ -276,8 +320,12 @@ def _configured(folder, *, max_seg_num: int | None, cache_size: int | None):
     if any(k in cfg for k in ALLENAI_KEYS):
         d = allenai_to_hf(cfg, file)
     elif cfg.get("model_type") != "longformer":
-        _refuse(file, "model_type", f"is {cfg.get('model_type')!r} without allenai's {', '.join(ALLENAI_KEYS)}: "
-                "not a Longformer folder (or one whose window side count is unknown)")
+        _refuse(
+            file,
+            "model_type",
+            f"is {cfg.get('model_type')!r} without allenai's {', '.join(ALLENAI_KEYS)}: "
+            "not a Longformer folder (or one whose window side count is unknown)",
+        )
     elif "attention_window" not in cfg:
         _refuse(file, "attention_window", "is missing (today's Longformer would silently take 512)")
     else:
@@ -285,11 +333,17 @@ def _configured(folder, *, max_seg_num: int | None, cache_size: int | None):
     config = LongformerConfig.from_dict(d)
     config.sedr_model_class = MODEL_CLASS_NAME
     config.architectures = [MODEL_CLASS_NAME]
-    config.max_seg_num = int(max_seg_num if max_seg_num is not None else cfg.get("max_seg_num", DEFAULT_MAX_SEG_NUM))
-    config.cache_size = int(cache_size if cache_size is not None else cfg.get("cache_size", DEFAULT_CACHE_SIZE))
+    config.max_seg_num = int(
+        max_seg_num if max_seg_num is not None else cfg.get("max_seg_num", DEFAULT_MAX_SEG_NUM)
+    )
+    config.cache_size = int(
+        cache_size if cache_size is not None else cfg.get("cache_size", DEFAULT_CACHE_SIZE)
+    )
     config.sedr_special_ids = cfg.get("sedr_special_ids") or {
-        "cls_id": int(cfg.get("bos_token_id", 0)), "eos_id": int(cfg.get("eos_token_id", 2)),
-        "pad_id": int(cfg.get("pad_token_id", 1))}
+        "cls_id": int(cfg.get("bos_token_id", 0)),
+        "eos_id": int(cfg.get("eos_token_id", 2)),
+        "pad_id": int(cfg.get("pad_token_id", 1)),
+    }
     return config
 
 
@@ -299,18 +353,29 @@ def _load(model: SeDRLongformer, folder) -> SeDRLongformer:
     pos = model.roberta.embeddings.position_embeddings.weight
     bad = (~torch.isfinite(pos[1:]).all(dim=1)).nonzero().flatten() + 1
     if len(bad):
-        raise SeDRInputError(f"{folder}: roberta.embeddings.position_embeddings.weight rows {bad.tolist()[:5]} are "
-                             f"not finite (the original's conversion left rows 0-1 uninitialised); "
-                             f"convert STAR again: {CONVERT_COMMAND}")
+        raise SeDRInputError(
+            f"{folder}: roberta.embeddings.position_embeddings.weight rows {bad.tolist()[:5]} are "
+            f"not finite (the original's conversion left rows 0-1 uninitialised); "
+            f"convert STAR again: {CONVERT_COMMAND}"
+        )
     return model
 
 
-def build_longformer(init_path, *, max_seg_num: int = DEFAULT_MAX_SEG_NUM, cache_size: int = DEFAULT_CACHE_SIZE,
-                     gradient_checkpointing: bool = False) -> SeDRLongformer:
+def build_longformer(
+    init_path,
+    *,
+    max_seg_num: int = DEFAULT_MAX_SEG_NUM,
+    cache_size: int = DEFAULT_CACHE_SIZE,
+    gradient_checkpointing: bool = False,
+) -> SeDRLongformer:
     """A model to train from a conversion (``./data/starlongformer``) or a SeDR-Longformer checkpoint."""
     if cache_size <= 0:
-        raise ModelConfigError(f"--cache_size must be > 0 for {MODEL_CLASS_NAME} (got {cache_size}); docs/training.md#late-cache-capacity")
-    model = _load(SeDRLongformer(_configured(init_path, max_seg_num=max_seg_num, cache_size=cache_size)), init_path)
+        raise ModelConfigError(
+            f"--cache_size must be > 0 for {MODEL_CLASS_NAME} (got {cache_size}); docs/training.md#late-cache-capacity"
+        )
+    model = _load(
+        SeDRLongformer(_configured(init_path, max_seg_num=max_seg_num, cache_size=cache_size)), init_path
+    )
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
@@ -338,7 +403,9 @@ def register_longformer() -> type[SeDRLongformer]:
 _KEPT_PREFIXES = ("roberta.embeddings.", "roberta.encoder.", "embeddingHead.", "norm.")
 
 
-def tile_positions(star_table: torch.Tensor, rows: int, offset: int = ROBERTA_POSITION_OFFSET) -> torch.Tensor:
+def tile_positions(
+    star_table: torch.Tensor, rows: int, offset: int = ROBERTA_POSITION_OFFSET
+) -> torch.Tensor:
     """``rows``-row table: rows ``< offset`` copied, learned rows ``offset..`` repeated."""
     learned = star_table.shape[0] - offset  # 512 for STAR
     idx = torch.arange(rows)
@@ -354,9 +421,13 @@ def convert_state_dict(star: dict[str, torch.Tensor], num_layers: int, rows: int
             k = "roberta." + k
         if k.startswith(_KEPT_PREFIXES) and not k.endswith(("position_ids", "token_type_ids")):
             sd[k] = v
-    missing = [k for k in ("embeddingHead.weight", "embeddingHead.bias", "norm.weight", "norm.bias") if k not in sd]
+    missing = [
+        k for k in ("embeddingHead.weight", "embeddingHead.bias", "norm.weight", "norm.bias") if k not in sd
+    ]
     if missing:
-        raise SeDRInputError(f"the STAR checkpoint lacks {', '.join(missing)}: is it the DRhard STAR document model?")
+        raise SeDRInputError(
+            f"the STAR checkpoint lacks {', '.join(missing)}: is it the DRhard STAR document model?"
+        )
     pos = "roberta.embeddings.position_embeddings.weight"
     sd[pos] = tile_positions(sd[pos], rows)
     for n in range(num_layers):
@@ -367,37 +438,59 @@ def convert_state_dict(star: dict[str, torch.Tensor], num_layers: int, rows: int
     return sd
 
 
-def convert_star(star_path, output_path, *, max_doc_length: int, attention_window: int, max_seg_num: int) -> Path:
+def convert_star(
+    star_path, output_path, *, max_doc_length: int, attention_window: int, max_seg_num: int
+) -> Path:
     """Write a SeDR-Longformer initialisation of the STAR checkpoint at ``star_path`` into ``output_path``."""
     cfg = read_config_dict(star_path)
     if cfg.get("model_type") != "roberta":
-        raise SeDRInputError(f"{star_path}: expected a RoBERTa (STAR) checkpoint, found model_type "
-                             f"{cfg.get('model_type')!r}")
+        raise SeDRInputError(
+            f"{star_path}: expected a RoBERTa (STAR) checkpoint, found model_type {cfg.get('model_type')!r}"
+        )
     if int(cfg.get("max_position_embeddings", ROBERTA_POSITION_ROWS)) != ROBERTA_POSITION_ROWS:
-        logger.warning("%s has %s position rows (STAR has %d)", star_path, cfg.get("max_position_embeddings"),
-                       ROBERTA_POSITION_ROWS)
+        logger.warning(
+            "%s has %s position rows (STAR has %d)",
+            star_path,
+            cfg.get("max_position_embeddings"),
+            ROBERTA_POSITION_ROWS,
+        )
     rows = max_doc_length + ROBERTA_POSITION_OFFSET
     d = {k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "_name_or_path")}
-    d.update(max_position_embeddings=rows, attention_window=[attention_window] * int(cfg["num_hidden_layers"]))
+    d.update(
+        max_position_embeddings=rows, attention_window=[attention_window] * int(cfg["num_hidden_layers"])
+    )
     config = LongformerConfig.from_dict(d)
     config.max_seg_num = int(max_seg_num)
     config.cache_size = DEFAULT_CACHE_SIZE
-    config.sedr_special_ids = {"cls_id": int(cfg.get("bos_token_id", 0)), "eos_id": int(cfg.get("eos_token_id", 2)),
-                               "pad_id": int(cfg.get("pad_token_id", 1))}
+    config.sedr_special_ids = {
+        "cls_id": int(cfg.get("bos_token_id", 0)),
+        "eos_id": int(cfg.get("eos_token_id", 2)),
+        "pad_id": int(cfg.get("pad_token_id", 1)),
+    }
     model = SeDRLongformer(config)
     sd = convert_state_dict(read_state_dict(star_path), config.num_hidden_layers, rows)
     result = model.load_state_dict(sd, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise SeDRInputError(f"{star_path}: conversion left missing {result.missing_keys} / unexpected "
-                             f"{result.unexpected_keys} parameters")
+        raise SeDRInputError(
+            f"{star_path}: conversion left missing {result.missing_keys} / unexpected "
+            f"{result.unexpected_keys} parameters"
+        )
     out = Path(output_path)
     save_pretrained(model, out)
-    logger.info("wrote %s: %d position rows, window %d (one-sided %d), %d layers with global projections",
-                out, rows, attention_window, attention_window // 2, config.num_hidden_layers)
+    logger.info(
+        "wrote %s: %d position rows, window %d (one-sided %d), %d layers with global projections",
+        out,
+        rows,
+        attention_window,
+        attention_window // 2,
+        config.num_hidden_layers,
+    )
     return out
 
 
 def check_doc_length(model, max_doc_length: int, path) -> None:
     if max_doc_length > model.max_doc_length:
-        raise SeDRInputError(f"--max_doc_length {max_doc_length} exceeds the position table of {path} "
-                         f"({model.max_doc_length} tokens); convert with Star2Star_Longformer.py --max_doc_length")
+        raise SeDRInputError(
+            f"--max_doc_length {max_doc_length} exceeds the position table of {path} "
+            f"({model.max_doc_length} tokens); convert with Star2Star_Longformer.py --max_doc_length"
+        )

@@ -66,7 +66,8 @@ def get_model_class(name: str) -> type[DenseRetriever]:
         return MODEL_REGISTRY[name]
     except KeyError:
         raise UnknownModelClassError(
-            f"unknown model class {name!r}; valid: {', '.join(sorted(MODEL_REGISTRY))}") from None
+            f"unknown model class {name!r}; valid: {', '.join(sorted(MODEL_REGISTRY))}"
+        ) from None
 
 
 @dataclass
@@ -124,10 +125,10 @@ class DenseRetriever(nn.Module):
     """
 
     model_class_name: ClassVar[str] = ""
-    variant: ClassVar[str] = enc.PLAIN          # document encoder
+    variant: ClassVar[str] = enc.PLAIN  # document encoder
     uses_segment_types: ClassVar[bool] = False  # E_seg read in the document encoder
-    uses_cache: ClassVar[bool] = False          # Late-Cache Negative (docs/training.md#late-cache)
-    loss_kind: ClassVar[str] = "pairwise"      # "pairwise" (STAR) or "ce" (in-batch + hard negatives)
+    uses_cache: ClassVar[bool] = False  # Late-Cache Negative (docs/training.md#late-cache)
+    loss_kind: ClassVar[str] = "pairwise"  # "pairwise" (STAR) or "ce" (in-batch + hard negatives)
     # Parameter-name parts that a checkpoint may lack by design (initialised fresh, logged at INFO).
     fresh_parameters: ClassVar[tuple[str, ...]] = ("embeddings.segment_type_embeddings.",)
 
@@ -137,8 +138,9 @@ class DenseRetriever(nn.Module):
         self.backbone_prefix = backbone_prefix(config)
         self.add_module(self.backbone_prefix, _build_backbone(config))
         # Every class carries E_seg, as the original's RoBERTa did (checkpoint compatibility).
-        enc.add_segment_type_embeddings(self.backbone, int(config.max_seg_num),
-                                        float(getattr(config, "initializer_range", 0.02)))
+        enc.add_segment_type_embeddings(
+            self.backbone, int(config.max_seg_num), float(getattr(config, "initializer_range", 0.02))
+        )
         self._add_head(config)
 
     def _add_head(self, config) -> None:
@@ -172,10 +174,14 @@ class DenseRetriever(nn.Module):
     @property
     def special_ids(self) -> dict:
         """``cls_id``/``eos_id``/``pad_id`` the model reads rows with: those recorded on its config (from its tokenizer)."""
-        ids = getattr(self.config, "sedr_special_ids", None) or backbones.roberta_config_ids(self.config.to_dict())
+        ids = getattr(self.config, "sedr_special_ids", None) or backbones.roberta_config_ids(
+            self.config.to_dict()
+        )
         if not ids:
-            raise ModelConfigError(f"the {self.config.model_type} config records no sedr_special_ids; build the "
-                                   "model with SeDR.modeling.build_model from a folder holding its tokenizer")
+            raise ModelConfigError(
+                f"the {self.config.model_type} config records no sedr_special_ids; build the "
+                "model with SeDR.modeling.build_model from a folder holding its tokenizer"
+            )
         return dict(ids)
 
     @property
@@ -207,13 +213,20 @@ class DenseRetriever(nn.Module):
         self.gradient_checkpointing = False
 
     # ------------------------------------------------------------------ encoders
-    def _encode(self, input_ids, attention_mask, *, segment_types=None, fuse_mat=None, variant=None,
-                row_groups=None):
-        return enc.encode(self.backbone, input_ids, attention_mask,
-                          padding_idx=self.special_ids["pad_id"], segment_types=segment_types,
-                          fuse_mat=fuse_mat, variant=variant or self.variant,
-                          gradient_checkpointing=self.gradient_checkpointing and self.training,
-                          row_groups=row_groups)
+    def _encode(
+        self, input_ids, attention_mask, *, segment_types=None, fuse_mat=None, variant=None, row_groups=None
+    ):
+        return enc.encode(
+            self.backbone,
+            input_ids,
+            attention_mask,
+            padding_idx=self.special_ids["pad_id"],
+            segment_types=segment_types,
+            fuse_mat=fuse_mat,
+            variant=variant or self.variant,
+            gradient_checkpointing=self.gradient_checkpointing and self.training,
+            row_groups=row_groups,
+        )
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """``LayerNorm(W·h + b)``."""
@@ -226,8 +239,10 @@ class DenseRetriever(nn.Module):
 
     def _check_batch(self, batch: SegmentBatch) -> None:
         if batch.max_seg_num != self.max_seg_num:
-            raise ValueError(f"{self.model_class_name} was built with max_seg_num={self.max_seg_num}, "
-                             f"the batch has max_seg_num={batch.max_seg_num}")
+            raise ValueError(
+                f"{self.model_class_name} was built with max_seg_num={self.max_seg_num}, "
+                f"the batch has max_seg_num={batch.max_seg_num}"
+            )
 
     def segment_cls(self, batch: SegmentBatch) -> torch.Tensor:
         """Last-layer CLS state of every segment row, ``(n_seg, H)``, with this class's document encoder.
@@ -237,9 +252,13 @@ class DenseRetriever(nn.Module):
         """
         self._check_batch(batch)
         interacting = self.variant != enc.PLAIN
-        hidden = self._encode(batch.input_ids, batch.attention_mask,
-                              segment_types=batch.segment_types() if self.uses_segment_types else None,
-                              fuse_mat=batch.fuse_mat if interacting else None, row_groups=batch.row_groups)
+        hidden = self._encode(
+            batch.input_ids,
+            batch.attention_mask,
+            segment_types=batch.segment_types() if self.uses_segment_types else None,
+            fuse_mat=batch.fuse_mat if interacting else None,
+            row_groups=batch.row_groups,
+        )
         return hidden[:, 0]
 
     def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
@@ -252,8 +271,9 @@ class DenseRetriever(nn.Module):
         return scatter_segments(seg, batch)
 
     # ------------------------------------------------------------------ training forward
-    def forward(self, batch: TrainBatch, cache: LateCache | None = None,
-                negatives_x_device: bool = False) -> TrainOutput:
+    def forward(
+        self, batch: TrainBatch, cache: LateCache | None = None, negatives_x_device: bool = False
+    ) -> TrainOutput:
         """Loss of one micro-batch (docs/training.md#ce-loss, #star-pairwise-loss).
 
         ``negatives_x_device``: score against the positives and hard negatives of every rank
@@ -271,12 +291,22 @@ class DenseRetriever(nn.Module):
             pos_cols, offset = gather_rows(pos)  # (N, M, d): every rank's positives, rank order
             neg_cols, _ = gather_rows(neg)  # (N', M, d)
         if self.loss_kind == "pairwise":
-            loss, acc = star_pairwise_loss(q, pos_cols, neg_cols, batch.rel_pair_mask, batch.hard_pair_mask,
-                                           positive_offset=offset)
+            loss, acc = star_pairwise_loss(
+                q, pos_cols, neg_cols, batch.rel_pair_mask, batch.hard_pair_mask, positive_offset=offset
+            )
             return TrainOutput(loss, acc, B)
         cq, cp, cn = cache.contents(q.device) if cache is not None else (None, None, None)
-        scores = cross_entropy_scores(q, pos_cols, neg_cols, batch.rel_pair_mask, batch.hard_pair_mask, cq, cp, cn,
-                                      positive_offset=offset)
+        scores = cross_entropy_scores(
+            q,
+            pos_cols,
+            neg_cols,
+            batch.rel_pair_mask,
+            batch.hard_pair_mask,
+            cq,
+            cp,
+            cn,
+            positive_offset=offset,
+        )
         labels = cross_entropy_labels(B, scores.shape[0] - B, pos_cols.shape[0], offset, device=scores.device)
         loss, acc = cross_entropy_loss(scores, B, labels)
         if cache is not None:
@@ -287,7 +317,9 @@ class DenseRetriever(nn.Module):
 def scatter_segments(seg: torch.Tensor, batch: SegmentBatch, width: int | None = None) -> torch.Tensor:
     """``R[b, k] = seg[seg_sep[b] + k]`` for ``k < s_b``, zeros elsewhere, out of place."""
     width = batch.max_seg_num if width is None else width
-    doc = torch.repeat_interleave(torch.arange(batch.num_docs, device=seg.device), batch.seg_counts.to(seg.device))
+    doc = torch.repeat_interleave(
+        torch.arange(batch.num_docs, device=seg.device), batch.seg_counts.to(seg.device)
+    )
     slot = batch.segment_types().to(seg.device)
     out = seg.new_zeros(batch.num_docs, width, seg.shape[-1])  # (n_docs, M, d)
     return out.index_put((doc, slot), seg)
@@ -349,8 +381,9 @@ class SeDRTransformerHead(SeDRMaxP):
 
     def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
         R = self._slots(batch)
-        doc = torch.repeat_interleave(torch.arange(batch.num_docs, device=R.device),
-                                      batch.seg_counts.to(R.device))
+        doc = torch.repeat_interleave(
+            torch.arange(batch.num_docs, device=R.device), batch.seg_counts.to(R.device)
+        )
         return R[doc, batch.segment_types().to(R.device)]  # (Σ s_b, d): real segments only
 
 
@@ -367,8 +400,10 @@ class SeDRGlobalAttention(SeDR):
     def __init__(self, config):
         reason = backbones.adapter_class(config.model_type).no_global_attention
         if reason:
-            raise ModelConfigError(f"SeDR_Global_Attention cannot run on a {config.model_type} backbone: {reason}; "
-                                   "it runs on the RoBERTa, BERT and ELECTRA layouts")
+            raise ModelConfigError(
+                f"SeDR_Global_Attention cannot run on a {config.model_type} backbone: {reason}; "
+                "it runs on the RoBERTa, BERT and ELECTRA layouts"
+            )
         super().__init__(config)
         enc.add_global_projections(self.backbone)
 
@@ -409,7 +444,9 @@ class StarMulti(StarMaxP):
 
     def _check_batch(self, batch: SegmentBatch) -> None:
         if batch.max_seg_num != 1 or bool((batch.seg_counts != 1).any()):
-            raise ValueError("STAR_Multi reads one FirstP row per document: build its batches with max_seg_num=1")
+            raise ValueError(
+                "STAR_Multi reads one FirstP row per document: build its batches with max_seg_num=1"
+            )
 
     def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
         self._check_batch(batch)

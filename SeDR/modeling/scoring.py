@@ -41,11 +41,17 @@ def max_segment_scores(queries: torch.Tensor, docs: torch.Tensor) -> torch.Tenso
         return per_slot.amax(dim=-1)  # (B, N)
 
 
-def cross_entropy_scores(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                         rel_pair_mask: torch.Tensor, hard_pair_mask: torch.Tensor,
-                         cached_queries: torch.Tensor | None = None,
-                         cached_positives: torch.Tensor | None = None,
-                         cached_negatives: torch.Tensor | None = None, positive_offset: int = 0) -> torch.Tensor:
+def cross_entropy_scores(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    rel_pair_mask: torch.Tensor,
+    hard_pair_mask: torch.Tensor,
+    cached_queries: torch.Tensor | None = None,
+    cached_positives: torch.Tensor | None = None,
+    cached_negatives: torch.Tensor | None = None,
+    positive_offset: int = 0,
+) -> torch.Tensor:
     """Masked score matrix of the in-batch + hard-negative CE loss with an optional Late-Cache (docs/training.md#late-cache-layout).
 
     Layout (``B`` queries, ``C`` cached queries, ``h`` hard negatives per query, ``C' = C·h``)::
@@ -81,12 +87,13 @@ def cross_entropy_scores(queries: torch.Tensor, positives: torch.Tensor, negativ
         mask[:B, :N] = rel_pair_mask.float()
         own = torch.arange(B, device=scores.device)
         mask[own, own + positive_offset] = 1.0  # the own positive is the target, never masked
-        mask[:B, N + C: N + C + Nh] = hard_pair_mask.float()
+        mask[:B, N + C : N + C + Nh] = hard_pair_mask.float()
         return scores.masked_fill(mask == 0, MASKED_SCORE)
 
 
-def cross_entropy_labels(num_queries: int, num_cached: int, num_positives: int, positive_offset: int = 0,
-                         device=None) -> torch.Tensor:
+def cross_entropy_labels(
+    num_queries: int, num_cached: int, num_positives: int, positive_offset: int = 0, device=None
+) -> torch.Tensor:
     """Target column of every score row: ``positive_offset + i`` for current queries, ``N + c`` for cached ones.
 
     Without cross-device gathering (``N = B``, offset 0) this is ``arange(B + C)``, the original's labels.
@@ -96,8 +103,9 @@ def cross_entropy_labels(num_queries: int, num_cached: int, num_positives: int, 
     return torch.cat([current, cached])
 
 
-def cross_entropy_loss(scores: torch.Tensor, num_queries: int,
-                       labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cross_entropy_loss(
+    scores: torch.Tensor, num_queries: int, labels: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean CE over **all** rows (cached rows included, docs/training.md#late-cache-layout); by default row ``r``'s label is column ``r``.
 
     Returns:
@@ -111,9 +119,14 @@ def cross_entropy_loss(scores: torch.Tensor, num_queries: int,
         return loss, acc.detach()
 
 
-def star_pairwise_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                       rel_pair_mask: torch.Tensor, hard_pair_mask: torch.Tensor, positive_offset: int = 0
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def star_pairwise_loss(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    rel_pair_mask: torch.Tensor,
+    hard_pair_mask: torch.Tensor,
+    positive_offset: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """STAR's pairwise softmax loss over in-batch and hard negatives (docs/training.md#star-pairwise-loss).
 
     ``loss = (Σ rel·softplus(S - p) + Σ hard·softplus(S' - p)) / (Σ rel + Σ hard)`` with ``p_i = S[i, i]``;
@@ -137,7 +150,9 @@ def star_pairwise_loss(queries: torch.Tensor, positives: torch.Tensor, negatives
         first = (rel * F.softplus(S - p)).sum()
         second = (hard * F.softplus(S_hard - p)).sum()
         loss = (first + second) / (rel.sum() + hard.sum())
-        others = torch.cat([S.masked_fill(rel == 0, float("-inf")), S_hard.masked_fill(hard == 0, float("-inf"))], 1)
+        others = torch.cat(
+            [S.masked_fill(rel == 0, float("-inf")), S_hard.masked_fill(hard == 0, float("-inf"))], 1
+        )
         acc = (p.squeeze(1) > others.amax(dim=1)).float().mean()
         return loss, acc.detach()
 
@@ -157,8 +172,10 @@ class LateCache:
 
     def __init__(self, capacity: int):
         if capacity <= 0:
-            raise ValueError(f"Late-Cache capacity must be > 0, got {capacity}; for a run without the cache "
-                             "use the model class SeDR_without_LateCache")
+            raise ValueError(
+                f"Late-Cache capacity must be > 0, got {capacity}; for a run without the cache "
+                "use the model class SeDR_without_LateCache"
+            )
         self.capacity = int(capacity)
         self.queries: torch.Tensor | None = None  # (C, d)
         self.positives: torch.Tensor | None = None  # (C, M, d)
@@ -170,13 +187,16 @@ class LateCache:
     def reset(self) -> None:
         self.queries = self.positives = self.negatives = None
 
-    def contents(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    def contents(
+        self, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """``(Qc, Dc, Nc)`` on ``device`` (moved once, e.g. after :meth:`load_state_dict`), or Nones if empty."""
         if self.queries is None:
             return None, None, None
         if self.queries.device != device:
             self.queries, self.positives, self.negatives = (
-                t.to(device) for t in (self.queries, self.positives, self.negatives))
+                t.to(device) for t in (self.queries, self.positives, self.negatives)
+            )
         return self.queries, self.positives, self.negatives
 
     def push(self, queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> None:
@@ -191,16 +211,24 @@ class LateCache:
         if self.queries is not None:
             Qc, Dc, Nc = self.contents(q.device)
             q, d, n = torch.cat([Qc, q]), torch.cat([Dc, d]), torch.cat([Nc, n])
-        self.queries = q[-self.capacity:]
-        self.positives = d[-self.capacity:]
-        self.negatives = n[-self.capacity * h:]
+        self.queries = q[-self.capacity :]
+        self.positives = d[-self.capacity :]
+        self.negatives = n[-self.capacity * h :]
 
     def state_dict(self) -> dict:
-        cpu = (lambda t: None if t is None else t.detach().cpu())  # noqa: E731
-        return {"capacity": self.capacity, "queries": cpu(self.queries), "positives": cpu(self.positives),
-                "negatives": cpu(self.negatives)}
+        cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
+        return {
+            "capacity": self.capacity,
+            "queries": cpu(self.queries),
+            "positives": cpu(self.positives),
+            "negatives": cpu(self.negatives),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["capacity"]) != self.capacity:
             raise ValueError(f"saved Late-Cache has capacity {state['capacity']}, this run {self.capacity}")
-        self.queries, self.positives, self.negatives = state["queries"], state["positives"], state["negatives"]
+        self.queries, self.positives, self.negatives = (
+            state["queries"],
+            state["positives"],
+            state["negatives"],
+        )

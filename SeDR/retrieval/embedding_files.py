@@ -54,8 +54,11 @@ class SegmentEmbeddings:
 def embedding_paths(folder: str | Path, prefix: str = "passages") -> tuple[Path, Path, Path]:
     """Paths of the vectors, the row→doc ids and the completion record."""
     folder = Path(folder)
-    return (folder / EMBED_FILE.format(prefix=prefix), folder / EMBED_ID_FILE.format(prefix=prefix),
-            folder / EMBED_META_FILE.format(prefix=prefix))
+    return (
+        folder / EMBED_FILE.format(prefix=prefix),
+        folder / EMBED_ID_FILE.format(prefix=prefix),
+        folder / EMBED_META_FILE.format(prefix=prefix),
+    )
 
 
 class SegmentEmbeddingWriter:
@@ -80,8 +83,9 @@ class SegmentEmbeddingWriter:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, d)
         doc_ids = np.ascontiguousarray(doc_ids, dtype=np.int32)  # (n,)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(doc_ids) != len(vectors):
-            raise ValueError(f"expected vectors [n, {self.dim}] and n doc ids, got {vectors.shape} and "
-                             f"{doc_ids.shape}")
+            raise ValueError(
+                f"expected vectors [n, {self.dim}] and n doc ids, got {vectors.shape} and {doc_ids.shape}"
+            )
         if len(doc_ids) == 0:
             return
         if doc_ids[0] < self.last_doc or np.any(np.diff(doc_ids) < 0):
@@ -93,8 +97,16 @@ class SegmentEmbeddingWriter:
         self.last_doc = int(doc_ids[-1])
 
     def _record(self, complete: bool) -> None:
-        meta = {"format": EMBED_FORMAT, "rows": self.rows, "dim": self.dim, "dtype": "float32",
-                "id_dtype": "int32", "num_docs": self.last_doc + 1, "complete": complete, "info": self.info}
+        meta = {
+            "format": EMBED_FORMAT,
+            "rows": self.rows,
+            "dim": self.dim,
+            "dtype": "float32",
+            "id_dtype": "int32",
+            "num_docs": self.last_doc + 1,
+            "complete": complete,
+            "info": self.info,
+        }
         atomic_write(self.meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
 
     def close(self) -> None:
@@ -150,7 +162,9 @@ def identity_changes(stored: Mapping, wanted: Mapping) -> dict:
     return {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
 
 
-def embeddings_complete(folder: str | Path, prefix: str = "passages", expect_info: Mapping | None = None) -> bool:
+def embeddings_complete(
+    folder: str | Path, prefix: str = "passages", expect_info: Mapping | None = None
+) -> bool:
     """True iff a finished encoding is there (record present, file sizes match, ``info`` agrees)."""
     meta = _read_meta(folder, prefix)
     return meta is not None and not identity_changes(meta.get("info", {}), expect_info or {})
@@ -162,8 +176,9 @@ def foreign_embeddings(folder: str | Path, prefix: str = "passages") -> bool:
     return emb_path.exists() and id_path.exists() and not meta_path.exists()
 
 
-def load_segment_embeddings(folder: str | Path, prefix: str = "passages",
-                            legacy_dim: int | None = None) -> SegmentEmbeddings:
+def load_segment_embeddings(
+    folder: str | Path, prefix: str = "passages", legacy_dim: int | None = None
+) -> SegmentEmbeddings:
     """Open complete segment embeddings read-only (memmaps, nothing loaded into memory).
 
     ``legacy_dim`` opens files without a completion record (e.g. from the original code) by
@@ -175,16 +190,24 @@ def load_segment_embeddings(folder: str | Path, prefix: str = "passages",
         record = read_record(folder, prefix)
         if record is not None and record.get("complete") and emb_path.exists():
             want = int(record["rows"]) * int(record["dim"]) * 4
-            raise DataFormatError(emb_path, None, f"{emb_path.stat().st_size} bytes, but its record says "
-                                  f"{record['rows']} rows x {record['dim']} ({want} bytes): truncated; {ENCODE_HINT}")
+            raise DataFormatError(
+                emb_path,
+                None,
+                f"{emb_path.stat().st_size} bytes, but its record says "
+                f"{record['rows']} rows x {record['dim']} ({want} bytes): truncated; {ENCODE_HINT}",
+            )
         if legacy_dim is None or not (emb_path.exists() and id_path.exists()):
             state = "incomplete (no completion record)" if emb_path.exists() else "missing"
             raise MissingInputError(emb_path, f"embeddings are {state}; {ENCODE_HINT}")
         rows = id_path.stat().st_size // 4
         if emb_path.stat().st_size != rows * legacy_dim * 4 or id_path.stat().st_size % 4:
-            raise DataFormatError(emb_path, None, f"{emb_path.stat().st_size} bytes do not hold the {rows} rows of "
-                                  f"{id_path.name} at dimension {legacy_dim} (float32): truncated, or made by a "
-                                  "model of another dimension")
+            raise DataFormatError(
+                emb_path,
+                None,
+                f"{emb_path.stat().st_size} bytes do not hold the {rows} rows of "
+                f"{id_path.name} at dimension {legacy_dim} (float32): truncated, or made by a "
+                "model of another dimension",
+            )
         meta = {"rows": rows, "dim": legacy_dim, "info": {"legacy": True}}
     rows, dim = int(meta["rows"]), int(meta["dim"])
     vectors = np.memmap(emb_path, dtype=np.float32, mode="r", shape=(rows, dim))
@@ -197,19 +220,29 @@ def check_rows_per_document(folder: str | Path, model_dim: int, expected_rows: n
     emb = load_segment_embeddings(folder, legacy_dim=model_dim)
     counts = np.bincount(np.asarray(emb.doc_ids, dtype=np.int64), minlength=len(expected_rows))
     if len(counts) != len(expected_rows) or (emb.num_rows and int(np.asarray(emb.doc_ids).min()) < 0):
-        raise DataFormatError(emb.folder / EMBED_ID_FILE.format(prefix="passages"), None,
-                              f"document offsets do not cover the corpus's {len(expected_rows)} documents")
+        raise DataFormatError(
+            emb.folder / EMBED_ID_FILE.format(prefix="passages"),
+            None,
+            f"document offsets do not cover the corpus's {len(expected_rows)} documents",
+        )
     bad = np.flatnonzero(counts != expected_rows)
     if len(bad):
         d = int(bad[0])
-        raise DataFormatError(emb.folder / EMBED_ID_FILE.format(prefix="passages"), None,
-                              f"document {d} has {counts[d]} rows, this model and segmentation give "
-                              f"{expected_rows[d]} ({len(bad)} documents differ): made with other settings")
+        raise DataFormatError(
+            emb.folder / EMBED_ID_FILE.format(prefix="passages"),
+            None,
+            f"document {d} has {counts[d]} rows, this model and segmentation give "
+            f"{expected_rows[d]} ({len(bad)} documents differ): made with other settings",
+        )
     first_row_index(emb.doc_ids)  # contiguous and in offset order
 
 
-def concat_embedding_shards(folder: str | Path, shard_prefixes: Sequence[str], prefix: str = "passages",
-                            rows_per_chunk: int = COPY_CHUNK_ROWS) -> SegmentEmbeddings:
+def concat_embedding_shards(
+    folder: str | Path,
+    shard_prefixes: Sequence[str],
+    prefix: str = "passages",
+    rows_per_chunk: int = COPY_CHUNK_ROWS,
+) -> SegmentEmbeddings:
     """Join complete per-shard encodings (contiguous document ranges, in order) into one."""
     shards = [load_segment_embeddings(folder, p) for p in shard_prefixes]
     if not shards:
@@ -217,10 +250,8 @@ def concat_embedding_shards(folder: str | Path, shard_prefixes: Sequence[str], p
     with SegmentEmbeddingWriter(folder, shards[0].dim, prefix, info=shards[0].info) as writer:
         for shard in shards:
             for i in range(0, shard.num_rows, rows_per_chunk):
-                writer.append(shard.vectors[i: i + rows_per_chunk], shard.doc_ids[i: i + rows_per_chunk])
+                writer.append(shard.vectors[i : i + rows_per_chunk], shard.doc_ids[i : i + rows_per_chunk])
     return load_segment_embeddings(folder, prefix)
-
-
 
 
 def first_row_index(row_doc_ids: np.ndarray) -> np.ndarray:
@@ -236,10 +267,12 @@ def first_row_index(row_doc_ids: np.ndarray) -> np.ndarray:
     bad = np.flatnonzero((step != 0) & (step != 1))
     if ids[0] != 0 or len(bad):
         where = 0 if ids[0] != 0 else int(bad[0]) + 1
-        raise ValueError(f"row {where} has document offset {int(ids[where])} after "
-                         f"{int(ids[where - 1]) if where else 'the start'}: the row->doc ids must list "
-                         "documents 0..N-1 contiguously in offset order (re-encode the corpus in one pass "
-                         "or join shards in order)")
+        raise ValueError(
+            f"row {where} has document offset {int(ids[where])} after "
+            f"{int(ids[where - 1]) if where else 'the start'}: the row->doc ids must list "
+            "documents 0..N-1 contiguously in offset order (re-encode the corpus in one pass "
+            "or join shards in order)"
+        )
     return np.concatenate([[0], np.flatnonzero(step) + 1, [len(ids)]]).astype(np.int64)
 
 
@@ -264,5 +297,3 @@ def load_or_build_first_row(folder: str | Path, row_doc_ids: np.ndarray, cache: 
     payload = {"num_rows": len(row_doc_ids), "first_row": first_row}
     atomic_write(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
     return first_row
-
-

@@ -27,19 +27,43 @@ def corpus_segment_counts(passages: preprocess_folder.TokenCache, spec: SegmentS
     return np.asarray(segmentation.num_segments(passages.lengths, spec), dtype=np.int64)
 
 
-def collate_pass(model, docs: list[np.ndarray], offsets: list[int], spec: SegmentSpec, compact: bool = True,
-                 row_groups: bool = True, group_overhead: int = ROW_GROUP_OVERHEAD):
+def collate_pass(
+    model,
+    docs: list[np.ndarray],
+    offsets: list[int],
+    spec: SegmentSpec,
+    compact: bool = True,
+    row_groups: bool = True,
+    group_overhead: int = ROW_GROUP_OVERHEAD,
+):
     """The :class:`~SeDR.data.batches.SegmentBatch` of one forward pass of :func:`encode_corpus` (also used by
     bench/batching.py, so the benchmark times exactly these batches)."""
-    return segmentation.collate_documents(docs, offsets, spec, compact=compact, row_groups=row_groups,
-                                  group_overhead=group_overhead, **model.special_ids)  # CLS/EOS/PAD of the backbone
+    return segmentation.collate_documents(
+        docs,
+        offsets,
+        spec,
+        compact=compact,
+        row_groups=row_groups,
+        group_overhead=group_overhead,
+        **model.special_ids,
+    )  # CLS/EOS/PAD of the backbone
 
 
 @torch.inference_mode()
-def encode_corpus(model, passages: preprocess_folder.TokenCache, spec: SegmentSpec, max_bsize: int, device: torch.device,
-                  precision: Precision, start: int = 0, end: int | None = None, compact: bool = True,
-                  row_groups: bool = True, group_overhead: int = ROW_GROUP_OVERHEAD,
-                  show_progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def encode_corpus(
+    model,
+    passages: preprocess_folder.TokenCache,
+    spec: SegmentSpec,
+    max_bsize: int,
+    device: torch.device,
+    precision: Precision,
+    start: int = 0,
+    end: int | None = None,
+    compact: bool = True,
+    row_groups: bool = True,
+    group_overhead: int = ROW_GROUP_OVERHEAD,
+    show_progress: bool = True,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(vectors float32 [rows, d], doc offsets int32 [rows])`` for documents ``start..end-1``.
 
     ``compact`` trims the masked padding columns of each pass; ``row_groups`` (implies
@@ -50,11 +74,22 @@ def encode_corpus(model, passages: preprocess_folder.TokenCache, spec: SegmentSp
     model.eval()
     seg_counts = corpus_segment_counts(passages, spec)
     end = len(passages) if end is None else end
-    bar = tqdm(total=int(seg_counts[start:end].sum()), desc="encode documents", unit="seg",
-               disable=not show_progress or None)
+    bar = tqdm(
+        total=int(seg_counts[start:end].sum()),
+        desc="encode documents",
+        unit="seg",
+        disable=not show_progress or None,
+    )
     for offsets in document_batches(seg_counts, max_bsize, start, end):
-        batch = collate_pass(model, [passages[d] for d in offsets], offsets, spec, compact=compact,
-                             row_groups=row_groups, group_overhead=group_overhead)
+        batch = collate_pass(
+            model,
+            [passages[d] for d in offsets],
+            offsets,
+            spec,
+            compact=compact,
+            row_groups=row_groups,
+            group_overhead=group_overhead,
+        )
         with precision.autocast():
             vecs = model.encode_segments(batch.to(device))
         rows = model.rows_per_document(batch.seg_counts).cpu().numpy()  # s_b, or K for multi-view models
@@ -68,19 +103,31 @@ def encode_corpus(model, passages: preprocess_folder.TokenCache, spec: SegmentSp
 
 
 @torch.inference_mode()
-def encode_queries(model, query_cache: preprocess_folder.TokenCache, max_query_length: int, batch_size: int,
-                   device: torch.device, precision: Precision, offsets: list[int] | None = None,
-                   show_progress: bool = True) -> np.ndarray:
+def encode_queries(
+    model,
+    query_cache: preprocess_folder.TokenCache,
+    max_query_length: int,
+    batch_size: int,
+    device: torch.device,
+    precision: Precision,
+    offsets: list[int] | None = None,
+    show_progress: bool = True,
+) -> np.ndarray:
     """Query vectors float32 ``[n, d]`` in offset order (or for ``offsets``)."""
     model.eval()
     offsets = list(range(len(query_cache))) if offsets is None else list(offsets)
     pad_id = model.special_ids["pad_id"]
     out = []
-    for i in tqdm(range(0, len(offsets), batch_size), desc="encode queries", unit="batch",
-                  disable=not show_progress or None):
-        chunk = offsets[i: i + batch_size]
-        qb = collation.collate_queries([query_cache[q] for q in chunk], chunk, max_query_length, pad_id=pad_id,
-                                  pad_to_max_length=False)
+    for i in tqdm(
+        range(0, len(offsets), batch_size),
+        desc="encode queries",
+        unit="batch",
+        disable=not show_progress or None,
+    ):
+        chunk = offsets[i : i + batch_size]
+        qb = collation.collate_queries(
+            [query_cache[q] for q in chunk], chunk, max_query_length, pad_id=pad_id, pad_to_max_length=False
+        )
         with precision.autocast():
             out.append(model.encode_queries(qb.to(device)).float().cpu().numpy())
     d = out[0].shape[1] if out else 0

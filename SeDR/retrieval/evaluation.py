@@ -70,8 +70,6 @@ def read_qrels(path: str | Path) -> Qrels:
     return qrels
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Metrics
 # --------------------------------------------------------------------------------------------
@@ -105,8 +103,11 @@ def msmarco_dev_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
 
 def trec_dl_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
     """nDCG@10 (graded), R@100 (rel >= 1) and Judged@10 (docs/retrieval.md#trec-metrics)."""
-    measures = {f"nDCG@{NDCG_CUTOFF}": nDCG @ NDCG_CUTOFF, f"R@{TREC_RECALL_CUTOFF}": R @ TREC_RECALL_CUTOFF,
-                f"Judged@{JUDGED_CUTOFF}": Judged @ JUDGED_CUTOFF}
+    measures = {
+        f"nDCG@{NDCG_CUTOFF}": nDCG @ NDCG_CUTOFF,
+        f"R@{TREC_RECALL_CUTOFF}": R @ TREC_RECALL_CUTOFF,
+        f"Judged@{JUDGED_CUTOFF}": Judged @ JUDGED_CUTOFF,
+    }
     return _aggregate(measures, qrels, run)
 
 
@@ -126,12 +127,16 @@ def split_metrics(kind: str, qrels: Qrels, run: Run) -> dict[str, float]:
 def metric_contract(qrels_files: Mapping[str, str], depths: Mapping[str, int]) -> dict:
     return {
         "evaluator": evaluator_name(),
-        "relevance_threshold": {"binary_measures": f"rel >= {RELEVANCE_THRESHOLD}",
-                                "nDCG": "graded gains = rel (0..3), trec_eval ndcg_cut"},
+        "relevance_threshold": {
+            "binary_measures": f"rel >= {RELEVANCE_THRESHOLD}",
+            "nDCG": "graded gains = rel (0..3), trec_eval ndcg_cut",
+        },
         "averaging": "mean over all judged queries in the qrels; judged queries without a ranking count 0 "
-                     "(trec_eval -c; MS MARCO dev divides by all dev queries)",
-        "measures": {"msmarco": [f"MRR@{MRR_CUTOFF}"] + [f"Recall@{k}" for k in DEV_RECALL_CUTOFFS],
-                     "trec": [f"nDCG@{NDCG_CUTOFF}", f"R@{TREC_RECALL_CUTOFF}", f"Judged@{JUDGED_CUTOFF}"]},
+        "(trec_eval -c; MS MARCO dev divides by all dev queries)",
+        "measures": {
+            "msmarco": [f"MRR@{MRR_CUTOFF}"] + [f"Recall@{k}" for k in DEV_RECALL_CUTOFFS],
+            "trec": [f"nDCG@{NDCG_CUTOFF}", f"R@{TREC_RECALL_CUTOFF}", f"Judged@{JUDGED_CUTOFF}"],
+        },
         "ranking_depth": dict(depths),
         "segment_hits_per_query": SEGMENT_HITS,
         "ties": TIE_RULE,
@@ -149,8 +154,17 @@ def append_jsonl(path: str | Path, record: Mapping) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-TABLE_COLUMNS = ("MRR@100", "Recall@5", "Recall@10", "Recall@30", "Recall@50", "Recall@100", "nDCG@10",
-                 "R@100", "Judged@10")
+TABLE_COLUMNS = (
+    "MRR@100",
+    "Recall@5",
+    "Recall@10",
+    "Recall@30",
+    "Recall@50",
+    "Recall@100",
+    "nDCG@10",
+    "R@100",
+    "Judged@10",
+)
 
 
 def format_results_table(metrics: Mapping) -> str:
@@ -172,11 +186,19 @@ class Evaluation(NamedTuple):
     selection_score: float | None  # dev MRR@100 + dev Recall@100 (ADORE model selection), None without dev
 
 
-def evaluate_rankings(rankings_by_split: Mapping[str, Rankings], preprocess_dir: str | Path,
-                      out_dir: str | Path | None = None, *, run_tag: str = DEFAULT_RUN_TAG,
-                      qrels_paths: Mapping[str, str | Path] | None = None, write_runs: bool = True,
-                      original_ids: OriginalIds | None = None, offset_runs: bool = False,
-                      history_record: Mapping | None = None, model_record: Mapping | None = None) -> Evaluation:
+def evaluate_rankings(
+    rankings_by_split: Mapping[str, Rankings],
+    preprocess_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    run_tag: str = DEFAULT_RUN_TAG,
+    qrels_paths: Mapping[str, str | Path] | None = None,
+    write_runs: bool = True,
+    original_ids: OriginalIds | None = None,
+    offset_runs: bool = False,
+    history_record: Mapping | None = None,
+    model_record: Mapping | None = None,
+) -> Evaluation:
     """Evaluate per-split rankings, write run files and ``metrics.json``; the inference/ADORE entry point.
 
     Args:
@@ -204,16 +226,24 @@ def evaluate_rankings(rankings_by_split: Mapping[str, Rankings], preprocess_dir:
         rankings = rankings_by_split[s]
         qrels = read_qrels(qrels_files[s])
         values = split_metrics(SPLIT_KINDS[s], qrels, rankings_to_run(rankings))
-        results[s] = {**values, "num_judged_queries": len(qrels),
-                      "num_ranked_queries": sum(1 for r in rankings.values() if r)}
+        results[s] = {
+            **values,
+            "num_judged_queries": len(qrels),
+            "num_ranked_queries": sum(1 for r in rankings.values() if r),
+        }
     selection = None
     if "dev" in results:
         selection = results["dev"][f"MRR@{MRR_CUTOFF}"] + results["dev"]["Recall@100"]
     depths = {s: max((len(r) for r in rankings_by_split[s].values()), default=0) for s in splits}
     # flat names in the style of the original res.json ("dev_MRR@100", "test_nDCG@10", ...)
     scores = {f"{s}_{k}": v for s in splits for k, v in results[s].items() if not k.startswith("num_")}
-    metrics = {"scores": scores, "splits": results, "selection_score": selection, "model": dict(model_record or {}),
-               "contract": metric_contract(qrels_files, depths)}
+    metrics = {
+        "scores": scores,
+        "splits": results,
+        "selection_score": selection,
+        "model": dict(model_record or {}),
+        "contract": metric_contract(qrels_files, depths),
+    }
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -226,8 +256,15 @@ def evaluate_rankings(rankings_by_split: Mapping[str, Rankings], preprocess_dir:
                     write_trec_run(out_dir / f"{s}.offsets.trec", rankings_by_split[s], None, None, run_tag)
             metrics["run_files"] = {s: {"trec": f"{s}.trec", "msmarco": f"{s}.msmarco.tsv"} for s in splits}
         write_metrics_json(out_dir / "metrics.json", metrics)
-        append_jsonl(out_dir / "res.jsonl", {**(history_record or {}), "splits": results, "selection_score": selection,
-                                             "model_fingerprint": (model_record or {}).get("model_fingerprint")})
+        append_jsonl(
+            out_dir / "res.jsonl",
+            {
+                **(history_record or {}),
+                "splits": results,
+                "selection_score": selection,
+                "model_fingerprint": (model_record or {}).get("model_fingerprint"),
+            },
+        )
     for s in splits:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in results[s].items() if not k.startswith("num_"))
         logger.info("%s (%d judged queries): %s", SPLIT_LABELS[s], results[s]["num_judged_queries"], shown)

@@ -67,9 +67,12 @@ def resolve_faiss_gpus(gpu_ids: Sequence[int] | None) -> list[int]:
     if not ids:
         return []
     if not faiss_gpu_available():
-        logger.warning("--faiss_gpus %s requested but faiss has no GPU support or sees no GPU; searching "
-                       "on CPU with faiss-cpu (exact, same results, slower). For GPU search replace "
-                       "faiss-cpu by faiss-gpu, or use --search_backend torch.", " ".join(map(str, ids)))
+        logger.warning(
+            "--faiss_gpus %s requested but faiss has no GPU support or sees no GPU; searching "
+            "on CPU with faiss-cpu (exact, same results, slower). For GPU search replace "
+            "faiss-cpu by faiss-gpu, or use --search_backend torch.",
+            " ".join(map(str, ids)),
+        )
         return []
     return _check_ids(ids, _faiss().get_num_gpus(), "--faiss_gpus", "faiss")
 
@@ -88,8 +91,11 @@ def resolve_search_backend(backend: str, gpu_ids: Sequence[int] | None) -> tuple
     if backend == "auto" and ids and faiss_gpu_available():
         return "faiss", ids
     if ids and not torch.cuda.is_available():
-        logger.warning("GPU search on %s requested but torch sees no CUDA GPU; searching on CPU (exact, same "
-                       "results, slower)", " ".join(map(str, ids)))
+        logger.warning(
+            "GPU search on %s requested but torch sees no CUDA GPU; searching on CPU (exact, same "
+            "results, slower)",
+            " ".join(map(str, ids)),
+        )
         ids = []
     if ids:
         return "torch", _check_ids(ids, torch.cuda.device_count(), "--faiss_gpus", "torch")
@@ -120,16 +126,26 @@ class FaissFlatIndex:
     (half the memory, approximate scores); it is ignored on CPU.
     """
 
-    def __init__(self, vectors: np.ndarray, gpu_ids: Sequence[int] | None = None, fp16: bool = False,
-                 add_batch_rows: int = ADD_BATCH_ROWS, show_progress: bool = True):
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        gpu_ids: Sequence[int] | None = None,
+        fp16: bool = False,
+        add_batch_rows: int = ADD_BATCH_ROWS,
+        show_progress: bool = True,
+    ):
         faiss = _faiss()
         self.dim = int(vectors.shape[1])
         self.gpu_ids = resolve_faiss_gpus(gpu_ids)
         self.resources: list = []
         cpu_index = faiss.IndexFlatIP(self.dim)
-        for i in tqdm(range(0, len(vectors), add_batch_rows), desc="build index", unit="chunk",
-                      disable=not show_progress or None):
-            cpu_index.add(np.ascontiguousarray(vectors[i: i + add_batch_rows], dtype=np.float32))
+        for i in tqdm(
+            range(0, len(vectors), add_batch_rows),
+            desc="build index",
+            unit="chunk",
+            disable=not show_progress or None,
+        ):
+            cpu_index.add(np.ascontiguousarray(vectors[i : i + add_batch_rows], dtype=np.float32))
         if not self.gpu_ids:
             if fp16:
                 logger.info("--faiss_fp16 has no effect on a CPU index")
@@ -153,7 +169,9 @@ class FaissFlatIndex:
         if self.gpu_ids:
             cpu_index.reset()
         where = f"GPU {self.gpu_ids}" if self.gpu_ids else "CPU"
-        logger.info("faiss flat inner-product index: %d rows of dimension %d on %s", self.ntotal, self.dim, where)
+        logger.info(
+            "faiss flat inner-product index: %d rows of dimension %d on %s", self.ntotal, self.dim, where
+        )
 
     @property
     def ntotal(self) -> int:
@@ -196,8 +214,9 @@ def _rows_on(vectors: np.ndarray, device: torch.device, dtype: torch.dtype) -> t
             return torch.from_numpy(np.asarray(vectors, dtype=np.float32))
         out = torch.empty(tuple(vectors.shape), dtype=dtype, device=device)
         for i in range(0, len(vectors), ADD_BATCH_ROWS):  # bounded staging memory on both sides
-            out[i: i + ADD_BATCH_ROWS].copy_(torch.from_numpy(np.asarray(vectors[i: i + ADD_BATCH_ROWS],
-                                                                          dtype=np.float32)))
+            out[i : i + ADD_BATCH_ROWS].copy_(
+                torch.from_numpy(np.asarray(vectors[i : i + ADD_BATCH_ROWS], dtype=np.float32))
+            )
         return out
 
 
@@ -235,16 +254,26 @@ class TorchFlatIndex:
     a float32 array or memmap is used in place, without a copy.
     """
 
-    def __init__(self, vectors: np.ndarray, device: torch.device | str = "cpu", fp16: bool = False,
-                 chunk_rows: int | None = None):
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        device: torch.device | str = "cpu",
+        fp16: bool = False,
+        chunk_rows: int | None = None,
+    ):
         self.device = torch.device(device)
         if fp16 and self.device.type != "cuda":
             logger.info("--faiss_fp16 has no effect on a CPU index")
         self.dtype = torch.float16 if fp16 and self.device.type == "cuda" else torch.float32
         self.vectors = _rows_on(vectors, self.device, self.dtype)  # (S, d)
         self.dim, self.chunk_rows = int(self.vectors.shape[1]), chunk_rows
-        logger.info("torch flat inner-product index: %d rows of dimension %d on %s (%s)", self.ntotal, self.dim,
-                    self.device, str(self.dtype).removeprefix("torch."))
+        logger.info(
+            "torch flat inner-product index: %d rows of dimension %d on %s (%s)",
+            self.ntotal,
+            self.dim,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+        )
 
     @property
     def ntotal(self) -> int:
@@ -264,10 +293,12 @@ class TorchFlatIndex:
             return _pad(np.zeros((len(q), 0)), np.zeros((len(q), 0), dtype=np.int64), k)
         best_s = best_r = None
         for start in range(0, self.ntotal, step):
-            chunk = self.vectors[start: start + step]
+            chunk = self.vectors[start : start + step]
             s, r = stable_topk(q @ chunk.T, min(kk, len(chunk)))  # (n, <= k) of this chunk's scores (n, c)
             r += start
-            if best_s is not None:  # earlier chunks hold lower rows: a stable sort keeps them first among ties
+            if (
+                best_s is not None
+            ):  # earlier chunks hold lower rows: a stable sort keeps them first among ties
                 s, order = torch.cat([best_s, s], 1).sort(dim=1, descending=True, stable=True)
                 s, r = s[:, :kk], torch.cat([best_r, r], 1).gather(1, order[:, :kk])
             best_s, best_r = s, r
@@ -326,10 +357,17 @@ class ShardedCpuIndex:
 class TorchShardedIndex:
     """The torch index over several GPUs: contiguous row shards, searched in parallel, merged."""
 
-    def __init__(self, vectors: np.ndarray, devices: Sequence[torch.device | str], fp16: bool = False,
-                 chunk_rows: int | None = None):
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        devices: Sequence[torch.device | str],
+        fp16: bool = False,
+        chunk_rows: int | None = None,
+    ):
         self.bounds = _bounds(len(vectors), len(devices))
-        self.shards = [TorchFlatIndex(vectors[lo:hi], d, fp16, chunk_rows) for (lo, hi), d in zip(self.bounds, devices)]
+        self.shards = [
+            TorchFlatIndex(vectors[lo:hi], d, fp16, chunk_rows) for (lo, hi), d in zip(self.bounds, devices)
+        ]
         self.dim = int(vectors.shape[1])
 
     @property
@@ -342,9 +380,16 @@ class TorchShardedIndex:
         return _merge_shards(results, self.bounds, len(queries), int(k))
 
 
-def build_index(vectors: np.ndarray, faiss_gpus: Sequence[int] | None = None, fp16: bool = False,
-                backend: str = "auto", show_progress: bool = True, search_shards: int = 1,
-                faiss_threads: int | None = None, chunk_rows: int | None = None):
+def build_index(
+    vectors: np.ndarray,
+    faiss_gpus: Sequence[int] | None = None,
+    fp16: bool = False,
+    backend: str = "auto",
+    show_progress: bool = True,
+    search_shards: int = 1,
+    faiss_threads: int | None = None,
+    chunk_rows: int | None = None,
+):
     """The search index for ``--search_backend``, ``--faiss_gpus``, ``--faiss_fp16`` and ``--search_shards``
     (CPU only); ``faiss_threads`` sets faiss-cpu's OpenMP threads (ADORE's ``--faiss_omp_num_threads``)."""
     backend, ids = resolve_search_backend(backend, faiss_gpus)
@@ -363,17 +408,29 @@ def build_index(vectors: np.ndarray, faiss_gpus: Sequence[int] | None = None, fp
     return TorchFlatIndex(vectors, "cpu", fp16, chunk_rows)
 
 
-def iter_search(index, queries: np.ndarray, k: int = SEGMENT_HITS, batch_size: int = SEARCH_BATCH,
-                show_progress: bool = True, desc: str = "search") -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def iter_search(
+    index,
+    queries: np.ndarray,
+    k: int = SEGMENT_HITS,
+    batch_size: int = SEARCH_BATCH,
+    show_progress: bool = True,
+    desc: str = "search",
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(start, scores [b, k], rows [b, k])`` for consecutive query batches."""
-    for start in tqdm(range(0, len(queries), batch_size), desc=desc, unit="batch",
-                      disable=not show_progress or None):
-        scores, rows = index.search(queries[start: start + batch_size], k)
+    for start in tqdm(
+        range(0, len(queries), batch_size), desc=desc, unit="batch", disable=not show_progress or None
+    ):
+        scores, rows = index.search(queries[start : start + batch_size], k)
         yield start, scores, rows
 
 
-def search(index, queries: np.ndarray, k: int = SEGMENT_HITS, batch_size: int = SEARCH_BATCH,
-           show_progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def search(
+    index,
+    queries: np.ndarray,
+    k: int = SEGMENT_HITS,
+    batch_size: int = SEARCH_BATCH,
+    show_progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Batched top-``k`` search of all ``queries``: scores float32 ``[n, k]``, rows int64 ``[n, k]``."""
     parts = list(iter_search(index, queries, k, batch_size, show_progress))
     if not parts:

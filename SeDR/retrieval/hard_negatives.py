@@ -19,18 +19,26 @@ from SeDR.retrieval.exact_search import SEARCH_BATCH, iter_search
 from SeDR.retrieval.ranking import unique_docs
 
 
-def select_hard_negatives(rows: np.ndarray, row_doc_ids: np.ndarray, relevant: Collection[int],
-                          keep: int = HARDNEG_LIST_LENGTH) -> list[int]:
+def select_hard_negatives(
+    rows: np.ndarray, row_doc_ids: np.ndarray, relevant: Collection[int], keep: int = HARDNEG_LIST_LENGTH
+) -> list[int]:
     """Walk the hits in rank order, keep each document once, skip relevant ones, stop at ``keep``."""
     docs, _, _ = unique_docs(rows, row_doc_ids)
     relevant = set(int(d) for d in relevant)
     return [int(d) for d in docs if int(d) not in relevant][:keep]
 
 
-def hard_negatives_for_queries(index, row_doc_ids: np.ndarray, queries: np.ndarray,
-                               query_offsets: Sequence[int], rel: Mapping[int, Collection[int]],
-                               hits: int = SEGMENT_HITS, keep: int = HARDNEG_LIST_LENGTH,
-                               batch_size: int = SEARCH_BATCH, show_progress: bool = True) -> dict[int, list[int]]:
+def hard_negatives_for_queries(
+    index,
+    row_doc_ids: np.ndarray,
+    queries: np.ndarray,
+    query_offsets: Sequence[int],
+    rel: Mapping[int, Collection[int]],
+    hits: int = SEGMENT_HITS,
+    keep: int = HARDNEG_LIST_LENGTH,
+    batch_size: int = SEARCH_BATCH,
+    show_progress: bool = True,
+) -> dict[int, list[int]]:
     """Hard negatives of every query: ``{query offset: [doc offset, ...] best first}`` (docs/retrieval.md#hard-negative-generation)."""
     query_offsets = list(query_offsets)
     out: dict[int, list[int]] = {}
@@ -73,11 +81,17 @@ def load_hard_negatives(path: str | Path, num_docs: int | None = None) -> dict[i
         arr = np.asarray(docs if isinstance(docs, list) else None)
         if arr.ndim != 1 or (len(arr) and arr.dtype.kind not in "iu"):
             raise DataFormatError(path, None, f"query {key}: expected a list of integer document offsets")
-        bad = np.flatnonzero((arr < 0) | (arr >= (num_docs if num_docs is not None else np.iinfo(np.int64).max)))
+        bad = np.flatnonzero(
+            (arr < 0) | (arr >= (num_docs if num_docs is not None else np.iinfo(np.int64).max))
+        )
         if len(bad):
             i = int(bad[0])
-            raise DataFormatError(path, None, f"query {key}, position {i}: document offset {docs[i]} is outside "
-                                  f"0..{num_docs - 1 if num_docs is not None else 'N-1'}; regenerate the file "
-                                  "for this preprocess folder with --gen_hardneg")
+            raise DataFormatError(
+                path,
+                None,
+                f"query {key}, position {i}: document offset {docs[i]} is outside "
+                f"0..{num_docs - 1 if num_docs is not None else 'N-1'}; regenerate the file "
+                "for this preprocess folder with --gen_hardneg",
+            )
         out[int(key)] = docs
     return out

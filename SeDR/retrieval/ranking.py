@@ -26,12 +26,15 @@ logger = logging.getLogger(__name__)
 Rankings = dict[int, list[tuple[int, float]]]
 Run = dict[str, dict[str, float]]
 DEFAULT_RUN_TAG = "SeDR"
-TIE_RULE = ("scores made strictly decreasing in rank order: a score >= the previous one is replaced by the "
-            "next float32 below it, so score-sorting tools reproduce the rank column")
+TIE_RULE = (
+    "scores made strictly decreasing in rank order: a score >= the previous one is replaced by the "
+    "next float32 below it, so score-sorting tools reproduce the rank column"
+)
 
 
-def unique_docs(rows: np.ndarray, row_doc_ids: np.ndarray, scores: np.ndarray | None = None,
-                k_docs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def unique_docs(
+    rows: np.ndarray, row_doc_ids: np.ndarray, scores: np.ndarray | None = None, k_docs: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Documents of ranked segment rows, each at its first (= best) hit, in rank order.
 
     Args:
@@ -53,8 +56,9 @@ def unique_docs(rows: np.ndarray, row_doc_ids: np.ndarray, scores: np.ndarray | 
     return docs[first], rows[first], best_scores
 
 
-def rank_documents(scores: np.ndarray, rows: np.ndarray, row_doc_ids: np.ndarray,
-                   query_offsets: Sequence[int], k_docs: int) -> Rankings:
+def rank_documents(
+    scores: np.ndarray, rows: np.ndarray, row_doc_ids: np.ndarray, query_offsets: Sequence[int], k_docs: int
+) -> Rankings:
     """Per query, the first ``k_docs`` unique documents of its segment hits with their best score."""
     out: Rankings = {}
     for q, s, r in zip(query_offsets, scores, rows):
@@ -63,19 +67,25 @@ def rank_documents(scores: np.ndarray, rows: np.ndarray, row_doc_ids: np.ndarray
     return out
 
 
-
-def retrieve_documents(index, row_doc_ids: np.ndarray, queries: np.ndarray, query_offsets: Sequence[int],
-                       k_docs: int, hits: int = SEGMENT_HITS, batch_size: int = SEARCH_BATCH,
-                       show_progress: bool = True) -> Rankings:
+def retrieve_documents(
+    index,
+    row_doc_ids: np.ndarray,
+    queries: np.ndarray,
+    query_offsets: Sequence[int],
+    k_docs: int,
+    hits: int = SEGMENT_HITS,
+    batch_size: int = SEARCH_BATCH,
+    show_progress: bool = True,
+) -> Rankings:
     """docs/retrieval.md#maxp-aggregation: search ``hits`` segment rows per query, keep the first ``k_docs`` unique documents
     (101 for dev, 100 for TREC-DL), each scored by its best segment among the hits."""
     query_offsets = list(query_offsets)
     out: Rankings = {}
     for start, scores, rows in iter_search(index, queries, hits, batch_size, show_progress, "retrieve"):
-        out.update(rank_documents(scores, rows, row_doc_ids, query_offsets[start: start + len(rows)], k_docs))
+        out.update(
+            rank_documents(scores, rows, row_doc_ids, query_offsets[start : start + len(rows)], k_docs)
+        )
     return out
-
-
 
 
 def rank_consistent_scores(scores: Sequence[float]) -> np.ndarray:
@@ -113,8 +123,10 @@ class OriginalIds:
     @classmethod
     def load(cls, preprocess_dir: str | Path, splits: Sequence[str]) -> OriginalIds:
         folder = Path(preprocess_dir)
-        return cls.from_maps(load_id_map(folder / "pid2offset.pickle"),
-                             {s: load_id_map(folder / f"{s}-qid2offset.pickle") for s in splits})
+        return cls.from_maps(
+            load_id_map(folder / "pid2offset.pickle"),
+            {s: load_id_map(folder / f"{s}-qid2offset.pickle") for s in splits},
+        )
 
     def doc(self, offset: int) -> str:
         return f"D{int(self.doc_numbers[offset])}"
@@ -123,20 +135,29 @@ class OriginalIds:
         return self.query_ids[split][int(offset)]
 
 
-def rankings_to_run(rankings: Rankings, cutoff: int | None = None, ids: OriginalIds | None = None,
-                    split: str | None = None) -> Run:
+def rankings_to_run(
+    rankings: Rankings, cutoff: int | None = None, ids: OriginalIds | None = None, split: str | None = None
+) -> Run:
     """An ir_measures run ``{qid: {docid: score}}`` (offset ids, or original ids with ``ids``+``split``)."""
     run: Run = {}
     for q, ranked in rankings.items():
         ranked = ranked[:cutoff]
         scores = rank_consistent_scores([s for _, s in ranked])
         qid = ids.query(split, q) if ids is not None else str(q)
-        run[qid] = {(ids.doc(d) if ids is not None else str(d)): float(s) for (d, _), s in zip(ranked, scores)}
+        run[qid] = {
+            (ids.doc(d) if ids is not None else str(d)): float(s) for (d, _), s in zip(ranked, scores)
+        }
     return run
 
 
-def write_trec_run(path: str | Path, rankings: Rankings, ids: OriginalIds | None = None, split: str | None = None,
-                   run_tag: str = DEFAULT_RUN_TAG, cutoff: int | None = None) -> None:
+def write_trec_run(
+    path: str | Path,
+    rankings: Rankings,
+    ids: OriginalIds | None = None,
+    split: str | None = None,
+    run_tag: str = DEFAULT_RUN_TAG,
+    cutoff: int | None = None,
+) -> None:
     """TREC run ``qid Q0 docid rank score run_tag`` (ranks from 1; scores as :func:`rank_consistent_scores`)."""
     lines = []
     for q in sorted(rankings):
@@ -148,8 +169,13 @@ def write_trec_run(path: str | Path, rankings: Rankings, ids: OriginalIds | None
     atomic_write_text(path, "".join(lines))
 
 
-def write_msmarco_run(path: str | Path, rankings: Rankings, ids: OriginalIds | None = None,
-                      split: str | None = None, cutoff: int = MRR_CUTOFF) -> None:
+def write_msmarco_run(
+    path: str | Path,
+    rankings: Rankings,
+    ids: OriginalIds | None = None,
+    split: str | None = None,
+    cutoff: int = MRR_CUTOFF,
+) -> None:
     """MS MARCO run ``qid<TAB>docid<TAB>rank`` (top ``cutoff`` = 100 documents)."""
     lines = []
     for q in sorted(rankings):

@@ -9,8 +9,18 @@ from pathlib import Path
 
 from SeDR.testing import ROBERTA_RESERVED_TOKENS, _pseudo_words
 
-BACKBONE_FAMILIES = ("roberta", "xlm-roberta", "camembert", "bert", "electra", "distilbert", "albert", "mpnet",
-                     "deberta-v2", "modernbert")
+BACKBONE_FAMILIES = (
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "bert",
+    "electra",
+    "distilbert",
+    "albert",
+    "mpnet",
+    "deberta-v2",
+    "modernbert",
+)
 # family -> (tokenizer kind, transformers tokenizer class, special tokens first in the vocabulary)
 _FAMILY_TOKENIZERS = {
     "roberta": ("bpe", "RobertaTokenizer", ROBERTA_RESERVED_TOKENS),
@@ -20,8 +30,11 @@ _FAMILY_TOKENIZERS = {
     "distilbert": ("wordpiece", "DistilBertTokenizer", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
     "mpnet": ("wordpiece", "MPNetTokenizer", ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]),
     "xlm-roberta": ("unigram", "XLMRobertaTokenizer", ["<s>", "<pad>", "</s>", "<unk>"]),
-    "camembert": ("unigram", "CamembertTokenizer", ["<s>NOTUSED", "<pad>", "</s>NOTUSED", "<unk>", "<unk>NOTUSED",
-                                                    "<s>", "</s>"]),
+    "camembert": (
+        "unigram",
+        "CamembertTokenizer",
+        ["<s>NOTUSED", "<pad>", "</s>NOTUSED", "<unk>", "<unk>NOTUSED", "<s>", "</s>"],
+    ),
     "deberta-v2": ("unigram", "DebertaV2Tokenizer", ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]),
     "albert": ("unigram", "AlbertTokenizer", ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]),
 }
@@ -32,7 +45,11 @@ def _family_texts() -> list[str]:
     rng = random.Random(0)
     words = _pseudo_words(rng, 400)
     texts = [" ".join(rng.choice(words) for _ in range(40)) for _ in range(200)]
-    return texts + [t.title() for t in texts[:60]] + ["http://example.com/0123456789 What is X? Foo, Bar. Unjudged"] * 5
+    return (
+        texts
+        + [t.title() for t in texts[:60]]
+        + ["http://example.com/0123456789 What is X? Foo, Bar. Unjudged"] * 5
+    )
 
 
 def train_family_tokenizer(family: str, texts: list[str] | None = None, vocab_size: int = 300):
@@ -49,15 +66,26 @@ def train_family_tokenizer(family: str, texts: list[str] | None = None, vocab_si
     cls = getattr(transformers, cls_name)
     if kind == "bpe":
         bpe = ByteLevelBPETokenizer(add_prefix_space=False)
-        bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, show_progress=False,
-                                special_tokens=specials if family == "roberta" else [])
+        bpe.train_from_iterator(
+            texts,
+            vocab_size=vocab_size,
+            min_frequency=1,
+            show_progress=False,
+            special_tokens=specials if family == "roberta" else [],
+        )
         if family == "roberta":
             model = json.loads(bpe._tokenizer.to_str())["model"]
             merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
             return cls(vocab=model["vocab"], merges=merges)
         bpe.add_special_tokens(specials)
-        return cls(tokenizer_object=bpe._tokenizer, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                   pad_token="[PAD]", mask_token="[MASK]")
+        return cls(
+            tokenizer_object=bpe._tokenizer,
+            unk_token="[UNK]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            pad_token="[PAD]",
+            mask_token="[MASK]",
+        )
     if kind == "wordpiece":
         wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         wp.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -69,15 +97,26 @@ def train_family_tokenizer(family: str, texts: list[str] | None = None, vocab_si
     uni = Tokenizer(models.Unigram())
     uni.normalizer = normalizers.NFKC()
     uni.pre_tokenizer = pre_tokenizers.Metaspace()
-    uni.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<unk>"],
-                                                           unk_token="<unk>", show_progress=False))
+    uni.train_from_iterator(
+        texts,
+        trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=["<unk>"], unk_token="<unk>", show_progress=False
+        ),
+    )
     pieces = [(p, s) for p, s in json.loads(uni.to_str())["model"]["vocab"] if p != "<unk>"]
     extra = {"unk_id": specials.index("[UNK]")} if family == "deberta-v2" else {}
     return cls(vocab=[(t, 0.0) for t in specials] + pieces, **extra)
 
 
-def tiny_family_config(family: str, tok, hidden_size: int = 32, num_hidden_layers: int = 2,
-                       num_attention_heads: int = 4, intermediate_size: int = 37, **extra):
+def tiny_family_config(
+    family: str,
+    tok,
+    hidden_size: int = 32,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 37,
+    **extra,
+):
     """A random-init config of ``family`` sized like :func:`tiny_roberta_config`, with ``tok``'s special ids.
 
     ELECTRA and ALBERT embed at half the hidden size (so their projection runs), DeBERTa-v2 is
@@ -87,30 +126,61 @@ def tiny_family_config(family: str, tok, hidden_size: int = 32, num_hidden_layer
     """
     from transformers import CONFIG_MAPPING
 
-    ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id, "eos_token_id": tok.sep_token_id}
-    size = {"vocab_size": len(tok), "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
-            "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size}
+    ids = {
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.cls_token_id,
+        "eos_token_id": tok.sep_token_id,
+    }
+    size = {
+        "vocab_size": len(tok),
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": num_attention_heads,
+        "intermediate_size": intermediate_size,
+    }
     per_family = {
-        "roberta": {"max_position_embeddings": tok.pad_token_id + 513, "type_vocab_size": 1, "layer_norm_eps": 1e-5},
+        "roberta": {
+            "max_position_embeddings": tok.pad_token_id + 513,
+            "type_vocab_size": 1,
+            "layer_norm_eps": 1e-5,
+        },
         "xlm-roberta": {"max_position_embeddings": tok.pad_token_id + 513, "type_vocab_size": 1},
         "camembert": {"max_position_embeddings": tok.pad_token_id + 513, "type_vocab_size": 1},
         "electra": {"embedding_size": hidden_size // 2},
         "albert": {"embedding_size": hidden_size // 2, "num_hidden_groups": 1, "inner_group_num": 1},
         "mpnet": {"max_position_embeddings": 514},
-        "deberta-v2": {"relative_attention": True, "position_buckets": 8, "max_relative_positions": -1,
-                       "pos_att_type": ["p2c", "c2p"], "share_att_key": True, "norm_rel_ebd": "layer_norm",
-                       "position_biased_input": False, "type_vocab_size": 0, "layer_norm_eps": 1e-7},
-        "modernbert": {"local_attention": 8, "cls_token_id": tok.cls_token_id, "sep_token_id": tok.sep_token_id,
-                       "num_hidden_layers": max(num_hidden_layers, 4)},
-        "distilbert": {"dim": hidden_size, "n_layers": num_hidden_layers, "n_heads": num_attention_heads,
-                       "hidden_dim": intermediate_size},
+        "deberta-v2": {
+            "relative_attention": True,
+            "position_buckets": 8,
+            "max_relative_positions": -1,
+            "pos_att_type": ["p2c", "c2p"],
+            "share_att_key": True,
+            "norm_rel_ebd": "layer_norm",
+            "position_biased_input": False,
+            "type_vocab_size": 0,
+            "layer_norm_eps": 1e-7,
+        },
+        "modernbert": {
+            "local_attention": 8,
+            "cls_token_id": tok.cls_token_id,
+            "sep_token_id": tok.sep_token_id,
+            "num_hidden_layers": max(num_hidden_layers, 4),
+        },
+        "distilbert": {
+            "dim": hidden_size,
+            "n_layers": num_hidden_layers,
+            "n_heads": num_attention_heads,
+            "hidden_dim": intermediate_size,
+        },
     }.get(family, {})
     if family == "distilbert":
         size = {"vocab_size": len(tok)}
     return CONFIG_MAPPING[family](**ids, **{**size, **per_family, **extra})
 
 
-def make_backbone_folder(out_dir: str | Path, family: str, seed: int = 0, tokenizer=None, **config_kwargs) -> Path:
+def make_backbone_folder(
+    out_dir: str | Path, family: str, seed: int = 0, tokenizer=None, **config_kwargs
+) -> Path:
     """A folder as a researcher gets it from transformers: ``save_pretrained`` of a random base model of
     ``family`` (``config.json`` + ``model.safetensors``) and of its tokenizer (``tokenizer.json`` +
     ``tokenizer_config.json``, no ``vocab.txt``)."""

@@ -17,8 +17,15 @@ from SeDR.data.tokenization import GPT2_PATTERN, StarTokenizer, byte_to_unicode
 # ----------------------------------------------------------------------------------------------
 
 # RoBERTa's special-token attributes in 2.8 (its list of attribute names minus the unset ones).
-_ROBERTA_TOKEN_ATTRIBUTES = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-                     "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
+_ROBERTA_TOKEN_ATTRIBUTES = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "sep_token": "</s>",
+    "pad_token": "<pad>",
+    "cls_token": "<s>",
+    "mask_token": "<mask>",
+}
 
 
 def _symbol_pairs(word: tuple[str, ...]) -> set[tuple[str, str]]:
@@ -39,7 +46,9 @@ class ReferenceRobertaTokenizer:
     argument checks are left out.
     """
 
-    def __init__(self, encoder: dict[str, int], merges: Sequence[tuple[str, str]], special_ids: dict[str, int]):
+    def __init__(
+        self, encoder: dict[str, int], merges: Sequence[tuple[str, str]], special_ids: dict[str, int]
+    ):
         self.encoder = encoder
         self.bpe_ranks = {tuple(m): i for i, m in enumerate(merges)}
         # Special strings missing from the BPE vocabulary (the GPT-2 files) are 2.8's added tokens.
@@ -52,7 +61,9 @@ class ReferenceRobertaTokenizer:
         self.cache: dict[str, str] = {}
 
     @classmethod
-    def from_tokenizer_json(cls, tokenizer_json: str, special_ids: dict[str, int]) -> ReferenceRobertaTokenizer:
+    def from_tokenizer_json(
+        cls, tokenizer_json: str, special_ids: dict[str, int]
+    ) -> ReferenceRobertaTokenizer:
         """Read vocabulary and merges out of a serialised ``tokenizers`` BPE model."""
         model = json.loads(tokenizer_json)["model"]
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
@@ -123,10 +134,17 @@ class ReferenceRobertaTokenizer:
             for tok in tok_list:
                 nxt: list[str] = []
                 for piece in pieces:
-                    nxt += split_on_token(tok, piece) if piece not in self.unique_added_tokens_encoder else [piece]
+                    nxt += (
+                        split_on_token(tok, piece)
+                        if piece not in self.unique_added_tokens_encoder
+                        else [piece]
+                    )
                 pieces = nxt
-            return list(chain.from_iterable(
-                self._tokenize(p) if p not in self.unique_added_tokens_encoder else [p] for p in pieces))
+            return list(
+                chain.from_iterable(
+                    self._tokenize(p) if p not in self.unique_added_tokens_encoder else [p] for p in pieces
+                )
+            )
 
         return split_on_tokens(self.unique_added_tokens_encoder, text)
 
@@ -196,34 +214,55 @@ class ReferenceRobertaTokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True, max_length: int | None = None) -> list[int]:
         """``input_ids`` of 2.8's ``encode(text, add_special_tokens=..., max_length=...)``."""
-        return self.encode_plus(text, add_special_tokens=add_special_tokens, max_length=max_length)["input_ids"]
+        return self.encode_plus(text, add_special_tokens=add_special_tokens, max_length=max_length)[
+            "input_ids"
+        ]
 
-    def encode_plus(self, text: str, add_special_tokens: bool = True, max_length: int | None = None,
-                    **kwargs) -> dict[str, list[int]]:
+    def encode_plus(
+        self, text: str, add_special_tokens: bool = True, max_length: int | None = None, **kwargs
+    ) -> dict[str, list[int]]:
         def get_input_ids(t):
             if isinstance(t, str):
-                return self.convert_tokens_to_ids(self.tokenize(t, add_special_tokens=add_special_tokens, **kwargs))
+                return self.convert_tokens_to_ids(
+                    self.tokenize(t, add_special_tokens=add_special_tokens, **kwargs)
+                )
             raise ValueError("a string is expected")
 
-        return self.prepare_for_model(get_input_ids(text), max_length=max_length,
-                                      add_special_tokens=add_special_tokens)
+        return self.prepare_for_model(
+            get_input_ids(text), max_length=max_length, add_special_tokens=add_special_tokens
+        )
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return len(self.build_inputs_with_special_tokens([], [] if pair else None))
 
-    def build_inputs_with_special_tokens(self, ids: list[int], pair_ids: list[int] | None = None) -> list[int]:
+    def build_inputs_with_special_tokens(
+        self, ids: list[int], pair_ids: list[int] | None = None
+    ) -> list[int]:
         if pair_ids is None:
             return [self.cls_token_id] + ids + [self.sep_token_id]
-        return [self.cls_token_id] + ids + [self.sep_token_id, self.sep_token_id] + pair_ids + [self.sep_token_id]
+        return (
+            [self.cls_token_id]
+            + ids
+            + [self.sep_token_id, self.sep_token_id]
+            + pair_ids
+            + [self.sep_token_id]
+        )
 
-    def create_token_type_ids_from_sequences(self, ids: list[int], pair_ids: list[int] | None = None) -> list[int]:
+    def create_token_type_ids_from_sequences(
+        self, ids: list[int], pair_ids: list[int] | None = None
+    ) -> list[int]:
         cls, sep = [self.cls_token_id], [self.sep_token_id]
         if pair_ids is None:
             return len(cls + ids + sep) * [0]
         return len(cls + ids + sep + sep + pair_ids + sep) * [0]
 
-    def truncate_sequences(self, ids: list[int], num_tokens_to_remove: int = 0,
-                           truncation_strategy: str = "longest_first", stride: int = 0):
+    def truncate_sequences(
+        self,
+        ids: list[int],
+        num_tokens_to_remove: int = 0,
+        truncation_strategy: str = "longest_first",
+        stride: int = 0,
+    ):
         """2.8's single-sequence ``longest_first``: one token per iteration, overflow list prepended."""
         if num_tokens_to_remove <= 0:
             return ids, []
@@ -238,16 +277,30 @@ class ReferenceRobertaTokenizer:
             overflowing = ids[-window:] + overflowing
         return ids, overflowing
 
-    def prepare_for_model(self, ids: list[int], max_length: int | None = None, add_special_tokens: bool = True,
-                          stride: int = 0, truncation_strategy: str = "longest_first") -> dict[str, list[int]]:
+    def prepare_for_model(
+        self,
+        ids: list[int],
+        max_length: int | None = None,
+        add_special_tokens: bool = True,
+        stride: int = 0,
+        truncation_strategy: str = "longest_first",
+    ) -> dict[str, list[int]]:
         total_len = len(ids) + (self.num_special_tokens_to_add(pair=False) if add_special_tokens else 0)
         if max_length and total_len > max_length:
-            ids, _ = self.truncate_sequences(ids, num_tokens_to_remove=total_len - max_length,
-                                             truncation_strategy=truncation_strategy, stride=stride)
+            ids, _ = self.truncate_sequences(
+                ids,
+                num_tokens_to_remove=total_len - max_length,
+                truncation_strategy=truncation_strategy,
+                stride=stride,
+            )
         if add_special_tokens:
             sequence = self.build_inputs_with_special_tokens(ids)
             token_type_ids = self.create_token_type_ids_from_sequences(ids)
         else:
             sequence = ids
             token_type_ids = [0] * len(ids)
-        return {"input_ids": sequence, "token_type_ids": token_type_ids, "attention_mask": [1] * len(sequence)}
+        return {
+            "input_ids": sequence,
+            "token_type_ids": token_type_ids,
+            "attention_mask": [1] * len(sequence),
+        }

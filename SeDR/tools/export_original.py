@@ -28,10 +28,23 @@ from SeDR.modeling.longformer import load_longformer
 logger = logging.getLogger(__name__)
 
 # Model-defining RoBERTa config fields that transformers 4.12 and 3.0.2 both read.
-ROBERTA_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                  "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-                  "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id", "bos_token_id",
-                  "eos_token_id")
+ROBERTA_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+)
 # STAR_Multi's number of view tokens is a constant (4) of the original code.
 ORIGINAL_MULTI_VIEW_K = 4
 
@@ -49,13 +62,19 @@ def original_config(model) -> dict:
     """``config.json`` for the original's loaders: RoBERTa fields, its class name and its own fields only."""
     c, name = model.config, model.model_class_name
     if c.model_type not in ("roberta", "longformer"):
-        raise SeDRInputError(f"the original code runs RoBERTa only; this checkpoint's backbone is {c.model_type}")
+        raise SeDRInputError(
+            f"the original code runs RoBERTa only; this checkpoint's backbone is {c.model_type}"
+        )
     ids = {"cls_id": c.bos_token_id, "eos_id": c.eos_token_id, "pad_id": c.pad_token_id}
     if model.special_ids != ids:
-        raise SeDRInputError(f"special ids {model.special_ids} differ from the config's bos/eos/pad {ids}, "
-                             "which is all the original's config can say")
+        raise SeDRInputError(
+            f"special ids {model.special_ids} differ from the config's bos/eos/pad {ids}, "
+            "which is all the original's config can say"
+        )
     if name == "STAR_Multi" and model.K != ORIGINAL_MULTI_VIEW_K:
-        raise SeDRInputError(f"STAR_Multi with {model.K} view tokens: the original runs {ORIGINAL_MULTI_VIEW_K} only")
+        raise SeDRInputError(
+            f"STAR_Multi with {model.K} view tokens: the original runs {ORIGINAL_MULTI_VIEW_K} only"
+        )
     out = {k: getattr(c, k) for k in ROBERTA_FIELDS}
     out.update(model_type="roberta", architectures=[name], max_seg_num=model.max_seg_num)
     if getattr(c, "output_embedding_size", None):
@@ -63,8 +82,12 @@ def original_config(model) -> dict:
     if name == LONGFORMER:  # allenai's keys, window one-sided (3.0.2's RobertaConfig keeps unknown keys)
         layers = int(c.num_hidden_layers)
         win = c.attention_window if isinstance(c.attention_window, list) else [c.attention_window] * layers
-        out.update(attention_window=[int(w) // 2 for w in win], attention_dilation=[1] * layers,
-                   attention_mode="sliding_chunks", autoregressive=False)
+        out.update(
+            attention_window=[int(w) // 2 for w in win],
+            attention_dilation=[1] * layers,
+            attention_mode="sliding_chunks",
+            autoregressive=False,
+        )
     return out
 
 
@@ -78,7 +101,9 @@ def original_state_dict(model) -> dict[str, torch.Tensor]:
 def export_original(model_dir, out_dir) -> Path:
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SeDRInputError(f"{out} exists and is not an empty folder; nothing was written (choose another OUT_DIR)")
+        raise SeDRInputError(
+            f"{out} exists and is not an empty folder; nothing was written (choose another OUT_DIR)"
+        )
     model = load_ours(model_dir)
     cfg, sd = original_config(model), original_state_dict(model)
 
@@ -87,8 +112,13 @@ def export_original(model_dir, out_dir) -> Path:
         (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
     atomic_save_dir(out, write)
-    logger.info("wrote %s: %s, %d tensors, the original's layout (transformers %s)", out, model.model_class_name,
-                len(sd), "3.0.2" if model.model_class_name == LONGFORMER else "4.12")
+    logger.info(
+        "wrote %s: %s, %d tensors, the original's layout (transformers %s)",
+        out,
+        model.model_class_name,
+        len(sd),
+        "3.0.2" if model.model_class_name == LONGFORMER else "4.12",
+    )
     return out
 
 

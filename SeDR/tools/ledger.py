@@ -61,8 +61,12 @@ def load_ledger(path: str | Path = DEFAULT_LEDGER) -> dict:
     for k, row in enumerate(ledger.get("rows", [])):
         unknown = set(row.get("paper", {})) - set(metrics)
         if not row.get("commands") or not row.get("metrics_json") or unknown:
-            raise DataFormatError(path, None, f"row {k} ({row.get('name')}): needs commands, metrics_json and "
-                                              f"paper values for {sorted(metrics)} only (unknown {sorted(unknown)})")
+            raise DataFormatError(
+                path,
+                None,
+                f"row {k} ({row.get('name')}): needs commands, metrics_json and "
+                f"paper values for {sorted(metrics)} only (unknown {sorted(unknown)})",
+            )
     return ledger
 
 
@@ -135,8 +139,11 @@ def check(ledger: Mapping, root: str | Path = ".") -> list[Check]:
             elif ours[metric] is None:
                 checks.append(Check(row["name"], metric, paper, None, tol, NO_VALUE, source))
             else:
-                checks.append(Check(row["name"], metric, paper, ours[metric], tol,
-                                    judge(paper, ours[metric], tol), source))
+                checks.append(
+                    Check(
+                        row["name"], metric, paper, ours[metric], tol, judge(paper, ours[metric], tol), source
+                    )
+                )
     return checks
 
 
@@ -147,7 +154,9 @@ def format_report(checks: Sequence[Check]) -> str:
     for c in checks:
         ours = f"{c.ours:.4f}" if c.ours is not None else "-"
         diff = f"{c.ours - c.paper:+.4f}" if c.ours is not None else ""
-        lines.append(f"{c.model:<24}{c.metric:<15}{c.paper:>7.3f}{ours:>9}{diff:>9}{c.tolerance:>7.3f}  {c.status}")
+        lines.append(
+            f"{c.model:<24}{c.metric:<15}{c.paper:>7.3f}{ours:>9}{diff:>9}{c.tolerance:>7.3f}  {c.status}"
+        )
     counts = {s: sum(c.status == s for c in checks) for s in (OK, OKISH, FAIL, NOT_RUN, NO_VALUE)}
     lines.append(", ".join(f"{k}: {v}" for k, v in counts.items() if v))
     return "\n".join(lines)
@@ -183,8 +192,9 @@ def markdown_table(ledger: Mapping, root: str | Path | None = None) -> str:
 
 @exit_on_input_error
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m SeDR.ledger",
-                                     description="Compare our metrics.json files with the paper's numbers.")
+    parser = argparse.ArgumentParser(
+        prog="python -m SeDR.ledger", description="Compare our metrics.json files with the paper's numbers."
+    )
     parser.add_argument("--ledger", default=str(DEFAULT_LEDGER))
     parser.add_argument("--root", default=".", help="folder the ledger's ./data/... paths are relative to")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any number is FAIL")

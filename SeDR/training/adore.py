@@ -53,8 +53,13 @@ ADORE_OPTIMIZERS = {"original": "transformers_adamw", "torch_adamw": "adamw"}
 
 def adore_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
     """The optimizer ``--adore_optimizer`` names, over every parameter with the usual no-decay groups."""
-    return build_optimizer(ADORE_OPTIMIZERS[args.adore_optimizer], model, lr=args.learning_rate,
-                           weight_decay=args.weight_decay, eps=args.adam_epsilon)
+    return build_optimizer(
+        ADORE_OPTIMIZERS[args.adore_optimizer],
+        model,
+        lr=args.learning_rate,
+        weight_decay=args.weight_decay,
+        eps=args.adam_epsilon,
+    )
 
 
 @dataclass
@@ -80,9 +85,16 @@ def best_row_of_doc(doc: int, query_vec: np.ndarray, vectors: np.ndarray, first_
     return lo + int(np.argmax(seg @ np.asarray(query_vec, dtype=np.float32)))
 
 
-def adore_targets(rows: np.ndarray, row_doc_ids: np.ndarray, relevant: Sequence[int], query_vec: np.ndarray,
-                  vectors: np.ndarray, first_row: np.ndarray, metric_cut: int = ADORE_METRIC_CUT,
-                  mrr_cutoff: int = 100) -> AdoreTargets:
+def adore_targets(
+    rows: np.ndarray,
+    row_doc_ids: np.ndarray,
+    relevant: Sequence[int],
+    query_vec: np.ndarray,
+    vectors: np.ndarray,
+    first_row: np.ndarray,
+    metric_cut: int = ADORE_METRIC_CUT,
+    mrr_cutoff: int = 100,
+) -> AdoreTargets:
     """The positive and negative rows of one query (docs/adore.md#adore-targets).
 
     Args:
@@ -107,16 +119,29 @@ def adore_targets(rows: np.ndarray, row_doc_ids: np.ndarray, relevant: Sequence[
     return AdoreTargets(pos, best_rows[~y].astype(np.int64), bool(len(hit)), float(rr), float(len(top) > 0))
 
 
-def adore_batch_targets(rows: np.ndarray, queries: np.ndarray, relevant: Sequence[Sequence[int]],
-                        row_doc_ids: np.ndarray, vectors: np.ndarray, first_row: np.ndarray,
-                        metric_cut: int = ADORE_METRIC_CUT) -> list[AdoreTargets]:
+def adore_batch_targets(
+    rows: np.ndarray,
+    queries: np.ndarray,
+    relevant: Sequence[Sequence[int]],
+    row_doc_ids: np.ndarray,
+    vectors: np.ndarray,
+    first_row: np.ndarray,
+    metric_cut: int = ADORE_METRIC_CUT,
+) -> list[AdoreTargets]:
     """:func:`adore_targets` for a batch: ``rows [B, k]``, ``queries [B, d]``, one relevant list per query."""
-    return [adore_targets(r, row_doc_ids, rel, q, vectors, first_row, metric_cut)
-            for r, q, rel in zip(rows, queries, relevant)]
+    return [
+        adore_targets(r, row_doc_ids, rel, q, vectors, first_row, metric_cut)
+        for r, q, rel in zip(rows, queries, relevant)
+    ]
 
 
-def adore_loss(query_emb: torch.Tensor, targets: Sequence[AdoreTargets], vectors: np.ndarray,
-               nominal_batch_size: int, grad_accum: int = 1) -> torch.Tensor:
+def adore_loss(
+    query_emb: torch.Tensor,
+    targets: Sequence[AdoreTargets],
+    vectors: np.ndarray,
+    nominal_batch_size: int,
+    grad_accum: int = 1,
+) -> torch.Tensor:
     """Sum over queries of CE(q · E[[pos] + negatives], 0), divided by ``nominal_batch_size · grad_accum``.
 
     The divisor uses the nominal batch size even for a short last batch, as the original (docs/adore.md#adore-loss).
@@ -134,13 +159,25 @@ def adore_loss(query_emb: torch.Tensor, targets: Sequence[AdoreTargets], vectors
 
 
 # Flags a resumed ADORE run may change; the others are fixed by the saved state.
-ADORE_RESUMABLE_FLAGS = frozenset({"resume", "overwrite_output_dir", "logging_steps", "log_dir", "no_cuda",
-                                   "model_gpu_index", "faiss_gpu_index", "faiss_omp_num_threads"})
+ADORE_RESUMABLE_FLAGS = frozenset(
+    {
+        "resume",
+        "overwrite_output_dir",
+        "logging_steps",
+        "log_dir",
+        "no_cuda",
+        "model_gpu_index",
+        "faiss_gpu_index",
+        "faiss_omp_num_threads",
+    }
+)
 
 
 def adore_outputs(save_dir: Path, name: str) -> list[Path]:
     """What a run from checkpoint ``name`` has written into ``save_dir``: checkpoints, best.json, state."""
-    own = re.compile(re.escape(name) + r"-(ckpt|epoch)-\d+|" + re.escape(name) + r"-(best\.json|adore-state\.pt)")
+    own = re.compile(
+        re.escape(name) + r"-(ckpt|epoch)-\d+|" + re.escape(name) + r"-(best\.json|adore-state\.pt)"
+    )
     return sorted(p for p in save_dir.iterdir() if own.fullmatch(p.name)) if save_dir.is_dir() else []
 
 
@@ -155,8 +192,13 @@ def claim_save_dir(args, name: str) -> RunLock:
         logger.warning("--overwrite_output_dir: moved the earlier outputs of this ADORE run to %s", backup)
     elif earlier and not (args.resume and state.exists()):
         lock.release()
-        how = "it has no resumable state: pass --overwrite_output_dir" if args.resume else (
-            "pass --resume to continue it, or --overwrite_output_dir to start again (they move to a dated backup)")
+        how = (
+            "it has no resumable state: pass --overwrite_output_dir"
+            if args.resume
+            else (
+                "pass --resume to continue it, or --overwrite_output_dir to start again (they move to a dated backup)"
+            )
+        )
         raise OutputError(f"{earlier[0]} already exists (an earlier ADORE run from {name}); {how}")
     return lock
 
@@ -164,15 +206,20 @@ def claim_save_dir(args, name: str) -> RunLock:
 def open_frozen_embeddings(folder, init_path, dim: int):
     """The segment index ADORE trains against: ours (made by ``init_path``'s weights) or the original code's."""
     if embedding_files.foreign_embeddings(folder):
-        logger.warning("%s has no record of ours (written by the original code?): its vectors are used as they are "
-                       "and nothing is written into that folder", folder)
+        logger.warning(
+            "%s has no record of ours (written by the original code?): its vectors are used as they are "
+            "and nothing is written into that folder",
+            folder,
+        )
         return embedding_files.load_segment_embeddings(folder, legacy_dim=dim), False
     emb = embedding_files.load_segment_embeddings(folder)
     made_by = emb.info.get("model_fingerprint")
     if made_by and made_by != model_fingerprint(init_path):
-        raise SeDRInputError(f"the embeddings in {folder} were made by {emb.info.get('model_path')}, whose weights "
-                             f"differ from --init_path {init_path}; encode with this model first "
-                             "(`python SeDR/inference.py --model_path ...`)")
+        raise SeDRInputError(
+            f"the embeddings in {folder} were made by {emb.info.get('model_path')}, whose weights "
+            f"differ from --init_path {init_path}; encode with this model first "
+            "(`python SeDR/inference.py --model_path ...`)"
+        )
     return emb, True
 
 
@@ -181,9 +228,15 @@ class AdoreRun:
         self.args, self.model, self.device, self.precision = args, model, device, precision
         self.preprocess_dir = Path(args.preprocess_dir)
         self.emb, ours = open_frozen_embeddings(args.pembed_dir, args.init_path, model.embedding_dim)
-        self.first_row = embedding_files.load_or_build_first_row(args.pembed_dir, self.emb.doc_ids, cache=ours)
-        self.index = exact_search.build_index(self.emb.vectors, args.faiss_gpu_index, backend=args.search_backend,
-                                         faiss_threads=args.faiss_omp_num_threads)
+        self.first_row = embedding_files.load_or_build_first_row(
+            args.pembed_dir, self.emb.doc_ids, cache=ours
+        )
+        self.index = exact_search.build_index(
+            self.emb.vectors,
+            args.faiss_gpu_index,
+            backend=args.search_backend,
+            faiss_threads=args.faiss_omp_num_threads,
+        )
         self.train_queries = preprocess_folder.queries(self.preprocess_dir, "train")
         self.rel = preprocess_folder.load_rel(self.preprocess_dir / "train-qrel.tsv")
         self.train_offsets = sorted(self.rel)
@@ -201,18 +254,37 @@ class AdoreRun:
         rankings = {}
         for split in self.eval_splits:
             qcache = preprocess_folder.queries(self.preprocess_dir, split)
-            qv = encode_queries(self.model, qcache, self.args.max_seq_length, self.args.per_gpu_batch_size,
-                                self.device, self.precision, show_progress=False)
-            rankings[split] = retrieve_documents(self.index, self.emb.doc_ids, qv, range(len(qcache)),
-                                                           EVAL_DOCS_KEPT[split], show_progress=False)
+            qv = encode_queries(
+                self.model,
+                qcache,
+                self.args.max_seq_length,
+                self.args.per_gpu_batch_size,
+                self.device,
+                self.precision,
+                show_progress=False,
+            )
+            rankings[split] = retrieve_documents(
+                self.index,
+                self.emb.doc_ids,
+                qv,
+                range(len(qcache)),
+                EVAL_DOCS_KEPT[split],
+                show_progress=False,
+            )
         self.model.train()
         return rankings
 
     def evaluate(self, tag: str, rankings: dict | None = None, out_dir: Path | None = None):
         """Metrics of ``rankings`` (default: rank now); with ``out_dir``, also its run files and metrics.json."""
-        return evaluate_rankings(self.rank() if rankings is None else rankings, self.preprocess_dir, out_dir,
-                                 run_tag=f"{self.name}-adore", original_ids=self.original_ids,
-                                 history_record={"checkpoint": tag}, write_runs=out_dir is not None)
+        return evaluate_rankings(
+            self.rank() if rankings is None else rankings,
+            self.preprocess_dir,
+            out_dir,
+            run_tag=f"{self.name}-adore",
+            original_ids=self.original_ids,
+            history_record={"checkpoint": tag},
+            write_runs=out_dir is not None,
+        )
 
     def run(self):
         a = self.args
@@ -224,8 +296,14 @@ class AdoreRun:
         optimizer = adore_optimizer(self.model, a)
         scheduler = linear_schedule_with_warmup(optimizer, a.warmup_steps, total)
         logger.info("***** ADORE: %s *****", a.init_path)
-        logger.info("  %d training queries, %d segment rows, %d optimizer steps, lr %g, %s", len(self.train_offsets),
-                    len(self.emb.doc_ids), total, a.learning_rate, type(optimizer).__name__)
+        logger.info(
+            "  %d training queries, %d segment rows, %d optimizer steps, lr %g, %s",
+            len(self.train_offsets),
+            len(self.emb.doc_ids),
+            total,
+            a.learning_rate,
+            type(optimizer).__name__,
+        )
         rng = random.Random(a.seed)
         if a.resume and self.state_path.exists():
             start_epoch, step, best, saved = self._load_state(optimizer, scheduler, rng)
@@ -241,23 +319,40 @@ class AdoreRun:
             window = []
             bar = tqdm(range(n_batches), desc=f"ADORE epoch {epoch + 1}/{a.num_train_epochs}", unit="batch")
             for b in bar:
-                batch_q = order[b * a.per_gpu_batch_size: (b + 1) * a.per_gpu_batch_size]
-                qb = collation.collate_queries([self.train_queries[q] for q in batch_q], batch_q, a.max_seq_length,
-                                          pad_id=self.pad_id, pad_to_max_length=False).to(self.device)
+                batch_q = order[b * a.per_gpu_batch_size : (b + 1) * a.per_gpu_batch_size]
+                qb = collation.collate_queries(
+                    [self.train_queries[q] for q in batch_q],
+                    batch_q,
+                    a.max_seq_length,
+                    pad_id=self.pad_id,
+                    pad_to_max_length=False,
+                ).to(self.device)
                 with self.precision.autocast():
                     q_emb = self.model.encode_queries(qb)
                 q_emb = q_emb.float()
                 q_np = q_emb.detach().cpu().numpy()
                 _, rows = self.index.search(q_np, SEGMENT_HITS)
-                targets = adore_batch_targets(rows, q_np, [self.rel[q] for q in batch_q],
-                                                        self.emb.doc_ids, self.emb.vectors, self.first_row,
-                                                        a.metric_cut)
-                loss = adore_loss(q_emb, targets, self.emb.vectors, a.per_gpu_batch_size,
-                                            a.gradient_accumulation_steps)
+                targets = adore_batch_targets(
+                    rows,
+                    q_np,
+                    [self.rel[q] for q in batch_q],
+                    self.emb.doc_ids,
+                    self.emb.vectors,
+                    self.first_row,
+                    a.metric_cut,
+                )
+                loss = adore_loss(
+                    q_emb, targets, self.emb.vectors, a.per_gpu_batch_size, a.gradient_accumulation_steps
+                )
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
-                window.append((loss.item() * a.gradient_accumulation_steps,
-                               np.mean([t.rr_at_100 for t in targets]), np.mean([t.recall_at_100 for t in targets])))
+                window.append(
+                    (
+                        loss.item() * a.gradient_accumulation_steps,
+                        np.mean([t.rr_at_100 for t in targets]),
+                        np.mean([t.recall_at_100 for t in targets]),
+                    )
+                )
                 if (b + 1) % a.gradient_accumulation_steps == 0:
                     optimizer.step()
                     scheduler.step()
@@ -271,36 +366,52 @@ class AdoreRun:
             best = self._maybe_save(best, f"{self.name}-epoch-{epoch + 1}", saved)
             self._save_state(epoch + 1, step, best, saved, optimizer, scheduler, rng)
         self.writer.close()
-        atomic_write_text(self.save_dir / f"{self.name}-best.json", json.dumps(
-            {"best_selection_score": best, "saved": [str(p) for p in saved]}, indent=2))
+        atomic_write_text(
+            self.save_dir / f"{self.name}-best.json",
+            json.dumps({"best_selection_score": best, "saved": [str(p) for p in saved]}, indent=2),
+        )
         return saved
 
     def _save_state(self, epoch, step, best, saved, optimizer, scheduler, rng) -> None:
         """Everything ``--resume`` needs to continue after ``epoch`` exactly as an uninterrupted run."""
-        state = {"epoch": epoch, "step": step, "best": best, "saved": [str(p) for p in saved],
-                 "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "shuffle": rng.getstate(), "rng": rng_state(),
-                 "args": json.loads(json.dumps(vars(self.args), default=str))}
+        state = {
+            "epoch": epoch,
+            "step": step,
+            "best": best,
+            "saved": [str(p) for p in saved],
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "shuffle": rng.getstate(),
+            "rng": rng_state(),
+            "args": json.loads(json.dumps(vars(self.args), default=str)),
+        }
         atomic_write(self.state_path, lambda f: torch.save(state, f))
 
     def _load_state(self, optimizer, scheduler, rng):
         state = torch.load(self.state_path, map_location="cpu", weights_only=False)
         conflicts = flag_changes(state["args"], self.args, ADORE_RESUMABLE_FLAGS)
         if conflicts:
-            raise SeDRInputError(f"--resume from {self.state_path}: the saved state fixes these flags; rerun with "
-                                 f"the saved values or start again with --overwrite_output_dir: {'; '.join(conflicts)}")
+            raise SeDRInputError(
+                f"--resume from {self.state_path}: the saved state fixes these flags; rerun with "
+                f"the saved values or start again with --overwrite_output_dir: {'; '.join(conflicts)}"
+            )
         self.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         rng.setstate(state["shuffle"])
         set_rng_state(state["rng"])
-        logger.info("resuming ADORE after epoch %d (step %d) from %s", state["epoch"], state["step"], self.state_path)
+        logger.info(
+            "resuming ADORE after epoch %d (step %d) from %s", state["epoch"], state["step"], self.state_path
+        )
         return state["epoch"], state["step"], state["best"], [Path(p) for p in state["saved"]]
 
     def _log(self, window, step, lr, bar):
         loss, mrr, rec = (float(np.mean([w[i] for w in window])) for i in range(3))
         bar.set_postfix(loss=f"{loss:.4f}", mrr=f"{mrr:.3f}")
-        logger.info("step %d | lr %.3e | loss %.5f | train MRR@100 %.4f | R@100 %.4f", step, lr, loss, mrr, rec)
+        logger.info(
+            "step %d | lr %.3e | loss %.5f | train MRR@100 %.4f | R@100 %.4f", step, lr, loss, mrr, rec
+        )
         for k, v in (("loss", loss), ("train_MRR@100", mrr), ("train_R@100", rec), ("lr", lr)):
             self.writer.add_scalar(f"adore/{k}", v, step)
 

@@ -37,8 +37,9 @@ TRAINING_ARGS = "training_args.json"
 TRAIN_HISTORY = "train_history.json"
 
 
-def checkpoint_name(epoch: int, max_seg_length: int, max_seg_num: int, max_bsize: int, model_class: str,
-                    postfix: str = "") -> str:
+def checkpoint_name(
+    epoch: int, max_seg_length: int, max_seg_num: int, max_bsize: int, model_class: str, postfix: str = ""
+) -> str:
     """``epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}{postfix}``, e.g. ``epoch-4-512-4-17-SeDR`` (docs/training.md#checkpoint-names)."""
     return f"epoch-{epoch}-{max_seg_length}-{max_seg_num}-{max_bsize}-{model_class}{postfix}"
 
@@ -51,7 +52,7 @@ def run_checkpoint_name(args, epoch: int) -> str:
 
 def existing_checkpoints(output_dir: Path, name_of_epoch) -> dict[int, Path]:
     """Epoch → folder of this run's checkpoints already in ``output_dir``."""
-    suffix = name_of_epoch(0)[len("epoch-0"):]
+    suffix = name_of_epoch(0)[len("epoch-0") :]
     pattern = re.compile(r"^epoch-(\d+)" + re.escape(suffix) + "$")
     found = {}
     if output_dir.is_dir():
@@ -64,8 +65,18 @@ def existing_checkpoints(output_dir: Path, name_of_epoch) -> dict[int, Path]:
 
 # Flags a resumed run may change; every other flag (and recorded fact) is fixed by the saved state
 # (docs/training.md#resume-flags).
-RESUMABLE_FLAGS = frozenset({"resume", "overwrite_output_dir", "epochs_to_run", "logging_steps", "logging_dir",
-                             "no_cuda", "local_rank", "use_gradient_checkpointing"})
+RESUMABLE_FLAGS = frozenset(
+    {
+        "resume",
+        "overwrite_output_dir",
+        "epochs_to_run",
+        "logging_steps",
+        "logging_dir",
+        "no_cuda",
+        "local_rank",
+        "use_gradient_checkpointing",
+    }
+)
 
 
 def claim_output_dir(args, name_of_epoch) -> RunLock:
@@ -75,23 +86,32 @@ def claim_output_dir(args, name_of_epoch) -> RunLock:
     saved ones) or ``--overwrite_output_dir`` (which moves them to a dated backup folder first).
     """
     out = ensure_writable(args.output_dir, what="checkpoints")
-    lock = RunLock(out, name_of_epoch(0)[len("epoch-0-"):]).acquire()
+    lock = RunLock(out, name_of_epoch(0)[len("epoch-0-") :]).acquire()
     try:
         found = existing_checkpoints(out, name_of_epoch)
         if found and args.overwrite_output_dir:
-            backup = move_to_backup(found.values(), out / name_of_epoch(0)[len("epoch-0-"):])
-            logger.warning("--overwrite_output_dir: moved the earlier checkpoints of this run (%s) to %s",
-                           ", ".join(p.name for p in sorted(found.values())), backup)
+            backup = move_to_backup(found.values(), out / name_of_epoch(0)[len("epoch-0-") :])
+            logger.warning(
+                "--overwrite_output_dir: moved the earlier checkpoints of this run (%s) to %s",
+                ", ".join(p.name for p in sorted(found.values())),
+                backup,
+            )
         elif found and not args.resume:
-            raise OutputError(f"{found[max(found)]} already exists: pass --resume to continue this run, or "
-                              "--overwrite_output_dir to train again (its checkpoints are moved to a dated backup)")
+            raise OutputError(
+                f"{found[max(found)]} already exists: pass --resume to continue this run, or "
+                "--overwrite_output_dir to train again (its checkpoints are moved to a dated backup)"
+            )
         elif found:
             resumable = [p for e, p in sorted(found.items()) if (p / TRAINING_STATE).exists()]
             if resumable and (resumable[-1] / TRAINING_ARGS).exists():
-                conflicts = flag_changes(json.loads((resumable[-1] / TRAINING_ARGS).read_text()), args, RESUMABLE_FLAGS)
+                conflicts = flag_changes(
+                    json.loads((resumable[-1] / TRAINING_ARGS).read_text()), args, RESUMABLE_FLAGS
+                )
                 if conflicts:
-                    raise SeDRInputError(f"--resume from {resumable[-1]}: the saved state fixes these flags; "
-                                         f"rerun with the saved values or start a new run: {'; '.join(conflicts)}")
+                    raise SeDRInputError(
+                        f"--resume from {resumable[-1]}: the saved state fixes these flags; "
+                        f"rerun with the saved values or start a new run: {'; '.join(conflicts)}"
+                    )
     except BaseException:
         lock.release()
         raise
@@ -121,8 +141,12 @@ def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec) -> TrainDat
     hard = load_hard_negatives(hardneg_path, num_docs=len(passages))
     missing = [q for q in sorted(rel) if not hard.get(q)]
     if missing:
-        raise DataFormatError(hardneg_path, None, f"{len(missing)} training queries have no hard negatives (e.g. "
-                              f"query offset {missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`")
+        raise DataFormatError(
+            hardneg_path,
+            None,
+            f"{len(missing)} training queries have no hard negatives (e.g. "
+            f"query offset {missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`",
+        )
     seg_counts = np.asarray(segmentation.num_segments(passages.lengths, spec), dtype=np.int64)
     return TrainData(passages, queries, rel, hard, spec, seg_counts)
 
@@ -147,8 +171,16 @@ class _TupleOutput(torch.nn.Module):
 class Trainer:
     """Runs the README training commands. ``args`` is the namespace of :func:`SeDR.cli.flags.build_train_parser`."""
 
-    def __init__(self, args, model, train_data: TrainData, device: torch.device, precision: Precision,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        args,
+        model,
+        train_data: TrainData,
+        device: torch.device,
+        precision: Precision,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.args, self.model, self.data = args, model, train_data
         self.device, self.precision = device, precision
         self.rank, self.world_size = rank, world_size
@@ -157,9 +189,16 @@ class Trainer:
         self.epochs_to_run = args.epochs_to_run or args.num_train_epochs
         special = model.special_ids
         self.sampler = SegmentBudgetBatchSampler(
-            train_data.query_offsets, train_data.rel, train_data.hard_negatives, train_data.seg_counts,
-            max_bsize=args.max_bsize, hardneg_topk=args.hardneg_topk, seed=args.seed, rank=rank,
-            world_size=world_size)
+            train_data.query_offsets,
+            train_data.rel,
+            train_data.hard_negatives,
+            train_data.seg_counts,
+            max_bsize=args.max_bsize,
+            hardneg_topk=args.hardneg_topk,
+            seed=args.seed,
+            rank=rank,
+            world_size=world_size,
+        )
         # Under torchrun: gradients are averaged over ranks; each rank keeps its own Late-Cache.
         # static_graph lets classes that never read some parameters (E_seg of the MaxP-style
         # classes) work with non-reentrant checkpointing, which find_unused_parameters does not.
@@ -167,19 +206,40 @@ class Trainer:
         # Cross-device negatives only mean something with several ranks (SeDR.modeling.cross_device).
         self.negatives_x_device = args.negatives_x_device and world_size > 1
         if args.negatives_x_device and world_size == 1:
-            logger.warning("--negatives_x_device has no effect in a single process (one rank's batch is all there is)")
+            logger.warning(
+                "--negatives_x_device has no effect in a single process (one rank's batch is all there is)"
+            )
         if world_size > 1:
             self.forward_model = DistributedDataParallel(
-                _TupleOutput(model), device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
+                _TupleOutput(model),
+                device_ids=[device.index] if device.type == "cuda" else None,
+                static_graph=True,
+            )
         self.collator = collation.TrainCollator(
-            train_data.passages, train_data.queries, train_data.rel, train_data.spec,
-            max_query_length=args.max_query_length, max_bsize=args.max_bsize, row_groups=True, **special)
-        self.optimizer = build_optimizer(args.optimizer_str, model, lr=args.learning_rate,
-                                         weight_decay=args.weight_decay, eps=args.adam_epsilon,
-                                         betas=(args.adam_beta1, args.adam_beta2))
-        self.total_steps = total_training_steps(len(train_data.query_offsets), args.num_train_epochs,
-                                                self.schedule_seg_num(), args.max_bsize,
-                                                args.gradient_accumulation_steps)
+            train_data.passages,
+            train_data.queries,
+            train_data.rel,
+            train_data.spec,
+            max_query_length=args.max_query_length,
+            max_bsize=args.max_bsize,
+            row_groups=True,
+            **special,
+        )
+        self.optimizer = build_optimizer(
+            args.optimizer_str,
+            model,
+            lr=args.learning_rate,
+            weight_decay=args.weight_decay,
+            eps=args.adam_epsilon,
+            betas=(args.adam_beta1, args.adam_beta2),
+        )
+        self.total_steps = total_training_steps(
+            len(train_data.query_offsets),
+            args.num_train_epochs,
+            self.schedule_seg_num(),
+            args.max_bsize,
+            args.gradient_accumulation_steps,
+        )
         self.scheduler = linear_schedule_with_warmup(self.optimizer, args.warmup_steps, self.total_steps)
         self.cache = model.new_cache()
         self.global_step = 0  # optimizer steps taken (= the scheduler's position)
@@ -205,11 +265,17 @@ class Trainer:
     def save_epoch(self, epoch: int) -> Path:
         target = self.output_dir / self.name_of_epoch(epoch)
         state = {
-            "epoch": epoch, "global_step": self.global_step, "skipped_steps": self.skipped_steps,
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "skipped_steps": self.skipped_steps,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.precision.scaler is None else self.precision.scaler.state_dict(),
-            "rng": rng_state(), "cache": None if self.cache is None else self.cache.state_dict(),
-            "leftover_grads": {n: p.grad.detach().cpu() for n, p in self.model.named_parameters() if p.grad is not None},
+            "rng": rng_state(),
+            "cache": None if self.cache is None else self.cache.state_dict(),
+            "leftover_grads": {
+                n: p.grad.detach().cpu() for n, p in self.model.named_parameters() if p.grad is not None
+            },
         }
 
         def write(folder: Path):
@@ -229,10 +295,15 @@ class Trainer:
         return target
 
     def try_resume(self) -> None:
-        found = {e: p for e, p in existing_checkpoints(self.output_dir, self.name_of_epoch).items()
-                 if (p / TRAINING_STATE).exists()}
+        found = {
+            e: p
+            for e, p in existing_checkpoints(self.output_dir, self.name_of_epoch).items()
+            if (p / TRAINING_STATE).exists()
+        }
         if not found:
-            logger.info("--resume: no checkpoint of this run in %s; starting from --init_path", self.output_dir)
+            logger.info(
+                "--resume: no checkpoint of this run in %s; starting from --init_path", self.output_dir
+            )
             return
         epoch = max(found)
         folder = found[epoch]
@@ -260,12 +331,29 @@ class Trainer:
         a = self.args
         n_q = len(self.data.query_offsets)
         logger.info("***** Running training: %s *****", a.model_class)
-        logger.info("  queries %d | documents %d | segments %d (M=%d, L=%d)", n_q, len(self.data.passages),
-                    int(self.data.seg_counts.sum()), a.max_seg_num, self.data.spec.content_len)
-        logger.info("  micro-batches in epoch 1: %d | accumulation %d | epochs run %d of %d", len(self.sampler),
-                    a.gradient_accumulation_steps, self.epochs_to_run, a.num_train_epochs)
-        logger.info("  schedule horizon: %d optimizer steps, warm-up %d, peak lr %g, %s, %s",
-                    self.total_steps, a.warmup_steps, a.learning_rate, a.optimizer_str, self.precision.name)
+        logger.info(
+            "  queries %d | documents %d | segments %d (M=%d, L=%d)",
+            n_q,
+            len(self.data.passages),
+            int(self.data.seg_counts.sum()),
+            a.max_seg_num,
+            self.data.spec.content_len,
+        )
+        logger.info(
+            "  micro-batches in epoch 1: %d | accumulation %d | epochs run %d of %d",
+            len(self.sampler),
+            a.gradient_accumulation_steps,
+            self.epochs_to_run,
+            a.num_train_epochs,
+        )
+        logger.info(
+            "  schedule horizon: %d optimizer steps, warm-up %d, peak lr %g, %s, %s",
+            self.total_steps,
+            a.warmup_steps,
+            a.learning_rate,
+            a.optimizer_str,
+            self.precision.name,
+        )
 
     def _clip(self) -> None:
         if self.args.max_grad_norm != -1:
@@ -287,10 +375,13 @@ class Trainer:
         if self.is_main:
             from torch.utils.tensorboard import SummaryWriter  # slow import (TensorBoard): only when training
 
-            self.writer = SummaryWriter(log_dir=str(Path(a.logging_dir) / self.name_of_epoch(0).replace("epoch-0-", "")))
+            self.writer = SummaryWriter(
+                log_dir=str(Path(a.logging_dir) / self.name_of_epoch(0).replace("epoch-0-", ""))
+            )
             self.log_header()
-        loader = torch.utils.data.DataLoader(ItemDataset(), batch_sampler=self.sampler,
-                                             collate_fn=self.collator, num_workers=0)
+        loader = torch.utils.data.DataLoader(
+            ItemDataset(), batch_sampler=self.sampler, collate_fn=self.collator, num_workers=0
+        )
         accum = a.gradient_accumulation_steps
         saved: list[Path] = self.saved
         self.model.train()
@@ -298,14 +389,21 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             window = _fresh_window()
             epoch_loss, epoch_acc, epoch_batches, t_epoch = 0.0, 0.0, 0, time.time()
-            bar = tqdm(loader, total=len(self.sampler), desc=f"epoch {epoch + 1}/{self.epochs_to_run}",
-                       unit="batch", disable=not self.is_main or None)
+            bar = tqdm(
+                loader,
+                total=len(self.sampler),
+                desc=f"epoch {epoch + 1}/{self.epochs_to_run}",
+                unit="batch",
+                disable=not self.is_main or None,
+            )
             for micro_step, batch in enumerate(bar):
                 if self.negatives_x_device:
                     batch = globalize_batch(batch, self.data.rel)  # masks over every rank's documents
                 batch = batch.to(self.device)
                 with self.precision.autocast():
-                    out = self.forward_model(batch, cache=self.cache, negatives_x_device=self.negatives_x_device)
+                    out = self.forward_model(
+                        batch, cache=self.cache, negatives_x_device=self.negatives_x_device
+                    )
                     if isinstance(out, tuple):
                         out = TrainOutput(*out)
                 loss = out.loss
@@ -326,10 +424,17 @@ class Trainer:
                 if self.is_main and (micro_step + 1) % a.logging_steps == 0:
                     self._log(window, micro_step, bar)
                     window = _fresh_window()
-            self.history.append({"epoch": epoch + 1, "mean_loss": epoch_loss / max(epoch_batches, 1),
-                                 "mean_accuracy": epoch_acc / max(epoch_batches, 1), "micro_batches": epoch_batches,
-                                 "optimizer_steps": self.global_step,
-                                 "skipped_steps": self.skipped_steps, "seconds": time.time() - t_epoch})
+            self.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "mean_loss": epoch_loss / max(epoch_batches, 1),
+                    "mean_accuracy": epoch_acc / max(epoch_batches, 1),
+                    "micro_batches": epoch_batches,
+                    "optimizer_steps": self.global_step,
+                    "skipped_steps": self.skipped_steps,
+                    "seconds": time.time() - t_epoch,
+                }
+            )
             if self.is_main:
                 if window["n"]:
                     self._log(window, micro_step, bar)
@@ -347,8 +452,15 @@ class Trainer:
         loss, acc = w["loss"] / n, w["acc"] / n
         docs_per_step = w["docs"] / n * self.args.gradient_accumulation_steps
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}")
-        logger.info("step %d | lr %.3e | docs/step %.1f | loss %.5f | acc %.4f | %.1f seg/s",
-                    self.global_step + 1, lr, docs_per_step, loss, acc, w["segs"] / elapsed)
+        logger.info(
+            "step %d | lr %.3e | docs/step %.1f | loss %.5f | acc %.4f | %.1f seg/s",
+            self.global_step + 1,
+            lr,
+            docs_per_step,
+            loss,
+            acc,
+            w["segs"] / elapsed,
+        )
         if self.writer is not None:
             step = self.global_step
             self.writer.add_scalar("train/loss", loss, step)
@@ -374,5 +486,9 @@ def warn_if_positives_in_hard_negatives(train_data: TrainData, n_check: int = 10
         if set(train_data.rel[q]) & set(train_data.hard_negatives.get(q, [])[:200]):
             bad += 1
     if bad:
-        logger.warning("%d of the first %d training queries have a positive among their hard negatives "
-                       "(masked in the loss; regenerate hard negatives?)", bad, min(n_check, len(train_data.rel)))
+        logger.warning(
+            "%d of the first %d training queries have a positive among their hard negatives "
+            "(masked in the loss; regenerate hard negatives?)",
+            bad,
+            min(n_check, len(train_data.rel)),
+        )

@@ -88,8 +88,15 @@ class Lamb(_AdamMoments):
         p <- p - lr r u
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = LAMB_BETAS,
-                 eps: float = 1e-6, weight_decay: float = 0.0, max_weight_norm: float = LAMB_MAX_WEIGHT_NORM):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = LAMB_BETAS,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        max_weight_norm: float = LAMB_MAX_WEIGHT_NORM,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay=weight_decay, max_weight_norm=max_weight_norm)
 
     def _apply(self, p, m, v, t: int, group: dict) -> None:
@@ -99,9 +106,11 @@ class Lamb(_AdamMoments):
         weight_norm = p.norm(2).clamp(max=group["max_weight_norm"])
         update_norm = update.norm(2)
         # Both zero cases give ratio 1; torch.where avoids a host sync.
-        trust = torch.where((weight_norm > 0) & (update_norm > 0),
-                            weight_norm / update_norm.clamp(min=torch.finfo(update_norm.dtype).tiny),
-                            torch.ones_like(weight_norm))
+        trust = torch.where(
+            (weight_norm > 0) & (update_norm > 0),
+            weight_norm / update_norm.clamp(min=torch.finfo(update_norm.dtype).tiny),
+            torch.ones_like(weight_norm),
+        )
         p.sub_(update * (group["lr"] * trust))
 
 
@@ -118,13 +127,19 @@ class TransformersAdamW(_AdamMoments):
     in those places only.
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-6, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay=weight_decay)
 
     def _apply(self, p, m, v, t: int, group: dict) -> None:
         beta1, beta2 = group["betas"]
-        step_size = group["lr"] * math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+        step_size = group["lr"] * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
         p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-step_size)
         if group["weight_decay"] > 0.0:
             p.add_(p, alpha=-group["lr"] * group["weight_decay"])
@@ -147,13 +162,24 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     groups = []
     for members, wd in ((decay, weight_decay), (no_decay, 0.0)):
         if members:
-            groups.append({"params": [p for _, p in members], "param_names": [n for n, _ in members],
-                           "weight_decay": wd})
+            groups.append(
+                {
+                    "params": [p for _, p in members],
+                    "param_names": [n for n, _ in members],
+                    "weight_decay": wd,
+                }
+            )
     return groups
 
 
-def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: float, eps: float = 1e-8,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str,
+    model: torch.nn.Module,
+    lr: float,
+    weight_decay: float,
+    eps: float = 1e-8,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
     """``lamb`` (the README's choice), ``adamw`` (torch AdamW) or ``transformers_adamw`` (:class:`TransformersAdamW`).
 
     As in the original, LAMB ignores ``betas`` (the ``--adam_beta*`` flags) and uses (0.9, 0.999).
@@ -161,8 +187,11 @@ def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: 
     groups = parameter_groups(model, weight_decay)
     if name == "lamb":
         if tuple(betas) != LAMB_BETAS:
-            logger.warning("LAMB uses betas %s as in the original; --adam_beta1/2 = %s only apply to AdamW",
-                           LAMB_BETAS, tuple(betas))
+            logger.warning(
+                "LAMB uses betas %s as in the original; --adam_beta1/2 = %s only apply to AdamW",
+                LAMB_BETAS,
+                tuple(betas),
+            )
         return Lamb(groups, lr=lr, betas=LAMB_BETAS, eps=eps, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
@@ -171,8 +200,9 @@ def build_optimizer(name: str, model: torch.nn.Module, lr: float, weight_decay: 
     raise ValueError(f"unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}")
 
 
-def total_training_steps(n_queries: int, num_epochs: float, max_seg_num: int, max_bsize: int,
-                         grad_accum: int) -> int:
+def total_training_steps(
+    n_queries: int, num_epochs: float, max_seg_num: int, max_bsize: int, grad_accum: int
+) -> int:
     """The original's schedule horizon ``floor(n · epochs · M / (max_bsize · accum))`` (docs/training.md#schedule-horizon).
 
     It assumes every positive fills ``M`` segments, so it overestimates the real number of steps
@@ -191,8 +221,9 @@ def linear_warmup_decay(step: float, warmup: int, total: int) -> float:
     return max(0.0, float(total - step) / float(max(1, total - warmup)))
 
 
-def linear_schedule_with_warmup(optimizer: torch.optim.Optimizer, warmup: int, total: int,
-                                last_epoch: int = -1) -> LambdaLR:
+def linear_schedule_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup: int, total: int, last_epoch: int = -1
+) -> LambdaLR:
     """Linear warm-up to the peak LR over ``warmup`` steps, then linear decay to 0 at ``total``.
 
     Same values as transformers' ``get_linear_schedule_with_warmup`` (tested); a
