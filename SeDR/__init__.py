@@ -11,7 +11,8 @@ __all__ = ["DocumentIndex", "Hit", "Retriever"]
 
 
 def __getattr__(name):
-    # PEP 562: the retriever (torch, transformers) is imported on first use, so `import SeDR.cli.flags` stays light.
+    # PEP 562: the retriever (torch, transformers) is imported on first use,
+    # so `import SeDR.cli.flags` stays light.
     if name in __all__:
         from SeDR.api import retriever
 

@@ -1,4 +1,5 @@
-"""``python -m SeDR.index MODEL DOCS OUT``: encode your documents into an index folder (:mod:`SeDR.cli.index`)."""
+"""``python -m SeDR.index MODEL DOCS OUT``: encode your documents into an index folder
+(:mod:`SeDR.cli.index`)."""
 
 import logging
 

@@ -1,4 +1,5 @@
-"""``python -m SeDR.ledger``: the paper's numbers vs this project's ``metrics.json`` files (:mod:`SeDR.tools.ledger`)."""
+"""``python -m SeDR.ledger``: the paper's numbers vs this project's ``metrics.json`` files
+(:mod:`SeDR.tools.ledger`)."""
 
 from SeDR.tools.ledger import main
 

@@ -1,4 +1,5 @@
-"""Convert the STAR checkpoint into a SeDR-Longformer initialisation (docs/longformer.md#longformer-conversion).
+"""Convert the STAR checkpoint into a SeDR-Longformer initialisation
+(docs/longformer.md#longformer-conversion).
 
     python SeDR_Longformer/Star2Star_Longformer.py          # ./data/star -> ./data/starlongformer
 

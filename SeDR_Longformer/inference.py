@@ -1,4 +1,5 @@
-"""Encode, search and evaluate SeDR-Longformer: ``python SeDR_Longformer/inference.py --max_doc_length 2048 ...``.
+"""Encode, search and evaluate SeDR-Longformer:
+``python SeDR_Longformer/inference.py --max_doc_length 2048 ...``.
 
 Output folder ``./data/evaluate/{basename(model_path)}-inf{max_doc_length}-{max_seg_num}``. Every
 document is one ``max_doc_length`` row and yields ``max_seg_num`` index rows (zero vectors for CLS

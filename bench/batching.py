@@ -1,13 +1,14 @@
-"""Encoding throughput: our batching (row groups) vs the original's fixed padding, and ``SeDR`` vs ``STAR_MaxP``.
+"""Encoding throughput: our batching (row groups) vs the original's fixed padding,
+and ``SeDR`` vs ``STAR_MaxP``.
 
 One run, one random RoBERTa shared by both classes, MS MARCO-like documents at (512, 4) (about
 2.2 segments per document, 30% within one segment), packed in offset order into passes of at most
 ``--max_bsize`` segments. Schemes, timed interleaved (per pass, min of ``--reps``, one thread):
 
 * ``SeDR fixed``: every row padded to T = 505 positions, as the original did;
-* ``SeDR ours``: the batches of ``SeDR.retrieval.encoding.encode_corpus`` (``collate_pass`` with its defaults):
-  the rows of a pass are bucketed by real width (``SeDR.data.preprocess_folder.plan_row_groups``) and each layer
-  runs bucket by bucket, each on its own columns plus the placeholders, with the CLS broadcast
+* ``SeDR ours``: the batches of ``SeDR.retrieval.encoding.encode_corpus`` (``collate_pass`` with its
+  defaults): the rows of a pass are bucketed by real width (``SeDR.data.preprocess_folder.plan_row_groups``)
+  and each layer runs bucket by bucket, each on its own columns plus the placeholders, with the CLS broadcast
   across buckets. Dropped columns are masked padding, so the embeddings are the same up to float
   summation order: checked with ``allclose(atol=1e-5)`` against fixed padding, and ``ours`` is
   checked to be what ``encode_corpus`` returns;
@@ -200,7 +201,8 @@ def main(argv=None) -> dict[str, float]:
     print(
         f"RATIO speed-up ours over fixed padding                      = {speedup:.3f}  "
         f"= {share:.3f} of the ideal bound "
-        f"({'within' if share >= 1 - BOUND_TOLERANCE else 'NOT within'} 5%), {speedup / bound_ours:.3f} of our plan's"
+        f"({'within' if share >= 1 - BOUND_TOLERANCE else 'NOT within'} 5%), "
+        f"{speedup / bound_ours:.3f} of our plan's"
     )
     s_compact = times["SeDR fixed"] / times["SeDR compact"]
     print(f"RATIO speed-up one width per pass (previous scheme) over fixed = {s_compact:.3f}")
@@ -211,11 +213,13 @@ def main(argv=None) -> dict[str, float]:
             f"(processed/real {processed_tokens(schemes_rows[name][1]) / real:.3f})"
         )
     print(
-        f"collation + row-group planning over fixed padding's collation: {1e3 * t_plan / len(plan):+.2f} ms/pass "
+        f"collation + row-group planning over fixed padding's collation: "
+        f"{1e3 * t_plan / len(plan):+.2f} ms/pass "
         f"({t_plan / times['SeDR ours']:+.1%} of our encoding time)"
     )
     print(
-        f"embeddings ours vs fixed padding: allclose(atol={atol:g}) = {identical}, max |diff| = {max_diff:.2e}; "
+        f"embeddings ours vs fixed padding: allclose(atol={atol:g}) = {identical}, "
+        f"max |diff| = {max_diff:.2e}; "
         f"ours == encode_corpus: {same_as_corpus}"
     )
     if not identical or not same_as_corpus:

@@ -325,7 +325,8 @@ def table(res: dict) -> list[tuple[str, str]]:
         (
             "gradient checkpointing on/off",
             f"time {tr['checkpointing_time_ratio']:.3f}x, "
-            f"peak memory {fmt(tr['checkpointing_peak_ratio'], '.3f', 'x')} (fp16, {tr['max_bsize']} segments)",
+            f"peak memory {fmt(tr['checkpointing_peak_ratio'], '.3f', 'x')} "
+            f"(fp16, {tr['max_bsize']} segments)",
         )
     )
     rows.append(
@@ -401,8 +402,8 @@ def main(argv=None) -> dict:
     res["seconds"]["total"] = time.perf_counter() - t_all
     res["imported"] = {m: m in sys.modules for m in ("faiss", "ir_measures")}  # the GPU image has neither
     print(
-        f"GPU check: {res['gpu'] + ', torch ' + res['torch'] if res['gpu'] else res['machine']}, {res['date']}"
-        f"{' (--tiny)' if args.tiny else ''}, {res['seconds']['total']:.0f} s"
+        f"GPU check: {res['gpu'] + ', torch ' + res['torch'] if res['gpu'] else res['machine']}, "
+        f"{res['date']}{' (--tiny)' if args.tiny else ''}, {res['seconds']['total']:.0f} s"
     )
     rows = table(res)
     w = max(len(a) for a, _ in rows)

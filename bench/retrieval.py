@@ -1,7 +1,7 @@
 """Exact inner-product search: faiss ``IndexFlatIP`` vs the torch backend (chunked matmul + stable top-k).
 
-Both indexes (``SeDR.retrieval.exact_search.FaissFlatIndex`` and ``TorchFlatIndex``, each returning the canonical
-order: score descending, then row ascending) hold the same random unit vectors (``--dim``, 768 as
+Both indexes (``SeDR.retrieval.exact_search.FaissFlatIndex`` and ``TorchFlatIndex``, each returning the
+canonical order: score descending, then row ascending) hold the same random unit vectors (``--dim``, 768 as
 the released models) and answer the same queries (top ``--k`` rows; inference asks 1024 per query
 in calls of 1024 queries, ADORE 1024 in calls of 32); queries/s is timed interleaved (min of
 ``--reps``) at each index size. The rows must agree: random floats have no exact ties, but rows
@@ -62,7 +62,8 @@ def main(argv=None) -> dict[int, float]:
             "True"
             if not diff.any()
             else (
-                f"{int(diff.sum())} positions differ, all scores within 1e-6: {bool(np.all(np.abs(fs - ts)[diff] <= 1e-6))}"
+                f"{int(diff.sum())} positions differ, all scores within 1e-6: "
+                f"{bool(np.all(np.abs(fs - ts)[diff] <= 1e-6))}"
             )
         )
         t = interleaved_min(

@@ -9,12 +9,13 @@ Configurations (same random weights, same MS MARCO-like training batch, LAMB):
   query scores 50 more positives and 50·h more hard negatives (as after the first steps of a run);
 * ``cache 50 + ckpt``: the same with gradient checkpointing;
 * ``cache 50, padded``: ``cache 50`` with every document row padded to ``T`` as the original did
-  (the others are collated as the trainer does: ``row_groups=True``, SeDR.data.preprocess_folder.plan_row_groups).
+  (the others are collated as the trainer does: ``row_groups=True``,
+  SeDR.data.preprocess_folder.plan_row_groups).
 
-Time: min of ``--reps`` interleaved steps in one process, one torch thread by default (ratios to ``cache 0``). Memory: each
-configuration runs again in a fresh subprocess that resets the kernel's peak-RSS mark
-(``/proc/self/clear_refs``) just before its steps and reports peak RSS minus the RSS at that point,
-i.e. the extra resident memory of forward + backward + optimiser step (activations, gradients,
+Time: min of ``--reps`` interleaved steps in one process, one torch thread by default
+(ratios to ``cache 0``). Memory: each configuration runs again in a fresh subprocess that resets the kernel's
+peak-RSS mark (``/proc/self/clear_refs``) just before its steps and reports peak RSS minus the RSS at that
+point, i.e. the extra resident memory of forward + backward + optimiser step (activations, gradients,
 optimiser state, allocator slack). Falls back to ``ru_maxrss`` deltas where clear_refs is missing.
 
     python bench/train_step.py [--quick] [--device cuda]
@@ -174,7 +175,8 @@ def main(argv=None) -> dict[str, float]:
     print(f"machine: {machine()}")
     print(
         f"batch {sz['batch']} queries x (1 positive + {args.hard} hard negative) MS MARCO-like documents, "
-        f"(Lraw, M) = ({sz['max_seg_length']}, {args.max_seg_num}), hidden {sz['hidden']}, {sz['layers']} layers, "
+        f"(Lraw, M) = ({sz['max_seg_length']}, {args.max_seg_num}), hidden {sz['hidden']}, "
+        f"{sz['layers']} layers, "
         f"LAMB, {args.device}; time: min of {reps} interleaved steps"
     )
     setups = {n: setup(n, args) for n in CONFIGS}
@@ -203,7 +205,8 @@ def main(argv=None) -> dict[str, float]:
     for n in CONFIGS:
         print(f"  {n:16s} step {times[n]:6.3f} s   peak extra memory {mem[n]['peak_mib']:7.1f} MiB")
     print(
-        f"memory measured as: {mem['cache 0']['how']}, {args.mem_steps} steps, fresh process per configuration"
+        f"memory measured as: {mem['cache 0']['how']}, {args.mem_steps} steps, "
+        "fresh process per configuration"
     )
     t0, m0 = times["cache 0"], mem["cache 0"]["peak_mib"]
     res = {}
@@ -221,8 +224,8 @@ def main(argv=None) -> dict[str, float]:
     tp, mp_ = times["cache 50, padded"], mem["cache 50, padded"]["peak_mib"]
     res["grouped speed-up"] = tp / tc
     print(
-        f"RATIO rows grouped by width over padded to T (cache 50): speed-up {tp / tc:.3f}, peak memory grouped / padded "
-        f"{mc / mp_:.3f}"
+        f"RATIO rows grouped by width over padded to T (cache 50): speed-up {tp / tc:.3f}, "
+        f"peak memory grouped / padded {mc / mp_:.3f}"
     )
     return res
 

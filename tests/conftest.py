@@ -96,7 +96,8 @@ HARDNEG_CMD = (
 
 @pytest.fixture(scope="session")
 def base_root(tmp_path_factory, hf_home, tokenizer, tokenizer_dir):
-    """data/ (nine files) + data/star + data/preprocess + data/hard_negative.json, made by the README commands."""
+    """data/ (nine files) + data/star + data/preprocess + data/hard_negative.json,
+    made by the README commands."""
     from SeDR import inference
 
     root = tmp_path_factory.mktemp("pipeline")
@@ -146,7 +147,8 @@ def load_script(relative_path: str):
 
 
 def user_error(capsys, main, argv) -> str:
-    """Run a script's ``main(argv)``: it must stop with exit status 2 and one ``error:`` line, no traceback."""
+    """Run a script's ``main(argv)``:
+    it must stop with exit status 2 and one ``error:`` line, no traceback."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main(argv)

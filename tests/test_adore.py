@@ -62,7 +62,8 @@ def test_adore_loss_matches_hand_cross_entropy():
 
 
 def test_adore_optimizer_is_the_originals_unless_told():
-    """The README command builds transformers 4.x AdamW at 3e-6; --adore_optimizer torch_adamw gives torch's."""
+    """The README command builds transformers 4.x AdamW at 3e-6;
+    --adore_optimizer torch_adamw gives torch's."""
     from conftest import ROOT
 
     from SeDR.cli.flags import build_adore_parser

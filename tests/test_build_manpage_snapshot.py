@@ -150,7 +150,8 @@ def _roff(name, section, names_desc, see_also=""):
 
 @pytest.fixture(scope="module")
 def extracted_root(tmp_path_factory):
-    """A ``dpkg-deb -x`` style folder: four documents, a symlink, a .so stub, two pages sharing a description."""
+    """A ``dpkg-deb -x`` style folder: four documents, a symlink, a .so stub,
+    two pages sharing a description."""
     root = tmp_path_factory.mktemp("debroot")
     see = "\n".join(
         [

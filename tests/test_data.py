@@ -52,7 +52,8 @@ def test_segment_count_and_ranges(n, s, ranges):
 
 
 def test_inference_formula_agrees_for_every_length():
-    """docs/segmentation.md#segment-count: the inference formula (untruncated n, cap at M) gives the same s for every n."""
+    """docs/segmentation.md#segment-count: the inference formula (untruncated n, cap at M)
+    gives the same s for every n."""
     spec = SHAPE_512_4
     L, M, g = spec.content_len, spec.max_seg_num, spec.ignore_len
     n = np.arange(1, 2049)

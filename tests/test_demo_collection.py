@@ -1,4 +1,5 @@
-"""The demo's man-pages collection: unique descriptions, SEE ALSO labels, splits, file formats, the snapshot."""
+"""The demo's man-pages collection: unique descriptions, SEE ALSO labels, splits,
+file formats, the snapshot."""
 
 from __future__ import annotations
 

@@ -247,7 +247,8 @@ def test_gathered_negatives_give_the_hand_computed_loss(tmp_path):
     ) / 9  # query 11 (p = 1): in-batch 0, 0; hard 0, 1 (101 masked)
     star1 = (2 * sp(-3) + 2 * sp(-3)) / 4  # query 12 (p = 3): in-batch 0, 0; hard 0, 0 (200 masked)
     assert r0["star"] == pytest.approx(star0, abs=1e-6) and r1["star"] == pytest.approx(star1, abs=1e-6)
-    # Gradients: each rank's rows receive the gradient of the sum of both ranks' losses (one process, brute force).
+    # Gradients: each rank's rows receive the gradient of the sum of both ranks' losses
+    # (one process, brute force).
     q, pos, neg = (
         torch.tensor(XDEV[0][k] + XDEV[1][k], dtype=torch.float32, requires_grad=True)
         for k in ("q", "pos", "neg")

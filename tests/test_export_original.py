@@ -155,7 +155,8 @@ def test_refuses_a_non_empty_out_dir_and_keeps_it(star_dir, tmp_path):
 
 
 def test_module_command(star_dir, tmp_path, monkeypatch):
-    """``python -m SeDR.export_original MODEL_DIR OUT_DIR`` (run in-process), into an existing empty folder."""
+    """``python -m SeDR.export_original MODEL_DIR OUT_DIR`` (run in-process),
+    into an existing empty folder."""
     src = ours("SeDR", star_dir, tmp_path / "ours")
     (tmp_path / "orig").mkdir()
     monkeypatch.setattr(sys, "argv", ["export_original", str(src), str(tmp_path / "orig")])

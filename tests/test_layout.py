@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The original script paths and the ``python -m SeDR.X`` entry points: one call into SeDR.cli or SeDR.tools each.
+# The original script paths and the ``python -m SeDR.X`` entry points:
+# one call into SeDR.cli or SeDR.tools each.
 ENTRY_POINTS = {
     "SeDR.train",
     "SeDR.inference",

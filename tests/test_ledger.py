@@ -69,7 +69,8 @@ def _flags(cmd: str) -> tuple[str, list[str]]:
 
 
 def _evaluate_dir(model_path: str, seg_len: int, seg_num: int) -> str:
-    """docs/retrieval.md#inference-output-folder: ./data/evaluate/{basename(model_path)}-inf{seg_len}-{seg_num}."""
+    """docs/retrieval.md#inference-output-folder:
+    ./data/evaluate/{basename(model_path)}-inf{seg_len}-{seg_num}."""
     return f"./data/evaluate/{Path(model_path).name}-inf{seg_len}-{seg_num}"
 
 
@@ -131,7 +132,8 @@ def _write(path: Path, obj) -> None:
 
 
 def test_checker_on_fabricated_metrics(ledger, tmp_path, capsys):
-    # SeDR (paper 0.409 / 0.921 / 0.632; tolerances 0.005 / 0.005 / 0.015), nested like SeDR/retrieval/evaluation.py
+    # SeDR (paper 0.409 / 0.921 / 0.632; tolerances 0.005 / 0.005 / 0.015),
+    # nested like SeDR/retrieval/evaluation.py
     _write(
         tmp_path / "data/evaluate/epoch-4-512-4-17-SeDR-inf512-4/metrics.json",
         {"scores": {"dev_MRR@100": 0.412, "dev_Recall@100": 0.930, "test_nDCG@10": 0.600}},
@@ -190,7 +192,8 @@ def test_adore_row_follows_the_best_checkpoint(ledger, tmp_path):
 
 
 def test_keys_match_what_the_evaluation_module_writes(ledger, tmp_path):
-    """A metrics.json from SeDR/retrieval/evaluation.py is read under the ledger's names (hand-computed values)."""
+    """A metrics.json from SeDR/retrieval/evaluation.py is read under the ledger's names
+    (hand-computed values)."""
     from SeDR.retrieval.evaluation import evaluate_rankings
 
     pre = tmp_path / "pre"

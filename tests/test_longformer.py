@@ -129,7 +129,8 @@ def test_global_projections_are_copies_and_config(star, converted):
 
 
 def test_readme_conversion_command_defaults(star, tmp_path):
-    """``python SeDR_Longformer/Star2Star_Longformer.py`` with no flags: ./data/star -> ./data/starlongformer."""
+    """``python SeDR_Longformer/Star2Star_Longformer.py`` with no flags:
+    ./data/star -> ./data/starlongformer."""
     shutil.copytree(star, tmp_path / "data" / "star")
     with cwd(tmp_path):
         out = star2lf.main([])
@@ -207,7 +208,8 @@ def test_t11_global_positions_and_masks():
 
 
 def test_t11_slot_values_training_vs_inference(converted_small):
-    """Invalid slots: norm(embeddingHead.bias) in training (as the original), exact zeros at inference; valid slots agree."""
+    """Invalid slots: norm(embeddingHead.bias) in training (as the original),
+    exact zeros at inference; valid slots agree."""
     lf = load_longformer(converted_small).eval()  # eval: no dropout, so the two paths are comparable
     batch = collate_documents(
         [np.arange(5, 5 + 1098) % 390 + 5, np.arange(511) % 390 + 5], [0, 1], SegmentSpec(1100, 1)
@@ -269,7 +271,8 @@ def test_forward_is_late_cache_ce_over_max_of_four_slots(converted_small):
 
 def test_global_attention_init_picks_up_converted_projections(converted, tmp_path):
     """SeDR_Global_Attention from ./data/starlongformer: its *_global weights are the conversion's (not
-    re-copied from the local ones) and its position table is the first 514 rows (docs/longformer.md#global-attention-init)."""
+    re-copied from the local ones) and its position table is the first 514 rows
+    (docs/longformer.md#global-attention-init)."""
     folder = tmp_path / "starlf"
     shutil.copytree(converted, folder)
     sd = load_file(str(folder / "model.safetensors"))
@@ -306,15 +309,16 @@ def test_checkpoint_round_trip_and_load_model(converted_small, tmp_path):
         MODEL_REGISTRY.pop("SeDR_Longformer", None)
 
 
-# ------------------------------------------------------------------------------------------- the original's folders
+# ---------------------------------------------------------------------------------- the original's folders
 
 
 def original_folder(star, converted, folder, *, trained=False) -> Path:
-    """A folder as the original's transformers 3.0.2 wrote it: allenai config keys with the one-sided window 256,
-    ``pytorch_model.bin`` with ``roberta.*`` (pooler included), 2050 position rows, ``embeddingHead.*``, ``norm.*``.
+    """A folder as the original's transformers 3.0.2 wrote it: allenai config keys with the one-sided
+    window 256, ``pytorch_model.bin`` with ``roberta.*`` (pooler included), 2050 position rows,
+    ``embeddingHead.*``, ``norm.*``.
 
-    ``trained``: a SeDR_Longformer checkpoint of its training script (RobertaConfig, so model_type roberta, and
-    its finetuning_task / gradient_checkpointing fields); else the conversion (HF 3.0.2 LongformerConfig).
+    ``trained``: a SeDR_Longformer checkpoint of its training script (RobertaConfig, so model_type roberta,
+    and its finetuning_task / gradient_checkpointing fields); else the conversion (HF 3.0.2 LongformerConfig).
     """
     folder.mkdir()
     sd = load_file(str(converted / WEIGHTS))
@@ -621,7 +625,8 @@ def test_train_and_inference_end_to_end(root, tmp_path):
 
 
 def test_global_attention_scripts_from_the_conversion(root, tmp_path):
-    """README's SeDR_Global_Attention commands with --init_path ./data/starlongformer (short segments, 1 epoch)."""
+    """README's SeDR_Global_Attention commands with --init_path ./data/starlongformer
+    (short segments, 1 epoch)."""
     from SeDR import inference as sedr_inference
     from SeDR import train as sedr_train
 

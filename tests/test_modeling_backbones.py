@@ -147,7 +147,8 @@ def test_modernbert_sliding_layers_see_their_window_only(folders):
 
 
 def test_special_ids_come_from_the_folder(folders, tmp_path):
-    """No tokenizer and no recorded ids: refused, saying what to add; RoBERTa's own config ids are accepted."""
+    """No tokenizer and no recorded ids: refused, saying what to add;
+    RoBERTa's own config ids are accepted."""
     src = folders["bert"]
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -1,4 +1,5 @@
-"""Checkpoints in and out (docs/models.md#checkpoint-loading): STAR, the original's layout, a Longformer conversion, BERT, ours."""
+"""Checkpoints in and out (docs/models.md#checkpoint-loading): STAR, the original's layout,
+a Longformer conversion, BERT, ours."""
 
 from __future__ import annotations
 
@@ -128,7 +129,8 @@ def test_save_load_round_trip(star_dir, tmp_path, name):
 
 
 def test_original_layout_checkpoint(star_dir, tmp_path):
-    """An original SeDR checkpoint: pytorch_model.bin with the original's keys (+ position_ids), class in architectures."""
+    """An original SeDR checkpoint: pytorch_model.bin with the original's keys (+ position_ids),
+    class in architectures."""
     src = build("SeDR_Global_Attention", star_dir).eval()
     folder = tmp_path / "orig"
     folder.mkdir()

@@ -1,4 +1,5 @@
-"""Segment-Interaction Transformer on stock layers (docs/models.md#encoder-loop), against references written by hand.
+"""Segment-Interaction Transformer on stock layers (docs/models.md#encoder-loop),
+against references written by hand.
 
 The reference implementations here are written independently of ``SeDR.modeling.encoder``: the
 The broadcast one drives a separate, eager-attention ``RobertaModel`` and overwrites the placeholders with
@@ -31,7 +32,8 @@ def doc_batch():
 
 
 def t2_batch(T=505, P=3):
-    """docs/segmentation.md#worked-example: a 2-segment document followed by the 1,300-token document (seg_sep [0, 2, 5])."""
+    """docs/segmentation.md#worked-example: a 2-segment document followed by the 1,300-token document
+    (seg_sep [0, 2, 5])."""
     L = T - P - 2
     n = 5
     ids = torch.full((n, T), 1)
@@ -83,7 +85,8 @@ def test_t3_global_key_count_and_masks():
     states = torch.randn(5, 505, 2)
     keys, mask = enc.global_keys(states, add, b.fuse_mat)
     assert keys.shape == (5, 2008, 2) and mask.shape == (5, 2008)  # 505 + 3 * 501
-    # Row 3, slot 1 = row 4 (300 content tokens): its padding keys carry -10000; slot 2 (invalid) -> up to -20000.
+    # Row 3, slot 1 = row 4 (300 content tokens): its padding keys carry -10000;
+    # slot 2 (invalid) -> up to -20000.
     slot1 = mask[3, 505 + 501 : 505 + 2 * 501]
     assert slot1[:301].eq(0).all() and slot1[301:].eq(-10000).all()
     slot2 = mask[3, 505 + 2 * 501 :]
@@ -111,7 +114,8 @@ def stock_position_ids(ids: torch.Tensor) -> torch.Tensor:
 
 
 def reference_sedr_segments(model, batch: SegmentBatch) -> torch.Tensor:
-    """The CLS broadcast by hand: a separate eager RobertaModel, explicit layer loop, in-place placeholder writes."""
+    """The CLS broadcast by hand: a separate eager RobertaModel, explicit layer loop,
+    in-place placeholder writes."""
     cfg = model.backbone.config.__class__.from_dict(model.backbone.config.to_dict())
     cfg._attn_implementation = "eager"
     ref = RobertaModel(cfg, add_pooling_layer=False).eval()
@@ -149,7 +153,8 @@ def test_sedr_matches_hand_written_reference(star_dir, doc_batch):
 
 
 def reference_global_segments(model, batch: SegmentBatch) -> torch.Tensor:
-    """Global-Attention by hand: broadcast before each layer, then per-row key lists for the CLS, eager math everywhere."""
+    """Global-Attention by hand: broadcast before each layer, then per-row key lists for the CLS,
+    eager math everywhere."""
     bb = model.backbone
     ids, m = batch.input_ids, batch.attention_mask.float()
     fuse = batch.fuse_mat
@@ -293,7 +298,8 @@ def kept_columns(batch: SegmentBatch) -> torch.Tensor:
 
 
 def encode_both(backbone, fixed, grouped, variant, **kw):
-    """Every layer's states without and with groups; the grouped ones widened back to ``T`` (zeros between)."""
+    """Every layer's states without and with groups;
+    the grouped ones widened back to ``T`` (zeros between)."""
     seg_types = fixed.segment_types() if hasattr(backbone.embeddings, "segment_type_embeddings") else None
     fuse = fixed.fuse_mat if variant != enc.PLAIN else None
     _, ref = enc.encode(
@@ -324,7 +330,8 @@ def encode_both(backbone, fixed, grouped, variant, **kw):
 
 @pytest.mark.parametrize("variant", [enc.AFTER_LAYER, enc.PLAIN])
 def test_row_groups_equal_full_width_roberta(star_dir, variant):
-    """CLS states (and every kept column) after each layer equal the full-width pass; dropped columns are 0."""
+    """CLS states (and every kept column) after each layer equal the full-width pass;
+    dropped columns are 0."""
     model = build_model("SeDR", star_dir, max_seg_num=4).eval()
     fixed, grouped = group_batches()
     with torch.no_grad():
@@ -418,7 +425,8 @@ def test_row_groups_checkpointing_in_train_mode(star_dir):
     ],
 )
 def test_model_classes_with_row_groups(star_dir, name):
-    """``encode_segments`` of a grouped batch equals fixed padding; the Global-Attention encoder ignores groups."""
+    """``encode_segments`` of a grouped batch equals fixed padding;
+    the Global-Attention encoder ignores groups."""
     model = build_model(name, star_dir, max_seg_num=4).eval()
     fixed, grouped = group_batches()
     with torch.no_grad():

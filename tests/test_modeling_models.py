@@ -1,4 +1,5 @@
-"""Model classes and registry (docs/models.md#model-classes): gradients, Late-Cache equivalence, per-class document encoders."""
+"""Model classes and registry (docs/models.md#model-classes): gradients, Late-Cache equivalence,
+per-class document encoders."""
 
 from __future__ import annotations
 
@@ -147,7 +148,8 @@ def test_cache_size_rules(star_dir):
 
 
 def test_sedr_maxp_inference_is_its_training_encoder(star_dir):
-    """docs/deviations.md#dev-sedr-maxp-inference: SeDR_MaxP encodes without fuse matrix / segment types, like STAR_MaxP."""
+    """docs/deviations.md#dev-sedr-maxp-inference: SeDR_MaxP encodes without fuse matrix / segment types,
+    like STAR_MaxP."""
     maxp = build("SeDR_MaxP", star_dir).eval()
     star = build("STAR_MaxP", star_dir).eval()
     sedr = build("SeDR", star_dir).eval()
@@ -175,7 +177,8 @@ def test_transformer_head_slots(star_dir):
 
 
 def test_transformer_head_init_is_the_originals(star_dir):
-    """Weights redrawn N(0, 0.02); biases PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not zero; LayerNorm 1/0."""
+    """Weights redrawn N(0, 0.02); biases PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    not zero; LayerNorm 1/0."""
     torch.manual_seed(0)
     head = build("SeDR_Transformer_Head", star_dir).trans_head
     linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]

@@ -240,8 +240,8 @@ def test_resume_gives_the_uninterrupted_weights(root):
     assert not (Path("cut") / "epoch-1-64-4-6-SeDR" / "training_state.pt").exists()
 
 
-# SeDR's loss is averaged over B + C rows, so it grows while its Late-Cache fills (docs/training.md#late-cache-layout):
-# the cache-free variant shows learning on the same encoder.
+# SeDR's loss is averaged over B + C rows, so it grows while its Late-Cache fills
+# (docs/training.md#late-cache-layout): the cache-free variant shows learning on the same encoder.
 @pytest.mark.parametrize("model_class", ["SeDR_without_LateCache"])
 def test_training_loss_goes_down(root, model_class):
     argv = [

@@ -1,5 +1,6 @@
-"""The preprocess outputs (docs/data.md#preprocess-outputs), end to end on the synthetic MS MARCO folder, against a per-line computation
-with the pure-Python 2.8 reference tokenizer; idempotence, atomicity and the bad-input policy."""
+"""The preprocess outputs (docs/data.md#preprocess-outputs), end to end on the synthetic MS MARCO folder,
+against a per-line computation with the pure-Python 2.8 reference tokenizer; idempotence,
+atomicity and the bad-input policy."""
 
 import errno
 import importlib.util

@@ -1,5 +1,6 @@
-"""The Retriever API and its two commands against the pipeline: same rankings as SeDR/inference.py's run files,
-index folders that round-trip and are never written half, bad document files named by file and line."""
+"""The Retriever API and its two commands against the pipeline: same rankings as SeDR/inference.py's
+run files, index folders that round-trip and are never written half, bad document files named by
+file and line."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ CORPUS = "data/msmarco-docs.tsv"
 
 @pytest.fixture(scope="module")
 def trained(base_root, tmp_path_factory):
-    """SeDR and SeDR_MaxP trained for one epoch with (64, 4) segments; inference of both and of STAR as STAR_MaxP."""
+    """SeDR and SeDR_MaxP trained for one epoch with (64, 4) segments;
+    inference of both and of STAR as STAR_MaxP."""
     root = tmp_path_factory.mktemp("retriever") / "root"
     shutil.copytree(base_root[0], root)
     models = {"STAR_MaxP": root / "data" / "star"}
@@ -123,7 +125,8 @@ def test_api_rankings_equal_the_inference_run_files(trained, model_class):
 
 
 def _docs(n=12):
-    """Documents of 1 to 3 segments of (32, 3), distinct word sequences (no two segments alike, so no score ties)."""
+    """Documents of 1 to 3 segments of (32, 3), distinct word sequences
+    (no two segments alike, so no score ties)."""
     rng = np.random.default_rng(0)
     words = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega".split()
     return [(f"doc-{i}", " ".join(rng.choice(words, 4 + 9 * i))) for i in range(n)]
@@ -294,7 +297,10 @@ def test_help_and_a_light_package_import(capsys):
             main(["-h"])
         assert exc.value.code == 0
     assert "MODEL DOCS OUT" in capsys.readouterr().out
-    code = "import sys, SeDR, SeDR.cli.flags; heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy"
+    code = (
+        "import sys, SeDR, SeDR.cli.flags; heavy = {'torch', 'transformers'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
     _python("-c", code, cwd_path=ROOT)
     assert (
         Retriever is sys.modules["SeDR.api.retriever"].Retriever

@@ -85,7 +85,8 @@ def test_sampler_shards_the_plan_across_ranks():
 
 
 def test_row_group_plan_hand_oracle():
-    # widths 10, 10, 30, 31 with P = 3: one group 4·34 + o; {10,10}{30,31} 2·13 + 2·34 + 2o; all apart 26 + 33 + 34 + 3o.
+    # widths 10, 10, 30, 31 with P = 3: one group 4·34 + o; {10,10}{30,31} 2·13 + 2·34 + 2o;
+    # all apart 26 + 33 + 34 + 3o.
     w = np.array([30, 10, 31, 10])
     plan = row_groups.plan_row_groups(w, 3, group_overhead=5)  # 141 vs 104 vs 108
     assert [(rows.tolist(), width) for rows, width in plan] == [([1, 3], 10), ([0, 2], 31)]

@@ -1,5 +1,6 @@
-"""The five tokenizer rules and the stored-document example of docs/data.md#star-tokenizer, checked against the tokenizer's own per-piece encoding and
-against the independent pure-Python 2.8 restatement (``ReferenceRobertaTokenizer``)."""
+"""The five tokenizer rules and the stored-document example of docs/data.md#star-tokenizer, checked against
+the tokenizer's own per-piece encoding and against the independent pure-Python 2.8 restatement
+(``ReferenceRobertaTokenizer``)."""
 
 import pickle
 import random

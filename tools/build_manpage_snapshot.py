@@ -143,7 +143,8 @@ def package_versions(root: Path, packages: Sequence[str] = PACKAGES) -> dict[str
 
 
 def man_files(root: str | Path = "/") -> list[Path]:
-    """The two packages' English man files under ``root`` ("/" via dpkg's lists, else a ``dpkg-deb -x`` folder)."""
+    """The two packages' English man files under ``root``
+    ("/" via dpkg's lists, else a ``dpkg-deb -x`` folder)."""
     root = Path(root)
     if root.resolve() == Path("/"):
         listed = dpkg_file_list()

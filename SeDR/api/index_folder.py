@@ -1,7 +1,8 @@
-"""The index folder: segment-embedding files plus document ids and texts (docs/your-documents.md#index-folder).
+"""The index folder: segment-embedding files plus document ids and texts
+(docs/your-documents.md#index-folder).
 
-It holds the embedding files of an inference folder (:mod:`SeDR.retrieval.embedding_files`, with the identity record
-of the model and segmentation that made them), ``doc-ids.jsonl`` and, optionally, the texts. A folder
+It holds the embedding files of an inference folder (:mod:`SeDR.retrieval.embedding_files`, with the identity
+record of the model and segmentation that made them), ``doc-ids.jsonl`` and, optionally, the texts. A folder
 is written beside its final name and renamed when complete, so no half index is ever under that
 name, and an existing one is never replaced without ``overwrite``.
 """
@@ -48,7 +49,8 @@ def refuse_taken(out: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def new_folder(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A folder written beside ``out`` and renamed into place when complete: never half an index, never a lost one."""
+    """A folder written beside ``out`` and renamed into place when complete:
+    never half an index, never a lost one."""
     refuse_taken(out, overwrite)
     ensure_writable(out.parent)
     lock = RunLock(out.parent, out.name).acquire()
@@ -132,7 +134,8 @@ class DocumentIndex:
         return self._searcher
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Copy the index to ``path`` (refused if that holds anything, unless ``overwrite`` moves it to a backup)."""
+        """Copy the index to ``path``
+        (refused if that holds anything, unless ``overwrite`` moves it to a backup)."""
         path = Path(path)
         if path.resolve() != self.folder.resolve():
             with new_folder(path, overwrite) as tmp:
@@ -142,7 +145,8 @@ class DocumentIndex:
 
 
 class DocumentWriter:
-    """Streams document ids (and texts with their byte offsets) into an index folder; refuses a repeated id."""
+    """Streams document ids (and texts with their byte offsets) into an index folder;
+    refuses a repeated id."""
 
     def __init__(self, folder: Path, keep_texts: bool):
         self.folder, self.seen, self.empty = folder, {}, 0

@@ -77,7 +77,8 @@ TOKENIZE_CHUNK = 128  # documents per tokenizer call (memory only)
 
 
 class Hit(NamedTuple):
-    """One ranked document: its id, the score of its best segment, and that segment's index in the document."""
+    """One ranked document: its id, the score of its best segment,
+    and that segment's index in the document."""
 
     doc_id: str
     score: float
@@ -85,7 +86,8 @@ class Hit(NamedTuple):
 
 
 class _Rows(list):
-    """Token rows of one forward pass, shaped like a :class:`~SeDR.data.preprocess_folder.TokenCache` for ``encode_corpus``."""
+    """Token rows of one forward pass, shaped like a :class:`~SeDR.data.preprocess_folder.TokenCache`
+    for ``encode_corpus``."""
 
     @property
     def lengths(self) -> np.ndarray:
@@ -137,7 +139,8 @@ def _pairs(docs: Iterable, ids: Iterable | None) -> Iterator[tuple[str, str]]:
 
 
 class Retriever:
-    """A model with its tokenizer and segmentation, on the CLI's device and precision: indexes and searches documents."""
+    """A model with its tokenizer and segmentation, on the CLI's device and precision:
+    indexes and searches documents."""
 
     def __init__(
         self,
@@ -356,7 +359,8 @@ class Retriever:
     def encode_queries(
         self, queries: Sequence[str], batch_size: int = 32, show_progress: bool = True
     ) -> np.ndarray:
-        """Query vectors float32 ``[n, d]``: tokenised and stored at 64 ids as preprocessing does, cut at use."""
+        """Query vectors float32 ``[n, d]``: tokenised and stored at 64 ids as
+        preprocessing does, cut at use."""
         stored = self.tokenizer.encode_queries([q.rstrip() for q in queries], DEFAULT_MAX_QUERY_LENGTH)
         return encode_queries(
             self.model,
@@ -383,7 +387,8 @@ class Retriever:
         self._check(index)
         queries = [queries] if isinstance(queries, str) else list(queries)
         qvecs = self.encode_queries(queries, batch_size, show_progress)
-        # Top-k by best segment is exact when the hits hold (k-1) documents' rows plus one (docs/retrieval.md#maxp-exactness).
+        # Top-k by best segment is exact when the hits hold (k-1) documents' rows plus one
+        # (docs/retrieval.md#maxp-exactness).
         max_rows = int(np.diff(index.first_row).max(initial=1))
         hits = max(SEGMENT_HITS, (k - 1) * max_rows + 1)
         out = []

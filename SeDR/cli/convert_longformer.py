@@ -1,4 +1,5 @@
-"""Convert the STAR checkpoint into a SeDR-Longformer initialisation (docs/longformer.md#longformer-conversion).
+"""Convert the STAR checkpoint into a SeDR-Longformer initialisation
+(docs/longformer.md#longformer-conversion).
 
     python SeDR_Longformer/Star2Star_Longformer.py          # ./data/star -> ./data/starlongformer
 
@@ -30,7 +31,10 @@ from SeDR.modeling.longformer import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(
+        description=" ".join(__doc__.split("\n\n")[0].split()),  # the summary, wrapped: first paragraph
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--star_path", default="./data/star", help="STAR checkpoint folder (DRhard release)")
     p.add_argument("--output_path", default="./data/starlongformer", help="where the conversion is written")
     p.add_argument(

@@ -254,7 +254,10 @@ def add_train_args(p, *, model_class: bool = True):
     g.add_argument(
         "--output_dir",
         default="./data/models",
-        help="checkpoints go to OUTPUT_DIR/epoch-{e}-{max_seg_length}-{max_seg_num}-{max_bsize}-{class}{postfix}",
+        help=(
+            "checkpoints go to "
+            "OUTPUT_DIR/epoch-{e}-{max_seg_length}-{max_seg_num}-{max_bsize}-{class}{postfix}"
+        ),
     )
     g.add_argument("--postfix", default="", help="appended to checkpoint folder names")
     g.add_argument("--logging_dir", default="./data/log", help="TensorBoard event files")
@@ -274,7 +277,8 @@ def add_train_args(p, *, model_class: bool = True):
 
 def build_inference_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "Encode every segment, search with faiss, rank documents by their best segment, evaluate (docs/retrieval.md)."
+        "Encode every segment, search with faiss, rank documents by their best segment, "
+        "evaluate (docs/retrieval.md)."
     )
     add_data_args(p, query_length_default=32)
     add_segment_args(p, seg_length_default=512, seg_num_default=4, max_bsize_default=100)
@@ -426,7 +430,8 @@ def validate_adore_args(args) -> None:
 def add_document_args(
     parser, *, doc_length_default: int | None, seg_num_default: int | None, max_bsize_default: int
 ):
-    """SeDR-Longformer's row flags: one ``max_doc_length`` row per document, ``M`` global CLS (docs/longformer.md#longformer-rows)."""
+    """SeDR-Longformer's row flags: one ``max_doc_length`` row per document, ``M`` global CLS
+    (docs/longformer.md#longformer-rows)."""
     g = parser.add_argument_group("documents (docs/longformer.md)")
     g.add_argument(
         "--max_doc_length",
@@ -453,7 +458,8 @@ def add_document_args(
 
 def build_longformer_train_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "Train SeDR-Longformer (docs/longformer.md#longformer-training): the SeDR loop over one 2048-token row per document."
+        "Train SeDR-Longformer (docs/longformer.md#longformer-training): "
+        "the SeDR loop over one 2048-token row per document."
     )
     add_data_args(p)
     add_document_args(p, doc_length_default=None, seg_num_default=None, max_bsize_default=512)
@@ -464,7 +470,8 @@ def build_longformer_train_parser() -> argparse.ArgumentParser:
 
 def build_longformer_inference_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "Encode SeDR-Longformer document vectors, search, evaluate (docs/longformer.md#longformer-rows-per-document)."
+        "Encode SeDR-Longformer document vectors, search, evaluate "
+        "(docs/longformer.md#longformer-rows-per-document)."
     )
     add_data_args(p, query_length_default=32)
     add_document_args(p, doc_length_default=512, seg_num_default=4, max_bsize_default=50)

@@ -1,4 +1,5 @@
-"""``python -m SeDR.index MODEL DOCS OUT``: encode a document collection into an index folder (docs/your-documents.md)."""
+"""``python -m SeDR.index MODEL DOCS OUT``: encode a document collection into an index folder
+(docs/your-documents.md)."""
 
 from __future__ import annotations
 

@@ -66,8 +66,8 @@ def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
     """Settle an existing evaluation folder before encoding; True when its embeddings are reused.
 
     Our folder, same owner: reused when every identity field matches, else re-encoded (once that
-    succeeds, the previous result files move to a dated ``results.bak-*`` subfolder). Another owner's folder is refused,
-    or moved to a dated backup with ``--overwrite_output_dir``. A folder of the original code
+    succeeds, the previous result files move to a dated ``results.bak-*`` subfolder). Another owner's folder
+    is refused, or moved to a dated backup with ``--overwrite_output_dir``. A folder of the original code
     (embeddings without our record) is used only with ``--reuse_embeddings``, after checking it.
     """
     record = embedding_files.read_record(out_dir)
@@ -119,7 +119,8 @@ def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
 
 
 def set_aside_results(out_dir: Path) -> None:
-    """Result files of earlier embeddings move to a dated ``results.bak-*`` subfolder before new ones are written."""
+    """Result files of earlier embeddings move to a dated ``results.bak-*`` subfolder before
+    new ones are written."""
     backup = move_to_backup([p for g in RESULT_GLOBS for p in out_dir.glob(g)], out_dir / "results")
     if backup:
         logger.info("the previous result files of %s are kept in %s", out_dir, backup)
@@ -333,7 +334,8 @@ def run_inference(argv=None) -> Evaluation | None:
 
 
 def run_longformer_inference(argv=None) -> Evaluation:
-    """``SeDR_Longformer/inference.py``: each document one row, ``max_seg_num`` index rows (zeros outside it)."""
+    """``SeDR_Longformer/inference.py``: each document one row,
+    ``max_seg_num`` index rows (zeros outside it)."""
     args = flags.build_longformer_inference_parser().parse_args(argv)
     flags.validate_inference_args(args)
     setup_logging()

@@ -95,7 +95,8 @@ def run_training(argv=None) -> Trainer:
 
 
 def run_longformer_training(argv=None) -> Trainer:
-    """``SeDR_Longformer/train.py``: one ``max_doc_length`` row per document, so ``--max_bsize`` counts documents."""
+    """``SeDR_Longformer/train.py``: one ``max_doc_length`` row per document,
+    so ``--max_bsize`` counts documents."""
     args = flags.build_longformer_train_parser().parse_args(argv)
     args.model_class = LONGFORMER_CLASS  # read by the Trainer's log and recorded in training_args.json
     flags.validate_train_args(args)

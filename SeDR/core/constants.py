@@ -9,7 +9,8 @@ EOS_ID = 2
 # Segmentation (docs/segmentation.md#content-budget): content budget L = Lraw - 12 when M > 1, else Lraw - 2.
 MULTI_SEGMENT_RESERVE = 12
 SINGLE_SEGMENT_RESERVE = 2
-# A trailing piece shorter than min(floor(0.3 * L), 50) tokens is dropped (docs/segmentation.md#short-tail-rule).
+# A trailing piece shorter than min(floor(0.3 * L), 50) tokens is dropped
+# (docs/segmentation.md#short-tail-rule).
 SHORT_TAIL_FRACTION = 0.3
 SHORT_TAIL_CAP = 50
 

@@ -67,7 +67,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_save_dir(target: Path, write: Callable[[Path], None]) -> None:
-    """Write a folder next to ``target`` and move it into place: a crash leaves the old folder or the new one."""
+    """Write a folder next to ``target`` and move it into place:
+    a crash leaves the old folder or the new one."""
     tmp = target.with_name("." + target.name + ".tmp")
     old = target.with_name("." + target.name + ".old")
     for p in (tmp, old):
@@ -96,7 +97,8 @@ def backup_name(path: Path) -> Path:
 
 
 def move_to_backup(paths: Iterable[Path], folder: Path) -> Path | None:
-    """Move ``paths`` into a new dated folder ``folder`` (a :func:`backup_name`); returns it, or None if empty."""
+    """Move ``paths`` into a new dated folder ``folder`` (a :func:`backup_name`);
+    returns it, or None if empty."""
     paths = [Path(p) for p in paths if Path(p).exists()]
     if not paths:
         return None
@@ -115,7 +117,8 @@ def free_bytes(folder: Path) -> int:
 
 
 def ensure_writable(folder, need_bytes: int = 0, what: str = "the outputs") -> Path:
-    """Create ``folder`` if needed, prove it writable and that about ``need_bytes`` fit, before any long work."""
+    """Create ``folder`` if needed, prove it writable and that about ``need_bytes`` fit,
+    before any long work."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -162,7 +165,8 @@ def pid_alive(pid: int) -> bool:
 
 
 class RunLock:
-    """``FOLDER/.NAME.lock``: one writer at a time; a lock left by a dead process on this host is taken over."""
+    """``FOLDER/.NAME.lock``: one writer at a time;
+    a lock left by a dead process on this host is taken over."""
 
     def __init__(self, folder, name: str):
         self.path = Path(folder) / f".{name}.lock"
@@ -224,7 +228,8 @@ RECORDED_FACTS = {
 
 
 def flag_changes(saved: dict, args, resumable) -> list[str]:
-    """``--flag: saved X, now Y`` for every fixed flag (or recorded fact) that differs from the saved run's."""
+    """``--flag: saved X, now Y`` for every fixed flag
+    (or recorded fact) that differs from the saved run's."""
     now = json.loads(json.dumps(vars(args), default=str))  # the types a JSON record holds
     keys = sorted(set(saved) - set(resumable))
     return [

@@ -1,7 +1,8 @@
-"""Batch containers shared by the collators (``SeDR.data.preprocess_folder``) and the models (``SeDR.modeling``).
+"""Batch containers shared by the collators (``SeDR.data.preprocess_folder``) and the models
+(``SeDR.modeling``).
 
-Layout of a document batch (docs/segmentation.md#batch-layout): all segment rows of all documents of the batch are
-stacked in document order (every segment of document 0, then of document 1, ...).
+Layout of a document batch (docs/segmentation.md#batch-layout): all segment rows of all documents of the batch
+are stacked in document order (every segment of document 0, then of document 1, ...).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def _to(obj, device):
 
 @dataclass
 class RowGroups:
-    """Rows of a document batch bucketed by real width, for a per-group encoder pass (docs/segmentation.md#row-groups).
+    """Rows of a document batch bucketed by real width, for a per-group encoder pass
+    (docs/segmentation.md#row-groups).
 
     Group ``g`` holds rows ``rows[start_g : start_g + sizes[g]]``; the encoder runs it on the
     columns ``[0, widths[g])`` plus the last ``P`` placeholder columns only. The dropped columns are
@@ -37,7 +39,8 @@ class RowGroups:
         sizes: rows of each group.
         widths: leading columns kept per group: CLS + content + EOS of its widest row.
         num_placeholders: ``P``, the trailing columns every group keeps (also for encoders that
-            never fill them: MaxP-style rows attend to their placeholders, docs/segmentation.md#placeholder-masks).
+            never fill them: MaxP-style rows attend to their placeholders,
+            docs/segmentation.md#placeholder-masks).
     """
 
     rows: torch.Tensor
@@ -61,7 +64,8 @@ class SegmentBatch:
         input_ids: ``(n_seg, T)`` int64 token ids, ``T = L + M + 1`` (docs/segmentation.md#segment-rows).
         attention_mask: ``(n_seg, T)`` int64 0/1 mask, placeholder validity included.
         seg_counts: ``(n_docs,)`` int64 number of segments ``s_b`` of each document.
-        fuse_mat: ``(n_seg, P)`` int64 batch fuse matrix (docs/segmentation.md#fuse-matrix), or ``None`` when ``M = 1``.
+        fuse_mat: ``(n_seg, P)`` int64 batch fuse matrix (docs/segmentation.md#fuse-matrix),
+            or ``None`` when ``M = 1``.
         doc_offsets: ``(n_docs,)`` int64 document offsets (row numbers of the corpus memmap).
         max_seg_num: ``M`` of the data path (the width of the per-document matrix).
         row_groups: optional bucketing of the rows by real width (:class:`RowGroups`), or ``None``
@@ -90,7 +94,8 @@ class SegmentBatch:
         return torch.cat([self.seg_counts.new_zeros(1), torch.cumsum(self.seg_counts, 0)])
 
     def segment_types(self) -> torch.Tensor:
-        """Segment position ids ``0..s_b-1`` of every row (docs/segmentation.md#segment-types), shape ``(n_seg,)``."""
+        """Segment position ids ``0..s_b-1`` of every row
+        (docs/segmentation.md#segment-types), shape ``(n_seg,)``."""
         starts = torch.repeat_interleave(self.seg_sep[:-1], self.seg_counts)
         return torch.arange(self.num_segments, device=self.seg_counts.device) - starts
 
@@ -118,7 +123,8 @@ class TrainBatch:
         queries: ``B`` queries.
         positives: the ``B`` positive documents, in query order.
         negatives: the ``B * h`` hard negatives, query-major (``h`` per query, in query order).
-        rel_pair_mask: ``(B, B)`` float, 0 where positive ``j`` is relevant to query ``i`` (diagonal 0), else 1.
+        rel_pair_mask: ``(B, B)`` float, 0 where positive ``j`` is relevant to query ``i``
+            (diagonal 0), else 1.
         hard_pair_mask: ``(B, B * h)`` float, 0 where negative ``k`` is relevant to query ``i``, else 1.
     """
 

@@ -33,7 +33,8 @@ def collate_queries(
     pad_id: int = PAD_ID,
     pad_to_max_length: bool = True,
 ) -> QueryBatch:
-    """Truncate (keep the first and last token) and pad with ``PAD`` (mask 0) to ``max_query_length`` or to the batch maximum."""
+    """Truncate (keep the first and last token) and pad with ``PAD`` (mask 0)
+    to ``max_query_length`` or to the batch maximum."""
     views = [truncate_query(np.asarray(x), max_query_length) for x in items]
     width = max_query_length if pad_to_max_length else max(len(v) for v in views)
     ids = torch.full((len(views), width), pad_id, dtype=torch.long)
@@ -110,7 +111,8 @@ def pair_masks(
     positives: Sequence[int],
     negatives: Sequence[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """False-negative masks (docs/training.md#false-negative-masks): ``(B, len(positives))`` and ``(B, len(negatives))``, 0 where relevant."""
+    """False-negative masks (docs/training.md#false-negative-masks):
+    ``(B, len(positives))`` and ``(B, len(negatives))``, 0 where relevant."""
     rel_sets = [set(rel.get(int(q), ())) for q in query_offsets]
     B = len(rel_sets)
     rel_pair_mask = torch.tensor([[0.0 if d in r else 1.0 for d in positives] for r in rel_sets]).reshape(

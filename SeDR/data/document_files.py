@@ -1,4 +1,5 @@
-"""Document files for the retriever: ``(id, text)`` pairs in file order (docs/your-documents.md#document-files).
+"""Document files for the retriever: ``(id, text)`` pairs in file order
+(docs/your-documents.md#document-files).
 
 * ``.tsv`` in MS MARCO Document's layout (``id, url, title, body``): the text is built exactly as
   ``SeDR_preprocess.py`` builds it (:func:`SeDR.data.msmarco_files.document_text`);
@@ -79,7 +80,8 @@ def _txt_folder(folder: Path) -> Iterator[tuple[None, str, str]]:
 
 
 def read_documents(path: str | Path, field_separator: str = DOC_FIELD_SEPARATOR) -> Iterator[tuple[str, str]]:
-    """``(id, text)`` of every document of ``path``; ``field_separator`` joins a ``.tsv``'s fields (the tokenizer's)."""
+    """``(id, text)`` of every document of ``path``;
+    ``field_separator`` joins a ``.tsv``'s fields (the tokenizer's)."""
     path = Path(path)
     if path.is_dir():
         records = _txt_folder(path)

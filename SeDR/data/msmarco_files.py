@@ -190,7 +190,8 @@ def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int])
 
 
 def document_text(line: str, max_doc_character: int, separator: str = DOC_FIELD_SEPARATOR) -> str:
-    """``url</s>title</s>body`` (each field rstripped), cut to ``max_doc_character`` characters (docs/data.md#document-text).
+    """``url</s>title</s>body`` (each field rstripped), cut to ``max_doc_character`` characters
+    (docs/data.md#document-text).
 
     ``separator`` is the tokenizer's field separator (:attr:`StarTokenizer.field_separator`):
     ``</s>`` for RoBERTa, ``[SEP]`` for a BERT WordPiece tokenizer.

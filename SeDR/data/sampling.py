@@ -56,8 +56,8 @@ class SegmentBudgetBatchSampler:
     """Packs training queries into micro-batches whose positives hold at most ``max_bsize`` segments.
 
     Per epoch: a permutation of the training queries from a seeded RNG (replacing the original's
-    ``random.sample`` on a set, docs/deviations.md#dev-query-shuffle); each query draws, in order, a positive uniformly from
-    its relevant documents and ``hard_num`` negatives uniformly from the first ``hardneg_topk``
+    ``random.sample`` on a set, docs/deviations.md#dev-query-shuffle); each query draws, in order, a positive
+    uniformly from its relevant documents and ``hard_num`` negatives uniformly from the first ``hardneg_topk``
     entries of its hard-negative list. Items are popped from the front of that stream while the
     positives' segment total fits the budget; no look-ahead, no reordering.
     A single item larger than the budget forms a batch on its own.

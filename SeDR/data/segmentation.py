@@ -69,7 +69,8 @@ class SegmentSpec:
 
 
 def num_segments(length, spec: SegmentSpec):
-    """Segments ``s`` of a document with ``length`` stored tokens (docs/segmentation.md#segment-count); works on arrays too."""
+    """Segments ``s`` of a document with ``length`` stored tokens (docs/segmentation.md#segment-count);
+    works on arrays too."""
     L, M, g = spec.content_len, spec.max_seg_num, spec.ignore_len
     n = np.minimum(np.asarray(length, dtype=np.int64), L * M)
     s = -(-n // L)
@@ -90,7 +91,8 @@ def collate_documents(
     row_groups: bool = False,
     group_overhead: int = ROW_GROUP_OVERHEAD,
 ) -> SegmentBatch:
-    """Build the segment rows, masks and fuse matrix of a batch of documents (docs/segmentation.md#segment-rows).
+    """Build the segment rows, masks and fuse matrix of a batch of documents
+    (docs/segmentation.md#segment-rows).
 
     Args:
         docs: stored token ids of each document (no CLS/EOS).
@@ -161,7 +163,8 @@ def collate_documents(
 
 
 def fuse_table(s: int, num_placeholders: int) -> tuple[np.ndarray, np.ndarray]:
-    """Local fuse table ``F_s`` and placeholder mask ``A_s`` of an ``s``-segment document (docs/segmentation.md#fuse-matrix).
+    """Local fuse table ``F_s`` and placeholder mask ``A_s`` of an ``s``-segment document
+    (docs/segmentation.md#fuse-matrix).
 
     ``F_s[i, j]`` is the ``j``-th other segment of segment ``i`` (skipping ``i``) for ``j < s - 1``,
     else 0; ``A_s[i, j] = 1[j < s - 1]``.

@@ -35,7 +35,8 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def lower_per_character(text: str) -> str:
-    """Lower-case ``text`` as 2.8's ``do_lower_case`` did: each character on its own (docs/data.md#lower-casing).
+    """Lower-case ``text`` as 2.8's ``do_lower_case`` did: each character on its own
+    (docs/data.md#lower-casing).
 
     Equal to ``"".join(c.lower() for c in text)`` but runs in C. Length can grow (``"İ"`` becomes
     ``"i̇"``, two characters) exactly as in the original; the 10,000-character cut happens before
@@ -136,7 +137,8 @@ class StarTokenizer:
 
     @property
     def lower_cases(self) -> bool:
-        """Whether text reaches the ids lower-cased: by the emulation, or by the tokenizer's own normalizer."""
+        """Whether text reaches the ids lower-cased: by the emulation,
+        or by the tokenizer's own normalizer."""
 
         def lowers(node) -> bool:
             if isinstance(node, list):

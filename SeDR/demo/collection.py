@@ -159,7 +159,8 @@ def _hash_order(urls: Iterable[str], seed: int) -> list[str]:
 def assign_splits(
     urls: Iterable[str], seed: int = DEFAULT_SEED, dev: int = DEV_QUERIES, test: int = TEST_QUERIES
 ) -> dict[str, str]:
-    """``{url: split}``: urls ordered by sha256(seed, url); dev first, then test (2019 half, 2020 half), rest train."""
+    """``{url: split}``: urls ordered by sha256(seed, url);
+    dev first, then test (2019 half, 2020 half), rest train."""
     half = (test + 1) // 2
     splits = {}
     for k, url in enumerate(_hash_order(urls, seed)):
@@ -308,7 +309,8 @@ def snapshot_bytes(collection: Collection) -> bytes:
 
 
 def write_snapshot(collection: Collection, path: str | Path) -> Path:
-    """Gzipped JSONL with a fixed gzip header (mtime 0, no file name), so equal collections give equal bytes."""
+    """Gzipped JSONL with a fixed gzip header (mtime 0, no file name),
+    so equal collections give equal bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = io.BytesIO()
@@ -384,10 +386,12 @@ def format_stats(collection: Collection) -> str:
     return "\n".join(
         [
             f"source: {', '.join(f'{k} {v}' for k, v in src.items())}",
-            f"documents: {s['documents']} (with SEE ALSO targets in the collection: {s['documents_with_see_also']})",
+            f"documents: {s['documents']} "
+            f"(with SEE ALSO targets in the collection: {s['documents_with_see_also']})",
             "queries: " + ", ".join(f"{k} {v}" for k, v in s["queries"].items()),
             "qrels lines: " + ", ".join(f"{k} {v}" for k, v in s["qrels"].items()),
-            f"words per document: mean {s['words_per_document_mean']}, median {s['words_per_document_median']}, "
+            f"words per document: mean {s['words_per_document_mean']}, "
+            f"median {s['words_per_document_median']}, "
             f"over 400 words {s['fraction_over_400_words']:.1%}",
         ]
     )
@@ -397,7 +401,9 @@ def format_stats(collection: Collection) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m SeDR.demo.collection",
-        description="Write the man-pages collection in the MS MARCO Document + TREC-DL formats and print its figures.",
+        description=(
+            "Write the man-pages collection in the MS MARCO Document + TREC-DL formats and print its figures."
+        ),
     )
     parser.add_argument("--out", help="write the nine MS MARCO / TREC-DL files into this folder")
     parser.add_argument(

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 START_LABEL = "untrained start (STAR_MaxP)"
-# Metrics shown, as keyed in metrics.json "scores" (SeDR.retrieval.evaluation); test = the TREC-DL-2019-named half.
+# Metrics shown, as keyed in metrics.json "scores" (SeDR.retrieval.evaluation);
+# test = the TREC-DL-2019-named half.
 TABLE_METRICS = (
     ("dev_MRR@100", "dev MRR@100"),
     ("dev_Recall@100", "dev R@100"),
@@ -21,7 +22,8 @@ def _fmt_seconds(x: float | None) -> str:
 
 
 def results_rows(results: Mapping[str, dict], root: Path) -> list[dict]:
-    """One row per system, metric values read back from each row's ``metrics.json`` (path relative to ``root``)."""
+    """One row per system, metric values read back from each row's ``metrics.json``
+    (path relative to ``root``)."""
     rows = []
     for label, r in results.items():
         scores = json.loads((root / r["metrics_json"]).read_text())["scores"]
@@ -77,7 +79,8 @@ def plot_curves(path: Path, curves: Mapping[str, dict], start_mrr: float, bm25_m
 
 
 def format_hits_table(hits: Mapping) -> str:
-    """Each system's top hits for the same dev queries, side by side; ✓ marks the query's own page (its qrel)."""
+    """Each system's top hits for the same dev queries, side by side;
+    ✓ marks the query's own page (its qrel)."""
     names = list(hits["systems"])
     lines = [
         "| dev query (its page) | rank | " + " | ".join(names) + " |",

@@ -63,7 +63,8 @@ class DemoSettings:
     bm25: bool = True
 
     def quick(self) -> DemoSettings:
-        """A few documents and queries, 1 epoch: seconds with a tiny model (the test), ~1-2 min with MiniLM."""
+        """A few documents and queries, 1 epoch: seconds with a tiny model (the test),
+        ~1-2 min with MiniLM."""
         return dataclasses.replace(
             self,
             max_seg_length=64,

@@ -33,7 +33,8 @@ BACKBONES: dict[str, type[Backbone]] = {}
 
 
 def roberta_position_ids(input_ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
-    """Every non-PAD token gets ``padding_idx + (non-PAD tokens up to and including it)``; PAD gets ``padding_idx``."""
+    """Every non-PAD token gets ``padding_idx + (non-PAD tokens up to and including it)``;
+    PAD gets ``padding_idx``."""
     not_pad = input_ids.ne(padding_idx).long()  # (n, T)
     return torch.cumsum(not_pad, dim=1) * not_pad + padding_idx  # (n, T)
 
@@ -45,7 +46,8 @@ def absolute_position_ids(input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def compute_dtype(reference: torch.Tensor) -> torch.dtype:
-    """dtype the attention scores will have: the autocast dtype when autocast is on, else the weights' dtype."""
+    """dtype the attention scores will have: the autocast dtype when autocast is on,
+    else the weights' dtype."""
     dev = reference.device.type
     if dev in ("cuda", "cpu", "xpu") and torch.is_autocast_enabled(dev):
         return torch.get_autocast_dtype(dev)
@@ -204,7 +206,8 @@ class Backbone:
 
 class SumEmbeddings(Backbone):
     """``LayerNorm(E_word + E_type[0] + E_pos + E_seg) → dropout`` (token types where the family has them),
-    the stock sub-modules in the stock summation order; ``project`` maps the embedding width to the layers'."""
+    the stock sub-modules in the stock summation order;
+    ``project`` maps the embedding width to the layers'."""
 
     def embed(self, input_ids, position_ids, attention_mask, segment_types):
         emb = self.module.embeddings
@@ -254,7 +257,8 @@ class Electra(SumEmbeddings):
 
 @register
 class Albert(SumEmbeddings):
-    """One shared layer group applied ``num_hidden_layers`` times: the layer list repeats the stock modules."""
+    """One shared layer group applied ``num_hidden_layers`` times:
+    the layer list repeats the stock modules."""
 
     model_types = ("albert",)
     with_pooler = True
@@ -316,9 +320,9 @@ class DebertaV2(Backbone):
     def refusal(cls, config):
         if getattr(config, "conv_kernel_size", 0) > 0:
             return (
-                "its convolution after the first layer mixes neighbouring columns, so a segment's tokens would "
-                "mix with the placeholder slots and with the padding a row group drops (conv_kernel_size "
-                f"{config.conv_kernel_size}; DeBERTa-v3 configs have none)"
+                "its convolution after the first layer mixes neighbouring columns, so a segment's tokens "
+                "would mix with the placeholder slots and with the padding a row group drops "
+                f"(conv_kernel_size {config.conv_kernel_size}; DeBERTa-v3 configs have none)"
             )
         return None
 
@@ -368,7 +372,8 @@ class DebertaV2(Backbone):
 
 @register
 class ModernBert(Backbone):
-    """Rotary positions per layer type, full and sliding-window layers each with its own mask, ``final_norm``."""
+    """Rotary positions per layer type,
+    full and sliding-window layers each with its own mask, ``final_norm``."""
 
     model_types = ("modernbert",)
 

@@ -1,4 +1,5 @@
-"""Checkpoints in and out: the released STAR checkpoint, the original SeDR code's, a Longformer conversion, ours.
+"""Checkpoints in and out: the released STAR checkpoint, the original SeDR code's,
+a Longformer conversion, ours.
 
 We write ``config.json`` (the backbone config plus every model-defining SeDR field) and
 ``model.safetensors`` under the original's parameter names (docs/models.md#parameter-names), so the
@@ -100,7 +101,8 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
 
 
 def model_fingerprint(path) -> str:
-    """Identity of a checkpoint's weights and config (sha256 of both files), tying outputs to what made them."""
+    """Identity of a checkpoint's weights and config (sha256 of both files),
+    tying outputs to what made them."""
     return fingerprint([Path(path) / CONFIG_NAME, weights_path(path)])
 
 
@@ -116,8 +118,8 @@ def recorded_class(cfg: dict) -> str | None:
 
 
 def _special_ids(cfg: dict, folder: Path, record: dict | None) -> dict:
-    """Ids recorded in the config (ours), else the saved tokenizer's, else RoBERTa's own config ids; never a guess
-    (docs/backbones.md#special-ids)."""
+    """Ids recorded in the config (ours), else the saved tokenizer's, else RoBERTa's own config ids;
+    never a guess (docs/backbones.md#special-ids)."""
     if cfg.get("sedr_special_ids"):
         return {k: int(v) for k, v in cfg["sedr_special_ids"].items()}
     if record is not None:
@@ -128,8 +130,8 @@ def _special_ids(cfg: dict, folder: Path, record: dict | None) -> dict:
     ids = backbones.roberta_config_ids(cfg)
     if ids is None:
         raise SeDRInputError(
-            f"{folder}: no tokenizer files and no sedr_special_ids in config.json, so the CLS, separator and PAD "
-            f"ids of this {cfg.get('model_type')} model are unknown; save its tokenizer there "
+            f"{folder}: no tokenizer files and no sedr_special_ids in config.json, so the CLS, separator "
+            f"and PAD ids of this {cfg.get('model_type')} model are unknown; save its tokenizer there "
             f"(tokenizer.save_pretrained('{folder}')) or add \"sedr_special_ids\": "
             '{"cls_id": ..., "eos_id": ..., "pad_id": ...} to its config.json'
         )
@@ -187,7 +189,8 @@ def make_config(
 
 
 def adapt_state_dict(model: M.DenseRetriever, sd: dict[str, torch.Tensor]) -> tuple[dict, LoadReport]:
-    """Map a STAR / original / Longformer-conversion / plain-encoder / own state dict onto ``model``'s keys."""
+    """Map a STAR / original / Longformer-conversion / plain-encoder / own state dict
+    onto ``model``'s keys."""
     report = LoadReport()
     p = model.backbone_prefix
     target = model.state_dict()
@@ -346,7 +349,8 @@ def build_model(
     output_embedding_size: int | None = None,
     attn_implementation: str = "sdpa",
 ) -> M.DenseRetriever:
-    """A model of class ``model_class`` to train, initialised from ``init_path`` (STAR, a conversion, any ours).
+    """A model of class ``model_class`` to train,
+    initialised from ``init_path`` (STAR, a conversion, any ours).
 
     ``cache_size <= 0`` is rejected for the cached classes (docs/training.md#late-cache-capacity). For
     STAR_Multi the vocabulary grows by ``multi_view_k`` here, i.e. before any optimizer exists
@@ -375,7 +379,8 @@ def build_model(
 def load_model(
     path, model_class: str | None = None, max_seg_num: int | None = None, attn_implementation: str = "sdpa"
 ) -> M.DenseRetriever:
-    """A trained checkpoint as its own class (docs/models.md#inference-class) unless ``model_class`` overrides it.
+    """A trained checkpoint as its own class (docs/models.md#inference-class) unless
+    ``model_class`` overrides it.
 
     ``max_seg_num`` (the inference flag) overrides the recorded value; it must match the
     checkpoint's segment-type table, else a clear error says which value to pass.

@@ -10,8 +10,8 @@ each rank's score matrix gains the other ranks' documents as extra negatives. Tw
   gradient for a rank's rows into that rank, so with DDP's gradient averaging a step follows the
   gradient of the mean of the ranks' losses, the same objective as without gathering: no loss
   rescaling is needed.
-* :func:`globalize_batch` rebuilds the false-negative masks (docs/training.md#false-negative-masks) for this rank's
-  queries against the gathered documents, from the training relevance dict and the documents'
+* :func:`globalize_batch` rebuilds the false-negative masks (docs/training.md#false-negative-masks) for this
+  rank's queries against the gathered documents, from the training relevance dict and the documents'
   corpus offsets (gathered as Python objects).
 
 The Late-Cache stays per rank: a rank caches its own queries with their own documents.

@@ -53,8 +53,8 @@ def add_segment_type_embeddings(backbone: nn.Module, max_seg_num: int, init_std:
 def add_global_projections(backbone: nn.Module) -> None:
     """Give every layer's self-attention ``query_global/key_global/value_global``, copied from the local ones.
 
-    The copy is the STAR initialisation (docs/longformer.md#global-attention-init); a checkpoint that carries its own
-    ``*_global`` weights overwrites them when loaded.
+    The copy is the STAR initialisation (docs/longformer.md#global-attention-init); a checkpoint that carries
+    its own ``*_global`` weights overwrites them when loaded.
     """
     for layer in backbone_adapter(backbone).layers:
         attn = layer.attention.self
@@ -69,7 +69,8 @@ def add_global_projections(backbone: nn.Module) -> None:
 
 
 def run_layer(layer: nn.Module, hidden: torch.Tensor, *args) -> torch.Tensor:
-    """One stock layer, its extra arguments positionally; a tuple return (4.x) is reduced to its first element."""
+    """One stock layer, its extra arguments positionally;
+    a tuple return (4.x) is reduced to its first element."""
     out = layer(hidden, *args)
     return out[0] if isinstance(out, tuple) else out
 
@@ -92,7 +93,8 @@ def broadcast_cls(
 def global_keys(
     states: torch.Tensor, add_mask: torch.Tensor, fuse_mat: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys (or values) and their additive mask for each row's global CLS query (docs/models.md#global-key-set).
+    """Keys (or values) and their additive mask for each row's global CLS query
+    (docs/models.md#global-key-set).
 
     Own row: all ``T`` positions with its own mask. Then, for each slot ``j`` in order, the sibling
     row ``fuse_mat[r, j]`` at positions ``1 … T-P-1`` (no CLS, no placeholders) with the sibling's
@@ -187,10 +189,12 @@ def encode(
     :func:`broadcast_cls` does on one pass. The dropped columns come back as zeros.
 
     Args:
-        position_rule: override of the family's rule (:data:`ROBERTA_POSITIONS` or :data:`ABSOLUTE_POSITIONS`).
+        position_rule: override of the family's rule
+            (:data:`ROBERTA_POSITIONS` or :data:`ABSOLUTE_POSITIONS`).
         padding_idx: PAD id for the RoBERTa rule (default: the backbone config's ``pad_token_id``).
         segment_types: ``(n,)`` segment position ids, or ``None`` to omit ``E_seg``.
-        fuse_mat: ``(n, P)`` batch fuse matrix (docs/segmentation.md#fuse-matrix) or ``None`` (queries, ``M = 1``, MaxP-style).
+        fuse_mat: ``(n, P)`` batch fuse matrix (docs/segmentation.md#fuse-matrix)
+            or ``None`` (queries, ``M = 1``, MaxP-style).
         variant: :data:`PLAIN`, :data:`AFTER_LAYER` or :data:`GLOBAL`.
         gradient_checkpointing: recompute each layer in backward (non-reentrant; RNG state preserved).
         output_hidden_states: also return the state after every layer step (after the broadcast;
@@ -309,7 +313,8 @@ def keep_columns(x: torch.Tensor, width: int, num_placeholders: int) -> torch.Te
 
 
 def restore_columns(x: torch.Tensor, T: int, num_placeholders: int) -> torch.Tensor:
-    """Inverse of :func:`keep_columns` on ``(n_g, w + P, H)``: zeros in the dropped columns, ``(n_g, T, H)``."""
+    """Inverse of :func:`keep_columns` on ``(n_g, w + P, H)``:
+    zeros in the dropped columns, ``(n_g, T, H)``."""
     n, W, H = x.shape
     if W == T:
         return x

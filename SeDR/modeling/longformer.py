@@ -17,8 +17,9 @@ Folders the original wrote (its conversion and its checkpoints) carry allenai's 
 (docs/original-code.md).
 
 The encoder attribute is named ``roberta`` so parameter names are the original checkpoint's
-(``roberta.*``, ``embeddingHead.*``, ``norm.*``; docs/models.md#parameter-names); :func:`SeDR.modeling.load_weights_into`
-and :func:`SeDR.modeling.save_pretrained` read and write them unchanged.
+(``roberta.*``, ``embeddingHead.*``, ``norm.*``; docs/models.md#parameter-names);
+:func:`SeDR.modeling.load_weights_into` and :func:`SeDR.modeling.save_pretrained` read and
+write them unchanged.
 
 A document is one row ``[CLS] + content + [EOS]`` padded to ``max_doc_length`` (the segment pipeline
 with ``Lraw = max_doc_length``, ``M = 1``). Inside the model a ``CLS`` is written at positions
@@ -58,9 +59,11 @@ from SeDR.modeling.models import (
 logger = logging.getLogger(__name__)
 
 MODEL_CLASS_NAME = "SeDR_Longformer"
-# Distance between the global CLS positions, hard-coded to 512 in the original (docs/longformer.md#global-cls-positions).
+# Distance between the global CLS positions, hard-coded to 512 in the original
+# (docs/longformer.md#global-cls-positions).
 CLS_STRIDE = 512
-# allenai's one-sided window and its HF equivalent, which counts both sides (docs/longformer.md#attention-window).
+# allenai's one-sided window and its HF equivalent, which counts both sides
+# (docs/longformer.md#attention-window).
 ALLENAI_ONE_SIDED_WINDOW = 256
 HF_ATTENTION_WINDOW = 2 * ALLENAI_ONE_SIDED_WINDOW
 # Document length of the README run and the position table it needs (RoBERTa offset 2).
@@ -68,7 +71,8 @@ DEFAULT_MAX_DOC_LENGTH = 2048
 ROBERTA_POSITION_OFFSET = 2
 # Number of global CLS positions of the README run (M = 4).
 DEFAULT_MAX_SEG_NUM = 4
-# Config keys that survive SeDR.modeling's Longformer -> RoBERTa config reduction, so load_model can rebuild us.
+# Config keys that survive SeDR.modeling's Longformer -> RoBERTa config reduction,
+# so load_model can rebuild us.
 SAVED_WINDOW_KEY = "sedr_longformer_attention_window"
 SAVED_POSITIONS_KEY = "sedr_longformer_max_position_embeddings"
 # Keys of allenai's Longformer config, written by the original's conversion and training (window one-sided).
@@ -77,7 +81,8 @@ CONVERT_COMMAND = "python SeDR_Longformer/Star2Star_Longformer.py"
 
 
 def cls_positions(max_seg_num: int, stride: int = CLS_STRIDE) -> list[int]:
-    """Positions of the global CLS tokens: ``0, 512, 1024, 1536`` for ``M = 4`` (docs/longformer.md#global-cls-positions)."""
+    """Positions of the global CLS tokens: ``0, 512, 1024, 1536`` for ``M = 4``
+    (docs/longformer.md#global-cls-positions)."""
     return [k * stride for k in range(max_seg_num)]
 
 
@@ -88,7 +93,8 @@ def place_global_cls(
     max_seg_num: int,
     stride: int = CLS_STRIDE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Write ``CLS`` at the fixed positions and flag the ones inside the document as global (docs/longformer.md#valid-segments).
+    """Write ``CLS`` at the fixed positions and flag the ones inside the document as global
+    (docs/longformer.md#valid-segments).
 
     The token at each position ``p < T`` is **replaced** (a content token, the ``EOS`` or a ``PAD``);
     slot ``k`` is valid iff position ``512k`` lies inside ``[CLS] … [EOS]`` (``mask[p] != 0``), with no
@@ -116,7 +122,8 @@ def place_global_cls(
 
 
 def longformer_config(config):
-    """A ``LongformerConfig`` for ``config``: as is, or rebuilt from a RoBERTa reduction made by ``load_model``."""
+    """A ``LongformerConfig`` for ``config``: as is,
+    or rebuilt from a RoBERTa reduction made by ``load_model``."""
     if config.model_type == "longformer":
         out = config
     else:
@@ -148,8 +155,9 @@ class SeDRLongformer(DenseRetriever):
     """SeDR-Longformer (docs/models.md#sedr-longformer): Longformer encoders, the Late-Cache CE loss.
 
     Training documents are ``(n, M, d)`` matrices whose invalid slots are zeroed **before** the
-    head, so they equal ``norm(embeddingHead.bias)``, as in the original (docs/longformer.md#longformer-slot-values). At inference the head
-    runs first and invalid slots become exact zeros; every document emits ``M`` rows (docs/deviations.md#dev-longformer-rows:
+    head, so they equal ``norm(embeddingHead.bias)``, as in the original
+    (docs/longformer.md#longformer-slot-values). At inference the head runs first and invalid slots become
+    exact zeros; every document emits ``M`` rows (docs/deviations.md#dev-longformer-rows:
     the id is repeated ``M`` times), which is what the original's encoder produced.
     """
 
@@ -172,7 +180,8 @@ class SeDRLongformer(DenseRetriever):
         return int(self.config.max_position_embeddings) - ROBERTA_POSITION_OFFSET
 
     def rows_per_document(self, seg_counts: torch.Tensor) -> torch.Tensor:
-        """``M`` index rows per document, invalid ones zero (docs/longformer.md#longformer-rows-per-document)."""
+        """``M`` index rows per document, invalid ones zero
+        (docs/longformer.md#longformer-rows-per-document)."""
         return torch.full_like(torch.as_tensor(seg_counts), self.max_seg_num)
 
     def gradient_checkpointing_enable(self) -> None:
@@ -212,7 +221,8 @@ class SeDRLongformer(DenseRetriever):
         return out.last_hidden_state
 
     def encode_queries(self, queries: QueryBatch) -> torch.Tensor:
-        """Query vectors ``(B, d)``: the CLS is global (docs/longformer.md#longformer-queries), HF pads to the window."""
+        """Query vectors ``(B, d)``: the CLS is global (docs/longformer.md#longformer-queries),
+        HF pads to the window."""
         glob = torch.zeros_like(queries.attention_mask)
         glob[:, 0] = 1
         hidden = self.run_encoder(queries.input_ids, queries.attention_mask, glob)  # (B, Lq, H)
@@ -226,7 +236,8 @@ class SeDRLongformer(DenseRetriever):
             )
 
     def slot_states(self, batch: SegmentBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states at the CLS positions ``(n, M, H)`` (a stand-in past the row) and their validity ``(n, M)``."""
+        """Hidden states at the CLS positions ``(n, M, H)`` (a stand-in past the row)
+        and their validity ``(n, M)``."""
         self._check_batch(batch)
         M = self.max_seg_num
         ids, glob, valid = place_global_cls(
@@ -244,7 +255,8 @@ class SeDRLongformer(DenseRetriever):
         return states, valid
 
     def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
-        """Training: ``head(S · valid)``, invalid slots = ``norm(embeddingHead.bias)`` (docs/longformer.md#longformer-slot-values)."""
+        """Training: ``head(S · valid)``, invalid slots = ``norm(embeddingHead.bias)``
+        (docs/longformer.md#longformer-slot-values)."""
         states, valid = self.slot_states(batch)
         return self.head(states * valid[..., None].to(states.dtype))  # (n, M, d)
 
@@ -301,7 +313,8 @@ def allenai_to_hf(cfg: dict, file) -> dict:
             "attention_window",
             f"is {win!r}, not one positive one-sided window for each of {layers} layers",
         )
-    # gradient_checkpointing: the 3.0.2 config flag would switch on HF's own checkpointing here; the training flag decides.
+    # gradient_checkpointing: the 3.0.2 config flag would switch on HF's own checkpointing here;
+    # the training flag decides.
     d = {k: v for k, v in cfg.items() if k not in (*ALLENAI_KEYS, "gradient_checkpointing")}
     d.update(model_type="longformer", attention_window=[2 * win[0]] * layers)
     logger.info(
@@ -371,7 +384,8 @@ def build_longformer(
     """A model to train from a conversion (``./data/starlongformer``) or a SeDR-Longformer checkpoint."""
     if cache_size <= 0:
         raise ModelConfigError(
-            f"--cache_size must be > 0 for {MODEL_CLASS_NAME} (got {cache_size}); docs/training.md#late-cache-capacity"
+            f"--cache_size must be > 0 for {MODEL_CLASS_NAME} (got {cache_size}); "
+            "docs/training.md#late-cache-capacity"
         )
     model = _load(
         SeDRLongformer(_configured(init_path, max_seg_num=max_seg_num, cache_size=cache_size)), init_path
@@ -382,7 +396,8 @@ def build_longformer(
 
 
 def load_longformer(path, max_seg_num: int | None = None) -> SeDRLongformer:
-    """A trained SeDR-Longformer checkpoint; ``max_seg_num`` (the inference flag) overrides the recorded one."""
+    """A trained SeDR-Longformer checkpoint;
+    ``max_seg_num`` (the inference flag) overrides the recorded one."""
     return _load(SeDRLongformer(_configured(path, max_seg_num=max_seg_num, cache_size=None)), path)
 
 

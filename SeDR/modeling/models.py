@@ -80,7 +80,8 @@ class TrainOutput:
 
 
 def backbone_prefix(config) -> str:
-    """Attribute / checkpoint prefix of the encoder: the family's ``base_model_prefix`` (``roberta``, ``bert``, ...)."""
+    """Attribute / checkpoint prefix of the encoder: the family's ``base_model_prefix``
+    (``roberta``, ``bert``, ...)."""
     return backbones.adapter_class(config.model_type).prefix(config)
 
 
@@ -173,7 +174,8 @@ class DenseRetriever(nn.Module):
 
     @property
     def special_ids(self) -> dict:
-        """``cls_id``/``eos_id``/``pad_id`` the model reads rows with: those recorded on its config (from its tokenizer)."""
+        """``cls_id``/``eos_id``/``pad_id`` the model reads rows with: those recorded on its config
+        (from its tokenizer)."""
         ids = getattr(self.config, "sedr_special_ids", None) or backbones.roberta_config_ids(
             self.config.to_dict()
         )
@@ -196,7 +198,8 @@ class DenseRetriever(nn.Module):
 
     @classmethod
     def adjust_config(cls, config, source_class: str | None) -> None:
-        """Change the backbone config built from a checkpoint written by ``source_class`` (default: nothing)."""
+        """Change the backbone config built from a checkpoint written by
+        ``source_class`` (default: nothing)."""
 
     def rows_per_document(self, seg_counts: torch.Tensor) -> torch.Tensor:
         """Index rows each document contributes at inference: its segment count ``s_b``."""
@@ -233,7 +236,8 @@ class DenseRetriever(nn.Module):
         return self.norm(self.embeddingHead(h))
 
     def encode_queries(self, queries: QueryBatch) -> torch.Tensor:
-        """Query vectors ``(B, d)``: no fuse matrix, no segment types (the global variant keeps its CLS path)."""
+        """Query vectors ``(B, d)``: no fuse matrix, no segment types
+        (the global variant keeps its CLS path)."""
         hidden = self._encode(queries.input_ids, queries.attention_mask)  # (B, Lq, H)
         return self.head(hidden[:, 0])
 
@@ -266,7 +270,8 @@ class DenseRetriever(nn.Module):
         return self.head(self.segment_cls(batch))
 
     def encode_documents(self, batch: SegmentBatch) -> torch.Tensor:
-        """Training: per-document matrices ``(n_docs, M, d)``; empty slots exactly 0 (docs/models.md#empty-slots)."""
+        """Training: per-document matrices ``(n_docs, M, d)``; empty slots exactly 0
+        (docs/models.md#empty-slots)."""
         seg = self.encode_segments(batch)  # (n_seg, d)
         return scatter_segments(seg, batch)
 
@@ -330,12 +335,14 @@ def scatter_segments(seg: torch.Tensor, batch: SegmentBatch, width: int | None =
 
 @register("STAR_MaxP")
 class StarMaxP(DenseRetriever):
-    """STAR on the segment rows, STAR's pairwise loss, no cache (docs/models.md#star-maxp); ``M = 1`` is STAR FirstP."""
+    """STAR on the segment rows, STAR's pairwise loss, no cache (docs/models.md#star-maxp);
+    ``M = 1`` is STAR FirstP."""
 
 
 @register("SeDR_without_LateCache")
 class SeDRWithoutLateCache(DenseRetriever):
-    """Segment-Interaction Transformer, CE over in-batch + hard negatives, no cache (docs/models.md#sedr-without-latecache)."""
+    """Segment-Interaction Transformer, CE over in-batch + hard negatives, no cache
+    (docs/models.md#sedr-without-latecache)."""
 
     variant = enc.AFTER_LAYER
     uses_segment_types = True
@@ -353,7 +360,8 @@ class SeDR(SeDRWithoutLateCache):
 class SeDRMaxP(SeDR):
     """No interaction, Late-Cache (docs/models.md#sedr-maxp). Placeholders stay attended; E_seg is never read.
 
-    Inference encodes exactly as training (no fuse matrix, no segment types: docs/deviations.md#dev-sedr-maxp-inference).
+    Inference encodes exactly as training (no fuse matrix, no segment types:
+    docs/deviations.md#dev-sedr-maxp-inference).
     """
 
     variant = enc.PLAIN
@@ -362,7 +370,8 @@ class SeDRMaxP(SeDR):
 
 @register("SeDR_Transformer_Head")
 class SeDRTransformerHead(SeDRMaxP):
-    """Independent segments, then one fresh encoder layer over the ``M`` raw CLS slots (docs/models.md#sedr-transformer-head)."""
+    """Independent segments, then one fresh encoder layer over the ``M`` raw CLS slots
+    (docs/models.md#sedr-transformer-head)."""
 
     fresh_parameters = (*SeDRMaxP.fresh_parameters, "trans_head.")
 
@@ -410,11 +419,13 @@ class SeDRGlobalAttention(SeDR):
 
 @register("STAR_Multi")
 class StarMulti(StarMaxP):
-    """K view tokens replace the leading CLS of a FirstP row; K vectors per document (docs/models.md#star-multi).
+    """K view tokens replace the leading CLS of a FirstP row; K vectors per document
+    (docs/models.md#star-multi).
 
     The word-embedding table already has ``vocab_size`` rows including the K view rows (the last K):
-    the checkpoint loader grows it before any optimizer exists (docs/deviations.md#dev-star-multi-vocab). The content
-    budget is ``Lraw - 2 - (K - 1)`` so the row stays within the position table (docs/deviations.md#dev-star-multi-budget).
+    the checkpoint loader grows it before any optimizer exists (docs/deviations.md#dev-star-multi-vocab). The
+    content budget is ``Lraw - 2 - (K - 1)`` so the row stays within the position table
+    (docs/deviations.md#dev-star-multi-budget).
     """
 
     @property

@@ -25,7 +25,8 @@ def _fp32(device: torch.device):
 
 
 def max_segment_scores(queries: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-    """``s(q, d) = max_k q · D_d[k]`` over **all** slots of every document (docs/models.md#max-over-segments), fp32.
+    """``s(q, d) = max_k q · D_d[k]`` over **all** slots of every document
+    (docs/models.md#max-over-segments), fp32.
 
     Args:
         queries: ``(B, d)``.
@@ -52,7 +53,8 @@ def cross_entropy_scores(
     cached_negatives: torch.Tensor | None = None,
     positive_offset: int = 0,
 ) -> torch.Tensor:
-    """Masked score matrix of the in-batch + hard-negative CE loss with an optional Late-Cache (docs/training.md#late-cache-layout).
+    """Masked score matrix of the in-batch + hard-negative CE loss with an optional Late-Cache
+    (docs/training.md#late-cache-layout).
 
     Layout (``B`` queries, ``C`` cached queries, ``h`` hard negatives per query, ``C' = C·h``)::
 
@@ -62,7 +64,8 @@ def cross_entropy_scores(
         mask[0:B, B+C : B+C+B·h]  = hard_pair_mask
         S[mask == 0] = -10000; cached rows/columns are never masked.
 
-    With ``h = 1`` this is exactly the original; the hard block has width ``B·h`` in general (docs/deviations.md#dev-hard-num).
+    With ``h = 1`` this is exactly the original; the hard block has width ``B·h`` in general
+    (docs/deviations.md#dev-hard-num).
 
     Cross-device negatives (``--negatives_x_device``): ``positives``/``negatives`` are then the
     ``N`` (``N'``) gathered over all ranks, the masks have ``N`` / ``N'`` columns, and query ``i``'s
@@ -94,7 +97,8 @@ def cross_entropy_scores(
 def cross_entropy_labels(
     num_queries: int, num_cached: int, num_positives: int, positive_offset: int = 0, device=None
 ) -> torch.Tensor:
-    """Target column of every score row: ``positive_offset + i`` for current queries, ``N + c`` for cached ones.
+    """Target column of every score row: ``positive_offset + i`` for current queries,
+    ``N + c`` for cached ones.
 
     Without cross-device gathering (``N = B``, offset 0) this is ``arange(B + C)``, the original's labels.
     """
@@ -106,7 +110,8 @@ def cross_entropy_labels(
 def cross_entropy_loss(
     scores: torch.Tensor, num_queries: int, labels: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean CE over **all** rows (cached rows included, docs/training.md#late-cache-layout); by default row ``r``'s label is column ``r``.
+    """Mean CE over **all** rows (cached rows included, docs/training.md#late-cache-layout);
+    by default row ``r``'s label is column ``r``.
 
     Returns:
         ``(loss, accuracy)``: fp32 scalars; accuracy over the first ``num_queries`` (current) rows only.
@@ -158,13 +163,15 @@ def star_pairwise_loss(
 
 
 class LateCache:
-    """Late-Cache Negative (docs/training.md#late-cache): FIFO of the last ``capacity`` queries with their positives and negatives.
+    """Late-Cache Negative (docs/training.md#late-cache):
+    FIFO of the last ``capacity`` queries with their positives and negatives.
 
     Semantics kept from the original: entries are detached constants; the cache is
     never cleared by the model (it persists across micro-batches, optimizer steps and epochs) and is
     truncated to the last ``capacity`` entries after every push. Unlike the original it is an explicit
     object owned by the training loop, it refuses ``capacity <= 0`` (the original's ``--cache_size 0``
-    silently kept the whole history, docs/training.md#late-cache-capacity) and it can be saved for resumable training.
+    silently kept the whole history, docs/training.md#late-cache-capacity) and it can be saved
+    for resumable training.
 
     With ``h`` hard negatives per query the negatives of the cached queries are kept (``capacity·h``
     matrices, query-major), which for ``h = 1`` is the original's truncation of each list to ``capacity``.
@@ -190,7 +197,8 @@ class LateCache:
     def contents(
         self, device: torch.device
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """``(Qc, Dc, Nc)`` on ``device`` (moved once, e.g. after :meth:`load_state_dict`), or Nones if empty."""
+        """``(Qc, Dc, Nc)`` on ``device`` (moved once, e.g. after :meth:`load_state_dict`),
+        or Nones if empty."""
         if self.queries is None:
             return None, None, None
         if self.queries.device != device:

@@ -257,8 +257,9 @@ def concat_embedding_shards(
 def first_row_index(row_doc_ids: np.ndarray) -> np.ndarray:
     """``first_row[doc]`` = first row of document ``doc``, plus the sentinel ``S``: int64 ``[N + 1]``.
 
-    Rows of document ``d`` are ``first_row[d] : first_row[d + 1]``. Requires the layout of docs/retrieval.md#embedding-files:
-    documents 0..N-1 appear contiguously and in offset order, each with at least one row.
+    Rows of document ``d`` are ``first_row[d] : first_row[d + 1]``. Requires the layout of
+    docs/retrieval.md#embedding-files: documents 0..N-1 appear contiguously and in offset order,
+    each with at least one row.
     """
     ids = np.asarray(row_doc_ids, dtype=np.int64)  # (S,)
     if len(ids) == 0:

@@ -1,8 +1,8 @@
 """Batched encoding of documents (one vector per segment) and of queries, for inference and ADORE.
 
 Documents are processed in offset order and packed into forward passes of at most
-``max_bsize`` segments (docs/retrieval.md#document-encoding); each pass yields the vectors of its rows and the document
-offset of every row (rows of a document are contiguous and in segment order).
+``max_bsize`` segments (docs/retrieval.md#document-encoding); each pass yields the vectors of its rows and the
+document offset of every row (rows of a document are contiguous and in segment order).
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def encode_corpus(
 
     ``compact`` trims the masked padding columns of each pass; ``row_groups`` (implies
     ``compact``) also buckets the rows of a pass by real width so the encoder runs each bucket at
-    its own width (:func:`SeDR.data.preprocess_folder.plan_row_groups`, ``group_overhead`` tokens per bucket). Both
-    leave the vectors unchanged up to float summation order (masked columns only).
+    its own width (:func:`SeDR.data.preprocess_folder.plan_row_groups`, ``group_overhead`` tokens per bucket).
+    Both leave the vectors unchanged up to float summation order (masked columns only).
     """
     model.eval()
     seg_counts = corpus_segment_counts(passages, spec)

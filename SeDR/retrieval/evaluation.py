@@ -149,7 +149,8 @@ def write_metrics_json(path: str | Path, metrics: Mapping) -> None:
 
 
 def append_jsonl(path: str | Path, record: Mapping) -> None:
-    """One JSON object per line (the original appended objects without separators, docs/deviations.md#dev-res-jsonl)."""
+    """One JSON object per line (the original appended objects without separators,
+    docs/deviations.md#dev-res-jsonl)."""
     with writing(path), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -210,7 +211,8 @@ def evaluate_rankings(
             writes nothing.
         qrels_paths: per-split qrels overriding ``{preprocess_dir}/{split}-qrel.tsv``, in offset space.
         history_record: extra fields (e.g. the ADORE step) for the line appended to ``res.jsonl``.
-        model_record: what produced the rankings (model path, class, fingerprint, ...), kept in ``metrics.json``.
+        model_record: what produced the rankings (model path, class, fingerprint, ...),
+            kept in ``metrics.json``.
 
     Returns:
         ``Evaluation(metrics, selection_score)``.

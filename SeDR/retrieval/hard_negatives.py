@@ -39,7 +39,8 @@ def hard_negatives_for_queries(
     batch_size: int = SEARCH_BATCH,
     show_progress: bool = True,
 ) -> dict[int, list[int]]:
-    """Hard negatives of every query: ``{query offset: [doc offset, ...] best first}`` (docs/retrieval.md#hard-negative-generation)."""
+    """Hard negatives of every query: ``{query offset: [doc offset, ...] best first}``
+    (docs/retrieval.md#hard-negative-generation)."""
     query_offsets = list(query_offsets)
     out: dict[int, list[int]] = {}
     for start, _, rows in iter_search(index, queries, hits, batch_size, show_progress, "hard negatives"):

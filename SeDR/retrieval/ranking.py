@@ -77,8 +77,8 @@ def retrieve_documents(
     batch_size: int = SEARCH_BATCH,
     show_progress: bool = True,
 ) -> Rankings:
-    """docs/retrieval.md#maxp-aggregation: search ``hits`` segment rows per query, keep the first ``k_docs`` unique documents
-    (101 for dev, 100 for TREC-DL), each scored by its best segment among the hits."""
+    """docs/retrieval.md#maxp-aggregation: search ``hits`` segment rows per query, keep the first ``k_docs``
+    unique documents (101 for dev, 100 for TREC-DL), each scored by its best segment among the hits."""
     query_offsets = list(query_offsets)
     out: Rankings = {}
     for start, scores, rows in iter_search(index, queries, hits, batch_size, show_progress, "retrieve"):
@@ -158,7 +158,8 @@ def write_trec_run(
     run_tag: str = DEFAULT_RUN_TAG,
     cutoff: int | None = None,
 ) -> None:
-    """TREC run ``qid Q0 docid rank score run_tag`` (ranks from 1; scores as :func:`rank_consistent_scores`)."""
+    """TREC run ``qid Q0 docid rank score run_tag``
+    (ranks from 1; scores as :func:`rank_consistent_scores`)."""
     lines = []
     for q in sorted(rankings):
         ranked = rankings[q][:cutoff]

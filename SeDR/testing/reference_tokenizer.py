@@ -1,5 +1,6 @@
 """The transformers-2.8 slow RoBERTa tokenizer, restated step by step: the reference that the fast
-emulation (:class:`SeDR.data.tokenization.StarTokenizer`) is checked against in tests and in bench/preprocess.py."""
+emulation (:class:`SeDR.data.tokenization.StarTokenizer`) is checked against in tests and in
+bench/preprocess.py."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def _symbol_pairs(word: tuple[str, ...]) -> set[tuple[str, str]]:
 class ReferenceRobertaTokenizer:
     """Pure-Python, one-text-at-a-time restatement of ``RobertaTokenizer(do_lower_case=True).encode`` in 2.8.
 
-    Written from the algorithm, not from :class:`~SeDR.data.tokenization.StarTokenizer`, and kept to the *call path* of
-    transformers 2.8 so that ``bench/preprocess.py`` times the original's method, not a leaner one:
+    Written from the algorithm, not from :class:`~SeDR.data.tokenization.StarTokenizer`, and kept to the
+    *call path* of transformers 2.8 so that ``bench/preprocess.py`` times the original's method, not a leaner
+    one:
     ``encode`` -> ``encode_plus`` -> ``tokenize`` (prefix space; lower-casing through ``re.sub`` with
     a Python callback per character; ``split_on_tokens`` over the special strings; per piece the GPT-2
     regex, the byte-encoder join and the cached ``bpe`` whose result is a space-joined string split

@@ -47,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 # ADORE keeps the first `metric_cut` unique documents of each query's hits.
 ADORE_METRIC_CUT = 200
-# --adore_optimizer -> SeDR.training.optimizers.build_optimizer name ("original": transformers 4.x AdamW, the original's).
+# --adore_optimizer -> SeDR.training.optimizers.build_optimizer name
+# ("original": transformers 4.x AdamW, the original's).
 ADORE_OPTIMIZERS = {"original": "transformers_adamw", "torch_adamw": "adamw"}
 
 
@@ -144,8 +145,8 @@ def adore_loss(
 ) -> torch.Tensor:
     """Sum over queries of CE(q · E[[pos] + negatives], 0), divided by ``nominal_batch_size · grad_accum``.
 
-    The divisor uses the nominal batch size even for a short last batch, as the original (docs/adore.md#adore-loss).
-    Scores are computed in fp32; only ``query_emb`` ``[B, d]`` carries gradients.
+    The divisor uses the nominal batch size even for a short last batch, as the original
+    (docs/adore.md#adore-loss). Scores are computed in fp32; only ``query_emb`` ``[B, d]`` carries gradients.
     """
     losses = []
     for q, t in zip(query_emb, targets):
@@ -182,7 +183,8 @@ def adore_outputs(save_dir: Path, name: str) -> list[Path]:
 
 
 def claim_save_dir(args, name: str) -> RunLock:
-    """Lock this run's outputs in ``--model_save_dir``; earlier ones need ``--resume`` or ``--overwrite_output_dir``."""
+    """Lock this run's outputs in ``--model_save_dir``;
+    earlier ones need ``--resume`` or ``--overwrite_output_dir``."""
     save_dir = ensure_writable(args.model_save_dir, what="ADORE checkpoints")
     lock = RunLock(save_dir, f"{name}-adore").acquire()
     earlier = adore_outputs(save_dir, name)
@@ -196,7 +198,8 @@ def claim_save_dir(args, name: str) -> RunLock:
             "it has no resumable state: pass --overwrite_output_dir"
             if args.resume
             else (
-                "pass --resume to continue it, or --overwrite_output_dir to start again (they move to a dated backup)"
+                "pass --resume to continue it, or --overwrite_output_dir to start again "
+                "(they move to a dated backup)"
             )
         )
         raise OutputError(f"{earlier[0]} already exists (an earlier ADORE run from {name}); {how}")
@@ -204,7 +207,8 @@ def claim_save_dir(args, name: str) -> RunLock:
 
 
 def open_frozen_embeddings(folder, init_path, dim: int):
-    """The segment index ADORE trains against: ours (made by ``init_path``'s weights) or the original code's."""
+    """The segment index ADORE trains against: ours (made by ``init_path``'s weights) or
+    the original code's."""
     if embedding_files.foreign_embeddings(folder):
         logger.warning(
             "%s has no record of ours (written by the original code?): its vectors are used as they are "
@@ -275,7 +279,8 @@ class AdoreRun:
         return rankings
 
     def evaluate(self, tag: str, rankings: dict | None = None, out_dir: Path | None = None):
-        """Metrics of ``rankings`` (default: rank now); with ``out_dir``, also its run files and metrics.json."""
+        """Metrics of ``rankings`` (default: rank now); with ``out_dir``,
+        also its run files and metrics.json."""
         return evaluate_rankings(
             self.rank() if rankings is None else rankings,
             self.preprocess_dir,

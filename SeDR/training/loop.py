@@ -40,7 +40,8 @@ TRAIN_HISTORY = "train_history.json"
 def checkpoint_name(
     epoch: int, max_seg_length: int, max_seg_num: int, max_bsize: int, model_class: str, postfix: str = ""
 ) -> str:
-    """``epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}{postfix}``, e.g. ``epoch-4-512-4-17-SeDR`` (docs/training.md#checkpoint-names)."""
+    """``epoch-{e}-{Lraw}-{M}-{max_bsize}-{class}{postfix}``, e.g. ``epoch-4-512-4-17-SeDR``
+    (docs/training.md#checkpoint-names)."""
     return f"epoch-{epoch}-{max_seg_length}-{max_seg_num}-{max_bsize}-{model_class}{postfix}"
 
 
@@ -169,7 +170,8 @@ class _TupleOutput(torch.nn.Module):
 
 
 class Trainer:
-    """Runs the README training commands. ``args`` is the namespace of :func:`SeDR.cli.flags.build_train_parser`."""
+    """Runs the README training commands. ``args`` is the namespace of
+    :func:`SeDR.cli.flags.build_train_parser`."""
 
     def __init__(
         self,
@@ -250,7 +252,8 @@ class Trainer:
         self.saved: list[Path] = []  # checkpoint folders written by this run (rank 0)
 
     def schedule_seg_num(self) -> int:
-        """``M`` in the schedule horizon (docs/training.md#schedule-horizon); SeDR-Longformer's trainer omits it."""
+        """``M`` in the schedule horizon (docs/training.md#schedule-horizon);
+        SeDR-Longformer's trainer omits it."""
         return self.args.max_seg_num
 
     # ---------------------------------------------------------------- checkpoints
@@ -480,7 +483,8 @@ class LongformerTrainer(Trainer):
 
 
 def warn_if_positives_in_hard_negatives(train_data: TrainData, n_check: int = 1000) -> None:
-    """The original asserted on query 0; we check a sample and warn instead (docs/deviations.md#dev-hardneg-check)."""
+    """The original asserted on query 0; we check a sample and warn instead
+    (docs/deviations.md#dev-hardneg-check)."""
     bad = 0
     for q in train_data.query_offsets[:n_check]:
         if set(train_data.rel[q]) & set(train_data.hard_negatives.get(q, [])[:200]):

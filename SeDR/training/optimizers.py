@@ -1,13 +1,15 @@
 """Optimisers and the learning-rate schedule of the original training loop (docs/training.md#optimizer).
 
 * :class:`Lamb` is the original's ``lamb.py`` in its used mode: no bias correction, decay inside
-  the update, trust ratio ``min(||p||, 10) / ||u||`` (1 when either norm is 0), as the original (docs/training.md#lamb).
+  the update, trust ratio ``min(||p||, 10) / ||u||`` (1 when either norm is 0), as the original
+  (docs/training.md#lamb).
 * :class:`TransformersAdamW` is transformers 4.x's ``AdamW`` (gone from 5.x), the original ADORE
   stage's optimizer: decay after the Adam step, on the updated weights.
 * :func:`parameter_groups` applies weight decay to every parameter whose name contains neither
   ``bias`` nor ``LayerNorm.weight``; the output ``norm.weight`` is therefore decayed, as in the original.
 * :func:`total_training_steps` is the original's step estimate (it assumes every positive has ``M``
-  segments, docs/training.md#schedule-horizon) and :func:`linear_schedule_with_warmup` is HF's linear schedule.
+  segments, docs/training.md#schedule-horizon) and :func:`linear_schedule_with_warmup` is
+  HF's linear schedule.
 """
 
 from __future__ import annotations
@@ -180,7 +182,8 @@ def build_optimizer(
     eps: float = 1e-8,
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.Optimizer:
-    """``lamb`` (the README's choice), ``adamw`` (torch AdamW) or ``transformers_adamw`` (:class:`TransformersAdamW`).
+    """``lamb`` (the README's choice), ``adamw`` (torch AdamW) or ``transformers_adamw``
+    (:class:`TransformersAdamW`).
 
     As in the original, LAMB ignores ``betas`` (the ``--adam_beta*`` flags) and uses (0.9, 0.999).
     """
@@ -203,7 +206,8 @@ def build_optimizer(
 def total_training_steps(
     n_queries: int, num_epochs: float, max_seg_num: int, max_bsize: int, grad_accum: int
 ) -> int:
-    """The original's schedule horizon ``floor(n · epochs · M / (max_bsize · accum))`` (docs/training.md#schedule-horizon).
+    """The original's schedule horizon ``floor(n · epochs · M / (max_bsize · accum))``
+    (docs/training.md#schedule-horizon).
 
     It assumes every positive fills ``M`` segments, so it overestimates the real number of steps
     (it sets the LR decay). The Longformer script omits ``M``: pass ``max_seg_num=1``.
