@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One check of the GPU paths (training precisions, gradient checkpointing, encoding, torch search):
-# prints one table and writes JSON (docs/precision-and-search.md#gpu-check). Needs torch and
+# prints one table and writes JSON (docs/performance.md#gpu-check). Needs torch and
 # transformers only; no faiss, no ir_measures, no network. Under 8 minutes on one H200.
 #
 #   bash bench/gpu_check.sh                      # README sizes on cuda:0

@@ -7,7 +7,7 @@ in calls of 1024 queries, ADORE 1024 in calls of 32); queries/s is timed interle
 ``--reps``) at each index size. The rows must agree: random floats have no exact ties, but rows
 whose scores agree to float32 rounding (~1e-8 here) may swap, as the two matrix products round
 differently. ``indexes.CPU_AUTO_BACKEND`` is the CPU choice of ``--search_backend auto``
-(docs/precision-and-search.md#cpu-speed). Memory per million vectors is the stored bytes of each
+(docs/search-backends.md#cpu-speed). Memory per million vectors is the stored bytes of each
 representation (fp32 codes, an fp16 copy); fp16 is a GPU option.
 
     python bench/retrieval.py [--quick] [--sizes 10000 100000 1000000] [--k 1024] [--device cuda]

@@ -38,7 +38,7 @@ TREC_DOCS_KEPT = 100
 # Evaluated splits and the documents kept per query for each.
 EVAL_DOCS_KEPT = {"dev": DEV_DOCS_KEPT, "test": TREC_DOCS_KEPT, "2020test": TREC_DOCS_KEPT}
 MRR_CUTOFF = 100
-# Exact search implementations (docs/precision-and-search.md#search).
+# Exact search implementations (docs/search-backends.md#search).
 SEARCH_BACKENDS = ("auto", "faiss", "torch")
 
 # Hard negatives kept per training query (docs/retrieval.md#hard-negative-generation).

@@ -4,7 +4,7 @@
 fp32 / CPU search (never crash). Scores, masks and losses stay fp32 inside the models.
 Every precision clips the (partially accumulated) gradients after every micro-step, as the fp32
 original did; under a GradScaler the clip acts on the scaled gradients with the same coefficient
-(docs/precision-and-search.md#clipping).
+(docs/precision.md#clipping).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Nothing here touches an encoder: inputs are query vectors ``(B, d)`` and per-document matrices
 ``(n, M, d)`` (one row per segment slot or view). All scores, masks and losses are computed in
-fp32 with autocast switched off, whatever precision the encoder ran in (docs/training.md#precision).
+fp32 with autocast switched off, whatever precision the encoder ran in (docs/precision.md#precision).
 The only stateful piece, :class:`LateCache`, is an explicit object owned by the training loop.
 """
 

@@ -3,7 +3,7 @@ matmul + top-k (CPU or any CUDA GPU, several GPUs sharded), per-shard CPU search
 
 Every index returns the same canonical order: score descending, then row id ascending, the lowest
 tied row ids kept at the cut of the top ``k`` (faiss on its own lists tied rows by descending id
-and keeps whichever tied rows its heap saw first). Details and figures: docs/precision-and-search.md.
+and keeps whichever tied rows its heap saw first). Details and figures: docs/search-backends.md.
 """
 
 from __future__ import annotations

@@ -163,7 +163,8 @@ def format_report(checks: Sequence[Check]) -> str:
 
 
 def markdown_table(ledger: Mapping, root: str | Path | None = None) -> str:
-    """README table "paper / ours" per metric; ``ours`` cells stay empty until a run's metrics.json exists.
+    """The table of docs/reproduction.md#ledger: "paper / ours" per metric; ``ours`` cells stay empty until a
+    run's metrics.json exists.
 
     Cells with our number carry the status, e.g. ``0.4093 (OK)``; "–" where the paper reports nothing.
     """
