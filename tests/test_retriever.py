@@ -18,10 +18,12 @@ from conftest import ROOT, cwd, user_error
 from SeDR import Retriever
 from SeDR import inference as inference_script
 from SeDR import train as train_script
+from SeDR.api.retriever import _tokenizer_source
 from SeDR.cli import index as index_cli
 from SeDR.cli import search as search_cli
 from SeDR.core.errors import DataFormatError, SeDRInputError
 from SeDR.data.segmentation import SegmentSpec
+from SeDR.data.tokenizer_record import TOKENIZER_FILES
 
 SHAPE = ["--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4"]
 TRAIN = [
@@ -305,3 +307,14 @@ def test_help_and_a_light_package_import(capsys):
     assert (
         Retriever is sys.modules["SeDR.api.retriever"].Retriever
     )  # `from SeDR import Retriever` (top of this file)
+
+
+def test_the_tokenizer_is_found_by_every_file_the_record_accepts(tmp_path):
+    """One list of tokenizer files: a sentencepiece-only folder (spm.model, spiece.model) counts too."""
+    assert {"spm.model", "spiece.model"} <= set(TOKENIZER_FILES)
+    for name in TOKENIZER_FILES:
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_text("")
+        assert _tokenizer_source(folder, {}) == str(folder)
+    assert _tokenizer_source(tmp_path, {}) == "roberta-base"  # no file: preprocessing's default
