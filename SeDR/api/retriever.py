@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from SeDR.api.index_folder import DocumentIndex, DocumentWriter, new_folder, refuse_taken
 from SeDR.core.constants import (
@@ -33,6 +32,7 @@ from SeDR.core.constants import (
     TRAINING_ARGS,
 )
 from SeDR.core.errors import SeDRInputError
+from SeDR.core.progress import progress
 from SeDR.core.runtime import resolve_device, resolve_precision
 from SeDR.data.document_files import read_documents
 from SeDR.data.preprocessing import Settings
@@ -264,11 +264,8 @@ class Retriever:
             sep = self.tokenizer.field_separator
             total = sum(
                 1
-                for _ in tqdm(
-                    read_documents(docs, sep),
-                    desc="check documents",
-                    unit="doc",
-                    disable=not show_progress or None,
+                for _ in progress(
+                    read_documents(docs, sep), desc="check documents", unit="doc", enabled=show_progress
                 )
             )
             docs = read_documents(docs, sep)
@@ -286,7 +283,7 @@ class Retriever:
         self, folder: Path, items, batch_size: int, keep_texts: bool, show_progress: bool, total
     ) -> None:
         t0 = time.time()
-        bar = tqdm(total=total, desc="index documents", unit="doc", disable=not show_progress or None)
+        bar = progress(total=total, desc="index documents", unit="doc", enabled=show_progress)
         sink = DocumentWriter(folder, keep_texts)
         with embedding_files.SegmentEmbeddingWriter(
             folder, self.model.embedding_dim, info=self.identity

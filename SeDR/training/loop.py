@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from SeDR.core.constants import TRAINING_ARGS
 from SeDR.core.errors import DataFormatError, OutputError, SeDRInputError
 from SeDR.core.outputs import RunLock, atomic_save_dir, ensure_writable, flag_changes, move_to_backup
+from SeDR.core.progress import progress
 from SeDR.core.runtime import Precision, rng_state, set_rng_state
 from SeDR.data import collation, preprocess_folder, segmentation
 from SeDR.data.sampling import ItemDataset, SegmentBudgetBatchSampler, without_hard_negatives
@@ -386,12 +386,12 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             window = _fresh_window()
             epoch_loss, epoch_acc, epoch_batches, t_epoch = 0.0, 0.0, 0, time.time()
-            bar = tqdm(
+            bar = progress(
                 loader,
                 total=len(self.sampler),
                 desc=f"epoch {epoch + 1}/{self.epochs_to_run}",
                 unit="batch",
-                disable=not self.is_main or None,
+                enabled=self.is_main,
             )
             for micro_step, batch in enumerate(bar):
                 if self.negatives_x_device:
