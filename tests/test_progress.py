@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT
+from tqdm.auto import tqdm
 from tqdm.std import tqdm as std_tqdm
 
 from SeDR.core import progress as progress_module
@@ -77,6 +79,24 @@ def test_a_bar_on_a_terminal_lines_elsewhere(monkeypatch):
     assert isinstance(bar, std_tqdm) and not bar.disable  # tqdm's disable=None would have hidden it
     assert list(bar) == [0, 1, 2]
     assert isinstance(progress(range(3), desc="x", enabled=False), LogProgress)
+
+
+def test_a_dataloader_draws_from_torch_as_under_tqdm_auto():
+    """tqdm.auto's bar makes one iterator of a DataLoader when it is built (a base-seed draw from torch's
+    generator); training's dropout follows that generator, so the log lines must draw the same."""
+
+    def state_after(wrap) -> torch.Tensor:
+        torch.manual_seed(0)
+        loader = torch.utils.data.DataLoader(list(range(3)), batch_size=1)
+        assert [int(x) for x in wrap(loader)] == [0, 1, 2]
+        return torch.get_rng_state()
+
+    reference = state_after(lambda loader: tqdm(loader, total=3, disable=True))
+    assert not torch.equal(reference, state_after(lambda loader: loader))  # the draw is real
+    assert torch.equal(state_after(lambda loader: progress(loader, total=3, desc="epoch")), reference)
+    assert torch.equal(
+        state_after(lambda loader: progress(loader, total=3, desc="x", enabled=False)), reference
+    )
 
 
 @pytest.mark.slow

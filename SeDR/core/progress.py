@@ -61,6 +61,11 @@ class LogProgress:
     ):
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)
+        if iterable is not None and not hasattr(iterable, "__next__"):
+            # tqdm.auto's bar calls iter() once when it is made; a DataLoader's iterator draws its base
+            # seed from torch's generator, so the training run's later random draws (dropout) depend on
+            # it. Done here too: the same weights with and without a terminal, and as before.
+            iter(iterable)
         self.iterable, self.total, self.desc = iterable, total, desc
         self.unit, self.unit_scale = unit, unit_scale
         self.log, self.interval, self.clock = log, interval, clock
