@@ -95,6 +95,7 @@ def query_texts(root, name="msmarco-docdev-queries.tsv") -> dict[str, str]:
     return dict(line.split("\t", 1) for line in (root / "data" / name).read_text().splitlines())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_class", ["SeDR", "SeDR_MaxP", "STAR_MaxP"])
 def test_api_rankings_equal_the_inference_run_files(trained, model_class):
     root, models = trained
@@ -233,6 +234,7 @@ def test_a_failing_stream_leaves_no_index_and_no_temporary_folder(star, tmp_path
     assert _left_behind(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_an_existing_index_is_refused_and_overwrite_keeps_a_backup(base_root, tmp_path, capsys):
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, (_, t) in enumerate(_docs(4))))
@@ -247,6 +249,7 @@ def test_an_existing_index_is_refused_and_overwrite_keeps_a_backup(base_root, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["docs.jsonl", "index", backup.name])
 
 
+@pytest.mark.slow
 def test_another_models_index_is_refused(trained, star, tmp_path):
     _, models = trained
     index = star.index(_docs(3), out=tmp_path / "index", show_progress=False)
@@ -278,6 +281,7 @@ def _python(*args, cwd_path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_index_and_search_commands_list_the_inference_top10(trained):
     root, models = trained
     model = str(models["SeDR"])
