@@ -164,7 +164,7 @@ def main(argv=None) -> dict[str, float]:
     same_as_corpus = bool(np.array_equal(e_ours.cpu().numpy(), e_corpus))
 
     n_seg, real = int(counts.sum()), real_tokens(fixed)
-    groups = [b.row_groups.num_groups if b.row_groups is not None else 1 for b in ours]
+    groups = [len(b.row_groups.sizes) if b.row_groups is not None else 1 for b in ours]
     print(f"machine: {machine()}")
     print(
         f"{docs_n} documents, {n_seg} segments ({n_seg / docs_n:.2f}/doc, "

@@ -63,6 +63,7 @@ def infer(model_path, *extra):
     return inference_script.main([*INFER, "--model_path", str(model_path), *extra])
 
 
+@pytest.mark.slow
 def test_retrained_weights_are_re_encoded_and_earlier_epochs_move_aside(root, caplog):
     """Retraining into the same folder: the newest epoch folder is this run's, and inference re-encodes."""
     train_script.main([*TRAIN, "--num_train_epochs", "2"])
@@ -97,6 +98,7 @@ def test_retrained_weights_are_re_encoded_and_earlier_epochs_move_aside(root, ca
     assert snapshot(out)["passages.memmap"] == reused["passages.memmap"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_flags_the_saved_state_fixes(root, capsys):
     train_script.main([*TRAIN, "--num_train_epochs", "2", "--epochs_to_run", "1"])
     before = snapshot("data/models")
@@ -119,6 +121,7 @@ def test_resume_refuses_flags_the_saved_state_fixes(root, capsys):
     assert args["hardneg_fingerprint"].startswith("sha256:") and args["world_size"] == 1
 
 
+@pytest.mark.slow
 def test_a_second_concurrent_training_run_is_refused(root, capsys):
     argv = [*TRAIN, "--num_train_epochs", "500"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -143,6 +146,7 @@ def test_a_second_concurrent_training_run_is_refused(root, capsys):
         first.wait()
 
 
+@pytest.mark.slow
 def test_another_models_results_are_refused_or_moved_to_a_backup(root, capsys):
     shutil.copytree("data/star", "other/star")  # same folder name, another model
     infer("data/star")
@@ -159,6 +163,7 @@ def test_another_models_results_are_refused_or_moved_to_a_backup(root, capsys):
     )
 
 
+@pytest.mark.slow
 def test_original_inference_folder_is_reused_only_on_request_and_never_written(root, capsys, caplog):
     ours = infer("data/star")
     Path("orig").mkdir()
@@ -211,6 +216,7 @@ ADORE = [
 ]
 
 
+@pytest.mark.slow
 def test_adore_refuses_a_second_run_resumes_exactly_and_reads_original_folders(
     root, capsys, monkeypatch, caplog
 ):
@@ -319,6 +325,7 @@ def test_bad_artifacts_stop_training_before_any_work(root, capsys, case, expect)
     assert {k: v for k, v in after.items() if k in before} == before and set(after) <= set(before)
 
 
+@pytest.mark.slow
 def test_truncated_embeddings_and_weights_stop_adore_and_inference_with_one_line(root, capsys):
     (ckpt,) = train_script.main([*TRAIN, "--num_train_epochs", "1"])
     infer(ckpt)
@@ -336,6 +343,7 @@ def test_truncated_embeddings_and_weights_stop_adore_and_inference_with_one_line
     )
 
 
+@pytest.mark.slow
 def test_full_disk_while_encoding_names_the_file_and_keeps_earlier_outputs(root, capsys, monkeypatch):
     (ckpt,) = train_script.main([*TRAIN, "--num_train_epochs", "1"])
     infer(ckpt)

@@ -63,6 +63,7 @@ def runs(tmp_path_factory, tiny_bert):
     return out, argv, first, second, before
 
 
+@pytest.mark.slow
 def test_stage_outputs(runs, tiny_bert):
     out, _, first, _, _ = runs
     s = demo.DemoSettings(model_dir=str(tiny_bert)).quick()
@@ -98,6 +99,7 @@ def test_stage_outputs(runs, tiny_bert):
     assert all(len(c["train_loss"]) == len(c["dev_mrr"]) == s.epochs for c in first["curves"].values())
 
 
+@pytest.mark.slow
 def test_second_run_reuses_every_stage(runs):
     out, _, first, second, before = runs
     assert second["stages_ran"] == [] and second["stages_reused"] == first["stages_ran"]
@@ -108,6 +110,7 @@ def test_second_run_reuses_every_stage(runs):
     assert second["rows"] == first["rows"]
 
 
+@pytest.mark.slow
 def test_table_equals_the_metrics_files(runs, capsys):
     out, _, _, second, _ = runs
     table = (out / "results.md").read_text().split("\n\n")[0]  # the hits table follows
@@ -139,6 +142,7 @@ def _dev_mrr_from_run(run_file: Path, qrels_file: Path) -> float:
     return sum(1.0 / first_hit[q] for q in first_hit) / len(rel)
 
 
+@pytest.mark.slow
 def test_dev_mrr_matches_an_independent_computation(runs):
     out, _, _, second, _ = runs
     qrels = out / "data" / SPLIT_FILES["dev"][1]
@@ -147,6 +151,7 @@ def test_dev_mrr_matches_an_independent_computation(runs):
         assert row["dev_MRR@100"] == pytest.approx(_dev_mrr_from_run(run_file, qrels), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_a_changed_setting_reruns_only_what_depends_on_it(runs, tmp_path):
     out, argv, first, _, before = runs
     copy = tmp_path / "run"
@@ -161,6 +166,7 @@ def test_a_changed_setting_reruns_only_what_depends_on_it(runs, tmp_path):
     assert all(len(c["dev_mrr"]) == 2 for c in third["curves"].values())
 
 
+@pytest.mark.slow
 def test_the_last_table_shows_both_models_hits_through_the_retriever(runs, tiny_bert):
     out, _, first, second, _ = runs
     hits = second["hits"]

@@ -76,6 +76,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_shards_equal_single_process(root):
     inference.main(INFER + ["--output_dir", "./single"])
     assert (
@@ -219,6 +220,7 @@ def _xdev_worker(rank: int, world: int, port: int, out: str):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gathered_negatives_give_the_hand_computed_loss(tmp_path):
     import math
 
@@ -282,6 +284,7 @@ def test_shard_merge_search_equals_flat_search(num_shards):
     assert (r_all[:, 53:] == -1).all() and sorted(r_all[0, :53].tolist()) == list(range(53))
 
 
+@pytest.mark.slow
 def test_search_shards_flag_gives_the_flat_ranking(root):
     import json
 

@@ -231,6 +231,7 @@ def test_no_faiss_installed_still_searches(monkeypatch, random_corpus):
     np.testing.assert_array_equal(index.search(queries, 9)[1], brute_force_topk(vectors, queries, 9)[1])
 
 
+@pytest.mark.slow
 def test_inference_with_torch_and_faiss_backends_writes_the_same_results(root):
     from pathlib import Path
 

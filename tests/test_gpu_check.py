@@ -86,6 +86,7 @@ def tiny(tmp_path_factory):
     return proc.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_tiny_gpu_check_prints_every_row_and_writes_every_key(tiny):
     stdout, res = tiny
     table = [line for line in stdout.splitlines() if line.startswith("| ")]
@@ -111,6 +112,7 @@ def test_tiny_gpu_check_prints_every_row_and_writes_every_key(tiny):
     assert res["imported"] == {"faiss": False, "ir_measures": False}  # the GPU image has neither
 
 
+@pytest.mark.slow
 def test_tiny_gpu_check_figures(tiny):
     _, res = tiny
     runs = res["train"]["runs"]

@@ -62,3 +62,15 @@ def test_every_entry_is_checked_against_the_corpus(tmp_path, payload, message):
     path.write_text(json.dumps(payload))
     with pytest.raises(DataFormatError, match=f"^{path}: " + re.escape(message)):
         hard_negatives.load_hard_negatives(path, num_docs=10)
+
+
+def test_a_missing_file_is_one_line_with_the_command_that_writes_it(tmp_path):
+    """Training checks the file before it claims its output folder, with the reader's own words."""
+    path = tmp_path / "hard_negative.json"
+    expected = f"missing input file {path}; generate it with `python SeDR/inference.py ... --gen_hardneg`"
+    for check in (hard_negatives.require_hard_negative_file, hard_negatives.load_hard_negatives):
+        with pytest.raises(MissingInputError) as err:
+            check(path)
+        assert str(err.value) == expected
+    path.write_text("{}")
+    assert hard_negatives.require_hard_negative_file(str(path)) == path

@@ -562,6 +562,7 @@ def test_readme_training_command_names_and_horizon(root):
     assert set(train_data.seg_counts.tolist()) == {1}  # one row per document
 
 
+@pytest.mark.slow
 def test_train_and_inference_end_to_end(root, tmp_path):
     """README flags with 700-token rows and a small window; 4 index rows per document."""
     lf_inference = load_script("SeDR_Longformer/inference.py")

@@ -19,7 +19,7 @@ from SeDR.modeling import (
     get_model_class,
     register,
 )
-from SeDR.modeling.models import DenseRetriever
+from SeDR.modeling.models import DenseRetriever, init_fresh
 
 README_NAMES = {
     "SeDR_without_LateCache",
@@ -195,6 +195,24 @@ def test_transformer_head_init_is_the_originals(star_dir):
     assert 0.42 < torch.cat(spread).mean().item() < 0.58
     norms = [m for m in head.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert len(norms) == 2 and all(bool((n.weight == 1).all() and (n.bias == 0).all()) for n in norms)
+
+
+@pytest.mark.parametrize("zero_bias", [True, False])
+def test_fresh_modules_draw_their_weights_in_module_order(zero_bias):
+    """HF's init (biases zeroed) for the head, the original's (biases kept) for the Transformer head:
+    Linear/Embedding weights N(0, 0.02²) drawn in ``modules()`` order, LayerNorm 1/0."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3), torch.nn.Embedding(5, 3))
+    with torch.no_grad():
+        module[1].weight.fill_(7.0), module[1].bias.fill_(7.0)
+    bias = module[0].bias.detach().clone()
+    torch.manual_seed(1)
+    init_fresh(module, 0.02, zero_bias=zero_bias)
+    torch.manual_seed(1)
+    linear, embedding = torch.empty(3, 4).normal_(0, 0.02), torch.empty(5, 3).normal_(0, 0.02)
+    assert torch.equal(module[0].weight, linear) and torch.equal(module[2].weight, embedding)
+    assert torch.equal(module[0].bias, torch.zeros(3) if zero_bias else bias)
+    assert torch.equal(module[1].weight, torch.ones(3)) and torch.equal(module[1].bias, torch.zeros(3))
 
 
 def test_star_multi_views(star_dir, tokenizer):

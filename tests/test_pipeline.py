@@ -120,6 +120,7 @@ def test_ranking_equals_brute_force_max_over_segments(base_root):
         np.testing.assert_allclose(got, np.sort(doc_scores[i])[::-1], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_inference_adore_readme_names(root, caplog, capsys):
     """SeDR training (README flags, short segments), its inference folder, then ADORE."""
     caplog.set_level(logging.WARNING)
@@ -209,6 +210,7 @@ def _weights(folder) -> dict:
     return load_file(str(Path(folder) / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_gives_the_uninterrupted_weights(root):
     argv = [
         "--model_class",
@@ -242,6 +244,7 @@ def test_resume_gives_the_uninterrupted_weights(root):
 
 # SeDR's loss is averaged over B + C rows, so it grows while its Late-Cache fills
 # (docs/training.md#late-cache-layout): the cache-free variant shows learning on the same encoder.
+@pytest.mark.slow
 @pytest.mark.parametrize("model_class", ["SeDR_without_LateCache"])
 def test_training_loss_goes_down(root, model_class):
     argv = [
@@ -268,6 +271,7 @@ def test_training_loss_goes_down(root, model_class):
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model_class",
     ["SeDR_without_LateCache", "SeDR_MaxP", "SeDR_Transformer_Head", "SeDR_Global_Attention", "STAR_Multi"],

@@ -71,6 +71,7 @@ def data_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "modernbert", "deberta-v2"])
 def test_sedr_from_a_family_folder(data_root, tmp_path, family):
     root = tmp_path / "root"

@@ -146,6 +146,7 @@ TRAIN = [
 ]
 
 
+@pytest.mark.slow
 def test_training_under_a_grad_scaler_equals_fp32(root, monkeypatch):
     """The real loop: a fixed-scale scaler gives the fp32 weights; an overflowing one skips steps,
     counts them, and the schedule's position equals the steps taken."""

@@ -18,10 +18,12 @@ from conftest import ROOT, cwd, user_error
 from SeDR import Retriever
 from SeDR import inference as inference_script
 from SeDR import train as train_script
+from SeDR.api.retriever import _tokenizer_source
 from SeDR.cli import index as index_cli
 from SeDR.cli import search as search_cli
 from SeDR.core.errors import DataFormatError, SeDRInputError
 from SeDR.data.segmentation import SegmentSpec
+from SeDR.data.tokenizer_record import TOKENIZER_FILES
 
 SHAPE = ["--max_query_length", "16", "--max_seg_length", "64", "--max_seg_num", "4"]
 TRAIN = [
@@ -93,6 +95,7 @@ def query_texts(root, name="msmarco-docdev-queries.tsv") -> dict[str, str]:
     return dict(line.split("\t", 1) for line in (root / "data" / name).read_text().splitlines())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_class", ["SeDR", "SeDR_MaxP", "STAR_MaxP"])
 def test_api_rankings_equal_the_inference_run_files(trained, model_class):
     root, models = trained
@@ -231,6 +234,7 @@ def test_a_failing_stream_leaves_no_index_and_no_temporary_folder(star, tmp_path
     assert _left_behind(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_an_existing_index_is_refused_and_overwrite_keeps_a_backup(base_root, tmp_path, capsys):
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, (_, t) in enumerate(_docs(4))))
@@ -245,6 +249,7 @@ def test_an_existing_index_is_refused_and_overwrite_keeps_a_backup(base_root, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["docs.jsonl", "index", backup.name])
 
 
+@pytest.mark.slow
 def test_another_models_index_is_refused(trained, star, tmp_path):
     _, models = trained
     index = star.index(_docs(3), out=tmp_path / "index", show_progress=False)
@@ -276,6 +281,7 @@ def _python(*args, cwd_path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_index_and_search_commands_list_the_inference_top10(trained):
     root, models = trained
     model = str(models["SeDR"])
@@ -305,3 +311,14 @@ def test_help_and_a_light_package_import(capsys):
     assert (
         Retriever is sys.modules["SeDR.api.retriever"].Retriever
     )  # `from SeDR import Retriever` (top of this file)
+
+
+def test_the_tokenizer_is_found_by_every_file_the_record_accepts(tmp_path):
+    """One list of tokenizer files: a sentencepiece-only folder (spm.model, spiece.model) counts too."""
+    assert {"spm.model", "spiece.model"} <= set(TOKENIZER_FILES)
+    for name in TOKENIZER_FILES:
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        (folder / name).write_text("")
+        assert _tokenizer_source(folder, {}) == str(folder)
+    assert _tokenizer_source(tmp_path, {}) == "roberta-base"  # no file: preprocessing's default

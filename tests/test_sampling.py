@@ -56,6 +56,23 @@ def test_sampler_epoch_is_a_seeded_permutation():
     assert sorted(e1) == list(range(n)) and e1 != [it.query for it in e0]
 
 
+def test_queries_without_hard_negatives_have_one_message():
+    """The sampler and the training loop (which adds the file's name) say it in the same words."""
+    hard = {1: [5], 2: [], 4: [6]}
+    expected = (
+        "2 training queries have no hard negatives (e.g. query offset 2); "
+        "regenerate them with `SeDR/inference.py --gen_hardneg`"
+    )
+    assert sampling.without_hard_negatives([1, 2, 3, 4], hard) == expected
+    assert sampling.without_hard_negatives([4, 1], hard) is None
+    rel = {q: [q] for q in range(5)}
+    with pytest.raises(ValueError) as err:
+        sampling.SegmentBudgetBatchSampler(
+            [1, 2, 3, 4], rel, hard, np.ones(10, int), max_bsize=4, hardneg_topk=1
+        )
+    assert str(err.value) == expected
+
+
 def test_document_batches_pack_in_offset_order():
     counts = np.array([4, 4, 1, 3, 2, 4])
     assert list(sampling.document_batches(counts, 8)) == [[0, 1], [2, 3, 4], [5]]

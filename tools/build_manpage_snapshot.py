@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from SeDR.core.errors import MissingInputError, SeDRInputError, exit_on_input_error
+from SeDR.core.runtime import setup_logging
 from SeDR.demo.collection import (
     DEFAULT_SEED,
     LICENSE_FILE,
@@ -410,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the split assignment")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise SeDRInputError(f"{out} exists; pass --overwrite to replace it")

@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from SeDR.api.index_folder import DocumentIndex, DocumentWriter, new_folder, refuse_taken
 from SeDR.core.constants import (
@@ -30,13 +29,16 @@ from SeDR.core.constants import (
     DEFAULT_MAX_QUERY_LENGTH,
     DEFAULT_MAX_SEQ_LENGTH,
     SEGMENT_HITS,
+    TRAINING_ARGS,
 )
 from SeDR.core.errors import SeDRInputError
+from SeDR.core.progress import progress
 from SeDR.core.runtime import resolve_device, resolve_precision
 from SeDR.data.document_files import read_documents
 from SeDR.data.preprocessing import Settings
 from SeDR.data.segmentation import SegmentSpec, num_segments
 from SeDR.data.tokenization import StarTokenizer
+from SeDR.data.tokenizer_record import has_tokenizer_files
 from SeDR.modeling import load_model
 from SeDR.modeling.checkpoint import model_fingerprint, read_config_dict, recorded_class
 from SeDR.retrieval import embedding_files, exact_search
@@ -52,12 +54,6 @@ DEFAULT_SEG_LENGTH, DEFAULT_SEG_NUM, DEFAULT_QUERY_LENGTH, DEFAULT_MAX_BSIZE = 5
 
 # A STAR folder or a plain encoder records no class: one vector per segment, no interaction.
 UNRECORDED_CLASS = "STAR_MaxP"
-
-
-TRAINING_ARGS = "training_args.json"  # written beside every checkpoint by SeDR/train.py
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
 
 
 # Fields of the identity record an index must share with the retriever that searches it.
@@ -114,7 +110,7 @@ def _tokenizer_source(path: Path, trained: dict) -> str:
             run_dir = run_dir.parent
         folders += [Path(trained["init_path"]), run_dir / trained["init_path"]]
     for folder in folders:
-        if any((folder / name).exists() for name in TOKENIZER_FILES):
+        if has_tokenizer_files(folder):
             return str(folder)
     return Settings().model_name_or_path
 
@@ -268,11 +264,8 @@ class Retriever:
             sep = self.tokenizer.field_separator
             total = sum(
                 1
-                for _ in tqdm(
-                    read_documents(docs, sep),
-                    desc="check documents",
-                    unit="doc",
-                    disable=not show_progress or None,
+                for _ in progress(
+                    read_documents(docs, sep), desc="check documents", unit="doc", enabled=show_progress
                 )
             )
             docs = read_documents(docs, sep)
@@ -290,7 +283,7 @@ class Retriever:
         self, folder: Path, items, batch_size: int, keep_texts: bool, show_progress: bool, total
     ) -> None:
         t0 = time.time()
-        bar = tqdm(total=total, desc="index documents", unit="doc", disable=not show_progress or None)
+        bar = progress(total=total, desc="index documents", unit="doc", enabled=show_progress)
         sink = DocumentWriter(folder, keep_texts)
         with embedding_files.SegmentEmbeddingWriter(
             folder, self.model.embedding_dim, info=self.identity

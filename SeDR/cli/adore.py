@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from SeDR.cli import flags
+from SeDR.core.errors import check_model_folder
 from SeDR.core.outputs import ensure_writable
 from SeDR.core.runtime import resolve_device, resolve_precision, seed_everything, setup_logging
 from SeDR.data.tokenizer_record import check_tokenizer_record
@@ -17,6 +18,7 @@ def run_adore(argv=None) -> list[Path]:
     args = flags.build_adore_parser().parse_args(argv)
     flags.validate_adore_args(args)
     setup_logging()
+    check_model_folder(args.init_path)  # before the save folder is claimed
     with claim_save_dir(args, Path(args.init_path).resolve().name):
         seed_everything(args.seed)
         device = resolve_device(args.no_cuda, args.model_gpu_index)

@@ -17,11 +17,11 @@ projections and the first 514 position rows.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from SeDR.cli.flags import POSITIVE, Parser
 from SeDR.core.errors import exit_on_input_error
+from SeDR.core.runtime import setup_logging
 from SeDR.modeling.longformer import (
     DEFAULT_MAX_DOC_LENGTH,
     DEFAULT_MAX_SEG_NUM,
@@ -61,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 @exit_on_input_error
 def main(argv=None) -> Path:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
-    )
+    setup_logging()
     if args.attention_window % 2:
         build_parser().error("argument --attention_window: must be even (it counts both sides)")
     return convert_star(

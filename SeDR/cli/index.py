@@ -7,7 +7,7 @@ import argparse
 
 from SeDR.api.retriever import DEFAULT_MAX_BSIZE, DocumentIndex
 from SeDR.cli.flags import POSITIVE, Parser
-from SeDR.cli.retriever_flags import add_retriever_args, retriever_from_args
+from SeDR.cli.retriever_flags import QUIET_LOGGERS, add_retriever_args, retriever_from_args
 from SeDR.core.errors import exit_on_input_error
 from SeDR.core.runtime import setup_logging
 
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> DocumentIndex:
     args = build_parser().parse_args(argv)
-    setup_logging()
+    setup_logging(quiet=QUIET_LOGGERS)
     retriever = retriever_from_args(args, args.model)
     index = retriever.index(
         args.docs,

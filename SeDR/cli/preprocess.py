@@ -14,6 +14,7 @@ import logging
 from SeDR.cli.flags import POSITIVE, QUERY_LENGTH, Parser
 from SeDR.core.constants import DEFAULT_MAX_DOC_CHARACTER, DEFAULT_MAX_QUERY_LENGTH, DEFAULT_MAX_SEQ_LENGTH
 from SeDR.core.errors import exit_on_input_error
+from SeDR.core.runtime import setup_logging
 from SeDR.data.preprocessing import Settings, default_threads, preprocess
 from SeDR.modeling.backbones import check_backbone_folder
 
@@ -59,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO
-    )
+    setup_logging()
     logging.getLogger(__name__).info("flags: %s", vars(args))
     check_backbone_folder(args.model_name_or_path)  # refuse an unsupported family before tokenizing
     settings = Settings(

@@ -6,6 +6,10 @@ from __future__ import annotations
 from SeDR.api.retriever import DEFAULT_QUERY_LENGTH, DEFAULT_SEG_LENGTH, DEFAULT_SEG_NUM, Retriever
 from SeDR.cli.flags import POSITIVE, QUERY_LENGTH
 from SeDR.core.errors import SeDRInputError
+from SeDR.modeling import checkpoint
+
+# Loading a plain encoder logs every renamed tensor at INFO: noise for someone searching documents.
+QUIET_LOGGERS = (checkpoint.__name__,)
 
 
 def add_retriever_args(parser, segments: bool = True) -> None:

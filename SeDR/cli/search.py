@@ -8,9 +8,9 @@ import argparse
 from SeDR.api.index_folder import read_index_info
 from SeDR.api.retriever import Hit
 from SeDR.cli.flags import POSITIVE, Parser
-from SeDR.cli.retriever_flags import add_retriever_args, retriever_from_args
+from SeDR.cli.retriever_flags import QUIET_LOGGERS, add_retriever_args, retriever_from_args
 from SeDR.core.constants import SEARCH_BACKENDS
-from SeDR.core.errors import exit_on_input_error
+from SeDR.core.errors import check_model_folder, exit_on_input_error
 from SeDR.core.runtime import setup_logging
 
 
@@ -49,7 +49,8 @@ def format_hits(query: str, hits: list[Hit], texts: list[str | None], words: int
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> list[list[Hit]]:
     args = build_parser().parse_args(argv)
-    setup_logging()
+    setup_logging(quiet=QUIET_LOGGERS)
+    check_model_folder(args.model)  # before the index is read
     info = read_index_info(args.index)
     retriever = retriever_from_args(
         args,

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from SeDR.cli import flags
-from SeDR.core.errors import MissingInputError
+from SeDR.core.errors import check_model_folder
 from SeDR.core.outputs import fingerprint
 from SeDR.core.runtime import (
     env_rank,
@@ -24,6 +24,7 @@ from SeDR.data.tokenizer_record import check_tokenizer_record
 from SeDR.modeling import build_model, get_model_class
 from SeDR.modeling.longformer import MODEL_CLASS_NAME as LONGFORMER_CLASS
 from SeDR.modeling.longformer import build_longformer, check_doc_length
+from SeDR.retrieval.hard_negatives import require_hard_negative_file
 from SeDR.training.loop import (
     LongformerTrainer,
     Trainer,
@@ -39,10 +40,8 @@ logger = logging.getLogger(__name__)
 def _train(args, build, trainer_cls, spec_of) -> Trainer:
     rank, local_rank, world_size = env_rank()
     setup_logging(rank)
-    if not Path(args.hardneg_path).is_file():
-        raise MissingInputError(
-            args.hardneg_path, "generate it with `python SeDR/inference.py ... --gen_hardneg`"
-        )
+    check_model_folder(args.init_path)
+    require_hard_negative_file(args.hardneg_path)
     # Recorded in training_args.json beside the flags, and fixed on --resume.
     args.preprocess_fingerprint = preprocess_folder.preprocess_fingerprint(args.preprocess_dir)
     args.hardneg_fingerprint = fingerprint([Path(args.hardneg_path)])

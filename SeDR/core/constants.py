@@ -21,6 +21,9 @@ DEFAULT_MAX_SEQ_LENGTH = 2048
 DEFAULT_MAX_QUERY_LENGTH = 64
 # Written by SeDR_preprocess.py beside its outputs: the settings and the raw inputs they came from.
 PREPROCESS_RECORD = "preprocess_args.json"
+# Written by SeDR/train.py beside every checkpoint: the resolved flags and the facts the run read;
+# the Retriever takes an index's segment shape from it.
+TRAINING_ARGS = "training_args.json"
 
 # Split name -> (queries file, qrels file) (docs/data.md#input-files).
 SPLIT_FILES = {

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 import sys
+from pathlib import Path
 
 USER_ERROR_EXIT = 2
 # Write failures that are the user's environment, not a bug: full disk, quota, read-only, permissions.
 ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# A Hugging Face model id: ``name`` or ``namespace/name`` of letters, digits, ``_``, ``-`` and ``.``.
+HUB_ID = re.compile(r"(?:\w[\w.-]*/)?\w[\w.-]*")
 
 
 class SeDRInputError(Exception):
@@ -39,6 +43,23 @@ class MissingInputError(SeDRInputError):
 
 class OutputError(SeDRInputError):
     """An output that could not be written (full disk, read-only folder) or that belongs to another run."""
+
+
+class NotDownloadedError(SeDRInputError):
+    """A Hugging Face model id where a model folder is expected: the commands read folders and may run
+    offline, so the id gets the download command instead of "missing config.json"."""
+
+    def __init__(self, name):
+        super().__init__(
+            f"{name}: no such folder. If it is a Hugging Face model id, download it first with "
+            f"`hf download {name} --local-dir DIR` (on a machine with internet access) and pass DIR instead"
+        )
+
+
+def check_model_folder(path) -> None:
+    """Refuse a Hugging Face model id given where a model folder should be (docs/backbones.md#download)."""
+    if not Path(path).exists() and HUB_ID.fullmatch(str(path)):
+        raise NotDownloadedError(path)
 
 
 def describe_os_error(err: OSError, path=None) -> str:

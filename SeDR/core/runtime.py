@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,20 +23,21 @@ import torch.distributed as dist
 logger = logging.getLogger(__name__)
 
 
-def setup_logging(rank: int = 0) -> None:
-    """One format for every script; ranks other than 0 only log warnings."""
+def setup_logging(rank: int = 0, quiet: Sequence[str] = ()) -> None:
+    """One format for every script; ranks other than 0 only log warnings, and so do the ``quiet`` loggers
+    (a command names the ones whose INFO lines are noise for its users)."""
     level = logging.INFO if rank in (-1, 0) else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger().setLevel(level)  # also when a host (pytest, a notebook) configured handlers already
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
+    for name in ("faiss.loader", *quiet):  # faiss's CPU-feature probing is noise everywhere
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def seed_everything(seed: int, rank: int = 0) -> None:
-    """Seed python, numpy and torch; ``rank`` offsets the seed so ranks draw different streams."""
-    s = seed + max(rank, 0)
-    random.seed(s)
-    np.random.seed(s % (2**32))
-    torch.manual_seed(s)
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch, with the same seed on every rank."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict:

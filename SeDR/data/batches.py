@@ -48,10 +48,6 @@ class RowGroups:
     widths: tuple[int, ...]
     num_placeholders: int
 
-    @property
-    def num_groups(self) -> int:
-        return len(self.sizes)
-
     def to(self, device) -> RowGroups:
         return _to(self, device)
 

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from SeDR.core.constants import CORPUS_FILE, DOC_FIELD_SEPARATOR, SPLIT_FILES
 from SeDR.core.errors import DataFormatError
+from SeDR.core.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ def scan_corpus(path: str | Path) -> CorpusIndex:
     pos = 0
     with (
         open(path, "rb") as f,
-        tqdm(
+        progress(
             total=path.stat().st_size, unit="B", unit_scale=True, desc="scanning corpus", mininterval=1.0
         ) as bar,
     ):

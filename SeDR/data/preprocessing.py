@@ -24,7 +24,6 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from SeDR.core.constants import (
     DEFAULT_MAX_DOC_CHARACTER,
@@ -36,6 +35,7 @@ from SeDR.core.constants import (
 )
 from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError
 from SeDR.core.outputs import ensure_writable, pid_alive, writing
+from SeDR.core.progress import progress
 from SeDR.data.msmarco_files import (
     DOWNLOAD_HINT,
     CorpusIndex,
@@ -258,7 +258,7 @@ def tokenize_corpus(
         for a, b in zip(bounds, bounds[1:])
         if b > a
     ]
-    with tqdm(total=n, unit="doc", desc="tokenizing documents", mininterval=1.0) as bar:
+    with progress(total=n, unit="doc", desc="tokenizing documents", mininterval=1.0) as bar:
         if len(jobs) == 1:
             tokenize_doc_range(tokenizer, jobs[0], _BarProgress(bar))
         else:
@@ -279,11 +279,11 @@ def write_split(
         out_dir / f"{query_prefix(split)}.memmap", dtype=TOKEN_DTYPE, mode="w+", shape=(n, width)
     )
     lengths = np.zeros(n, dtype=TOKEN_DTYPE)
-    for a in tqdm(
+    for a in progress(
         range(0, n, QUERIES_PER_CALL),
         desc=f"tokenizing {split} queries",
         unit="batch",
-        disable=n <= QUERIES_PER_CALL,
+        enabled=n > QUERIES_PER_CALL,
     ):
         block, lens = _pad(tokenizer.encode_queries(data.texts[a : a + QUERIES_PER_CALL], width), width)
         tokens[a : a + len(block)] = block  # (b, max_query_length)

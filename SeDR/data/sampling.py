@@ -52,6 +52,17 @@ class TrainItem:
     negatives: tuple[int, ...]
 
 
+def without_hard_negatives(query_offsets: Sequence[int], hard_negatives: dict) -> str | None:
+    """What is wrong when training queries have no hard negative (``None`` when each has one)."""
+    missing = [q for q in query_offsets if not hard_negatives.get(q)]
+    if not missing:
+        return None
+    return (
+        f"{len(missing)} training queries have no hard negatives (e.g. query offset "
+        f"{missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`"
+    )
+
+
 class SegmentBudgetBatchSampler:
     """Packs training queries into micro-batches whose positives hold at most ``max_bsize`` segments.
 
@@ -87,12 +98,8 @@ class SegmentBudgetBatchSampler:
         self.seed = seed
         self.epoch = 0
         self._plan: list[list[TrainItem]] | None = None
-        missing = [q for q in self.query_offsets if not hard_negatives.get(q)]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} training queries have no hard negatives (e.g. query offset "
-                f"{missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`"
-            )
+        if problem := without_hard_negatives(self.query_offsets, hard_negatives):
+            raise ValueError(problem)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:

@@ -21,6 +21,7 @@ from functools import lru_cache
 from itertools import chain
 
 from SeDR.core.constants import DOC_FIELD_SEPARATOR
+from SeDR.core.errors import check_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,18 @@ def _gpt2_word_pattern(backend):
     ):
         return None
     return regex.compile(GPT2_PATTERN)
+
+
+def auto_tokenizer(name_or_path):
+    """transformers' ``AutoTokenizer`` of a folder or a cached Hugging Face id; an id that is neither here
+    nor downloadable is one line with the download command."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except OSError:
+        check_model_folder(name_or_path)
+        raise
 
 
 class StarTokenizer:
@@ -159,9 +172,7 @@ class StarTokenizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> StarTokenizer:
         """Load ``name_or_path`` with ``AutoTokenizer`` (fast) and read the special ids from it."""
-        from transformers import AutoTokenizer
-
-        return cls.from_tokenizer(AutoTokenizer.from_pretrained(name_or_path), name_or_path)
+        return cls.from_tokenizer(auto_tokenizer(name_or_path), name_or_path)
 
     @classmethod
     def from_tokenizer(cls, tok, name_or_path: str = "") -> StarTokenizer:

@@ -58,11 +58,9 @@ def make_record(name_or_path: str, tok, star) -> dict:
 
 def load_tokenizer(name_or_path: str):
     """``(StarTokenizer, record)`` of ``name_or_path``, from one ``AutoTokenizer`` load."""
-    from transformers import AutoTokenizer
+    from SeDR.data.tokenization import StarTokenizer, auto_tokenizer
 
-    from SeDR.data.tokenization import StarTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    tok = auto_tokenizer(name_or_path)
     star = StarTokenizer.from_tokenizer(tok, str(name_or_path))
     return star, make_record(name_or_path, tok, star)
 

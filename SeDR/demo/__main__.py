@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from SeDR.core.errors import exit_on_input_error
+from SeDR.core.errors import check_model_folder, exit_on_input_error
 from SeDR.core.runtime import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -18,8 +18,6 @@ DEFAULT_OUT = "./demo_run"
 DESCRIPTION = (
     "One-command offline demo: man pages -> MiniLM -> hard negatives -> STAR_MaxP and SeDR -> one table."
 )
-# Checkpoint loading logs every renamed tensor of a plain BERT folder at INFO: 100 lines of noise here.
-QUIET_LOGGERS = ("SeDR.modeling.checkpoint",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,15 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.model:
+        check_model_folder(args.model)  # before any stage writes
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Imported after the switches above: huggingface_hub reads them when it is first imported.
+    from SeDR.cli.retriever_flags import QUIET_LOGGERS  # a plain BERT folder's 100 renamed tensors
     from SeDR.demo.run import DemoSettings, minilm_model_dir, run_demo
 
-    setup_logging()
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    setup_logging(quiet=QUIET_LOGGERS)
     model = Path(args.model) if args.model else minilm_model_dir()
     s = DemoSettings(model_dir=str(model.resolve()), bm25=not args.no_bm25)
     if args.quick:

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from SeDR.api.retriever import Retriever
 from SeDR.cli.inference import run_inference
 from SeDR.cli.train import run_training
 from SeDR.core.constants import CORPUS_FILE, EVAL_DOCS_KEPT, SPLIT_FILES
 from SeDR.core.errors import MissingInputError
+from SeDR.core.progress import progress
 from SeDR.data.preprocessing import Settings, default_threads, preprocess
 from SeDR.demo.collection import load_snapshot, select_collection, write_msmarco_files
 from SeDR.demo.report import START_LABEL, format_hits_table, format_table, plot_curves, results_rows
@@ -304,7 +304,7 @@ def run_demo(out: str | Path, settings: DemoSettings, show_progress: bool = True
     if s.bm25 and not use_bm25:
         logger.warning("bm25s is not installed: skipping the BM25 row (pip install bm25s)")
     n_stages = 4 + use_bm25 + len(MODEL_CLASSES) * (1 + s.epochs)
-    bar = tqdm(total=n_stages, desc="demo stages", unit="stage", disable=not show_progress)
+    bar = progress(total=n_stages, desc="demo stages", unit="stage", enabled=show_progress)
     stages = Stages(out, bar)
 
     k_col = {"train_queries": s.train_queries, "docs_per_split": s.docs_per_split, "seed": s.selection_seed}

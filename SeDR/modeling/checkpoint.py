@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import CONFIG_MAPPING
 
-from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError
+from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError, check_model_folder
 from SeDR.core.outputs import fingerprint
 from SeDR.data.tokenizer_record import has_tokenizer_files, load_tokenizer
 from SeDR.modeling import backbones
@@ -64,6 +64,7 @@ class LoadReport:
 
 
 def read_config_dict(path) -> dict:
+    check_model_folder(path)
     cfg = Path(path) / CONFIG_NAME
     if not cfg.exists():
         raise MissingInputError(cfg, "a checkpoint folder needs config.json next to its weights")

@@ -89,28 +89,17 @@ def _build_backbone(config) -> nn.Module:
     return backbones.adapter_class(config.model_type).build(config)
 
 
-def init_new_linear(module: nn.Module, std: float) -> None:
-    """HF-style init of freshly created sub-modules: Linear ``N(0, std²)``/zero bias, LayerNorm 1/0."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            if m.bias is not None:  # ModernBERT's norms have none
-                nn.init.zeros_(m.bias)
+def init_fresh(module: nn.Module, std: float, zero_bias: bool = True) -> None:
+    """HF-style init of a freshly created sub-module: Linear/Embedding weights ``N(0, std²)``, LayerNorm 1/0.
 
-
-def init_weights_only(module: nn.Module, std: float) -> None:
-    """The original's ``_init_weights`` on a fresh sub-module: Linear/Embedding weights ``N(0, std²)``.
-
-    Biases keep what ``nn.Linear`` drew at construction, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
-    (the original never redrew them); LayerNorm 1/0.
+    ``zero_bias=False`` is the original's ``_init_weights`` (the Transformer head): Linear biases keep
+    what ``nn.Linear`` drew at construction, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
     """
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, std)
+            if zero_bias and getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
             for p, fill in ((m.weight, nn.init.ones_), (m.bias, nn.init.zeros_)):
                 if p is not None:  # ModernBERT's norms have no bias
@@ -151,8 +140,8 @@ class DenseRetriever(nn.Module):
         std = float(getattr(config, "initializer_range", 0.02))
         self.embeddingHead = nn.Linear(hidden, dim)
         self.norm = nn.LayerNorm(dim, eps=1e-5)
-        init_new_linear(self.embeddingHead, std)
-        init_new_linear(self.norm, std)
+        init_fresh(self.embeddingHead, std)
+        init_fresh(self.norm, std)
         self.gradient_checkpointing = False
 
     # ------------------------------------------------------------------ properties used by the scripts
@@ -378,7 +367,7 @@ class SeDRTransformerHead(SeDRMaxP):
     def __init__(self, config):
         super().__init__(config)
         self.trans_head = self.adapter.head_layer()  # a fresh layer of the backbone's family
-        init_weights_only(self.trans_head, float(getattr(config, "initializer_range", 0.02)))
+        init_fresh(self.trans_head, float(getattr(config, "initializer_range", 0.02)), zero_bias=False)
 
     def _slots(self, batch: SegmentBatch) -> torch.Tensor:
         X = scatter_segments(self.segment_cls(batch), batch)  # (n_docs, M, H), zero slots

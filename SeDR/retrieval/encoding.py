@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from SeDR.core.progress import progress
 from SeDR.core.runtime import Precision
 from SeDR.data import collation, preprocess_folder, segmentation
 from SeDR.data.row_groups import ROW_GROUP_OVERHEAD
@@ -74,11 +74,8 @@ def encode_corpus(
     model.eval()
     seg_counts = corpus_segment_counts(passages, spec)
     end = len(passages) if end is None else end
-    bar = tqdm(
-        total=int(seg_counts[start:end].sum()),
-        desc="encode documents",
-        unit="seg",
-        disable=not show_progress or None,
+    bar = progress(
+        total=int(seg_counts[start:end].sum()), desc="encode documents", unit="seg", enabled=show_progress
     )
     for offsets in document_batches(seg_counts, max_bsize, start, end):
         batch = collate_pass(
@@ -118,11 +115,8 @@ def encode_queries(
     offsets = list(range(len(query_cache))) if offsets is None else list(offsets)
     pad_id = model.special_ids["pad_id"]
     out = []
-    for i in tqdm(
-        range(0, len(offsets), batch_size),
-        desc="encode queries",
-        unit="batch",
-        disable=not show_progress or None,
+    for i in progress(
+        range(0, len(offsets), batch_size), desc="encode queries", unit="batch", enabled=show_progress
     ):
         chunk = offsets[i : i + batch_size]
         qb = collation.collate_queries(

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from SeDR.core.constants import SEARCH_BACKENDS, SEGMENT_HITS
+from SeDR.core.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +139,8 @@ class FaissFlatIndex:
         self.gpu_ids = resolve_faiss_gpus(gpu_ids)
         self.resources: list = []
         cpu_index = faiss.IndexFlatIP(self.dim)
-        for i in tqdm(
-            range(0, len(vectors), add_batch_rows),
-            desc="build index",
-            unit="chunk",
-            disable=not show_progress or None,
+        for i in progress(
+            range(0, len(vectors), add_batch_rows), desc="build index", unit="chunk", enabled=show_progress
         ):
             cpu_index.add(np.ascontiguousarray(vectors[i : i + add_batch_rows], dtype=np.float32))
         if not self.gpu_ids:
@@ -417,9 +414,7 @@ def iter_search(
     desc: str = "search",
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(start, scores [b, k], rows [b, k])`` for consecutive query batches."""
-    for start in tqdm(
-        range(0, len(queries), batch_size), desc=desc, unit="batch", disable=not show_progress or None
-    ):
+    for start in progress(range(0, len(queries), batch_size), desc=desc, unit="batch", enabled=show_progress):
         scores, rows = index.search(queries[start : start + batch_size], k)
         yield start, scores, rows
 

@@ -60,15 +60,21 @@ def write_hard_negatives(path: str | Path, hard_negatives: Mapping[int, Sequence
     atomic_write(Path(path), write)
 
 
+def require_hard_negative_file(path: str | Path) -> Path:
+    """``path``, or one line saying how to generate the file; checked before a run claims its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(path, "generate it with `python SeDR/inference.py ... --gen_hardneg`")
+    return path
+
+
 def load_hard_negatives(path: str | Path, num_docs: int | None = None) -> dict[int, list[int]]:
     """Read ``hard_negative.json`` into ``{query offset: [doc offset, ...]}``, every entry checked.
 
     Keys must be query offsets, values lists of document offsets in ``0..num_docs-1``; a bad entry is
     reported with its query and position before any training starts.
     """
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(path, "generate it with `python SeDR/inference.py ... --gen_hardneg`")
+    path = require_hard_negative_file(path)
     try:
         raw = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:

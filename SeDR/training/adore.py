@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from SeDR.core.constants import EVAL_DOCS_KEPT, SEGMENT_HITS
 from SeDR.core.errors import OutputError, SeDRInputError
@@ -33,6 +32,7 @@ from SeDR.core.outputs import (
     flag_changes,
     move_to_backup,
 )
+from SeDR.core.progress import progress
 from SeDR.core.runtime import Precision, rng_state, seed_everything, set_rng_state
 from SeDR.data import collation, preprocess_folder
 from SeDR.modeling import save_pretrained
@@ -322,7 +322,9 @@ class AdoreRun:
             order = list(self.train_offsets)
             rng.shuffle(order)
             window = []
-            bar = tqdm(range(n_batches), desc=f"ADORE epoch {epoch + 1}/{a.num_train_epochs}", unit="batch")
+            bar = progress(
+                range(n_batches), desc=f"ADORE epoch {epoch + 1}/{a.num_train_epochs}", unit="batch"
+            )
             for b in bar:
                 batch_q = order[b * a.per_gpu_batch_size : (b + 1) * a.per_gpu_batch_size]
                 qb = collation.collate_queries(

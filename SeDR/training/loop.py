@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
+from SeDR.core.constants import TRAINING_ARGS
 from SeDR.core.errors import DataFormatError, OutputError, SeDRInputError
 from SeDR.core.outputs import RunLock, atomic_save_dir, ensure_writable, flag_changes, move_to_backup
+from SeDR.core.progress import progress
 from SeDR.core.runtime import Precision, rng_state, set_rng_state
 from SeDR.data import collation, preprocess_folder, segmentation
-from SeDR.data.sampling import ItemDataset, SegmentBudgetBatchSampler
+from SeDR.data.sampling import ItemDataset, SegmentBudgetBatchSampler, without_hard_negatives
 from SeDR.data.segmentation import SegmentSpec
 from SeDR.modeling import TrainOutput, load_weights_into, save_pretrained
 from SeDR.modeling.cross_device import globalize_batch
@@ -33,7 +34,6 @@ from SeDR.training.optimizers import build_optimizer, linear_schedule_with_warmu
 logger = logging.getLogger(__name__)
 
 TRAINING_STATE = "training_state.pt"
-TRAINING_ARGS = "training_args.json"
 TRAIN_HISTORY = "train_history.json"
 
 
@@ -140,14 +140,8 @@ def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec) -> TrainDat
     queries = preprocess_folder.queries(preprocess_dir, "train")
     rel = preprocess_folder.load_rel(Path(preprocess_dir) / "train-qrel.tsv")
     hard = load_hard_negatives(hardneg_path, num_docs=len(passages))
-    missing = [q for q in sorted(rel) if not hard.get(q)]
-    if missing:
-        raise DataFormatError(
-            hardneg_path,
-            None,
-            f"{len(missing)} training queries have no hard negatives (e.g. "
-            f"query offset {missing[0]}); regenerate them with `SeDR/inference.py --gen_hardneg`",
-        )
+    if problem := without_hard_negatives(sorted(rel), hard):
+        raise DataFormatError(hardneg_path, None, problem)
     seg_counts = np.asarray(segmentation.num_segments(passages.lengths, spec), dtype=np.int64)
     return TrainData(passages, queries, rel, hard, spec, seg_counts)
 
@@ -392,12 +386,12 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             window = _fresh_window()
             epoch_loss, epoch_acc, epoch_batches, t_epoch = 0.0, 0.0, 0, time.time()
-            bar = tqdm(
+            bar = progress(
                 loader,
                 total=len(self.sampler),
                 desc=f"epoch {epoch + 1}/{self.epochs_to_run}",
                 unit="batch",
-                disable=not self.is_main or None,
+                enabled=self.is_main,
             )
             for micro_step, batch in enumerate(bar):
                 if self.negatives_x_device:
