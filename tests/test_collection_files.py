@@ -193,3 +193,17 @@ def test_the_command_prints_one_line_for_a_bad_qrels_file(tmp_path, capsys, corp
     )
     assert line == f"error: {tmp_path}/qrels/test.tsv:3: document 'nope' is not in the corpus {corpus}"
     assert not list(tmp_path.glob("pre*"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--corpus", "c.jsonl"], "a collection needs --corpus and at least one --split"),
+        (["--ir_datasets", "x", "--corpus", "c.jsonl"], "--ir_datasets reads the corpus and splits"),
+        (["--corpus", "c.jsonl", "--split", "test"], "expected NAME=QUERIES[:QRELS]"),
+        (["--corpus", "c.jsonl", "--split", "test=nothere.jsonl"], "missing input file c.jsonl"),
+    ],
+)
+def test_collection_flags_are_checked(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert message in user_error(capsys, run_preprocess, argv + ["--output_dir", "pre"])

@@ -7,6 +7,7 @@ Scripts resolve ``./...`` against the working directory, so each route runs insi
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 import shutil
@@ -124,6 +125,7 @@ def test_beir_layout_gives_the_msmarco_routes_metrics_and_runs(two_routes, model
     assert (ms / "hard_negative.json").read_bytes() == (beir / "hard_negative.json").read_bytes()
     name = f"models/epoch-1-64-2-6-{model_class}/model.safetensors"
     assert (ms / name).read_bytes() == (beir / name).read_bytes()
+    assert "train_split" not in json.loads((beir / name).with_name("training_args.json").read_text())
 
 
 @pytest.mark.slow
@@ -167,23 +169,45 @@ def _odd_collection(folder: Path, doc_ids=ODD_IDS) -> Path:
 
 
 @pytest.mark.slow
-def test_ids_with_slash_hash_unicode_reach_the_run_files_exactly(tmp_path, star_dir, tokenizer_dir):
-    _odd_collection(tmp_path / "files")
+def test_ids_with_slash_hash_unicode_reach_the_run_files_exactly(
+    tmp_path, star_dir, tokenizer_dir, capsys, caplog
+):
+    """A collection with odd ids and a training split that is not called train: hard negatives, training
+    and evaluation of the other split, the ids exactly as written in the run files."""
+    files = _odd_collection(tmp_path / "files")
+    # queries 0-2 judged relevant, query 3 judged non-relevant only: no positive, not trained on
+    (files / "qrels" / "learn.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"q#{i}/ü\t{d}\t1\n" for i, d in enumerate(ODD_IDS[:3]))
+        + f"q#3/ü\t{ODD_IDS[0]}\t0\n",
+        encoding="utf-8",
+    )
     shutil.copytree(star_dir, tmp_path / "star")
     with cwd(tmp_path):
         run_preprocess(
-            ["--corpus", "files/corpus.jsonl", "--split", "test=files/queries.jsonl", "--output_dir", "pre"]
-            + ["--model_name_or_path", str(tokenizer_dir), "--max_seq_length", "256", "--threads", "1"]
+            ["--corpus", "files/corpus.jsonl", "--split", "learn=files/queries.jsonl", "--output_dir", "pre"]
+            + ["--split", "test=files/queries.jsonl", "--model_name_or_path", str(tokenizer_dir)]
+            + ["--max_seq_length", "256", "--threads", "1"]
         )
         inference_script.main(
             ["--model_class", "STAR_MaxP", *SEGMENTS, "--model_path", "star", "--preprocess_dir", "pre"]
-            + ["--output_dir", "out"]
+            + ["--output_dir", "out", "--gen_hardneg", "--hardneg_path", "hn.json", "--train_split", "learn"]
         )
+        argv = _train_argv("STAR_MaxP")
+        argv[argv.index("./preprocess")] = "pre"
+        argv[argv.index("./hard_negative.json")] = "hn.json"
+        with caplog.at_level(logging.INFO):
+            (saved,) = train_script.main(argv + ["--train_split", "learn"])
     lines = (tmp_path / "out" / "test.trec").read_text(encoding="utf-8").splitlines()
     assert {line.split()[2] for line in lines} == set(ODD_IDS)
     assert {line.split()[0] for line in lines} == {f"q#{i}/ü" for i in range(5)}
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert list(metrics["splits"]) == ["test"] and metrics["splits"]["test"]["num_judged_queries"] == 5
+    assert "| test | 5 |" in capsys.readouterr().out  # a collection's split under its own name
+    assert sorted(json.loads((tmp_path / "hn.json").read_text())) == ["0", "1", "2", "3"]
+    assert json.loads((tmp_path / saved / "training_args.json").read_text())["train_split"] == "learn"
+    assert "1 of the 4 learn queries have no relevant document" in caplog.text  # query 3
+    assert "queries 3 | documents 5" in caplog.text
 
 
 def test_an_id_with_a_space_is_refused_with_its_file_and_line(tmp_path, capsys, tokenizer_dir):
@@ -203,18 +227,57 @@ def test_an_id_with_a_space_is_refused_with_its_file_and_line(tmp_path, capsys, 
 # --------------------------------------------------------------------------------------------
 
 PAGE = ROOT / "docs" / "own-collection.md"
+# The worked example on a few pages with the tiny test model instead of MiniLM: seconds, not minutes.
+SHORTER = {
+    "--train_queries 64": "--docs_per_split train=8,dev=4,test=3,2020test=3",
+    "--max_seg_length 128": "--max_seg_length 64",
+    "--num_train_epochs 2": "--num_train_epochs 1",
+    "epoch-2-128-2-16-": "epoch-1-64-2-16-",
+}
 
 
-def page_commands() -> list[list[str]]:
-    """The ``python ...`` commands of the page's bash blocks (continuation lines joined)."""
+def page_commands() -> list[str]:
+    """The ``python ...`` command lines of the page's worked example (continuation lines joined)."""
     text = PAGE.read_text(encoding="utf-8")
-    cmds = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words and words[0] == "python":
-                cmds.append(words[1:])
-    return cmds
+    section = text.split('<a id="worked-example"></a>', 1)[1].split("<a id=", 1)[0]
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+        lines += [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return lines
+
+
+@pytest.mark.slow
+def test_the_pages_worked_example_runs_as_written_shortened(tmp_path, star_dir, capsys):
+    lines = page_commands()
+    assert (
+        lines[1]
+        == 'MODEL=$(python -c "from SeDR.demo.run import minilm_model_dir; print(minilm_model_dir())")'
+    )
+    mains = {
+        ("-m", "SeDR.demo.collection"): mc.main,
+        ("SeDR_preprocess.py",): run_preprocess,
+        ("SeDR/inference.py",): inference_script.main,
+        ("SeDR/train.py",): train_script.main,
+        ("-m", "SeDR.evaluate"): evaluate_command.main,
+    }
+    ran = []
+    with cwd(tmp_path):
+        for line in lines[:1] + lines[2:]:
+            for long, short in SHORTER.items():
+                line = line.replace(long, short)
+            words = shlex.split(line.replace('"$MODEL"', str(star_dir)))
+            assert words[0] == "python", line
+            key = tuple(words[1:3]) if words[1] == "-m" else (words[1],)
+            mains[key](words[1 + len(key) :])
+            ran.append(key)
+    assert ran == list(mains)[:3] + [("SeDR/train.py",), ("SeDR/inference.py",), ("-m", "SeDR.evaluate")]
+    out = capsys.readouterr().out
+    assert "| test | 3 |" in out and "| split | queries | nDCG@10 | R@100 | MRR@10 |" in out
+    stored = json.loads((tmp_path / "man/evaluate/SeDR/metrics.json").read_text())["splits"]["test"]
+    again = json.loads((tmp_path / "man/evaluate/SeDR/test.trec.metrics.json").read_text())["splits"]["test"]
+    assert again == stored and list(stored)[:3] == ["nDCG@10", "R@100", "MRR@10"]
+    first = (tmp_path / "man/evaluate/SeDR/test.trec").read_text().split()
+    assert first[0].startswith("q:") and first[2].startswith("man:")
 
 
 # --------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     setup_logging()
-    split = args.split or Path(args.run).name.split(".", 1)[0]
+    split = args.split or Path(args.run).name.split(".", 1)[0] or "run"
     measures = parse_measures(args.metrics) if args.metrics else None
     metrics = evaluate_run_file(args.run, args.qrels, split, measures, args.depth, args.judged_only)
     print(format_results_table(metrics, labels={}))

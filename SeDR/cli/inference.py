@@ -227,6 +227,10 @@ def evaluation_plan(preprocess_dir: Path, args) -> EvaluationPlan:
                 splits.append(split)
             else:
                 logger.warning("no %s queries in %s; skipping that evaluation", split, preprocess_dir)
+    if not splits:
+        logger.warning(
+            "no split of %s to evaluate (only --train_split's); pass --eval_splits", preprocess_dir
+        )
     names = getattr(args, "metrics", None)
     asked_measures = parse_measures(names) if names else None
     measures = {split: asked_measures or default_measures(split) for split in splits}
