@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import re
 
 import pytest
@@ -246,3 +247,37 @@ def test_select_collection_keeps_pages_and_drops_queries(snapshot):
     numbers = {d.number for d in small.documents}
     assert len(numbers) == 6 and all(set(d.see_also) <= numbers for d in small.documents)
     assert [d.split for d in small.documents].count("dev") == 2
+
+
+def test_beir_files_hold_the_msmarco_files_data_in_the_same_order(tmp_path):
+    """Same pages, queries and labels as write_msmarco_files, in the same order, under the BEIR ids."""
+    col = mc.select_collection(mc.load_snapshot(), 5, {"train": 8, "dev": 3, "test": 2, "2020test": 2}, 2022)
+    ms = mc.write_msmarco_files(col, tmp_path / "ms")
+    beir = mc.write_beir_files(col, tmp_path / "beir")
+    assert sorted(beir) == [
+        "corpus.jsonl",
+        "qrels/2020test.tsv",
+        "qrels/dev.tsv",
+        "qrels/test.tsv",
+        "qrels/train.tsv",
+        "queries.jsonl",
+    ]
+    docs, queries = mc.beir_id_maps(col)
+    corpus = [json.loads(line) for line in beir["corpus.jsonl"].read_text(encoding="utf-8").splitlines()]
+    tsv = [line.split("\t") for line in ms[CORPUS_FILE].read_text(encoding="utf-8").splitlines()]
+    assert [(docs[d], u, t, b) for d, u, t, b in tsv] == [
+        (r["_id"], r["url"], r["title"], r["text"]) for r in corpus
+    ]
+    assert corpus[0]["_id"] == corpus[0]["url"] and corpus[0]["_id"].startswith("man:")
+    written = [json.loads(line) for line in beir["queries.jsonl"].read_text(encoding="utf-8").splitlines()]
+    for split, (qfile, rfile) in SPLIT_FILES.items():
+        ms_queries = [line.split("\t") for line in ms[qfile].read_text(encoding="utf-8").splitlines()]
+        mine = [(r["_id"], r["text"]) for r in written if r["_id"] in {queries[q] for q, _ in ms_queries}]
+        assert mine == [(queries[q], t) for q, t in ms_queries]  # same relative order: same offsets
+        lines = beir[f"qrels/{split}.tsv"].read_text(encoding="utf-8").splitlines()
+        assert lines[0] == "query-id\tcorpus-id\tscore"
+        ms_qrels = [line.split() for line in ms[rfile].read_text(encoding="utf-8").splitlines()]
+        assert [line.split("\t") for line in lines[1:]] == [
+            [queries[q], docs[d], r] for q, _, d, r in ms_qrels
+        ]
+    assert len(written) == 5 + 3 + 2 + 2  # the unused training pages' queries are not written

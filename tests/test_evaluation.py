@@ -4,12 +4,13 @@ import json
 import math
 import pickle
 import random
+import shutil
 
 import ir_measures
 import numpy as np
 import pytest
 
-from SeDR.core.errors import DataFormatError, MissingInputError
+from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError
 from SeDR.retrieval import evaluation, ranking
 
 
@@ -214,6 +215,52 @@ def test_evaluate_rankings_writes_runs_with_original_ids(preprocess_dir, tmp_pat
     assert f"{EXPECTED_DEV['MRR@100']:.4f}" in table
 
 
-def test_evaluate_rankings_rejects_unknown_split(preprocess_dir):
-    with pytest.raises(ValueError, match="train"):
-        evaluation.evaluate_rankings({"train": {}}, preprocess_dir, None)
+def test_any_split_name_gets_trec_measures_in_the_order_given(preprocess_dir):
+    shutil.copy(preprocess_dir / "test-qrel.tsv", preprocess_dir / "my-split-qrel.tsv")
+    rankings = {"my-split": {0: ranked([4, 1, 9])}, "dev": dev_rankings()}
+    result = evaluation.evaluate_rankings(rankings, preprocess_dir, None, labels={})
+    assert list(result.metrics["splits"]) == ["my-split", "dev"]
+    assert list(result.metrics["splits"]["my-split"])[:3] == ["nDCG@10", "R@100", "Judged@10"]
+    assert "split_measures" not in result.metrics["contract"]  # every split on its defaults
+    table = evaluation.format_results_table(result.metrics, labels={})
+    assert "| my-split | 2 |" in table and "| dev | 5 |" in table
+
+
+def test_measures_by_name_and_their_contract(preprocess_dir):
+    measures = evaluation.parse_measures("MRR@10, nDCG@3,AP")
+    assert evaluation.repr_measures(measures) == {"MRR@10": "RR@10", "nDCG@3": "nDCG@3", "AP": "AP"}
+    rankings = {"dev": dev_rankings()}
+    result = evaluation.evaluate_rankings(rankings, preprocess_dir, None, measures={"dev": measures})
+    dev = result.metrics["splits"]["dev"]
+    qrels, run = DEV_QRELS, ranking.rankings_to_run(dev_rankings())
+    oracle = ir_measures.calc_aggregate(list(measures.values()), qrels, run)
+    assert [dev[n] for n in measures] == pytest.approx([oracle[m] for m in measures.values()], abs=1e-12)
+    assert dev["MRR@10"] == pytest.approx((1 / 3 + 1 + 1 / 7) / 5, abs=1e-12)  # q3 at 101, q4 unranked: 0
+    assert result.metrics["contract"]["split_measures"] == {"dev": evaluation.repr_measures(measures)}
+    assert result.selection_score is None  # no MRR@100 + Recall@100 asked for
+    table = evaluation.format_results_table(result.metrics)
+    assert table.splitlines()[0] == "| split | queries | MRR@10 | nDCG@3 | AP |"
+
+
+@pytest.mark.parametrize("text", ["", "nDCG@x", "MRR@10,MRR@10", "Bogus@3"])
+def test_bad_measure_names_are_refused(text):
+    with pytest.raises(SeDRInputError, match="--metrics"):
+        evaluation.parse_measures(text)
+
+
+def test_ranking_depth_is_the_usual_depth_or_the_largest_cutoff():
+    assert evaluation.ranking_depth("dev", evaluation.default_measures("dev")) == 101
+    assert evaluation.ranking_depth("mine", evaluation.default_measures("mine")) == 100
+    assert evaluation.ranking_depth("mine", evaluation.parse_measures("R@500,AP")) == 500
+
+
+def test_judged_only_scores_condensed_rankings_and_judged_counts_the_full_ones():
+    qrels = {"q": {"a": 0, "b": 1}}
+    run = {"q": {"x": 3.0, "a": 2.0, "b": 1.0}}  # x unjudged
+    measures = evaluation.parse_measures("RR@10,Judged@2")
+    assert evaluation.compute_metrics(measures, qrels, run) == pytest.approx(
+        {"RR@10": 1 / 3, "Judged@2": 0.5}
+    )
+    assert evaluation.compute_metrics(measures, qrels, run, judged_only=True) == pytest.approx(
+        {"RR@10": 1 / 2, "Judged@2": 0.5}
+    )

@@ -24,6 +24,7 @@ ENTRY_POINTS = {
     "SeDR.search",
     "SeDR.export_original",
     "SeDR.ledger",
+    "SeDR.evaluate",
 }
 SCRIPTS = ENTRY_POINTS
 # Each subpackage and the layer it sits in (docs/architecture.md#layers): a module may import its own

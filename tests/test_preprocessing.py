@@ -141,7 +141,9 @@ def test_the_data_layer_reads_the_output(out_one, ref, msmarco):
     ]
     assert preprocess_folder.queries(out_one, "dev")[3].tolist() == splits["dev"]["ids"][3]
     rel = preprocess_folder.load_rel(out_one / "test-qrel.tsv")
-    assert sum(len(v) for v in rel.values()) == len(msmarco.qrels["test"])
+    # relevant lines only: the test qrels' rel = 0 lines are judged non-relevant, no positives
+    assert sum(len(v) for v in rel.values()) == sum(1 for *_, r in msmarco.qrels["test"] if r >= 1)
+    assert 0 < sum(1 for *_, r in msmarco.qrels["test"] if r < 1)
 
 
 def test_two_threads_write_identical_bytes(out_one, tmp_path, msmarco, small_settings):
@@ -431,3 +433,164 @@ def test_full_disk_stops_before_tokenising_and_leaves_nothing(
         and "passages.memmap" in err
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# A collection described by files (docs/own-collection.md#preprocess)
+# --------------------------------------------------------------------------------------------
+
+
+def msmarco_as_jsonl(data_dir: Path, path: Path) -> Path:
+    """The synthetic corpus as a BEIR-style corpus.jsonl carrying url, title and text, ids kept (``D…``)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for line in (data_dir / CORPUS_FILE).read_text(encoding="utf-8").splitlines():
+            did, url, title, body = line.split("\t")
+            f.write(json.dumps({"_id": did, "title": title, "text": body, "url": url}) + "\n")
+    return path
+
+
+def msmarco_splits(data_dir: Path) -> tuple:
+    return tuple(prep.SplitSource(s, data_dir / q, data_dir / r) for s, (q, r) in SPLIT_FILES.items())
+
+
+def assert_same_folder_but_string_ids(msmarco_out: Path, collection_out: Path) -> None:
+    """Equal bytes everywhere, except the id maps (``D<n>`` / qid strings instead of ints) and the record."""
+    names = sorted(p.name for p in msmarco_out.iterdir())
+    assert names == sorted(p.name for p in collection_out.iterdir())
+    for name in names:
+        if name.endswith(".pickle"):
+            ints = load_pickle(msmarco_out / name)
+            strings = pickle.loads((collection_out / name).read_bytes())
+            prefix = "D" if name == "pid2offset.pickle" else ""
+            assert strings == {f"{prefix}{k}": v for k, v in ints.items()}, name
+        elif name != prep.PREPROCESS_RECORD:
+            assert (msmarco_out / name).read_bytes() == (collection_out / name).read_bytes(), name
+
+
+def test_collection_files_give_the_msmarco_routes_bytes(out_one, tmp_path, msmarco, small_settings):
+    """The synthetic MS MARCO data as corpus.jsonl + its own query/qrels files, 2 threads: the same rows,
+    lengths and offset qrels as the MS MARCO route (1 thread), the ids kept as strings."""
+    source = prep.CollectionSource(
+        msmarco_as_jsonl(msmarco.data_dir, tmp_path / "c.jsonl"), msmarco_splits(msmarco.data_dir)
+    )
+    out = tmp_path / "pre"
+    assert prep.preprocess_collection(source, out, small_settings, threads=2) is True
+    assert_same_folder_but_string_ids(out_one, out)
+    record = json.loads((out / prep.PREPROCESS_RECORD).read_text())
+    assert record["splits"] == list(SPLIT_FILES) and preprocess_folder.recorded_splits(out) == list(
+        SPLIT_FILES
+    )
+    assert record["collection"]["corpus"] == str((tmp_path / "c.jsonl").resolve())
+    assert preprocess_folder.recorded_splits(out_one) is None  # an MS MARCO folder records no split names
+
+
+def test_collection_rerun_is_a_no_op_and_other_inputs_are_refused(tmp_path, msmarco, small_settings, caplog):
+    data = msmarco.data_dir
+    corpus = msmarco_as_jsonl(data, tmp_path / "c.jsonl")
+    source = prep.CollectionSource(corpus, msmarco_splits(data)[2:3])  # the test split alone
+    out = tmp_path / "pre"
+    assert prep.preprocess_collection(source, out, small_settings) is True
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        prep.output_files(["test"]) + [prep.PREPROCESS_RECORD]
+    )
+    with caplog.at_level(logging.INFO, logger="SeDR.data.preprocessing"):
+        assert prep.preprocess_collection(source, out, small_settings) is False
+    assert "already complete" in caplog.text
+    renamed = prep.CollectionSource(
+        corpus, (prep.SplitSource("eval", source.splits[0].queries, source.splits[0].qrels),)
+    )
+    with pytest.raises(SeDRInputError, match="was made from .* not from"):
+        prep.preprocess_collection(renamed, out, small_settings)
+    with pytest.raises(SeDRInputError, match="not from the MS MARCO files"):
+        prep.preprocess(data, out, small_settings)
+    os.utime(corpus, ns=(1, 1))
+    with pytest.raises(SeDRInputError, match="other versions of its raw inputs"):
+        prep.preprocess_collection(source, out, small_settings)
+
+
+def test_txt_folder_corpus_rows_are_the_tokenizers_ids(tmp_path, tokenizer_dir, small_settings):
+    star = StarTokenizer.from_pretrained(str(tokenizer_dir))
+    texts = {"b/two": "Second document, in a sub-folder. " * 30, "a": "First!", "c#3": "Ünïcode döc"}
+    for name, text in texts.items():
+        (tmp_path / "docs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "docs" / f"{name}.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "q.tsv").write_text("q1\tfirst\n")
+    (tmp_path / "r.txt").write_text("q1 0 a 1\n")
+    out = tmp_path / "pre"
+    source = prep.CollectionSource(
+        tmp_path / "docs", (prep.SplitSource("s", tmp_path / "q.tsv", tmp_path / "r.txt"),)
+    )
+    prep.preprocess_collection(source, out, small_settings, threads=2)
+    cache = preprocess_folder.passages(out)
+    order = ["a", "b/two", "c#3"]  # sorted paths
+    want = star.encode_documents([texts[k] for k in order], SMALL["max_seq_length"])
+    assert [cache[i].tolist() for i in range(3)] == want
+    assert pickle.loads((out / "pid2offset.pickle").read_bytes()) == {k: i for i, k in enumerate(order)}
+
+
+def test_parse_split_and_split_names(tmp_path):
+    s = prep.parse_split("test=beir/queries.jsonl")
+    assert (s.name, s.queries, s.qrels) == ("test", Path("beir/queries.jsonl"), Path("beir/qrels/test.tsv"))
+    s = prep.parse_split("dev=q.tsv:r/dev.txt")
+    assert (s.queries, s.qrels) == (Path("q.tsv"), Path("r/dev.txt"))
+    odd = tmp_path / "a:b.jsonl"
+    odd.touch()
+    assert prep.parse_split(f"x={odd}").queries == odd  # an existing path keeps its colon
+    for bad in ("noequals", "=q.jsonl", "a b=q.jsonl", "../x=q.jsonl", "x="):
+        with pytest.raises(SeDRInputError):
+            prep.parse_split(bad)
+    q = tmp_path / "q.tsv"
+    q.write_text("q\tx\n")
+    with pytest.raises(SeDRInputError, match="given twice: a"):
+        prep.preprocess_collection(
+            prep.CollectionSource(q, (prep.parse_split(f"a={q}"), prep.parse_split(f"a={q}"))), tmp_path / "o"
+        )
+
+
+def test_ir_datasets_source_gives_the_msmarco_routes_bytes(out_one, tmp_path, msmarco, small_settings):
+    """A dataset registered from the synthetic MS MARCO files (offline), read through ir_datasets."""
+    ir_datasets = pytest.importorskip("ir_datasets", reason="ir_datasets is optional and not installed")
+    from ir_datasets.datasets.base import Dataset
+    from ir_datasets.datasets.msmarco_document import MsMarcoDocument
+    from ir_datasets.formats import TrecQrels, TsvDocs, TsvQueries
+    from ir_datasets.util import LocalDownload
+
+    from SeDR.data.ir_datasets_files import IrDatasetsSource
+
+    data, name = msmarco.data_dir, f"sedr-test-{os.getpid()}-{tmp_path.name}"
+    ir_datasets.registry.register(
+        name, Dataset(TsvDocs(LocalDownload(data / CORPUS_FILE), doc_cls=MsMarcoDocument))
+    )
+    for split, (qfile, rfile) in SPLIT_FILES.items():
+        ir_datasets.registry.register(
+            f"{name}/{split}",
+            Dataset(TsvQueries(LocalDownload(data / qfile)), TrecQrels(LocalDownload(data / rfile), {})),
+        )
+    source = IrDatasetsSource.from_specs([name] + [f"{name}/{s}" for s in SPLIT_FILES])
+    assert [s.name for s in source.splits] == list(SPLIT_FILES)
+    out = tmp_path / "pre"
+    assert prep.preprocess_collection(source, out, small_settings, threads=2) is True
+    assert_same_folder_but_string_ids(out_one, out)
+    assert (
+        json.loads((out / prep.PREPROCESS_RECORD).read_text())["collection"]["ir_datasets"]["corpus"] == name
+    )
+    assert prep.preprocess_collection(source, out, small_settings) is False
+    with pytest.raises(SeDRInputError, match="no such dataset id"):
+        IrDatasetsSource.from_specs([f"{name}-nothere"])
+
+
+def test_ir_datasets_absent_is_one_clear_line(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ir_datasets(module, *args, **kwargs):
+        if module == "ir_datasets":
+            raise ImportError("No module named 'ir_datasets'")
+        return real_import(module, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ir_datasets)
+    from SeDR.data.ir_datasets_files import IrDatasetsSource
+
+    with pytest.raises(SeDRInputError, match="ir_datasets is not installed .* pip install ir_datasets"):
+        IrDatasetsSource.from_specs(["msmarco-document/trec-dl-2019"])

@@ -58,3 +58,33 @@ def test_index_document_ranking_equals_brute_force(random_corpus, kind):
 def test_original_ids_require_dense_offsets():
     with pytest.raises(ValueError):
         ranking.OriginalIds.from_maps({5: 0, 6: 2}, {})
+
+
+def test_original_ids_keep_a_collections_string_ids(tmp_path):
+    ids = ranking.OriginalIds.from_maps({"a/1": 1, "ü#2": 0}, {"s": {"q 1": 0}})
+    assert [ids.doc(0), ids.doc(1)] == ["ü#2", "a/1"] and ids.query("s", 0) == "q 1"
+    ranking.write_trec_run(tmp_path / "r.trec", {0: [(1, 2.0), (0, 1.0)]}, ids, "s", "tag")
+    assert (tmp_path / "r.trec").read_text(encoding="utf-8").splitlines()[1] == "q 1 Q0 ü#2 2 1 tag"
+    with pytest.raises(ValueError):
+        ranking.OriginalIds.from_maps({"a": 0, "b": 0}, {})
+
+
+def test_read_ranked_run_orders_by_score_then_rank_then_file(tmp_path):
+    path = tmp_path / "r.trec"
+    path.write_text(
+        "q2 Q0 x 1 5 t\n"
+        "q1 Q0 c 3 2.5 t\n"
+        "q1 Q0 a 9 9 t\n"
+        "q1 Q0 b 2 2.5 t\n"  # ties with c: rank 2 before rank 3
+        "q1 Q0 d 3 2.5 t\n"  # ties with c on score and rank: file order
+        "\n"
+    )
+    assert ranking.read_ranked_run(path) == {
+        "q2": [("x", 5.0)],
+        "q1": [("a", 9.0), ("b", 2.5), ("c", 2.5), ("d", 2.5)],
+    }
+    # our own run files (scores strictly decreasing by rank) read back in their rank order
+    ids = ranking.OriginalIds.from_maps({f"d{i}": i for i in range(4)}, {"s": {"q": 0}})
+    rankings = {0: [(3, 1.0), (1, 1.0), (0, 1.0), (2, 0.5)]}
+    ranking.write_trec_run(tmp_path / "own.trec", rankings, ids, "s")
+    assert [d for d, _ in ranking.read_ranked_run(tmp_path / "own.trec")["q"]] == ["d3", "d1", "d0", "d2"]

@@ -12,6 +12,9 @@ from SeDR.core.constants import (
     SINGLE_SEGMENT_RESERVE,
 )
 from SeDR.core.errors import SeDRInputError
+from SeDR.data.preprocessing import check_split_name
+
+DEFAULT_TRAIN_SPLIT = "train"
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,6 +77,37 @@ def add_data_args(parser, *, required: bool = True, query_length_default: int | 
         "--preprocess_dir", default="./data/preprocess", help="folder written by SeDR_preprocess.py"
     )
     return g
+
+
+def add_train_split_arg(group, *, recorded: bool):
+    """``--train_split``: the split whose queries train (and get hard negatives). A training run records its
+    flags, so there the flag is left out of the record unless given (README runs keep their records)."""
+    group.add_argument(
+        "--train_split",
+        type=split_name,
+        default=argparse.SUPPRESS if recorded else DEFAULT_TRAIN_SPLIT,
+        help=f"preprocessed split of training queries (default {DEFAULT_TRAIN_SPLIT}; "
+        "docs/own-collection.md#train)",
+    )
+
+
+def split_name(text: str) -> str:
+    try:
+        return check_split_name(text)
+    except SeDRInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def split_names(text: str) -> list[str]:
+    names = [split_name(n.strip()) for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct split names separated by commas, got {text!r}")
+    return names
+
+
+def train_split(args) -> str:
+    """The training split of a parsed command (``--train_split`` or the default)."""
+    return getattr(args, "train_split", DEFAULT_TRAIN_SPLIT)
 
 
 def add_segment_args(
@@ -200,6 +234,7 @@ def add_train_args(p, *, model_class: bool = True):
     g.add_argument(
         "--hardneg_path", required=True, help="hard_negative.json written by inference.py --gen_hardneg"
     )
+    add_train_split_arg(g, recorded=True)
     g.add_argument(
         "--hardneg_topk",
         type=POSITIVE,
@@ -297,12 +332,39 @@ def build_inference_parser() -> argparse.ArgumentParser:
         help="also write hard negatives of every training query to --hardneg_path",
     )
     g.add_argument("--hardneg_path", default="./data/hard_negative.json", help="where --gen_hardneg writes")
+    add_train_split_arg(g, recorded=False)
+    add_evaluation_args(p)
     g.add_argument("--num_shards", type=POSITIVE, default=1, help="encode only shard --shard_id of this many")
     g.add_argument(
         "--shard_id", type=NON_NEGATIVE, default=0, help="which contiguous document range to encode"
     )
     add_runtime_args(p)
     return p
+
+
+def add_evaluation_args(parser):
+    """Which splits inference evaluates and with which measures (docs/own-collection.md#metrics)."""
+    g = parser.add_argument_group("evaluation")
+    g.add_argument(
+        "--eval_splits",
+        type=split_names,
+        default=None,
+        help="preprocessed splits to rank and evaluate, comma-separated; default: MS MARCO's dev, test, "
+        "2020test (those present), or every split of a collection but --train_split",
+    )
+    g.add_argument(
+        "--metrics",
+        default=None,
+        help="ir_measures names for every evaluated split, comma-separated (e.g. nDCG@10,R@100,MRR@10); "
+        "default: dev MRR@100 and Recall@5,10,30,50,100, other splits nDCG@10, R@100, Judged@10",
+    )
+    g.add_argument(
+        "--judged_only",
+        action="store_true",
+        help="score the rankings without their unjudged documents (condensed lists; Judged@k on the full "
+        "rankings)",
+    )
+    return g
 
 
 def build_adore_parser() -> argparse.ArgumentParser:
@@ -479,5 +541,6 @@ def build_longformer_inference_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_path", required=True, help="SeDR-Longformer checkpoint folder")
     g.add_argument("--eval_batch_size", type=POSITIVE, default=32, help="queries per encoding/search batch")
     add_retrieval_args(p, "max_doc_length")
+    add_evaluation_args(p)
     add_runtime_args(p)
     return p

@@ -9,13 +9,14 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
 from SeDR.cli import flags
-from SeDR.core.constants import EVAL_DOCS_KEPT, HARDNEG_LIST_LENGTH
-from SeDR.core.errors import OutputError
+from SeDR.core.constants import EVAL_DOCS_KEPT, HARDNEG_LIST_LENGTH, SPLIT_FILES
+from SeDR.core.errors import OutputError, SeDRInputError
 from SeDR.core.outputs import RunLock, backup_name, ensure_writable, move_to_backup
 from SeDR.core.runtime import (
     env_rank,
@@ -33,7 +34,16 @@ from SeDR.modeling.checkpoint import model_fingerprint
 from SeDR.modeling.longformer import check_doc_length, load_longformer
 from SeDR.retrieval import embedding_files, exact_search, hard_negatives
 from SeDR.retrieval.encoding import corpus_segment_counts, encode_corpus, encode_queries
-from SeDR.retrieval.evaluation import Evaluation, evaluate_rankings, format_results_table
+from SeDR.retrieval.evaluation import (
+    SPLIT_LABELS,
+    Evaluation,
+    Measures,
+    default_measures,
+    evaluate_rankings,
+    format_results_table,
+    parse_measures,
+    ranking_depth,
+)
 from SeDR.retrieval.ranking import retrieve_documents
 
 logger = logging.getLogger(__name__)
@@ -185,8 +195,58 @@ def backup_existing(path: Path) -> None:
         logger.warning("%s exists; the previous version is kept as %s", path, backup)
 
 
+class EvaluationPlan(NamedTuple):
+    measures: dict[str, Measures]  # split -> measures, in the order evaluated
+    labels: dict[str, str]  # split -> name in the log and table
+    judged_only: bool  # condensed rankings (docs/own-collection.md#metrics)
+
+
+def evaluation_plan(preprocess_dir: Path, args) -> EvaluationPlan:
+    """The splits to evaluate and their measures (docs/own-collection.md#metrics), settled before encoding.
+
+    Default splits: MS MARCO's dev, test, 2020test, those present (a warning for each one missing), or
+    every split of a collection except ``--train_split``. Named splits must exist.
+    """
+    collection = preprocess_folder.recorded_splits(preprocess_dir)
+    asked = getattr(args, "eval_splits", None)
+    if asked is not None:
+        present = collection or [s for s in SPLIT_FILES if (preprocess_dir / f"{s}-query_meta").exists()]
+        missing = [s for s in asked if s not in present]
+        if missing:
+            raise SeDRInputError(
+                f"--eval_splits: {', '.join(missing)} not in {preprocess_dir} "
+                f"(its splits: {', '.join(present)})"
+            )
+        splits = list(asked)
+    elif collection is not None:
+        splits = [s for s in collection if s != flags.train_split(args)]
+    else:
+        splits = []
+        for split in EVAL_DOCS_KEPT:
+            if (preprocess_dir / f"{split}-query_meta").exists():
+                splits.append(split)
+            else:
+                logger.warning("no %s queries in %s; skipping that evaluation", split, preprocess_dir)
+    if not splits:
+        logger.warning(
+            "no split of %s to evaluate (only --train_split's); pass --eval_splits", preprocess_dir
+        )
+    names = getattr(args, "metrics", None)
+    asked_measures = parse_measures(names) if names else None
+    measures = {split: asked_measures or default_measures(split) for split in splits}
+    labels = dict(SPLIT_LABELS) if collection is None else {}
+    return EvaluationPlan(measures, labels, bool(getattr(args, "judged_only", False)))
+
+
 def search_and_evaluate(
-    model, out_dir: Path, preprocess_dir: Path, args, device, precision, identity: dict | None = None
+    model,
+    out_dir: Path,
+    preprocess_dir: Path,
+    args,
+    device,
+    precision,
+    identity: dict | None = None,
+    plan: EvaluationPlan | None = None,
 ) -> Evaluation:
     """Index the vectors in ``out_dir``, rank every split's queries, evaluate; with ``--gen_hardneg``
     also write the hard negatives of every training query. ``identity`` goes into ``metrics.json``."""
@@ -202,22 +262,29 @@ def search_and_evaluate(
         backend=args.search_backend,
         search_shards=args.search_shards,
     )
+    plan = plan or evaluation_plan(preprocess_dir, args)
     rankings = {}
-    for split, k_docs in EVAL_DOCS_KEPT.items():
-        if not (preprocess_dir / f"{split}-query_meta").exists():
-            logger.warning("no %s queries in %s; skipping that evaluation", split, preprocess_dir)
-            continue
+    for split, measures in plan.measures.items():
         qcache = preprocess_folder.queries(preprocess_dir, split)
         qvecs = encode_queries(model, qcache, args.max_query_length, args.eval_batch_size, device, precision)
-        rankings[split] = retrieve_documents(index, emb.doc_ids, qvecs, range(len(qcache)), k_docs)
+        depth = ranking_depth(split, measures)
+        rankings[split] = retrieve_documents(index, emb.doc_ids, qvecs, range(len(qcache)), depth)
     evaluation = evaluate_rankings(
-        rankings, preprocess_dir, out_dir, run_tag=out_dir.name, model_record=identity
+        rankings,
+        preprocess_dir,
+        out_dir,
+        run_tag=out_dir.name,
+        model_record=identity,
+        measures=plan.measures,
+        judged_only=plan.judged_only,
+        labels=plan.labels,
     )
-    print(format_results_table(evaluation.metrics))
+    print(format_results_table(evaluation.metrics, plan.labels))
 
     if getattr(args, "gen_hardneg", False):
-        train_q = preprocess_folder.queries(preprocess_dir, "train")
-        rel = preprocess_folder.load_rel(preprocess_dir / "train-qrel.tsv")
+        split = flags.train_split(args)
+        train_q = preprocess_folder.queries(preprocess_dir, split)
+        rel = preprocess_folder.load_rel(preprocess_dir / f"{split}-qrel.tsv")
         qvecs = encode_queries(model, train_q, args.max_query_length, args.eval_batch_size, device, precision)
         hard = hard_negatives.hard_negatives_for_queries(index, emb.doc_ids, qvecs, range(len(train_q)), rel)
         short = sum(1 for v in hard.values() if len(v) < HARDNEG_LIST_LENGTH)
@@ -239,6 +306,7 @@ def _inference(
 ) -> Evaluation | None:
     """Encode (this process's shard), then search and evaluate: the body of both inference scripts."""
     check_tokenizer_record(args.preprocess_dir, model, args.model_path)  # also guards --gen_hardneg
+    plan = evaluation_plan(Path(args.preprocess_dir), args)  # bad --eval_splits, --metrics: refused now
     model.to(device).eval()
     out_dir = (
         Path(args.output_dir)
@@ -308,7 +376,7 @@ def _inference(
             return None
         if not reuse[0]:
             set_aside_results(out_dir)
-        return search_and_evaluate(model, out_dir, preprocess_dir, args, device, precision, identity)
+        return search_and_evaluate(model, out_dir, preprocess_dir, args, device, precision, identity, plan)
     finally:
         if lock is not None:
             lock.release()

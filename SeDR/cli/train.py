@@ -53,7 +53,9 @@ def _train(args, build, trainer_cls, spec_of) -> Trainer:
         start_distributed(device, world_size)
         precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=True)
         model = build()
-        train_data = load_train_data(args.preprocess_dir, args.hardneg_path, spec_of(model))
+        train_data = load_train_data(
+            args.preprocess_dir, args.hardneg_path, spec_of(model), flags.train_split(args)
+        )
         warn_if_positives_in_hard_negatives(train_data)
         trainer = trainer_cls(
             args, model.to(device), train_data, device, precision, rank=rank, world_size=world_size

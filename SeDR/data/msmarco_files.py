@@ -59,6 +59,7 @@ class CorpusIndex:
     path: Path
     pid2offset: dict[int, int]
     line_starts: array  # byte position of every line (int64)
+    layout: str = "msmarco"  # how a tokenizer worker reads a line (data/collection_files: jsonl, tsv, txt)
 
     @property
     def num_docs(self) -> int:

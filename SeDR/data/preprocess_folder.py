@@ -19,7 +19,12 @@ from SeDR.core.outputs import fingerprint
 
 logger = logging.getLogger(__name__)
 
+# Keys of preprocess_args.json written only for a collection described by files.
+SPLITS_KEY = "splits"
+COLLECTION_KEY = "collection"
 
+
+MIN_RELEVANT = 1  # the smallest rel that makes a document relevant (the metrics' threshold too)
 PREPROCESS_HINT = "run `python SeDR_preprocess.py --data_path ./data --max_seq_length 2048` first"
 
 
@@ -111,24 +116,50 @@ def iter_qrels(path: str | Path) -> Iterator[tuple[str, str, str]]:
 
 
 def load_rel(path: str | Path) -> dict[int, list[int]]:
-    """Offset qrels ``qoffset \\t 0 \\t doffset \\t rel`` → ``{qoffset: [doffset, ...]}``.
+    """Offset qrels ``qoffset \\t 0 \\t doffset \\t rel`` → ``{qoffset: [doffset, ...]}``, relevant
+    documents only (``rel >= 1``, docs/data.md#relevance-dict).
 
-    Every line counts, whatever its ``rel`` (docs/data.md#relevance-dict): this dict only feeds the
-    train/dev masks and labels, whose qrels are binary. TREC metrics read the file themselves.
+    This dict feeds the training masks, positives and labels. MS MARCO's train/dev qrels are all 1, so
+    every line counts there; a collection's judged non-relevant lines (``rel <= 0``) are no positives.
+    Metrics read the qrels themselves.
     """
     rel: dict[int, list[int]] = {}
-    for q, d, _ in iter_qrels(path):
-        rel.setdefault(int(q), []).append(int(d))
+    for q, d, r in iter_qrels(path):
+        if int(r) >= MIN_RELEVANT:
+            rel.setdefault(int(q), []).append(int(d))
     return rel
 
 
-def load_id_map(path: str | Path) -> dict[int, int]:
-    """``pid2offset.pickle`` / ``{split}-qid2offset.pickle``: original integer id → offset."""
+def load_id_map(path: str | Path) -> dict[int, int] | dict[str, int]:
+    """``pid2offset.pickle`` / ``{split}-qid2offset.pickle``: original id → offset (MS MARCO's integers,
+    a collection's strings)."""
     path = Path(path)
     if not path.exists():
         raise MissingInputError(path, PREPROCESS_HINT)
     with open(path, "rb") as f:
         return pickle.load(f)
+
+
+def read_record(preprocess_dir: str | Path) -> dict:
+    """``preprocess_args.json`` (settings, tokenizer, inputs; a collection's splits); ``{}`` when absent,
+    as in a folder written by the original code."""
+    path = Path(preprocess_dir) / PREPROCESS_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataFormatError(path, None, f"unreadable record ({err}); {PREPROCESS_HINT}") from None
+    if not isinstance(record, dict):
+        raise DataFormatError(path, None, f"expected a JSON object; {PREPROCESS_HINT}")
+    return record
+
+
+def recorded_splits(preprocess_dir: str | Path) -> list[str] | None:
+    """The split names of a folder made from a collection's files (docs/own-collection.md#preprocess);
+    ``None`` for an MS MARCO folder, whose splits are ``train``, ``dev``, ``test``, ``2020test``."""
+    splits = read_record(preprocess_dir).get(SPLITS_KEY)
+    return list(splits) if splits is not None else None
 
 
 def preprocess_fingerprint(preprocess_dir: str | Path) -> str:

@@ -18,7 +18,9 @@ import multiprocessing as mp
 import os
 import pickle
 import queue as queue_module
+import re
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -36,6 +38,7 @@ from SeDR.core.constants import (
 from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError
 from SeDR.core.outputs import ensure_writable, pid_alive, writing
 from SeDR.core.progress import progress
+from SeDR.data.collection_files import range_texts, read_collection_split, scan_collection_corpus
 from SeDR.data.msmarco_files import (
     DOWNLOAD_HINT,
     CorpusIndex,
@@ -46,6 +49,7 @@ from SeDR.data.msmarco_files import (
     read_split,
     scan_corpus,
 )
+from SeDR.data.preprocess_folder import COLLECTION_KEY, SPLITS_KEY, read_record, recorded_splits
 from SeDR.data.tokenization import StarTokenizer
 from SeDR.data.tokenizer_record import RECORD_KEY, load_tokenizer
 
@@ -88,17 +92,18 @@ def output_files(splits=tuple(SPLIT_FILES)) -> list[str]:
     return names
 
 
-def _memmap_prefixes() -> list[str]:
-    return [PASSAGE_PREFIX] + [query_prefix(s) for s in SPLIT_FILES]
+def missing_outputs(folder: str | Path, splits: Sequence[str] | None = None) -> list[str]:
+    """Expected files that are absent, or memmaps whose size disagrees with their meta (empty = complete).
 
-
-def missing_outputs(folder: str | Path) -> list[str]:
-    """Expected files that are absent, or memmaps whose size disagrees with their meta (empty = complete)."""
+    ``splits``: default the folder's recorded splits (a collection), else MS MARCO's four.
+    """
     folder = Path(folder)
-    missing = [n for n in output_files() if not (folder / n).is_file()]
+    if splits is None:
+        splits = recorded_splits(folder) or list(SPLIT_FILES)
+    missing = [n for n in output_files(splits) if not (folder / n).is_file()]
     if missing:
         return missing
-    for prefix in _memmap_prefixes():
+    for prefix in [PASSAGE_PREFIX] + [query_prefix(s) for s in splits]:
         try:
             meta = json.loads((folder / f"{prefix}_meta").read_text())
             want = int(meta["total_number"]) * int(meta["embedding_size"]) * np.dtype(meta["type"]).itemsize
@@ -128,6 +133,8 @@ class DocRange:
     max_seq_length: int
     max_doc_character: int
     field_separator: str = DOC_FIELD_SEPARATOR
+    layout: str = "msmarco"  # or a collection's "jsonl", "tsv", "txt" (data/collection_files.py)
+    files: tuple[str, ...] = ()  # "txt": the files of rows row_start..row_end-1
 
 
 def tokenize_doc_range(tokenizer: StarTokenizer, job: DocRange, progress) -> None:
@@ -137,23 +144,38 @@ def tokenize_doc_range(tokenizer: StarTokenizer, job: DocRange, progress) -> Non
     )
     lengths = np.memmap(job.lengths_path, dtype=TOKEN_DTYPE, mode="r+", shape=(job.num_docs,))
     row = job.row_start
-    with open(job.corpus, "rb") as f:
-        f.seek(job.byte_start)
-        lines = islice(f, job.row_end - job.row_start)
-        while row < job.row_end:
-            raw = list(islice(lines, DOCS_PER_CALL))
-            if not raw:
-                raise DataFormatError(job.corpus, row + 1, "the file changed while it was being read")
-            texts = [
-                document_text(r.decode("utf-8"), job.max_doc_character, job.field_separator) for r in raw
-            ]
-            block, lens = _pad(tokenizer.encode_documents(texts, job.max_seq_length), job.max_seq_length)
-            tokens[row : row + len(raw)] = block  # (n, max_seq_length)
-            lengths[row : row + len(raw)] = lens
-            row += len(raw)
-            progress.put(len(raw))
+    for texts in _text_blocks(job):
+        if not texts:
+            raise DataFormatError(job.corpus, row + 1, "the file changed while it was being read")
+        block, lens = _pad(tokenizer.encode_documents(texts, job.max_seq_length), job.max_seq_length)
+        tokens[row : row + len(texts)] = block  # (n, max_seq_length)
+        lengths[row : row + len(texts)] = lens
+        row += len(texts)
+        progress.put(len(texts))
+    if row != job.row_end:
+        raise DataFormatError(job.corpus, row + 1, "the file changed while it was being read")
     tokens.flush()
     lengths.flush()
+
+
+def _text_blocks(job: DocRange) -> Iterator[list[str]]:
+    """The range's document texts, ``DOCS_PER_CALL`` at a time; an empty block means the file ended early."""
+    count = job.row_end - job.row_start
+    if job.layout == "msmarco":
+        with open(job.corpus, "rb") as f:
+            f.seek(job.byte_start)
+            lines = islice(f, count)
+            for _ in range(0, count, DOCS_PER_CALL):
+                raw = list(islice(lines, DOCS_PER_CALL))
+                yield [
+                    document_text(r.decode("utf-8"), job.max_doc_character, job.field_separator) for r in raw
+                ]
+        return
+    texts = range_texts(
+        job.layout, job.corpus, job.byte_start, count, job.files, job.max_doc_character, job.field_separator
+    )
+    for _ in range(0, count, DOCS_PER_CALL):
+        yield list(islice(texts, DOCS_PER_CALL))
 
 
 def _pad(rows: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +267,7 @@ def tokenize_corpus(
     jobs = [
         DocRange(
             str(index.path),
-            index.line_starts[a],
+            index.line_starts[a] if index.layout != "txt" else 0,
             a,
             b,
             str(tokens_path),
@@ -254,6 +276,8 @@ def tokenize_corpus(
             width,
             settings.max_doc_character,
             tokenizer.field_separator,
+            index.layout,
+            tuple(str(p) for p in index.files[a:b]) if index.layout == "txt" else (),
         )
         for a, b in zip(bounds, bounds[1:])
         if b > a
@@ -305,9 +329,14 @@ def _write_meta(path: Path, total: int, width: int) -> None:
         json.dump({"type": "int32", "total_number": int(total), "embedding_size": int(width)}, f)
 
 
-def _write_pickle(path: Path, mapping: dict[int, int]) -> None:
+def _write_pickle(path: Path, mapping: dict[int, int] | dict[str, int]) -> None:
+    """MS MARCO's integer ids stay ints (the original's pickle); a collection's string ids stay strings."""
     with open(path, "wb") as f:
-        pickle.dump({int(k): int(v) for k, v in mapping.items()}, f, protocol=PICKLE_PROTOCOL)
+        pickle.dump(
+            {(k if isinstance(k, str) else int(k)): int(v) for k, v in mapping.items()},
+            f,
+            protocol=PICKLE_PROTOCOL,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,8 +359,15 @@ def _clear_stale(out: Path) -> None:
         shutil.rmtree(p)
 
 
-def _check_existing(out: Path, settings: Settings, paths: dict[str, Path]) -> bool:
-    """True if ``out`` already holds a complete output made with ``settings``."""
+def _describe_source(collection: dict | None) -> str:
+    return "the MS MARCO files" if collection is None else json.dumps(collection, ensure_ascii=False)
+
+
+def _check_existing(
+    out: Path, settings: Settings, stamps: dict[str, list[int]], collection: dict | None = None
+) -> bool:
+    """True if ``out`` already holds a complete output made with ``settings`` from the same inputs
+    (``collection``: the record of a collection's files, ``None`` for MS MARCO's)."""
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return False
     missing = missing_outputs(out)
@@ -340,15 +376,23 @@ def _check_existing(out: Path, settings: Settings, paths: dict[str, Path]) -> bo
             f"{out} exists but is incomplete (missing {', '.join(missing[:3])}"
             f"{', ...' if len(missing) > 3 else ''}); delete it or pass another --output_dir"
         )
+    record = read_record(out)  # ours; a folder made by the original has only the meta files
+    first_split = (record.get(SPLITS_KEY) or list(SPLIT_FILES))[0]
     found = {
         "max_seq_length": json.loads((out / f"{PASSAGE_PREFIX}_meta").read_text())["embedding_size"],
-        "max_query_length": json.loads((out / f"{query_prefix('train')}_meta").read_text())["embedding_size"],
+        "max_query_length": json.loads((out / f"{query_prefix(first_split)}_meta").read_text())[
+            "embedding_size"
+        ],
     }
-    if (out / PREPROCESS_RECORD).is_file():  # ours; a folder made by the original has only the meta files
-        found.update(json.loads((out / PREPROCESS_RECORD).read_text()))
+    found.update(record)
+    if found.get(COLLECTION_KEY) != collection:
+        raise SeDRInputError(
+            f"{out} was made from {_describe_source(found.get(COLLECTION_KEY))}, not from "
+            f"{_describe_source(collection)}; delete it or pass another --output_dir"
+        )
     changed = [
         f"{n} ({found['inputs'][n]} -> {now})"
-        for n, now in input_stamps(paths).items()
+        for n, now in stamps.items()
         if n in found.get("inputs", {}) and found["inputs"][n] != now
     ]
     if changed:
@@ -387,7 +431,7 @@ def preprocess(
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     paths = input_paths(data_path)
-    if _check_existing(out, settings, paths):
+    if _check_existing(out, settings, input_stamps(paths)):
         logger.info("%s is already complete; nothing to do", out)
         return False
     for p in paths.values():
@@ -433,3 +477,157 @@ def preprocess(
 def default_threads() -> int:
     """The original used 32 processes; never more than the machine has."""
     return max(1, min(32, os.cpu_count() or 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# A collection described by files (docs/own-collection.md#preprocess)
+# ----------------------------------------------------------------------------------------------
+
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+BEIR_QRELS_FOLDER = "qrels"  # BEIR: <folder>/queries.jsonl and <folder>/qrels/<split>.tsv
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """One named split of a collection: its query file and its qrels file."""
+
+    name: str
+    queries: Path
+    qrels: Path
+
+
+def check_split_name(name: str, what: str = "split name") -> str:
+    """Split names become file names (``{split}-query.memmap``): letters, digits, ``_ . -``."""
+    if not _SPLIT_NAME.fullmatch(name):
+        raise SeDRInputError(
+            f"{what} {name!r} must start with a letter or digit and hold only letters, digits, '_', '.', '-'"
+        )
+    return name
+
+
+def parse_split(text: str) -> SplitSource:
+    """``NAME=QUERIES[:QRELS]``; without ``QRELS``, BEIR's ``qrels/NAME.tsv`` beside ``QUERIES``."""
+    name, sep, files = text.partition("=")
+    if not sep or not files:
+        raise SeDRInputError(f"--split {text!r}: expected NAME=QUERIES[:QRELS]")
+    check_split_name(name)
+    queries, qrels = (files, None) if Path(files).exists() or ":" not in files else files.rsplit(":", 1)
+    queries = Path(queries)
+    return SplitSource(
+        name, queries, Path(qrels) if qrels else queries.parent / BEIR_QRELS_FOLDER / f"{name}.tsv"
+    )
+
+
+@dataclass(frozen=True)
+class CollectionSource:
+    """A corpus file (or folder of ``.txt``) and its named splits."""
+
+    corpus: Path
+    splits: tuple[SplitSource, ...]
+
+    def files(self) -> list[Path]:
+        out = [self.corpus]
+        for s in self.splits:
+            out += [p for p in (s.queries, s.qrels) if p not in out]
+        return out
+
+    def record(self) -> dict:
+        """What ``preprocess_args.json`` keeps of the source (absolute paths, split order)."""
+        return {
+            "corpus": str(self.corpus.resolve()),
+            "splits": {
+                s.name: {"queries": str(s.queries.resolve()), "qrels": str(s.qrels.resolve())}
+                for s in self.splits
+            },
+        }
+
+    def stamps(self) -> dict[str, list[int]]:
+        """``{absolute path: [bytes, mtime_ns]}`` of the files that exist (a folder: its ``.txt`` files)."""
+        paths = [p for f in self.files() for p in (sorted(f.rglob("*.txt")) if f.is_dir() else [f])]
+        return {str(p.resolve()): [p.stat().st_size, p.stat().st_mtime_ns] for p in paths if p.is_file()}
+
+    def materialize(self, staging: Path) -> CollectionSource:
+        """The files to read (they are the files already)."""
+        return self
+
+
+def _check_split_names(names: Sequence[str]) -> None:
+    if not names:
+        raise SeDRInputError("a collection needs at least one split: --split NAME=QUERIES[:QRELS]")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SeDRInputError(f"split name(s) given twice: {', '.join(repeated)}")
+    for n in names:
+        check_split_name(n)
+
+
+STAGING = "inputs"  # inside <output_dir>.incomplete-<pid>: files an ir_datasets source writes, removed after
+
+
+def preprocess_collection(
+    source,
+    output_dir: str | Path,
+    settings: Settings | None = None,
+    threads: int = 1,
+) -> bool:
+    """A collection's corpus and splits into the preprocess folder the pipeline reads, with the split
+    names and the source in ``preprocess_args.json``. ``source``: a :class:`CollectionSource`, or
+    anything with its ``splits`` names, ``record()``, ``stamps()`` and ``materialize(folder)`` (ir_datasets).
+    Returns False when ``output_dir`` was already complete (nothing done)."""
+    settings = settings or Settings()
+    out = Path(output_dir)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    names = [s.name for s in source.splits]
+    _check_split_names(names)
+    if _check_existing(out, settings, source.stamps(), source.record()):
+        logger.info("%s is already complete; nothing to do", out)
+        return False
+    if isinstance(source, CollectionSource):
+        for p in source.files():
+            if not p.exists():
+                raise MissingInputError(
+                    p, "check the --corpus and --split paths (docs/own-collection.md#preprocess)"
+                )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(out)
+    tokenizer, tok_record = load_tokenizer(settings.model_name_or_path)
+    tmp = out.parent / f"{out.name}{INCOMPLETE_TAG}{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        files = source.materialize(tmp / STAGING)
+        corpus = scan_collection_corpus(files.corpus)
+        splits = {
+            s.name: read_collection_split(s.queries, s.qrels, corpus.pid2offset, files.corpus)
+            for s in files.splits
+        }
+        need = corpus.num_docs * (settings.max_seq_length + 1) * np.dtype(TOKEN_DTYPE).itemsize
+        ensure_writable(out.parent, need, "the token memmaps")
+        tokenize_corpus(tokenizer, corpus, tmp, settings, min(threads, corpus.num_docs))
+        with writing(tmp):
+            for split, data in splits.items():
+                write_split(tokenizer, split, data, tmp, settings)
+            written = {
+                **asdict(settings),
+                RECORD_KEY: tok_record,
+                "inputs": source.stamps(),
+                SPLITS_KEY: names,
+                COLLECTION_KEY: source.record(),
+            }
+            (tmp / PREPROCESS_RECORD).write_text(json.dumps(written, indent=1, ensure_ascii=False))
+        shutil.rmtree(tmp / STAGING, ignore_errors=True)
+        if out.exists():
+            out.rmdir()  # empty (checked above); a non-empty folder was refused
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info(
+        "wrote %s: %d documents, %s",
+        out,
+        corpus.num_docs,
+        ", ".join(f"{s} {len(d.qids)} queries" for s, d in splits.items()),
+    )
+    return True

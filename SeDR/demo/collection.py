@@ -380,6 +380,72 @@ def write_msmarco_files(collection: Collection, data_dir: str | Path) -> dict[st
     return written
 
 
+# The BEIR layout (docs/own-collection.md#worked-example): corpus.jsonl, queries.jsonl, qrels/<split>.tsv.
+BEIR_CORPUS = "corpus.jsonl"
+BEIR_QUERIES = "queries.jsonl"
+BEIR_QRELS_DIR = "qrels"
+BEIR_QRELS_HEADER = "query-id\tcorpus-id\tscore\n"
+QUERY_ID_PREFIX = "q:"
+
+
+def beir_doc_id(d: Document) -> str:
+    """A page's id in the BEIR files: its url (``man:rename(2)``)."""
+    return d.url
+
+
+def beir_query_id(d: Document) -> str:
+    """The id of a page's query: ``q:rename(2)``."""
+    return QUERY_ID_PREFIX + d.url.removeprefix("man:")
+
+
+def beir_id_maps(collection: Collection) -> tuple[dict[str, str], dict[str, str]]:
+    """``({"D42": "man:...", ...}, {"100042": "q:...", ...})``: the MS MARCO files' ids -> the BEIR files'."""
+    docs = {d.docid: beir_doc_id(d) for d in collection.documents}
+    queries = {str(d.qid): beir_query_id(d) for d in collection.documents}
+    return docs, queries
+
+
+def write_beir_files(collection: Collection, out_dir: str | Path) -> dict[str, Path]:
+    """The collection in the BEIR layout, the same data as :func:`write_msmarco_files`'s files.
+
+    ``corpus.jsonl``: ``_id`` (the url), ``title``, ``text`` (the body) and ``url``, whitespace collapsed
+    as in the TSV files, so the document text is the same ``url</s>title</s>body``; ``queries.jsonl``:
+    the queries of the four splits in page order; ``qrels/<split>.tsv``: BEIR qrels with the same labels.
+    Pages, queries and judged queries come in the same order as in the MS MARCO files, so both give
+    the same offsets.
+    """
+    out = Path(out_dir)
+    (out / BEIR_QRELS_DIR).mkdir(parents=True, exist_ok=True)
+    docs = sorted(collection.documents, key=lambda d: d.number)
+    with open(out / BEIR_CORPUS, "w", encoding="utf-8", newline="\n") as f:
+        for d in docs:
+            record = {
+                "_id": beir_doc_id(d),
+                "title": tsv_field(d.title),
+                "text": tsv_field(d.body),
+                "url": d.url,
+            }
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    written = {BEIR_CORPUS: out / BEIR_CORPUS, BEIR_QUERIES: out / BEIR_QUERIES}
+    with open(out / BEIR_QUERIES, "w", encoding="utf-8", newline="\n") as f:
+        for d in docs:
+            if d.split in SPLIT_FILES:
+                f.write(
+                    json.dumps({"_id": beir_query_id(d), "text": tsv_field(d.query)}, ensure_ascii=False)
+                    + "\n"
+                )
+    _, query_ids = beir_id_maps(collection)
+    doc_ids = {d.docid: beir_doc_id(d) for d in docs}
+    for split in SPLIT_FILES:
+        path = out / BEIR_QRELS_DIR / f"{split}.tsv"
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write(BEIR_QRELS_HEADER)
+            for qid, docid, rel in collection.qrels(split):
+                f.write(f"{query_ids[str(qid)]}\t{doc_ids[docid]}\t{rel}\n")
+        written[f"{BEIR_QRELS_DIR}/{split}.tsv"] = path
+    return written
+
+
 def format_stats(collection: Collection) -> str:
     s = collection.stats()
     src = collection.header.get("source", {}).get("packages", {})
@@ -411,11 +477,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=str(SNAPSHOT_PATH),
         help="snapshot to read (default: the one shipped with the package)",
     )
+    parser.add_argument(
+        "--layout",
+        choices=("msmarco", "beir"),
+        default="msmarco",
+        help="msmarco: the nine MS MARCO Document / TREC-DL files; beir: corpus.jsonl, queries.jsonl, "
+        "qrels/<split>.tsv (docs/own-collection.md#worked-example)",
+    )
+    parser.add_argument(
+        "--train_queries",
+        type=int,
+        default=None,
+        help="keep this many training queries (chosen by a seeded hash; the pages stay documents)",
+    )
+    parser.add_argument(
+        "--docs_per_split",
+        default=None,
+        metavar="SPLIT=N,...",
+        help="keep only this many pages of each split, e.g. train=10,dev=6,test=3,2020test=3",
+    )
     args = parser.parse_args(argv)
     collection = load_snapshot(args.snapshot)
+    if args.train_queries is not None or args.docs_per_split:
+        per_split = None
+        if args.docs_per_split:
+            pairs = [p.partition("=") for p in args.docs_per_split.split(",")]
+            if any(not sep or not n.isdecimal() or split not in SPLIT_FILES for split, sep, n in pairs):
+                parser.error(
+                    f"--docs_per_split {args.docs_per_split!r}: expected SPLIT=N,... over {list(SPLIT_FILES)}"
+                )
+            per_split = {split: int(n) for split, _, n in pairs}
+        collection = select_collection(collection, args.train_queries, per_split, DEFAULT_SEED)
     if args.out:
-        write_msmarco_files(collection, args.out)
-        print(f"wrote {len(SPLIT_FILES) * 2 + 1} files to {args.out}")
+        if args.layout == "beir":
+            written = write_beir_files(collection, args.out)
+        else:
+            written = write_msmarco_files(collection, args.out)
+        print(f"wrote {len(written)} files to {args.out}")
     print(format_stats(collection))
     return 0
 

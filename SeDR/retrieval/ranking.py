@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from SeDR.core.constants import MRR_CUTOFF, SEGMENT_HITS
-from SeDR.core.errors import DataFormatError
+from SeDR.core.errors import DataFormatError, MissingInputError
 from SeDR.core.outputs import atomic_write_text
+from SeDR.data.msmarco_files import decode_line
 from SeDR.data.preprocess_folder import load_id_map
 from SeDR.retrieval.exact_search import SEARCH_BATCH, iter_search
 
@@ -101,13 +102,23 @@ def rank_consistent_scores(scores: Sequence[float]) -> np.ndarray:
 @dataclass
 class OriginalIds:
     """Offset → original id maps: documents ``D<number>`` (inverse of ``pid2offset.pickle``) and
-    per-split query ids (inverse of ``{split}-qid2offset.pickle``)."""
+    per-split query ids (inverse of ``{split}-qid2offset.pickle``). A collection's string document ids
+    (docs/own-collection.md#ids) are kept in ``doc_strings`` and returned exactly."""
 
     doc_numbers: np.ndarray  # int64 [N_docs], MS MARCO number of each doc offset
     query_ids: dict[str, dict[int, str]] = field(default_factory=dict)
+    doc_strings: list[str] | None = None  # a collection's document id of each offset
 
     @classmethod
-    def from_maps(cls, pid2offset: Mapping[int, int], qid2offset_by_split: Mapping[str, Mapping[int, int]]):
+    def from_maps(cls, pid2offset: Mapping, qid2offset_by_split: Mapping[str, Mapping]):
+        queries = {s: {int(off): str(qid) for qid, off in m.items()} for s, m in qid2offset_by_split.items()}
+        if isinstance(next(iter(pid2offset), None), str):  # a collection's ids (all strings)
+            names: list[str | None] = [None] * len(pid2offset)
+            for doc_id, off in pid2offset.items():
+                if not 0 <= off < len(names) or names[off] is not None:
+                    raise ValueError("pid2offset does not map onto offsets 0..N-1")
+                names[off] = doc_id
+            return cls(np.zeros(0, dtype=np.int64), queries, names)
         n = len(pid2offset)
         pids = np.fromiter(pid2offset.keys(), dtype=np.int64, count=n)
         offsets = np.fromiter(pid2offset.values(), dtype=np.int64, count=n)
@@ -117,7 +128,6 @@ class OriginalIds:
         numbers[offsets] = pids
         if (numbers < 0).any():
             raise ValueError("pid2offset does not map onto offsets 0..N-1")
-        queries = {s: {int(off): str(qid) for qid, off in m.items()} for s, m in qid2offset_by_split.items()}
         return cls(numbers, queries)
 
     @classmethod
@@ -129,6 +139,8 @@ class OriginalIds:
         )
 
     def doc(self, offset: int) -> str:
+        if self.doc_strings is not None:
+            return self.doc_strings[offset]
         return f"D{int(self.doc_numbers[offset])}"
 
     def query(self, split: str, offset: int) -> str:
@@ -199,3 +211,46 @@ def read_trec_run(path: str | Path) -> Run:
                 raise DataFormatError(path, line_no, "expected `qid Q0 docid rank score tag`")
             run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
     return run
+
+
+def read_ranked_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
+    """A TREC run ``qid Q0 docid rank score tag`` as rankings ``{qid: [(docid, score), ...]}`` best first
+    (docs/own-collection.md#evaluate).
+
+    Documents are ordered by score, descending; equal scores keep the rank column's order, then the
+    file's: the tie rule of our own run files, whose rank column is the ranking. Queries keep the order of
+    their first line. A malformed line, a score that is not finite, or a document listed twice for a query
+    stops with the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(path, "give a TREC run file (qid Q0 docid rank score tag)")
+    found: dict[str, list[tuple[float, int, int, str]]] = {}
+    seen: dict[tuple[str, str], int] = {}
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            parts = decode_line(raw, path, line_no).split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise DataFormatError(
+                    path, line_no, f"expected `qid Q0 docid rank score tag`, got {len(parts)} fields"
+                )
+            qid, _, docid, rank, score, _ = parts
+            try:
+                value, position = float(score), int(rank)
+            except ValueError:
+                raise DataFormatError(
+                    path, line_no, f"rank {rank!r} or score {score!r} is not a number"
+                ) from None
+            if not np.isfinite(value):
+                raise DataFormatError(path, line_no, f"score {score!r} is not a finite number")
+            if (qid, docid) in seen:
+                raise DataFormatError(
+                    path,
+                    line_no,
+                    f"document {docid!r} is ranked twice for query {qid!r} (also on line {seen[qid, docid]})",
+                )
+            seen[qid, docid] = line_no
+            found.setdefault(qid, []).append((-value, position, line_no, docid))
+    return {q: [(d, -v) for v, _, _, d in sorted(rows)] for q, rows in found.items()}

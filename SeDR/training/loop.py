@@ -135,10 +135,19 @@ class TrainData:
         return sorted(self.rel)
 
 
-def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec) -> TrainData:
+def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec, split: str = "train") -> TrainData:
+    """The corpus, the ``split`` queries with their relevant documents (queries with none are left out),
+    and the hard negatives of every such query."""
     passages = preprocess_folder.passages(preprocess_dir)
-    queries = preprocess_folder.queries(preprocess_dir, "train")
-    rel = preprocess_folder.load_rel(Path(preprocess_dir) / "train-qrel.tsv")
+    queries = preprocess_folder.queries(preprocess_dir, split)
+    rel = preprocess_folder.load_rel(Path(preprocess_dir) / f"{split}-qrel.tsv")
+    if len(rel) < len(queries):
+        logger.info(
+            "%d of the %d %s queries have no relevant document (rel >= 1) and are not trained on",
+            len(queries) - len(rel),
+            len(queries),
+            split,
+        )
     hard = load_hard_negatives(hardneg_path, num_docs=len(passages))
     if problem := without_hard_negatives(sorted(rel), hard):
         raise DataFormatError(hardneg_path, None, problem)
