@@ -231,7 +231,9 @@ def test_a_truncated_or_corrupt_saved_state_is_one_error_naming_it(tmp_path):
     torch.save({"step": 3, "weights": torch.arange(1000.0)}, path)
     assert outputs.read_saved_state(path, "fix it")["step"] == 3
     whole = path.read_bytes()
-    for damaged in (whole[: len(whole) // 2], whole[:10], b""):
+    pickled = whole.index(b"\x80\x02}")  # data.pkl: protocol 2, then the dict
+    flipped = whole[:pickled] + b"\xda" + whole[pickled + 1 :]  # the archive intact, its pickle not
+    for damaged in (whole[: len(whole) // 2], whole[:10], b"", flipped):
         path.write_bytes(damaged)
         with pytest.raises(OutputError, match=f"^{path} cannot be read .*: truncated or corrupt; fix it$"):
             outputs.read_saved_state(path, "fix it")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import socket
 import tempfile
@@ -399,13 +400,9 @@ def read_saved_state(path: Path, fix: str) -> dict:
     check_saved_state(path, fix)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise OutputError(f"{path} cannot be read ({reason}): truncated or corrupt; {fix}") from None
-    except Exception as err:  # unpickling a damaged archive raises whatever the bytes spell
-        raise OutputError(
-            f"{path} cannot be read ({type(err).__name__}): truncated or corrupt; {fix}"
-        ) from None
 
 
 # ------------------------------------------------------------------------------------- saved flags
