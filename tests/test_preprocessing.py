@@ -313,7 +313,7 @@ def test_empty_body_is_kept_with_a_warning(tmp_path, msmarco, tokenizer_dir, ref
 
 
 def test_empty_training_query_is_kept_with_one_warning_naming_it(
-    tmp_path, msmarco, tokenizer_dir, ref, caplog
+    tmp_path, msmarco, tokenizer_dir, ref, script, caplog
 ):
     data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
     qfile = data / SPLIT_FILES["train"][0]
@@ -323,8 +323,23 @@ def test_empty_training_query_is_kept_with_one_warning_naming_it(
     for n, text in zip(blank, ("   ", "")):
         lines[n] = lines[n].split("\t")[0] + "\t" + text
     qfile.write_text("\n".join(lines) + "\n")
-    with caplog.at_level(logging.WARNING):
-        assert prep.preprocess(data, tmp_path / "out", prep.Settings(str(tokenizer_dir), **SMALL)) is True
+    inputs = {p.name: p.read_bytes() for p in data.iterdir()}
+    flags = [f"--{k}={v}" for k, v in SMALL.items()]
+    with caplog.at_level(logging.WARNING):  # exit status 0: main returns
+        script.main(
+            [
+                "--data_path",
+                str(data),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--threads",
+                "1",
+                "--model_name_or_path",
+                str(tokenizer_dir),
+                *flags,
+            ]
+        )
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == inputs
     first_qid = int(lines[blank[0]].split("\t")[0])
     warnings = [r.getMessage() for r in caplog.records if "empty or only spaces" in r.getMessage()]
     assert warnings == [
