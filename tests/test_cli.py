@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -242,6 +243,17 @@ def test_adore_refuses_a_second_run_resumes_exactly_and_reads_original_folders(
     with pytest.raises(KeyboardInterrupt):
         adore_train.main(argv)
     monkeypatch.setattr(AdoreRun, "_save_state", real_save)
+    state = Path(f"cut/{CKPT}-adore-state.pt")  # a state cut short: one line before any work
+    whole = state.read_bytes()
+    state.write_bytes(whole[: len(whole) // 2])
+    cut = snapshot("cut")
+    msg = user_error(capsys, adore_train.main, [*argv, "--resume"])
+    assert msg.startswith(f"error: {state} cannot be read (") and msg.endswith(
+        "truncated or corrupt; restore the file, or start again with --overwrite_output_dir "
+        "(this run's outputs move to a dated backup)"
+    )
+    assert snapshot("cut") == cut
+    state.write_bytes(whole)
     assert "--learning_rate" in user_error(
         capsys, adore_train.main, [*argv, "--resume", "--learning_rate", "1e-4"]
     )
@@ -396,10 +408,108 @@ def test_unwritable_or_full_output_folder_is_found_before_training(root, capsys,
 
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: type("Usage", (), {"free": 1000})())
     msg = user_error(capsys, train_script.main, [*TRAIN, "--num_train_epochs", "1"])
-    assert "GiB free on the device of data/models; the next checkpoint: about" in msg
+    # sizes in a unit that fits (a tiny disk is not "0.00 GiB")
+    assert re.search(
+        r"only 1000 bytes free on the device of data/models; the next checkpoint: about \d+ KiB needed", msg
+    ), msg
     assert not list(Path("data/models").glob("epoch-*"))
     msg = user_error(capsys, inference_script.main, [*INFER, "--model_path", "data/star"])
     assert (
-        "the segment embeddings: about" in msg
+        "the segment embeddings and the result files: about" in msg
         and not Path("data/evaluate/star-inf64-4/passages.memmap").exists()
     )
+
+
+def test_a_truncated_training_state_is_one_line_before_any_work(root, capsys):
+    train_script.main([*TRAIN, "--num_train_epochs", "2", "--epochs_to_run", "1"])
+    state = f"data/models/{CKPT}/training_state.pt"
+    _truncate(state)
+    before = snapshot("data")
+    msg = user_error(capsys, train_script.main, [*TRAIN, "--num_train_epochs", "2", "--resume"])
+    assert msg.startswith(f"error: {state} cannot be read (") and msg.endswith(
+        "truncated or corrupt; restore the file, or train again with --overwrite_output_dir "
+        "(the run's checkpoints move to a dated backup)"
+    )
+    assert snapshot("data") == before
+
+
+def test_max_seg_num_above_every_document_warns_with_the_schedule_it_implies(root, caplog):
+    argv = [*TRAIN, "--num_train_epochs", "1", "--max_seg_num", "100", "--output_dir", "./m100"]
+    with caplog.at_level("WARNING"):
+        (saved,) = train_script.main(argv)
+    (msg,) = [r.getMessage() for r in caplog.records if "--max_seg_num 100 is above" in r.getMessage()]
+    # the longest document's segments at L = 64 - 12 content tokens, counted here from its stored length
+    longest_tokens = int(np.load("data/preprocess/passages_length.npy").max())
+    longest = int(msg.split("is above the ")[1].split()[0])
+    assert longest in (-(-longest_tokens // 52) - 1, -(-longest_tokens // 52))  # a short tail may drop
+    n_queries = len({line.split()[0] for line in Path("data/preprocess/train-qrel.tsv").open()})
+    assert msg == (
+        f"--max_seg_num 100 is above the {longest} segments of the longest document in ./data/preprocess "
+        "(at --max_seg_length 64); no document fills the extra slots, but the learning-rate schedule "
+        f"counts them: {n_queries * 100 // 6} optimizer steps instead of {n_queries * longest // 6} "
+        f"with --max_seg_num {longest}"
+    )
+    assert saved.name == "epoch-1-64-100-6-STAR_MaxP"
+    with caplog.at_level("WARNING"):
+        caplog.clear()
+        train_script.main([*TRAIN, "--num_train_epochs", "1"])  # M = 4: below the longest document
+    assert not [r for r in caplog.records if "is above the" in r.getMessage()]
+
+
+def test_late_failures_are_found_before_encoding_and_results_are_readable_by_others(
+    root, capsys, monkeypatch
+):
+    from SeDR.cli import inference as inference_cli
+    from SeDR.core import outputs
+
+    infer("data/star")
+    out = Path("data/evaluate/star-inf64-4")
+    mask = outputs.process_umask()
+    for path in (
+        out / "metrics.json",
+        out / "dev.trec",
+        out / "passages.memmap",
+        Path("data/hard_negative.json"),
+    ):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path  # as any tool would create them
+    before = snapshot("data")
+
+    def no_encoding(*a, **kw):
+        raise AssertionError("encoded before the check")
+
+    monkeypatch.setattr(inference_cli, "encode_corpus", no_encoding)
+    monkeypatch.setattr(inference_cli, "encode_queries", no_encoding)
+    Path("blocked").write_text("a file where a folder should be")
+    msg = user_error(
+        capsys,
+        inference_script.main,
+        [
+            *INFER,
+            "--model_path",
+            "data/star",
+            "--output_dir",
+            "./new",
+            "--gen_hardneg",
+            "--hardneg_path",
+            "blocked/hn.json",
+        ],
+    )
+    assert msg.startswith("error: cannot write into blocked (--hardneg_path blocked/hn.json): ")
+    os.rename("data/preprocess/pid2offset.pickle", "pid2offset.pickle")
+    msg = user_error(
+        capsys, inference_script.main, [*INFER, "--model_path", "data/star", "--output_dir", "./new"]
+    )
+    assert msg.startswith(
+        "error: missing input file data/preprocess/pid2offset.pickle; the run files need it"
+    )
+    os.rename("pid2offset.pickle", "data/preprocess/pid2offset.pickle")
+    assert not Path("new").exists() and snapshot("data") == before
+    # a folder whose embeddings are reused still needs room for the result files: checked first
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda p: type("Usage", (), {"free": 1000})())
+    msg = user_error(capsys, inference_script.main, [*INFER, "--model_path", "data/star"])
+    assert re.fullmatch(
+        rf"error: only 1000 bytes free on the device of {out}; the result files: about [\d.]+ KiB needed; "
+        "free space or choose another folder",
+        msg,
+    ), msg
+    assert snapshot("data") == before

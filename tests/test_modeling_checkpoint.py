@@ -273,3 +273,18 @@ def test_minilm_checkpoint_matches_stock_bert():
         ours = model._encode(ids, mask)[:, 0]
         want = stock(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
     assert torch.allclose(ours, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_saved_weights_follow_the_umask(star_dir, tmp_path, mask):
+    """Readable by others on a shared cluster as any file is (safetensors alone writes 0600)."""
+    import os
+
+    model = build("STAR_MaxP", star_dir)
+    old = os.umask(mask)
+    try:
+        save_pretrained(model, tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json"):
+        assert os.stat(tmp_path / "ckpt" / name).st_mode & 0o777 == 0o666 & ~mask, name

@@ -242,6 +242,42 @@ def test_resume_gives_the_uninterrupted_weights(root):
     assert not (Path("cut") / "epoch-1-64-4-6-SeDR" / "training_state.pt").exists()
 
 
+def test_a_moved_run_folder_resumes_to_the_uninterrupted_weights(root):
+    """Paths are compared by where they lead and what they hold, not by their spelling."""
+    argv = [
+        "--model_class",
+        "SeDR",
+        *SMALL,
+        *COMMON,
+        "--learning",
+        "1e-3",
+        "--warmup_steps",
+        "1",
+        "--hardneg_topk",
+        "100",
+        "--cache_size",
+        "5",
+        "--num_train_epochs",
+        "2",
+    ]
+    full = train_script.main(argv + ["--output_dir", "./full"])
+    train_script.main(argv + ["--output_dir", "./cut", "--epochs_to_run", "1"])
+    Path("elsewhere").mkdir()
+    Path("cut").rename("elsewhere/moved")
+    respelled = [
+        "--preprocess_dir",
+        "data/preprocess/",
+        "--hardneg_path",
+        "data/../data/hard_negative.json",
+        "--init_path",
+        str(Path("data/star").resolve()),
+    ]
+    resumed = train_script.main(argv + respelled + ["--output_dir", "elsewhere/moved/", "--resume"])
+    assert [p.name for p in resumed] == ["epoch-2-64-4-6-SeDR"]
+    a, b = _weights(full[-1]), _weights(resumed[-1])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 # SeDR's loss is averaged over B + C rows, so it grows while its Late-Cache fills
 # (docs/training.md#late-cache-layout): the cache-free variant shows learning on the same encoder.
 @pytest.mark.slow

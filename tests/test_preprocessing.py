@@ -314,6 +314,65 @@ def test_empty_body_is_kept_with_a_warning(tmp_path, msmarco, tokenizer_dir, ref
     )
 
 
+def test_empty_training_query_is_kept_with_one_warning_naming_it(
+    tmp_path, msmarco, tokenizer_dir, ref, script, caplog
+):
+    data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
+    qfile = data / SPLIT_FILES["train"][0]
+    judged = {int(line.split()[0]) for line in (data / SPLIT_FILES["train"][1]).read_text().splitlines()}
+    lines = qfile.read_text().splitlines()
+    blank = [n for n, ln in enumerate(lines) if int(ln.split("\t")[0]) in judged][1:3]  # two judged queries
+    for n, text in zip(blank, ("   ", "")):
+        lines[n] = lines[n].split("\t")[0] + "\t" + text
+    qfile.write_text("\n".join(lines) + "\n")
+    inputs = {p.name: p.read_bytes() for p in data.iterdir()}
+    flags = [f"--{k}={v}" for k, v in SMALL.items()]
+    with caplog.at_level(logging.WARNING):  # exit status 0: main returns
+        script.main(
+            [
+                "--data_path",
+                str(data),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--threads",
+                "1",
+                "--model_name_or_path",
+                str(tokenizer_dir),
+                *flags,
+            ]
+        )
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == inputs
+    first_qid = int(lines[blank[0]].split("\t")[0])
+    warnings = [r.getMessage() for r in caplog.records if "empty or only spaces" in r.getMessage()]
+    assert warnings == [
+        f"{qfile}: 2 judged queries are empty or only spaces (first: query {first_qid} on line "
+        f"{blank[0] + 1}); they are kept and encoded as an empty text"
+    ]
+    offsets = load_pickle(tmp_path / "out" / "train-qid2offset.pickle")
+    stored = preprocess_folder.queries(tmp_path / "out", "train")
+    for n in blank:
+        assert stored[offsets[int(lines[n].split("\t")[0])]].tolist() == ref.encode("", True, 12)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_by_its_lock(tmp_path, msmarco, hf_home, script, capsys):
+    from SeDR.core.outputs import RunLock
+
+    data = shutil.copytree(msmarco.data_dir, tmp_path / "data")
+    out = data / "preprocess"
+    with RunLock(data, "preprocess", output=out):  # what a running SeDR_preprocess.py holds
+        with pytest.raises(SystemExit) as exc:
+            script.main(["--data_path", str(data), "--threads", "1", "--max_seq_length", "64"])
+        assert exc.value.code == 2
+        (err,) = error_lines(capsys)
+        assert err.startswith(f"error: {out} is being written by process {os.getpid()} on ")
+        assert f"(lock {data / '.preprocess.lock'})" in err
+        assert sorted(p.name for p in data.iterdir()) == sorted(
+            [".preprocess.lock", *(p.name for p in msmarco.data_dir.iterdir())]
+        )  # nothing written, nothing half-made
+    script.main(["--data_path", str(data), "--threads", "1", "--max_seq_length", "64"])
+    assert prep.missing_outputs(out) == [] and not (data / ".preprocess.lock").exists()
+
+
 def test_readme_command_verbatim(tmp_path, msmarco, hf_home, script, ref, monkeypatch):
     """``python SeDR_preprocess.py --data_path ./data --max_seq_length 2048`` with roberta-base."""
     shutil.copytree(msmarco.data_dir, tmp_path / "data")

@@ -322,3 +322,101 @@ def test_the_tokenizer_is_found_by_every_file_the_record_accepts(tmp_path):
         (folder / name).write_text("")
         assert _tokenizer_source(folder, {}) == str(folder)
     assert _tokenizer_source(tmp_path, {}) == "roberta-base"  # no file: preprocessing's default
+
+
+def _small_index(base_root, tmp_path, *extra) -> tuple[list[str], Path]:
+    """``python -m SeDR.index`` of four documents with the STAR folder at (32, 3); its argv and folder."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, (_, t) in enumerate(_docs(4))))
+    out = tmp_path / "index"
+    argv = [str(base_root[0] / "data" / "star"), str(docs), str(out), "--max_seg_length", "32", *extra]
+    return argv, out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_search_refuses_an_empty_query(base_root, tmp_path, capsys):
+    argv, out = _small_index(base_root, tmp_path)
+    index_cli.main(argv)
+    before = _files(tmp_path)
+    msg = user_error(capsys, search_cli.main, [argv[0], str(out), "alpha beta", "  "])
+    assert msg == (
+        "error: QUERY 2 of 2 is empty or only spaces: there is nothing to rank the documents by; "
+        "give every query some words"
+    )
+    assert capsys.readouterr().out == "" and _files(tmp_path) == before
+
+
+def test_index_refuses_another_tokenizer_and_search_compares_the_index_record(
+    base_root, tmp_path, tokenizer, capsys
+):
+    from SeDR import testing
+
+    other = testing.train_tokenizer(tmp_path / "other", texts=["zulu yankee xray whiskey " * 40] * 20)
+    argv, out = _small_index(base_root, tmp_path, "--tokenizer", str(other))
+    msg = user_error(capsys, index_cli.main, argv)
+    assert msg.startswith(f"error: --tokenizer {other} (") and f"is not the tokenizer of {argv[0]} (" in msg
+    assert msg.endswith(
+        "its ids would mean other tokens to the model; leave --tokenizer out to use the model's"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "other"]  # nothing written
+    index_cli.main(argv[:-2])  # the model's own tokenizer
+    meta = json.loads((out / "passages-meta.json").read_text())
+    record = meta["info"]["tokenizer_record"]
+    assert record["vocab_size"] == len(tokenizer) and record["special_ids"] == {
+        "cls_id": 0,
+        "eos_id": 2,
+        "pad_id": 1,
+    }
+    # an index whose record names another vocabulary (as one built with another tokenizer would)
+    record["vocab_sha256"] = "0" * 64
+    (out / "passages-meta.json").write_text(json.dumps(meta, indent=1))
+    before = _files(tmp_path)
+    msg = user_error(capsys, search_cli.main, [argv[0], str(out), "alpha"])
+    assert (
+        msg.startswith(f"error: {out} was built with the tokenizer ")
+        and "(vocabulary sha256 000000000000)" in msg
+    )
+    assert msg.endswith(
+        "queries would be other ids than the documents; search with the index's tokenizer "
+        "(--tokenizer) or rebuild the index"
+    )
+    assert _files(tmp_path) == before
+
+
+def test_a_killed_index_build_leaves_nothing_the_next_build_keeps(base_root, tmp_path, caplog):
+    import socket
+
+    dead = int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout
+    )
+    argv, out = _small_index(base_root, tmp_path)
+    orphan = tmp_path / f".index.tmp-{dead}"  # what `kill -9` during encoding leaves
+    orphan.mkdir()
+    (orphan / ".passages.memmap.tmp").write_bytes(b"\0" * 4096)
+    (tmp_path / ".index.lock").write_text(
+        json.dumps({"pid": dead, "host": socket.gethostname(), "started": "then"})
+    )
+    with caplog.at_level("WARNING"):
+        index_cli.main(argv)
+    assert any(f"removing {orphan}, left by an interrupted run" in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "index"]
+    assert (out / "doc-ids.jsonl").read_text().splitlines() == ['"0"', '"1"', '"2"', '"3"']
+
+
+def test_index_messages_name_the_index_and_its_command(base_root, tmp_path, capsys):
+    from SeDR.core.outputs import RunLock
+
+    argv, out = _small_index(base_root, tmp_path)
+    with RunLock(tmp_path, "index", output=out):  # another build of the same folder is running
+        msg = user_error(capsys, index_cli.main, argv)
+    assert msg.startswith(f"error: {out} is being written by process {os.getpid()}")  # not its parent
+    index_cli.main(argv)
+    emb = out / "passages.memmap"
+    emb.write_bytes(emb.read_bytes()[:-4])
+    msg = user_error(capsys, search_cli.main, [argv[0], str(out), "alpha"])
+    assert msg.startswith(f"error: {emb}: ") and msg.endswith(
+        "truncated; rebuild it with `python -m SeDR.index MODEL DOCS OUT --overwrite`"
+    )

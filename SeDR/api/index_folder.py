@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import weakref
 from array import array
@@ -22,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from SeDR.core.errors import DataFormatError, MissingInputError, OutputError, SeDRInputError
-from SeDR.core.outputs import RunLock, backup_name, ensure_writable, writing
+from SeDR.core.outputs import KEEP, REFUSE, claim, is_taken, staged_folder
 from SeDR.retrieval import embedding_files, exact_search
 
 logger = logging.getLogger(__name__)
 
 DOC_IDS_FILE, TEXTS_FILE, TEXT_OFFSETS_FILE = "doc-ids.jsonl", "texts.jsonl", "texts-offsets.npy"
 INDEX_HINT = "build it with `python -m SeDR.index MODEL DOCS OUT`"
+REBUILD_HINT = "rebuild it with `python -m SeDR.index MODEL DOCS OUT --overwrite`"
 
 
 def read_index_info(path: str | Path) -> dict:
@@ -39,39 +39,34 @@ def read_index_info(path: str | Path) -> dict:
     return dict(record.get("info", {}))
 
 
+def taken_message(out: Path) -> str:
+    return (
+        f"{out} exists and is not empty; choose another folder, or pass --overwrite "
+        "(overwrite=True) to move it to a dated backup first"
+    )
+
+
 def refuse_taken(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputError(
-            f"{out} exists and is not empty; choose another folder, or pass --overwrite "
-            "(overwrite=True) to move it to a dated backup first"
-        )
+    """The early refusal, before documents are read (:func:`new_folder` settles it again under its lock)."""
+    if not overwrite and is_taken(out):
+        raise OutputError(taken_message(out))
 
 
 @contextlib.contextmanager
 def new_folder(out: Path, overwrite: bool) -> Iterator[Path]:
     """A folder written beside ``out`` and renamed into place when complete:
-    never half an index, never a lost one."""
-    refuse_taken(out, overwrite)
-    ensure_writable(out.parent)
-    lock = RunLock(out.parent, out.name).acquire()
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        with writing(tmp):
-            tmp.mkdir()
-            yield tmp
-        if out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        elif out.exists():
-            backup = backup_name(out)
-            out.rename(backup)
-            logger.warning("overwrite: moved the earlier %s to %s", out, backup)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        lock.release()
+    never half an index, never a lost one (an earlier one moves to a dated backup then)."""
+    held = claim(
+        out,
+        lock_in=out.parent,
+        lock_name=out.name,
+        earlier=lambda: [out] if is_taken(out) else [],
+        when_taken=KEEP if overwrite else REFUSE,
+        refusal=taken_message(out),
+        what="the index",
+    )
+    with held, staged_folder(held) as tmp:
+        yield tmp
 
 
 class DocumentIndex:
@@ -83,7 +78,7 @@ class DocumentIndex:
     def __init__(self, folder: str | Path, temporary: bool = False):
         self.folder = Path(folder)
         info = read_index_info(self.folder)
-        self.embeddings = embedding_files.load_segment_embeddings(self.folder)
+        self.embeddings = embedding_files.load_segment_embeddings(self.folder, hint=REBUILD_HINT)
         self.info = self.embeddings.info
         with open(self.folder / DOC_IDS_FILE, encoding="utf-8") as f:
             self.ids: list[str] = [json.loads(line) for line in f]
@@ -91,7 +86,8 @@ class DocumentIndex:
             raise DataFormatError(
                 self.folder / DOC_IDS_FILE,
                 None,
-                f"{len(self.ids)} ids for {info.get('num_docs')} indexed documents: incomplete; {INDEX_HINT}",
+                f"{len(self.ids)} ids for {info.get('num_docs')} indexed documents: incomplete; "
+                + REBUILD_HINT,
             )
         offsets = self.folder / TEXT_OFFSETS_FILE
         self._text_offsets = np.load(offsets) if offsets.exists() else None

@@ -38,9 +38,9 @@ from SeDR.data.document_files import read_documents
 from SeDR.data.preprocessing import Settings
 from SeDR.data.segmentation import SegmentSpec, num_segments
 from SeDR.data.tokenization import StarTokenizer
-from SeDR.data.tokenizer_record import has_tokenizer_files
+from SeDR.data.tokenizer_record import describe, has_tokenizer_files, load_tokenizer, model_mismatch
 from SeDR.modeling import load_model
-from SeDR.modeling.checkpoint import model_fingerprint, read_config_dict, recorded_class
+from SeDR.modeling.checkpoint import read_config_dict, recorded_class
 from SeDR.retrieval import embedding_files, exact_search
 from SeDR.retrieval.encoding import encode_corpus, encode_queries
 from SeDR.retrieval.ranking import unique_docs
@@ -56,17 +56,6 @@ DEFAULT_SEG_LENGTH, DEFAULT_SEG_NUM, DEFAULT_QUERY_LENGTH, DEFAULT_MAX_BSIZE = 5
 UNRECORDED_CLASS = "STAR_MaxP"
 
 
-# Fields of the identity record an index must share with the retriever that searches it.
-IDENTITY_KEYS = (
-    "model_fingerprint",
-    "model_class",
-    "seg_length",
-    "max_seg_num",
-    "content_len",
-    "dim",
-    "max_doc_length",
-    "max_doc_character",
-)
 
 
 TOKENIZE_CHUNK = 128  # documents per tokenizer call (memory only)
@@ -146,6 +135,7 @@ class Retriever:
         model_path: str | Path,
         *,
         tokenizer_source: str = "",
+        tokenizer_record: dict | None = None,
         max_query_length: int = DEFAULT_QUERY_LENGTH,
         device: torch.device | None = None,
         fp16: bool = False,
@@ -155,18 +145,16 @@ class Retriever:
         self.precision = resolve_precision(self.device, fp16=fp16, bf16=bf16, training=False)
         self.model = model.to(self.device).eval()
         self.tokenizer, self.spec, self.max_query_length = tokenizer, spec, int(max_query_length)
-        self.identity = {
-            "model_path": str(Path(model_path).resolve()),
-            "model_class": model.model_class_name,
-            "model_fingerprint": model_fingerprint(model_path),
-            "seg_length": spec.max_seg_length,
-            "max_seg_num": spec.max_seg_num,
-            "content_len": spec.content_len,
-            "dim": model.embedding_dim,
+        documents = {
             "tokenizer": tokenizer_source,
             "max_doc_length": DEFAULT_MAX_SEQ_LENGTH,
             "max_doc_character": DEFAULT_MAX_DOC_CHARACTER,
         }
+        if tokenizer_record is not None:  # what the tokenizer is, whatever its folder's name
+            documents["tokenizer_record"] = {k: v for k, v in tokenizer_record.items() if k != "name_or_path"}
+        self.identity = embedding_files.embedding_identity(
+            model, model_path, spec.max_seg_length, spec.max_seg_num, spec.content_len, **documents
+        )
 
     @classmethod
     def from_pretrained(
@@ -217,6 +205,19 @@ class Retriever:
         except ValueError as err:
             raise SeDRInputError(str(err)) from None
         source = tokenizer or _tokenizer_source(path, trained)
+        star, record = load_tokenizer(source)
+        model_side = model_mismatch(record, model)
+        if model_side is not None:
+            what = f"--tokenizer {source}" if tokenizer else f"the tokenizer {source} found for {path}"
+            raise SeDRInputError(
+                f"{what} ({describe(record)}) is not the tokenizer of {path} ({model_side}): its ids "
+                "would mean other tokens to the model; "
+                + (
+                    "leave --tokenizer out to use the model's"
+                    if tokenizer
+                    else "pass the model's with --tokenizer"
+                )
+            )
         logger.info(
             "%s as %s, segments (%d, %d), queries %d tokens, tokenizer %s",
             path,
@@ -228,10 +229,11 @@ class Retriever:
         )
         return cls(
             model,
-            StarTokenizer.from_pretrained(source),
+            star,
             spec,
             path,
             tokenizer_source=source,
+            tokenizer_record=record,
             max_query_length=int(shape["max_query_length"]),
             device=torch.device(device) if device else None,
             fp16=fp16,
@@ -335,11 +337,16 @@ class Retriever:
         return index
 
     def _check(self, index: DocumentIndex) -> None:
-        diff = {
-            k: (index.info.get(k), self.identity[k])
-            for k in IDENTITY_KEYS
-            if index.info.get(k) != self.identity[k]
-        }
+        keys = [k for k in embedding_files.SEARCH_KEYS if k in self.identity]  # a record, where there is one
+        diff = embedding_files.identity_changes(index.info, self.identity, keys)
+        if "tokenizer_record" in diff and set(diff) == {"tokenizer_record"}:
+            theirs, mine = diff["tokenizer_record"]
+            raise SeDRInputError(
+                f"{index.folder} was built with the tokenizer {index.info.get('tokenizer')} "
+                f"({describe(theirs)}), this retriever tokenizes with {self.identity.get('tokenizer')} "
+                f"({describe(mine)}): queries would be other ids than the "
+                "documents; search with the index's tokenizer (--tokenizer) or rebuild the index"
+            )
         if diff:
             what = ", ".join(f"{k} {a!r} (index) vs {b!r} (this retriever)" for k, (a, b) in diff.items())
             raise SeDRInputError(

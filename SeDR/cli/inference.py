@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -16,8 +15,16 @@ import torch.distributed as dist
 
 from SeDR.cli import flags
 from SeDR.core.constants import EVAL_DOCS_KEPT, HARDNEG_LIST_LENGTH, SPLIT_FILES
-from SeDR.core.errors import OutputError, SeDRInputError
-from SeDR.core.outputs import RunLock, backup_name, ensure_writable, move_to_backup
+from SeDR.core.errors import MissingInputError, OutputError, SeDRInputError
+from SeDR.core.outputs import (
+    BACKUP,
+    REFUSE,
+    Claim,
+    claim,
+    ensure_writable,
+    keep_copy,
+    move_to_backup,
+)
 from SeDR.core.runtime import (
     env_rank,
     resolve_device,
@@ -30,7 +37,6 @@ from SeDR.data import preprocess_folder
 from SeDR.data.segmentation import SegmentSpec
 from SeDR.data.tokenizer_record import check_tokenizer_record
 from SeDR.modeling import load_model
-from SeDR.modeling.checkpoint import model_fingerprint
 from SeDR.modeling.longformer import check_doc_length, load_longformer
 from SeDR.retrieval import embedding_files, exact_search, hard_negatives
 from SeDR.retrieval.encoding import corpus_segment_counts, encode_corpus, encode_queries
@@ -68,21 +74,65 @@ def shard_prefix(shard_id: int, num_shards: int) -> str:
 RESULT_GLOBS = ("metrics.json", "res.jsonl", "*.trec", "*.msmarco.tsv")
 
 
-# What ties an evaluation folder to its owner; a different owner is another model's folder.
-OWNER_KEYS = ("model_path", "model_class")
+# Bytes per ranked document over the run files (a TREC line, an MS MARCO line, less the run tag); an
+# estimate for the space check before encoding, which only has to be of the right size.
+RESULT_LINE_BYTES = 96
+HARDNEG_ID_BYTES = 9  # one document offset in hard_negative.json: up to 7 digits and ", "
 
 
-def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
-    """Settle an existing evaluation folder before encoding; True when its embeddings are reused.
+def _another_owner(out_dir: Path, identity: dict) -> dict | None:
+    """The owner fields in which ``out_dir``'s results differ from ``identity`` (empty: unrecorded), or None
+    when the folder is free, ours, or the original code's (settled by :func:`claim_eval_dir`)."""
+    record = embedding_files.read_record(out_dir)
+    if record is None and embedding_files.foreign_embeddings(out_dir):
+        return None
+    results = [p for g in RESULT_GLOBS for p in out_dir.glob(g)]
+    stored = (record or {}).get("info", {})
+    if record is None and results and (out_dir / "metrics.json").exists():
+        stored = json.loads((out_dir / "metrics.json").read_text()).get("model", {})
+    other = embedding_files.identity_changes(stored, identity, embedding_files.OWNER_KEYS) if stored else {}
+    return other if other or (results and not stored) else None
+
+
+def claim_eval_dir(
+    out_dir: Path, identity: dict, args, expected_rows, exclusive: bool = True
+) -> tuple[Claim, bool]:
+    """Lock and settle an existing evaluation folder before encoding; the claim, and True when its
+    embeddings are reused.
 
     Our folder, same owner: reused when every identity field matches, else re-encoded (once that
     succeeds, the previous result files move to a dated ``results.bak-*`` subfolder). Another owner's folder
     is refused, or moved to a dated backup with ``--overwrite_output_dir``. A folder of the original code
     (embeddings without our record) is used only with ``--reuse_embeddings``, after checking it.
+    ``exclusive=False``: job-array shards share the folder and take no lock.
     """
+    held = claim(
+        out_dir,
+        lock_in=out_dir.parent,
+        lock_name=out_dir.name,
+        earlier=lambda: [out_dir] if _another_owner(out_dir, identity) is not None else [],
+        when_taken=BACKUP if args.overwrite_output_dir and not args.reuse_embeddings else REFUSE,
+        refusal=lambda _: (
+            f"{out_dir} holds the results of another model "
+            f"({_another_owner(out_dir, identity) or 'unrecorded'}); pass "
+            "--output_dir for a new folder, or --overwrite_output_dir to move it to a dated backup"
+        ),
+        what="the evaluation folder",
+        exclusive=exclusive,
+    )
+    try:
+        return held, _settle_eval_dir(held, identity, args, expected_rows)
+    except BaseException:
+        held.release()
+        raise
+
+
+def _settle_eval_dir(held: Claim, identity: dict, args, expected_rows) -> bool:
+    out_dir = held.output
+    if held.backup is not None:
+        logger.warning("--overwrite_output_dir: moved the earlier results in %s to %s", out_dir, held.backup)
+        return False
     record = embedding_files.read_record(out_dir)
-    stored = (record or {}).get("info", {})
-    results = [p for g in RESULT_GLOBS for p in out_dir.glob(g)]
     if record is None and embedding_files.foreign_embeddings(out_dir):
         if args.reuse_embeddings:
             embedding_files.check_rows_per_document(
@@ -98,26 +148,9 @@ def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
             f"{out_dir} holds segment embeddings written by another program (no {out_dir.name}"
             "/passages-meta.json); pass --reuse_embeddings to use them, or --output_dir"
         )
-    if record is None and results:
-        stored = (
-            json.loads((out_dir / "metrics.json").read_text()).get("model", {})
-            if (out_dir / "metrics.json").exists()
-            else {}
-        )
-    other = {k: (stored.get(k), identity[k]) for k in OWNER_KEYS if stored and stored.get(k) != identity[k]}
-    if other or (results and not stored):
-        if args.reuse_embeddings or not args.overwrite_output_dir:
-            raise OutputError(
-                f"{out_dir} holds the results of another model ({other or 'unrecorded'}); pass "
-                "--output_dir for a new folder, or --overwrite_output_dir to move it to a dated backup"
-            )
-        backup = backup_name(out_dir)
-        out_dir.rename(backup)
-        logger.warning("--overwrite_output_dir: moved the earlier results in %s to %s", out_dir, backup)
-        return False
     if record is None:
         return False
-    changes = embedding_files.identity_changes(stored, identity)
+    changes = embedding_files.identity_changes(record.get("info", {}), identity)
     if embedding_files.embeddings_complete(out_dir, expect_info=identity):
         logger.info("reusing the complete segment embeddings in %s", out_dir)
         return True
@@ -126,6 +159,42 @@ def claim_eval_dir(out_dir: Path, identity: dict, args, expected_rows) -> bool:
         raise OutputError(f"--reuse_embeddings: the embeddings in {out_dir} do not match this run ({why})")
     logger.info("re-encoding %s: %s", out_dir, why)
     return False
+
+
+def present_splits(preprocess_dir: Path) -> list[str]:
+    """The evaluation splits whose queries the preprocess folder holds."""
+    return [s for s in EVAL_DOCS_KEPT if (preprocess_dir / f"{s}-query_meta").exists()]
+
+
+def check_before_encoding(args, preprocess_dir: Path, run_tag: str) -> int:
+    """What can fail after encoding, checked before it: the id maps the run files need and, with
+    ``--gen_hardneg``, a writable ``--hardneg_path`` with room for the file (and the copy of an earlier
+    one). Returns the bytes the result files will take (docs/errors.md#early-checks)."""
+    splits = present_splits(preprocess_dir)
+    maps = ["pid2offset.pickle"] + [f"{s}-qid2offset.pickle" for s in splits] if splits else []
+    for name in maps:
+        if not (preprocess_dir / name).is_file():
+            raise MissingInputError(
+                preprocess_dir / name,
+                "the run files need it to write original ids; the preprocess folder is incomplete: "
+                + preprocess_folder.PREPROCESS_HINT,
+            )
+    results = sum(
+        len(preprocess_folder.queries(preprocess_dir, s))
+        * EVAL_DOCS_KEPT[s]
+        * (RESULT_LINE_BYTES + len(run_tag))
+        for s in splits
+    )
+    if getattr(args, "gen_hardneg", False):
+        path = Path(args.hardneg_path)
+        if path.is_dir():
+            raise OutputError(f"--hardneg_path {path} is a folder; name the file to write")
+        n_train = len(preprocess_folder.queries(preprocess_dir, "train"))
+        earlier = path.stat().st_size if path.exists() else 0
+        ensure_writable(
+            path.parent, n_train * HARDNEG_LIST_LENGTH * HARDNEG_ID_BYTES + earlier, f"--hardneg_path {path}"
+        )
+    return results
 
 
 def set_aside_results(out_dir: Path) -> None:
@@ -185,14 +254,6 @@ def merge_shards(out_dir: Path, num_shards: int, info: dict) -> bool:
             f.unlink(missing_ok=True)
     logger.info("merged %d shards into %s/passages.memmap", num_shards, out_dir)
     return True
-
-
-def backup_existing(path: Path) -> None:
-    """Never overwrite earlier results silently: keep the old file beside the new one."""
-    if path.exists():
-        backup = backup_name(path)  # unique: two runs within one second keep both
-        shutil.copy2(path, backup)
-        logger.warning("%s exists; the previous version is kept as %s", path, backup)
 
 
 class EvaluationPlan(NamedTuple):
@@ -289,7 +350,9 @@ def search_and_evaluate(
         hard = hard_negatives.hard_negatives_for_queries(index, emb.doc_ids, qvecs, range(len(train_q)), rel)
         short = sum(1 for v in hard.values() if len(v) < HARDNEG_LIST_LENGTH)
         path = Path(args.hardneg_path)
-        backup_existing(path)
+        kept = keep_copy(path)  # never overwrite earlier results silently
+        if kept is not None:
+            logger.warning("%s exists; the previous version is kept as %s", path, kept)
         hard_negatives.write_hard_negatives(path, hard)
         logger.info(
             "wrote hard negatives of %d training queries to %s (%d with fewer than %d)",
@@ -315,17 +378,15 @@ def _inference(
     )
     preprocess_dir = Path(args.preprocess_dir)
     passages = preprocess_folder.passages(preprocess_dir)
-    identity = {
-        "model_path": str(Path(args.model_path).resolve()),
-        "model_class": model.model_class_name,
-        "model_fingerprint": model_fingerprint(args.model_path),
-        "seg_length": seg_length,
-        "max_seg_num": args.max_seg_num,
-        "content_len": spec.content_len,
-        "dim": model.embedding_dim,
-        "preprocess_fingerprint": preprocess_folder.preprocess_fingerprint(preprocess_dir),
-        "num_docs": len(passages),
-    }
+    identity = embedding_files.embedding_identity(
+        model,
+        args.model_path,
+        seg_length,
+        args.max_seg_num,
+        spec.content_len,
+        preprocess_fingerprint=preprocess_folder.preprocess_fingerprint(preprocess_dir),
+        num_docs=len(passages),
+    )
     logger.info(
         "model %s (%s), %d documents, L=%d M=%d -> %s",
         args.model_path,
@@ -336,18 +397,23 @@ def _inference(
         out_dir,
     )
     rows = model.rows_per_document(torch.as_tensor(corpus_segment_counts(passages, spec))).numpy()
+    result_bytes = check_before_encoding(args, preprocess_dir, out_dir.name)
     start_distributed(device, world_size)
-    owner = rank == 0 and (world_size > 1 or num_shards == 1)  # job-array shards share the folder
-    # The lock sits beside the folder, which --overwrite_output_dir may move to a backup.
-    lock = RunLock(ensure_writable(out_dir).parent, out_dir.name).acquire() if owner else None
+    held = None
     try:
-        reuse = [claim_eval_dir(out_dir, identity, args, rows) if rank == 0 else False]
+        reuse = [False]
+        if rank == 0:  # job-array shards share the folder: only a single process or torchrun locks it
+            held, reuse[0] = claim_eval_dir(
+                out_dir, identity, args, rows, exclusive=world_size > 1 or num_shards == 1
+            )
         if world_size > 1:
             dist.broadcast_object_list(reuse)  # the other ranks wait until rank 0 has settled the folder
-        if not reuse[0]:
-            ensure_writable(
-                out_dir, int(rows.sum()) * (model.embedding_dim + 1) * 4, "the segment embeddings"
-            )
+        embedding_bytes = 0 if reuse[0] else int(rows.sum()) * (model.embedding_dim + 1) * 4
+        ensure_writable(
+            out_dir,
+            embedding_bytes + result_bytes,
+            "the result files" if reuse[0] else "the segment embeddings and the result files",
+        )
         complete = reuse[0] or encode_documents(
             model,
             passages,
@@ -378,8 +444,8 @@ def _inference(
             set_aside_results(out_dir)
         return search_and_evaluate(model, out_dir, preprocess_dir, args, device, precision, identity, plan)
     finally:
-        if lock is not None:
-            lock.release()
+        if held is not None:
+            held.release()
 
 
 def run_inference(argv=None) -> Evaluation | None:

@@ -10,7 +10,7 @@ from SeDR.api.retriever import Hit
 from SeDR.cli.flags import POSITIVE, Parser
 from SeDR.cli.retriever_flags import QUIET_LOGGERS, add_retriever_args, retriever_from_args
 from SeDR.core.constants import SEARCH_BACKENDS
-from SeDR.core.errors import check_model_folder, exit_on_input_error
+from SeDR.core.errors import SeDRInputError, check_model_folder, exit_on_input_error
 from SeDR.core.runtime import setup_logging
 
 
@@ -50,6 +50,12 @@ def format_hits(query: str, hits: list[Hit], texts: list[str | None], words: int
 def main(argv: list[str] | None = None) -> list[list[Hit]]:
     args = build_parser().parse_args(argv)
     setup_logging(quiet=QUIET_LOGGERS)
+    empty = [n for n, q in enumerate(args.queries, 1) if not q.strip()]
+    if empty:
+        raise SeDRInputError(
+            f"QUERY {empty[0]} of {len(args.queries)} is empty or only spaces: there is nothing to rank "
+            "the documents by; give every query some words"
+        )
     check_model_folder(args.model)  # before the index is read
     info = read_index_info(args.index)
     retriever = retriever_from_args(

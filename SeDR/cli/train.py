@@ -33,8 +33,37 @@ from SeDR.training.loop import (
     run_checkpoint_name,
     warn_if_positives_in_hard_negatives,
 )
+from SeDR.training.optimizers import total_training_steps
 
 logger = logging.getLogger(__name__)
+
+
+def warn_if_max_seg_num_unused(trainer: Trainer) -> None:
+    """``M`` above every document's segment count changes nothing but the schedule horizon, which counts
+    ``M`` (docs/training.md#schedule-horizon): say so, with the horizon it implies."""
+    a = trainer.args
+    longest = int(trainer.data.seg_counts.max(initial=0))
+    if trainer.schedule_seg_num() != a.max_seg_num or not 0 < longest < a.max_seg_num:
+        return
+    fitting = total_training_steps(
+        len(trainer.data.query_offsets),
+        a.num_train_epochs,
+        longest,
+        a.max_bsize,
+        a.gradient_accumulation_steps,
+    )
+    logger.warning(
+        "--max_seg_num %d is above the %d segments of the longest document in %s (at --max_seg_length "
+        "%d); no document fills the extra slots, but the learning-rate schedule counts them: %d "
+        "optimizer steps instead of %d with --max_seg_num %d",
+        a.max_seg_num,
+        longest,
+        a.preprocess_dir,
+        a.max_seg_length,
+        trainer.total_steps,
+        fitting,
+        longest,
+    )
 
 
 def _train(args, build, trainer_cls, spec_of) -> Trainer:
@@ -61,6 +90,7 @@ def _train(args, build, trainer_cls, spec_of) -> Trainer:
             args, model.to(device), train_data, device, precision, rank=rank, world_size=world_size
         )
         if rank == 0:
+            warn_if_max_seg_num_unused(trainer)
             trainer.check_space()
         trainer.train()
         stop_distributed(world_size)

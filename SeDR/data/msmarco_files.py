@@ -186,6 +186,16 @@ def read_split(queries_path: Path, qrels_path: Path, pid2offset: dict[int, int])
             raise DataFormatError(
                 qrels_path, line_no, f"query {qid} is judged here but missing from {queries_path}"
             )
+    empty = [q for q, t in zip(qids, texts) if not t.strip()]
+    if empty:
+        logger.warning(
+            "%s: %d judged queries are empty or only spaces (first: query %d on line %d); they are kept "
+            "and encoded as an empty text",
+            queries_path,
+            len(empty),
+            empty[0],
+            seen[empty[0]],
+        )
     return SplitInput(qids, texts, qrels)
 
 

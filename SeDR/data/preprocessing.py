@@ -36,7 +36,7 @@ from SeDR.core.constants import (
     SPLIT_FILES,
 )
 from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError
-from SeDR.core.outputs import ensure_writable, pid_alive, writing
+from SeDR.core.outputs import claim, ensure_writable, pid_alive, writing
 from SeDR.core.progress import progress
 from SeDR.data.collection_files import range_texts, read_collection_split, scan_collection_corpus
 from SeDR.data.msmarco_files import (
@@ -437,9 +437,18 @@ def preprocess(
     for p in paths.values():
         if not p.is_file():
             raise MissingInputError(p, DOWNLOAD_HINT)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale(out)
+    # One writer per output folder, as every other step (docs/errors.md#outputs): a second run is refused.
+    with claim(out, lock_in=out.parent, lock_name=out.name, earlier=list, what="the preprocess folder"):
+        if _check_existing(out, settings, paths):  # a run that held the lock before us completed it
+            logger.info("%s is already complete; nothing to do", out)
+            return False
+        _clear_stale(out)
+        _write_all(out, paths, settings, threads)
+    return True
 
+
+def _write_all(out: Path, paths: dict[str, Path], settings: Settings, threads: int) -> None:
+    """Read and check the raw inputs, then write every output into a temporary folder renamed to ``out``."""
     tokenizer, record = load_tokenizer(settings.model_name_or_path)  # the record says how it tokenizes
     index = scan_corpus(paths["corpus"])
     splits = {
@@ -471,7 +480,6 @@ def preprocess(
         index.num_docs,
         ", ".join(f"{s} {len(d.qids)} queries" for s, d in splits.items()),
     )
-    return True
 
 
 def default_threads() -> int:

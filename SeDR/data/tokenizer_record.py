@@ -91,6 +91,27 @@ def _rerun_command(preprocess_dir: Path, model_path: str) -> str:
     )
 
 
+def model_mismatch(record: dict, model) -> str | None:
+    """None when the ids of the tokenizer ``record`` describes mean the same tokens to ``model``, else the
+    model's side of the difference (its saved tokenizer record, or its config's vocabulary size and ids)."""
+    config = model.config
+    mine = getattr(config, "sedr_tokenizer", None)
+    ids = model.special_ids
+    if mine is not None:
+        same = all(record.get(k) == mine.get(k) for k in ("vocab_size", "vocab_sha256", "lower_case"))
+        model_side = describe(dict(mine, special_ids=ids))
+    else:  # no tokenizer saved with the model: its config's vocabulary size and special ids
+        size = int(config.vocab_size) - (
+            int(config.multi_view_k) if model.model_class_name == "STAR_Multi" else 0
+        )
+        same = record["vocab_size"] == size
+        model_side = (
+            f"a vocabulary of {size} tokens with CLS {ids['cls_id']} "
+            f"separator {ids['eos_id']} PAD {ids['pad_id']}"
+        )
+    return None if same and record["special_ids"] == ids else model_side
+
+
 def check_tokenizer_record(preprocess_dir, model, model_path=None) -> None:
     """Refuse a preprocess folder whose ids come from another tokenizer than ``model``'s
     (:class:`SeDRInputError`).
@@ -118,19 +139,8 @@ def check_tokenizer_record(preprocess_dir, model, model_path=None) -> None:
             f"tokenizer of {name} ({config.model_type}); rerun preprocessing with it: "
             + _rerun_command(preprocess_dir, name)
         )
-    if mine is not None:
-        same = all(theirs.get(k) == mine.get(k) for k in ("vocab_size", "vocab_sha256", "lower_case"))
-        model_side = describe(dict(mine, special_ids=ids))
-    else:  # no tokenizer saved with the model: its config's vocabulary size and special ids
-        size = int(config.vocab_size) - (
-            int(config.multi_view_k) if model.model_class_name == "STAR_Multi" else 0
-        )
-        same = theirs["vocab_size"] == size
-        model_side = (
-            f"a vocabulary of {size} tokens with CLS {ids['cls_id']} "
-            f"separator {ids['eos_id']} PAD {ids['pad_id']}"
-        )
-    if not (same and theirs["special_ids"] == ids):
+    model_side = model_mismatch(theirs, model)
+    if model_side is not None:
         raise SeDRInputError(
             f"{preprocess_dir} was tokenized with {theirs['name_or_path']} ({describe(theirs)}) but "
             f"{name} has {model_side}: its ids would mean other tokens to the model; rerun "

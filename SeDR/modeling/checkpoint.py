@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CONFIG_MAPPING
 
 from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError, check_model_folder
-from SeDR.core.outputs import fingerprint
+from SeDR.core.outputs import fingerprint, process_umask
 from SeDR.data.tokenizer_record import has_tokenizer_files, load_tokenizer
 from SeDR.modeling import backbones
 from SeDR.modeling import models as M
@@ -427,4 +428,5 @@ def save_pretrained(model: M.DenseRetriever, folder) -> Path:
     (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    os.chmod(folder / WEIGHTS_NAME, 0o666 & ~process_umask())  # safetensors writes it 0600
     return folder

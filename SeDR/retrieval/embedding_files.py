@@ -20,6 +20,7 @@ import numpy as np
 
 from SeDR.core.errors import DataFormatError, MissingInputError
 from SeDR.core.outputs import atomic_write, writing
+from SeDR.modeling.checkpoint import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +158,50 @@ def _read_meta(folder: str | Path, prefix: str) -> dict | None:
     return meta if sizes_ok else None
 
 
-def identity_changes(stored: Mapping, wanted: Mapping) -> dict:
-    """``{key: (stored, wanted)}`` for every identity field that differs."""
-    return {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
+# The identity record of an encoding (docs/errors.md#embedding-identity), one for inference folders
+# and index folders. Who owns a folder of vectors: another owner's folder is never written into.
+OWNER_KEYS = ("model_path", "model_class")
+# What a search must share with the index it searches (a copied model folder is the same model).
+SEARCH_KEYS = (
+    "model_fingerprint",
+    "model_class",
+    "seg_length",
+    "max_seg_num",
+    "content_len",
+    "dim",
+    "max_doc_length",
+    "max_doc_character",
+    "tokenizer_record",
+)
+# Fields added to the record later: compared only where a folder records them.
+LATER_KEYS = ("tokenizer_record",)
+
+
+def embedding_identity(model, model_path, seg_length: int, max_seg_num: int, content_len: int, **documents):
+    """What makes an encoding: the model (folder, class, weights' fingerprint), the segment shape and the
+    vector dimension, then what describes the documents (``documents``: the preprocess folder's
+    fingerprint and size for inference; the tokenizer and text cuts for an index folder)."""
+    return {
+        "model_path": str(Path(model_path).resolve()),
+        "model_class": model.model_class_name,
+        "model_fingerprint": model_fingerprint(model_path),
+        "seg_length": seg_length,
+        "max_seg_num": max_seg_num,
+        "content_len": content_len,
+        "dim": model.embedding_dim,
+        **documents,
+    }
+
+
+def identity_changes(stored: Mapping, wanted: Mapping, keys: Sequence[str] | None = None) -> dict:
+    """``{key: (stored, wanted)}`` for every identity field among ``keys`` (default: all of ``wanted``)
+    that differs; a :data:`LATER_KEYS` field a folder does not record is not compared."""
+    keys = list(wanted) if keys is None else keys
+    return {
+        k: (stored.get(k), wanted.get(k))
+        for k in keys
+        if stored.get(k) != wanted.get(k) and not (k in LATER_KEYS and k not in stored)
+    }
 
 
 def embeddings_complete(
@@ -177,12 +219,13 @@ def foreign_embeddings(folder: str | Path, prefix: str = "passages") -> bool:
 
 
 def load_segment_embeddings(
-    folder: str | Path, prefix: str = "passages", legacy_dim: int | None = None
+    folder: str | Path, prefix: str = "passages", legacy_dim: int | None = None, hint: str = ENCODE_HINT
 ) -> SegmentEmbeddings:
     """Open complete segment embeddings read-only (memmaps, nothing loaded into memory).
 
     ``legacy_dim`` opens files without a completion record (e.g. from the original code) by
-    deriving the row count from the id file; sizes must agree exactly.
+    deriving the row count from the id file; sizes must agree exactly. ``hint``: the command that
+    writes them again (an index folder's is ``python -m SeDR.index``).
     """
     emb_path, id_path, meta_path = embedding_paths(folder, prefix)
     meta = _read_meta(folder, prefix)
@@ -194,11 +237,11 @@ def load_segment_embeddings(
                 emb_path,
                 None,
                 f"{emb_path.stat().st_size} bytes, but its record says "
-                f"{record['rows']} rows x {record['dim']} ({want} bytes): truncated; {ENCODE_HINT}",
+                f"{record['rows']} rows x {record['dim']} ({want} bytes): truncated; {hint}",
             )
         if legacy_dim is None or not (emb_path.exists() and id_path.exists()):
             state = "incomplete (no completion record)" if emb_path.exists() else "missing"
-            raise MissingInputError(emb_path, f"embeddings are {state}; {ENCODE_HINT}")
+            raise MissingInputError(emb_path, f"embeddings are {state}; {hint}")
         rows = id_path.stat().st_size // 4
         if emb_path.stat().st_size != rows * legacy_dim * 4 or id_path.stat().st_size % 4:
             raise DataFormatError(

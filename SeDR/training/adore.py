@@ -22,15 +22,21 @@ import numpy as np
 import torch
 
 from SeDR.core.constants import EVAL_DOCS_KEPT, SEGMENT_HITS
-from SeDR.core.errors import OutputError, SeDRInputError
+from SeDR.core.errors import SeDRInputError
 from SeDR.core.outputs import (
-    RunLock,
+    BACKUP,
+    KEEP,
+    REFUSE,
+    RUN_FOLDER,
+    Claim,
     atomic_save_dir,
     atomic_write,
     atomic_write_text,
-    ensure_writable,
+    check_saved_state,
+    claim,
+    fingerprint,
     flag_changes,
-    move_to_backup,
+    read_saved_state,
 )
 from SeDR.core.progress import progress
 from SeDR.core.runtime import Precision, rng_state, seed_everything, set_rng_state
@@ -182,28 +188,62 @@ def adore_outputs(save_dir: Path, name: str) -> list[Path]:
     return sorted(p for p in save_dir.iterdir() if own.fullmatch(p.name)) if save_dir.is_dir() else []
 
 
-def claim_save_dir(args, name: str) -> RunLock:
+def _embeddings_content(folder: str) -> str:
+    """What an embedding folder holds, for a moved ``--pembed_dir``: its record and sizes."""
+    paths = embedding_files.embedding_paths(folder)
+    sizes = [p.stat().st_size if p.exists() else -1 for p in paths[:2]]
+    return fingerprint([paths[2]]) + str(sizes)
+
+
+# Flags naming files or folders: compared on --resume by what they hold, not by their spelling.
+ADORE_PATH_FLAGS = {
+    "model_save_dir": RUN_FOLDER,
+    "init_path": model_fingerprint,
+    "pembed_dir": _embeddings_content,
+    "preprocess_dir": preprocess_folder.preprocess_fingerprint,
+}
+# How to get past a saved state that cannot be read.
+UNREADABLE_STATE_FIX = (
+    "restore the file, or start again with --overwrite_output_dir (this run's outputs move to a dated backup)"
+)
+
+
+def claim_save_dir(args, name: str) -> Claim:
     """Lock this run's outputs in ``--model_save_dir``;
     earlier ones need ``--resume`` or ``--overwrite_output_dir``."""
-    save_dir = ensure_writable(args.model_save_dir, what="ADORE checkpoints")
-    lock = RunLock(save_dir, f"{name}-adore").acquire()
-    earlier = adore_outputs(save_dir, name)
+    save_dir = Path(args.model_save_dir)
     state = save_dir / f"{name}-adore-state.pt"
-    if earlier and args.overwrite_output_dir:
-        backup = move_to_backup(earlier, save_dir / f"{name}-adore")
-        logger.warning("--overwrite_output_dir: moved the earlier outputs of this ADORE run to %s", backup)
-    elif earlier and not (args.resume and state.exists()):
-        lock.release()
-        how = (
-            "it has no resumable state: pass --overwrite_output_dir"
-            if args.resume
-            else (
-                "pass --resume to continue it, or --overwrite_output_dir to start again "
-                "(they move to a dated backup)"
-            )
+    how = (
+        "it has no resumable state: pass --overwrite_output_dir"
+        if args.resume
+        else (
+            "pass --resume to continue it, or --overwrite_output_dir to start again "
+            "(they move to a dated backup)"
         )
-        raise OutputError(f"{earlier[0]} already exists (an earlier ADORE run from {name}); {how}")
-    return lock
+    )
+    held = claim(
+        save_dir,
+        lock_in=save_dir,
+        lock_name=f"{name}-adore",
+        earlier=lambda: adore_outputs(save_dir, name),
+        when_taken=(
+            BACKUP if args.overwrite_output_dir else KEEP if args.resume and state.exists() else REFUSE
+        ),
+        refusal=lambda found: f"{found[0]} already exists (an earlier ADORE run from {name}); {how}",
+        backup_folder=save_dir / f"{name}-adore",
+        what="ADORE checkpoints",
+    )
+    if held.backup is not None:
+        logger.warning(
+            "--overwrite_output_dir: moved the earlier outputs of this ADORE run to %s", held.backup
+        )
+    elif held.earlier and state.exists():
+        try:
+            check_saved_state(state, UNREADABLE_STATE_FIX)
+        except BaseException:
+            held.release()
+            raise
+    return held
 
 
 def open_frozen_embeddings(folder, init_path, dim: int):
@@ -396,8 +436,8 @@ class AdoreRun:
         atomic_write(self.state_path, lambda f: torch.save(state, f))
 
     def _load_state(self, optimizer, scheduler, rng):
-        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
-        conflicts = flag_changes(state["args"], self.args, ADORE_RESUMABLE_FLAGS)
+        state = read_saved_state(self.state_path, UNREADABLE_STATE_FIX)
+        conflicts = flag_changes(state["args"], self.args, ADORE_RESUMABLE_FLAGS, ADORE_PATH_FLAGS)
         if conflicts:
             raise SeDRInputError(
                 f"--resume from {self.state_path}: the saved state fixes these flags; rerun with "

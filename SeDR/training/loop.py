@@ -18,14 +18,28 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from SeDR.core.constants import TRAINING_ARGS
-from SeDR.core.errors import DataFormatError, OutputError, SeDRInputError
-from SeDR.core.outputs import RunLock, atomic_save_dir, ensure_writable, flag_changes, move_to_backup
+from SeDR.core.errors import DataFormatError, SeDRInputError
+from SeDR.core.outputs import (
+    BACKUP,
+    KEEP,
+    RECORDED,
+    REFUSE,
+    RUN_FOLDER,
+    Claim,
+    atomic_save_dir,
+    check_saved_state,
+    claim,
+    ensure_writable,
+    flag_changes,
+    read_saved_state,
+)
 from SeDR.core.progress import progress
 from SeDR.core.runtime import Precision, rng_state, set_rng_state
 from SeDR.data import collation, preprocess_folder, segmentation
 from SeDR.data.sampling import ItemDataset, SegmentBudgetBatchSampler, without_hard_negatives
 from SeDR.data.segmentation import SegmentSpec
 from SeDR.modeling import TrainOutput, load_weights_into, save_pretrained
+from SeDR.modeling.checkpoint import model_fingerprint
 from SeDR.modeling.cross_device import globalize_batch
 from SeDR.modeling.longformer import MODEL_CLASS_NAME as LONGFORMER_CLASS
 from SeDR.retrieval.hard_negatives import load_hard_negatives
@@ -80,33 +94,64 @@ RESUMABLE_FLAGS = frozenset(
 )
 
 
-def claim_output_dir(args, name_of_epoch) -> RunLock:
+# Flags naming files or folders: compared on --resume by what they hold, not by their spelling. The run
+# folder may have moved; the preprocess folder and hard negatives have recorded fingerprints.
+PATH_FLAGS = {
+    "output_dir": RUN_FOLDER,
+    "preprocess_dir": RECORDED,
+    "hardneg_path": RECORDED,
+    "init_path": model_fingerprint,
+}
+# How to get past a saved state that cannot be read.
+UNREADABLE_STATE_FIX = (
+    "restore the file, or train again with --overwrite_output_dir "
+    "(the run's checkpoints move to a dated backup)"
+)
+
+
+def claim_output_dir(args, name_of_epoch) -> Claim:
     """Before any long work: lock this run's checkpoints in ``--output_dir`` and settle what is already there.
 
     Existing checkpoints of the run are refused unless ``--resume`` (whose fixed flags must equal the
-    saved ones) or ``--overwrite_output_dir`` (which moves them to a dated backup folder first).
+    saved ones, and whose saved state must be readable) or ``--overwrite_output_dir`` (which moves them
+    to a dated backup folder first).
     """
-    out = ensure_writable(args.output_dir, what="checkpoints")
-    lock = RunLock(out, name_of_epoch(0)[len("epoch-0-") :]).acquire()
+    out = Path(args.output_dir)
+    run = name_of_epoch(0)[len("epoch-0-") :]
+
+    def earlier() -> list[Path]:
+        return [p for _, p in sorted(existing_checkpoints(out, name_of_epoch).items())]
+
+    held = claim(
+        out,
+        lock_in=out,
+        lock_name=run,
+        earlier=earlier,
+        when_taken=BACKUP if args.overwrite_output_dir else KEEP if args.resume else REFUSE,
+        refusal=lambda found: (
+            f"{found[-1]} already exists: pass --resume to continue this run, or "
+            "--overwrite_output_dir to train again (its checkpoints are moved to a dated backup)"
+        ),
+        backup_folder=out / run,
+        what="checkpoints",
+    )
     try:
-        found = existing_checkpoints(out, name_of_epoch)
-        if found and args.overwrite_output_dir:
-            backup = move_to_backup(found.values(), out / name_of_epoch(0)[len("epoch-0-") :])
+        if held.backup is not None:
             logger.warning(
                 "--overwrite_output_dir: moved the earlier checkpoints of this run (%s) to %s",
-                ", ".join(p.name for p in sorted(found.values())),
-                backup,
+                ", ".join(p.name for p in sorted(held.earlier)),
+                held.backup,
             )
-        elif found and not args.resume:
-            raise OutputError(
-                f"{found[max(found)]} already exists: pass --resume to continue this run, or "
-                "--overwrite_output_dir to train again (its checkpoints are moved to a dated backup)"
-            )
-        elif found:
-            resumable = [p for e, p in sorted(found.items()) if (p / TRAINING_STATE).exists()]
+        elif held.earlier:
+            resumable = [p for p in held.earlier if (p / TRAINING_STATE).exists()]
+            if resumable:
+                check_saved_state(resumable[-1] / TRAINING_STATE, UNREADABLE_STATE_FIX)
             if resumable and (resumable[-1] / TRAINING_ARGS).exists():
                 conflicts = flag_changes(
-                    json.loads((resumable[-1] / TRAINING_ARGS).read_text()), args, RESUMABLE_FLAGS
+                    json.loads((resumable[-1] / TRAINING_ARGS).read_text()),
+                    args,
+                    RESUMABLE_FLAGS,
+                    PATH_FLAGS,
                 )
                 if conflicts:
                     raise SeDRInputError(
@@ -114,9 +159,9 @@ def claim_output_dir(args, name_of_epoch) -> RunLock:
                         f"rerun with the saved values or start a new run: {'; '.join(conflicts)}"
                     )
     except BaseException:
-        lock.release()
+        held.release()
         raise
-    return lock
+    return held
 
 
 @dataclass
@@ -315,7 +360,7 @@ class Trainer:
         folder = found[epoch]
         logger.info("resuming from %s", folder)
         load_weights_into(self.model, folder)
-        state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
+        state = read_saved_state(folder / TRAINING_STATE, UNREADABLE_STATE_FIX)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.precision.scaler is not None and state["scaler"] is not None:
