@@ -161,16 +161,11 @@ def _settle_eval_dir(held: Claim, identity: dict, args, expected_rows) -> bool:
     return False
 
 
-def present_splits(preprocess_dir: Path) -> list[str]:
-    """The evaluation splits whose queries the preprocess folder holds."""
-    return [s for s in EVAL_DOCS_KEPT if (preprocess_dir / f"{s}-query_meta").exists()]
-
-
-def check_before_encoding(args, preprocess_dir: Path, run_tag: str) -> int:
+def check_before_encoding(args, preprocess_dir: Path, run_tag: str, plan: EvaluationPlan) -> int:
     """What can fail after encoding, checked before it: the id maps the run files need and, with
     ``--gen_hardneg``, a writable ``--hardneg_path`` with room for the file (and the copy of an earlier
     one). Returns the bytes the result files will take (docs/errors.md#early-checks)."""
-    splits = present_splits(preprocess_dir)
+    splits = list(plan.measures)
     maps = ["pid2offset.pickle"] + [f"{s}-qid2offset.pickle" for s in splits] if splits else []
     for name in maps:
         if not (preprocess_dir / name).is_file():
@@ -181,15 +176,15 @@ def check_before_encoding(args, preprocess_dir: Path, run_tag: str) -> int:
             )
     results = sum(
         len(preprocess_folder.queries(preprocess_dir, s))
-        * EVAL_DOCS_KEPT[s]
+        * ranking_depth(s, measures)
         * (RESULT_LINE_BYTES + len(run_tag))
-        for s in splits
+        for s, measures in plan.measures.items()
     )
     if getattr(args, "gen_hardneg", False):
         path = Path(args.hardneg_path)
         if path.is_dir():
             raise OutputError(f"--hardneg_path {path} is a folder; name the file to write")
-        n_train = len(preprocess_folder.queries(preprocess_dir, "train"))
+        n_train = len(preprocess_folder.queries(preprocess_dir, flags.train_split(args)))
         earlier = path.stat().st_size if path.exists() else 0
         ensure_writable(
             path.parent, n_train * HARDNEG_LIST_LENGTH * HARDNEG_ID_BYTES + earlier, f"--hardneg_path {path}"
@@ -397,7 +392,7 @@ def _inference(
         out_dir,
     )
     rows = model.rows_per_document(torch.as_tensor(corpus_segment_counts(passages, spec))).numpy()
-    result_bytes = check_before_encoding(args, preprocess_dir, out_dir.name)
+    result_bytes = check_before_encoding(args, preprocess_dir, out_dir.name, plan)
     start_distributed(device, world_size)
     held = None
     try:
