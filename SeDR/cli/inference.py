@@ -19,6 +19,7 @@ from SeDR.core.errors import OutputError
 from SeDR.core.outputs import RunLock, backup_name, ensure_writable, move_to_backup
 from SeDR.core.runtime import (
     env_rank,
+    loader_workers,
     resolve_device,
     resolve_precision,
     setup_logging,
@@ -155,7 +156,15 @@ def encode_documents(
             out_dir, model.embedding_dim, prefix, info=info
         ) as writer:
             for vecs, doc_ids in encode_corpus(
-                model, passages, spec, args.max_bsize, device, precision, start, end
+                model,
+                passages,
+                spec,
+                args.max_bsize,
+                device,
+                precision,
+                start,
+                end,
+                num_workers=loader_workers(args.num_workers, device),
             ):
                 writer.append(vecs, doc_ids)
         logger.info(
@@ -258,6 +267,8 @@ def _inference(
         "preprocess_fingerprint": preprocess_folder.preprocess_fingerprint(preprocess_dir),
         "num_docs": len(passages),
     }
+    if precision.tf32:  # recorded when in effect only: earlier folders keep matching fp32 runs
+        identity["tf32"] = True
     logger.info(
         "model %s (%s), %d documents, L=%d M=%d -> %s",
         args.model_path,
@@ -268,7 +279,7 @@ def _inference(
         out_dir,
     )
     rows = model.rows_per_document(torch.as_tensor(corpus_segment_counts(passages, spec))).numpy()
-    start_distributed(device, world_size)
+    start_distributed(device, world_size, args.ddp_timeout)
     owner = rank == 0 and (world_size > 1 or num_shards == 1)  # job-array shards share the folder
     # The lock sits beside the folder, which --overwrite_output_dir may move to a backup.
     lock = RunLock(ensure_writable(out_dir).parent, out_dir.name).acquire() if owner else None
@@ -321,10 +332,10 @@ def run_inference(argv=None) -> Evaluation | None:
     """
     args = flags.build_inference_parser().parse_args(argv)
     flags.validate_inference_args(args)
-    rank, local_rank, world_size = env_rank()
+    rank, local_rank, world_size = env_rank(args.local_rank)
     setup_logging(rank)
     device = resolve_device(args.no_cuda, local_rank)
-    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False, tf32=args.tf32)
     model = load_model(args.model_path, model_class=args.model_class, max_seg_num=args.max_seg_num)
     spec = SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=model.extra_content_reserve)
     shard_id, num_shards = (rank, world_size) if world_size > 1 else (args.shard_id, args.num_shards)
@@ -340,7 +351,7 @@ def run_longformer_inference(argv=None) -> Evaluation:
     flags.validate_inference_args(args)
     setup_logging()
     device = resolve_device(args.no_cuda)
-    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False, tf32=args.tf32)
     model = load_longformer(args.model_path, max_seg_num=args.max_seg_num)
     check_doc_length(model, args.max_doc_length, args.model_path)
     return _inference(
