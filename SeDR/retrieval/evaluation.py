@@ -21,9 +21,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NamedTuple
 
-import ir_measures
-from ir_measures import RR, Judged, R, nDCG
-
 from SeDR.core.constants import MRR_CUTOFF, SEGMENT_HITS, TREC_DOCS_KEPT
 from SeDR.core.outputs import atomic_write_text, writing
 from SeDR.data.preprocess_folder import iter_qrels
@@ -89,6 +86,8 @@ def _aggregate(measures: dict, qrels: Qrels, run: Run) -> dict[str, float]:
     """``{name: mean over all qrels queries}``; judged queries missing from ``run`` count 0."""
     if not qrels:
         return {name: 0.0 for name in measures}
+    import ir_measures  # here, not at import: training and encoding run without the metric library
+
     run = {q: docs for q, docs in run.items() if docs}
     values = ir_measures.calc_aggregate(list(measures.values()), qrels, run) if run else {}
     return {name: float(values.get(m, 0.0)) for name, m in measures.items()}
@@ -96,6 +95,8 @@ def _aggregate(measures: dict, qrels: Qrels, run: Run) -> dict[str, float]:
 
 def msmarco_dev_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
     """MRR@100 and Recall@{5,10,30,50,100} (docs/retrieval.md#dev-metrics)."""
+    from ir_measures import RR, R
+
     measures = {f"MRR@{MRR_CUTOFF}": RR(rel=RELEVANCE_THRESHOLD) @ MRR_CUTOFF}
     measures.update({f"Recall@{k}": R @ k for k in DEV_RECALL_CUTOFFS})
     return _aggregate(measures, qrels, run)
@@ -103,6 +104,8 @@ def msmarco_dev_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
 
 def trec_dl_metrics(qrels: Qrels, run: Run) -> dict[str, float]:
     """nDCG@10 (graded), R@100 (rel >= 1) and Judged@10 (docs/retrieval.md#trec-metrics)."""
+    from ir_measures import Judged, R, nDCG
+
     measures = {
         f"nDCG@{NDCG_CUTOFF}": nDCG @ NDCG_CUTOFF,
         f"R@{TREC_RECALL_CUTOFF}": R @ TREC_RECALL_CUTOFF,
