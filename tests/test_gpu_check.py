@@ -94,10 +94,25 @@ ROWS = [
 ]
 
 
+# What a CUDA torch image lacks: the check must run with these unimportable.
+ABSENT = ("faiss", "ir_measures", "tensorboard", "matplotlib", "bm25s")
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "gpu_check.json"
-    env = dict(os.environ, PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
+    stubs = tmp_path_factory.mktemp("absent")
+    for name in ABSENT:
+        (stubs / name).mkdir()
+        (stubs / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{name}'\")\n"
+        )
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        CUDA_VISIBLE_DEVICES="",
+        PYTHONPATH=os.pathsep.join([str(stubs), os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.run(
         ["bash", str(ROOT / "bench" / "gpu_check.sh"), "--tiny", "--json", str(out)],
         capture_output=True,
