@@ -13,10 +13,22 @@ Configurations (same random weights, same MS MARCO-like training batch, LAMB):
   SeDR.data.preprocess_folder.plan_row_groups).
 
 Time: min of ``--reps`` interleaved steps in one process, one torch thread by default
-(ratios to ``cache 0``). Memory: each configuration runs again in a fresh subprocess that resets the kernel's
-peak-RSS mark (``/proc/self/clear_refs``) just before its steps and reports peak RSS minus the RSS at that
-point, i.e. the extra resident memory of forward + backward + optimiser step (activations, gradients,
-optimiser state, allocator slack). Falls back to ``ru_maxrss`` deltas where clear_refs is missing.
+(ratios to ``cache 0``). Memory: each configuration runs again in a fresh subprocess that resets the
+kernel's peak-RSS mark (``/proc/self/clear_refs``) just before its steps and reports peak RSS minus
+the RSS at that point, i.e. the extra resident memory of forward + backward + optimiser step
+(activations, gradients, optimiser state, allocator slack). Falls back to ``ru_maxrss`` deltas where
+clear_refs is missing.
+
+Collation overlapped vs in line: one pass of the trainer's loader (the sampler's plan of MS
+MARCO-like micro-batches of ``--max_bsize`` positive segments, ``TrainCollator``) feeding forward +
+backward + LAMB of a one-layer SeDR with hidden size 32 and Late-Cache 50 on the CPU (whose step is
+still far longer than the collation at 512-token rows), with ``DataLoader(num_workers=0)``
+(collation in line, as ``--num_workers 0``) and with ``--workers`` collating processes
+(``--num_workers N``), epochs interleaved; throughput in micro-batches/s after the first batch, and
+the wait for the first batch apart (workers start every epoch; an MS MARCO epoch has ~50,000
+micro-batches). The same loaders also feed a GPU stand-in: a wait of
+``--gpu_step_ms`` (20 ms, about a bf16 step at the README's sizes on an H200) in place of the step,
+as the host waits while a GPU computes; that is where the overlap pays.
 
     python bench/train_step.py [--quick] [--device cuda]
 """
@@ -28,14 +40,16 @@ import json
 import resource
 import subprocess
 import sys
+import time
 
 import numpy as np
 import torch
 from common import interleaved_min, machine, msmarco_like_documents, random_models, set_threads
 
 from SeDR.data.batches import TrainBatch
-from SeDR.data.collation import collate_queries
-from SeDR.data.segmentation import SegmentSpec, collate_documents
+from SeDR.data.collation import TrainCollator, collate_queries
+from SeDR.data.sampling import ItemDataset, SegmentBudgetBatchSampler
+from SeDR.data.segmentation import SegmentSpec, collate_documents, num_segments
 from SeDR.training.optimizers import build_optimizer
 
 CONFIGS = {  # name -> (model class, cache size, gradient checkpointing, rows grouped by width)
@@ -153,6 +167,115 @@ def child(name: str, args) -> None:
     print(json.dumps({"peak_mib": (read() - base) / 1024, "how": how}))
 
 
+class _Tokens(list):
+    """Token arrays indexed by offset, as the collator reads a ``TokenCache``."""
+
+
+def collation_overlap(args) -> dict[str, float]:
+    """Micro-batches/s of one epoch of the trainer's loader + step, collation in line vs in workers."""
+    sz = sizes(args)
+    spec = SegmentSpec(sz["max_seg_length"], args.max_seg_num)
+    rng = np.random.default_rng(3)
+    n_docs, n_queries = 600, args.loader_queries
+    passages = _Tokens(msmarco_like_documents(n_docs, spec, rng))
+    queries = _Tokens(
+        np.concatenate([[0], rng.integers(5, 1000, size=int(rng.integers(6, 20))), [2]])
+        for _ in range(n_queries)
+    )
+    rel = {q: [int(q % n_docs)] for q in range(n_queries)}
+    hard = {q: [int(d) for d in rng.choice(n_docs, size=200, replace=False)] for q in range(n_queries)}
+    counts = np.asarray(num_segments(np.array([len(d) for d in passages]), spec), dtype=np.int64)
+    sampler = SegmentBudgetBatchSampler(
+        list(rel), rel, hard, counts, max_bsize=args.max_bsize, hardneg_topk=100
+    )
+    model = random_models(
+        ["SeDR"],
+        max_seg_num=args.max_seg_num,
+        hidden=32,
+        layers=1,
+        heads=2,
+        device=args.device,
+        cache_size=50,
+    )["SeDR"].train()
+    opt = build_optimizer("lamb", model, lr=1e-6, weight_decay=0.01)
+    cache = model.new_cache()
+    collator = TrainCollator(
+        passages,
+        queries,
+        rel,
+        spec,
+        max_query_length=MAX_QUERY_LENGTH,
+        max_bsize=args.max_bsize,
+        row_groups=True,
+        **model.special_ids,
+    )
+
+    def cpu_step(batch):
+        opt.zero_grad(set_to_none=True)
+        model(batch.to(args.device), cache=cache).loss.backward()
+        opt.step()
+
+    def gpu_stand_in(batch):
+        time.sleep(args.gpu_step_ms / 1e3)  # the host waits while the GPU runs the step
+
+    def epoch(loader, step, limit: int) -> tuple[float, float]:
+        """(seconds to the first batch, seconds per micro-batch after it) over ``limit`` micro-batches."""
+        t0 = time.perf_counter()
+        it = iter(loader)
+        first = next(it)
+        t1 = time.perf_counter()
+        step(first)
+        for _, batch in zip(range(limit - 1), it):
+            step(batch)
+        t2 = time.perf_counter()
+        del it  # stops the workers
+        return t1 - t0, (t2 - t1) / limit
+
+    workers = f"{args.workers} worker{'s' * (args.workers > 1)}"
+    loaders = {
+        name: torch.utils.data.DataLoader(
+            ItemDataset(), batch_sampler=sampler, collate_fn=collator, num_workers=n
+        )
+        for name, n in (("in line", 0), (workers, args.workers))
+    }
+    n = len(sampler)
+    kinds = {
+        "CPU step": (cpu_step, min(n, args.cpu_batches)),
+        f"{args.gpu_step_ms:g} ms GPU stand-in": (gpu_stand_in, n),
+    }
+    schemes = [(kind, name) for kind in kinds for name in loaders]
+    best = {sch: (float("inf"), float("inf")) for sch in schemes}
+    for rep in range(args.loader_reps):  # interleaved, rotating order; each keeps its fastest
+        for kind, name in schemes[rep % len(schemes) :] + schemes[: rep % len(schemes)]:
+            step, limit = kinds[kind]
+            start, per = epoch(loaders[name], step, limit)
+            best[kind, name] = (min(best[kind, name][0], start), min(best[kind, name][1], per))
+    collate_s = min(_timed(lambda: [collator(items) for items in sampler.local_plan()]) for _ in range(2)) / n
+    print(
+        f"loader: micro-batches of <= {args.max_bsize} positive segments (+ hard negatives) of "
+        f"{sz['max_seg_length']} tokens, {n} in the plan; "
+        f"collation alone {collate_s * 1e3:.1f} ms per micro-batch"
+    )
+    out = {"collation_ms": collate_s * 1e3}
+    for (kind, name), (start, per) in best.items():
+        print(
+            f"  {kind + ', ' + name:34s} {1 / per:7.2f} micro-batches/s after the first "
+            f"(first batch after {start * 1e3:.0f} ms; {kinds[kind][1]} micro-batches, "
+            f"min of {args.loader_reps})"
+        )
+    for kind in kinds:
+        ratio = best[kind, "in line"][1] / best[kind, workers][1]
+        out[f"overlap speed-up, {kind}"] = ratio
+        print(f"RATIO throughput collation overlapped ({workers}) / in line, {kind}: {ratio:.3f}")
+    return out
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main(argv=None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
@@ -164,6 +287,16 @@ def main(argv=None) -> dict[str, float]:
     p.add_argument("--mem_steps", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--max_bsize", type=int, default=17, help="loader: positive segments per micro-batch")
+    p.add_argument("--workers", type=int, default=1, help="loader: collating processes (--num_workers)")
+    p.add_argument(
+        "--loader_queries", type=int, default=None, help="loader: queries per epoch (160, quick 60)"
+    )
+    p.add_argument("--loader_reps", type=int, default=3, help="loader: interleaved epochs per scheme")
+    p.add_argument(
+        "--cpu_batches", type=int, default=12, help="loader: micro-batches timed with the CPU step"
+    )
+    p.add_argument("--gpu_step_ms", type=float, default=20.0, help="loader: the GPU stand-in's step")
     p.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     set_threads(args.threads)
@@ -171,6 +304,7 @@ def main(argv=None) -> dict[str, float]:
         return child(args.child, args)
 
     reps = args.reps or (10 if args.quick else 12)
+    args.loader_queries = args.loader_queries or (300 if args.quick else 1000)
     sz = sizes(args)
     print(f"machine: {machine()}")
     print(
@@ -227,6 +361,7 @@ def main(argv=None) -> dict[str, float]:
         f"RATIO rows grouped by width over padded to T (cache 50): speed-up {tp / tc:.3f}, "
         f"peak memory grouped / padded {mc / mp_:.3f}"
     )
+    res.update(collation_overlap(args))
     return res
 
 

@@ -212,3 +212,44 @@ def test_segment_batch_to_moves_row_groups():
         SegmentBatch(b.input_ids, b.attention_mask, b.seg_counts, b.fuse_mat, b.doc_offsets, 4).row_groups
         is None
     )
+
+
+def test_a_training_batch_crosses_processes_by_value():
+    """A collating worker hands batches to the trainer pickled as DataLoader pickles them; the
+    tensors travel as bytes in the stream (not as one shared-memory file each) and come back equal."""
+    import dataclasses
+    import io
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers torch's shared-memory reductions, as a DataLoader)
+
+    from SeDR.data.batches import TrainBatch
+
+    spec = SegmentSpec(20, 3)
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(5, 90, size=n) for n in (7, 30, 45)]
+    batch = TrainBatch(
+        queries=collation.collate_queries([np.array([0, 9, 8, 2])] * 3, [0, 1, 2], 6),
+        positives=segmentation.collate_documents(docs, [0, 1, 2], spec, row_groups=True, group_overhead=0),
+        negatives=segmentation.collate_documents(docs[::-1], [2, 1, 0], spec),
+        rel_pair_mask=1 - torch.eye(3),
+        hard_pair_mask=torch.ones(3, 3),
+    )
+    buf = io.BytesIO()
+    ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump(batch)
+    assert len(buf.getvalue()) > batch.positives.input_ids.numel() * 8  # the ids are in the stream
+    back = pickle.loads(buf.getvalue())
+
+    def same(a, b):
+        for f in dataclasses.fields(a):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, y) and x.dtype == y.dtype, f.name
+            elif dataclasses.is_dataclass(x):
+                same(x, y)
+            else:
+                assert x == y, f.name
+
+    same(batch, back)
+    assert back.positives.row_groups is not None and back.negatives.row_groups is None

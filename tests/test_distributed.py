@@ -1,7 +1,9 @@
-"""Scale-out on CPU: sharded encoding equals single-process encoding; DDP training with gloo."""
+"""Scale-out on CPU: sharded encoding equals single-process encoding; DDP training with gloo: an exact
+``--resume``, the refusal of another world size, and ``no_sync`` during accumulation."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 from pathlib import Path
@@ -10,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import cwd
+from conftest import cwd, user_error
 from safetensors.torch import load_file
 
 from SeDR import inference
+from SeDR import train as train_script
 from SeDR.modeling import cross_entropy_scores
 from SeDR.retrieval import embedding_files, exact_search
+from SeDR.training.loop import uses_no_sync
 
 INFER = [
     "--model_class",
@@ -143,6 +147,132 @@ def test_ddp_training_two_ranks(root, tmp_path):
     # Gathering changes the loss (more negatives per query), hence the trained weights.
     plain, gathered = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank0_x.pt")
     assert not torch.equal(plain["embeddingHead.weight"], gathered["embeddingHead.weight"])
+
+
+def _train_worker(rank: int, world: int, port: int, root: str, argv: list[str], out: str):
+    """One rank of ``SeDR/train.py ARGV``; saves its final weights to ``out/rank{rank}.pt``."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    with cwd(root):
+        from SeDR.cli.train import run_training
+
+        trainer = run_training(argv)
+        weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        torch.save(weights, Path(out) / f"rank{rank}.pt")
+
+
+def _train_two_ranks(root: Path, argv: list[str], out: Path) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_train_worker, args=(2, _free_port(), str(root), argv, str(out)), nprocs=2, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
+def _two_epochs(model_class: str) -> list[str]:
+    argv = list(TRAIN)
+    argv[argv.index("--model_class") + 1] = model_class
+    argv[argv.index("--num_train_epochs") + 1] = "2"
+    return argv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_class", ["SeDR", "STAR_MaxP"])
+def test_two_ranks_resume_gives_the_uninterrupted_weights(root, tmp_path, model_class):
+    argv = _two_epochs(model_class)
+    straight = _train_two_ranks(root, argv + ["--output_dir", "./straight"], tmp_path / "straight")
+    _train_two_ranks(root, argv + ["--output_dir", "./cut", "--epochs_to_run", "1"], tmp_path / "cut")
+    resumed = _train_two_ranks(root, argv + ["--output_dir", "./cut", "--resume"], tmp_path / "resumed")
+    for rank in range(2):
+        assert straight[rank].keys() == resumed[rank].keys()
+        for k in straight[rank]:
+            assert torch.equal(straight[rank][k], resumed[rank][k]), (rank, k)
+    state = torch.load(
+        root / "cut" / f"epoch-2-64-4-6-{model_class}" / "training_state.pt", weights_only=False
+    )
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    if model_class == "SeDR":  # each rank's Late-Cache holds its own queries: rank 1's is not rank 0's
+        assert not torch.equal(state["ranks"][0]["cache"]["queries"], state["ranks"][1]["cache"]["queries"])
+
+
+@pytest.mark.slow
+def test_resume_with_another_world_size_is_refused_in_one_line(root, tmp_path, capsys):
+    argv = _two_epochs("SeDR") + ["--output_dir", "./two"]
+    _train_two_ranks(root, argv + ["--epochs_to_run", "1"], tmp_path / "two")
+    before = (root / "two" / "epoch-1-64-4-6-SeDR" / "training_state.pt").read_bytes()
+    line = user_error(capsys, train_script.main, argv + ["--resume"])
+    assert "number of processes: saved 2, now 1" in line, line
+    assert (root / "two" / "epoch-1-64-4-6-SeDR" / "training_state.pt").read_bytes() == before
+    assert not (root / "two" / "epoch-2-64-4-6-SeDR").exists()
+
+
+def _no_sync_worker(rank: int, world: int, port: int, root: str, out: str):
+    """Three micro-steps of the trainer with DDP's all-reduce on each, and with ``no_sync`` on the
+    first two; saves both accumulated gradients."""
+    import torch.distributed as dist
+
+    from SeDR.cli import flags
+    from SeDR.core.runtime import resolve_precision
+    from SeDR.data.segmentation import SegmentSpec
+    from SeDR.modeling import build_model
+    from SeDR.training.loop import Trainer, load_train_data
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    argv = _two_epochs("SeDR_without_LateCache") + ["--gradient_accumulation_steps", "3", "--max_grad_norm"]
+    with cwd(root):
+        args = flags.build_train_parser().parse_args(argv + ["-1"])
+        model = build_model(
+            args.model_class,
+            args.init_path,
+            max_seg_num=args.max_seg_num,
+            gradient_checkpointing=args.use_gradient_checkpointing,
+        )
+        spec = SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=model.extra_content_reserve)
+        data = load_train_data(args.preprocess_dir, args.hardneg_path, spec)
+        cpu = torch.device("cpu")
+        trainer = Trainer(args, model, data, cpu, resolve_precision(cpu), rank, world)
+        batches = [trainer.collator(items) for items in list(trainer.sampler)[:3]]
+        grads = {}
+        for mode in ("sync", "no_sync"):
+            torch.manual_seed(0)  # the same dropout in both
+            model.zero_grad(set_to_none=True)
+            for i, batch in enumerate(batches):
+                trainer.micro_step(batch, sync=mode == "sync" or i == len(batches) - 1)
+            grads[mode] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        torch.save({"grads": grads, "uses_no_sync": trainer.no_sync}, Path(out) / f"ns{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    "world,accum,clip,expected",
+    [(2, 4, -1, True), (2, 4, 1.0, False), (2, 1, -1, False), (1, 4, -1, False)],
+)
+def test_no_sync_only_where_nothing_reads_the_partial_sum(world, accum, clip, expected):
+    args = argparse.Namespace(gradient_accumulation_steps=accum, max_grad_norm=clip)
+    assert uses_no_sync(args, world) is expected
+
+
+@pytest.mark.slow
+def test_no_sync_accumulation_gives_the_synced_gradients(root, tmp_path):
+    mp.spawn(_no_sync_worker, args=(2, _free_port(), str(root), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "ns0.pt"), torch.load(tmp_path / "ns1.pt")
+    assert r0["uses_no_sync"]  # --max_grad_norm -1: nothing reads the partial sum
+    synced, local = r0["grads"]["sync"], r0["grads"]["no_sync"]
+    assert synced.keys() == local.keys() and len(synced) > 10
+    worst = 0.0
+    for n in synced:
+        assert torch.equal(local[n], r1["grads"]["no_sync"][n]), n  # averaged at the last micro-step
+        scale = float(synced[n].abs().max()) or 1.0
+        worst = max(worst, float((local[n] - synced[n]).abs().max()) / scale)
+    # The same sum in another order: (a1 + b1)/2 + (a2 + b2)/2 + ... vs (a1 + a2 + ...)/2 + ...
+    assert worst < 1e-5, worst
 
 
 @pytest.mark.slow

@@ -57,3 +57,30 @@ def test_encode_corpus_row_groups_equal_fixed_padding(star_dir):
     assert np.array_equal(default_ids, fixed_ids) and np.allclose(default, fixed, atol=1e-5, rtol=0)
     first = collate_pass(model, docs[:3], [0, 1, 2], spec, group_overhead=0)
     assert first.row_groups is not None and first.row_groups.rows.numel() == int(first.seg_counts.sum())
+
+
+def test_encode_corpus_with_collating_workers_gives_the_same_vectors(star_dir):
+    rng = np.random.default_rng(5)
+    spec = SegmentSpec(40, 4)
+    passages = Passages([rng.integers(5, 390, size=int(n)) for n in rng.integers(3, 120, size=23)])
+    model = build_model("SeDR", star_dir, max_seg_num=4)
+    fp32 = Precision(torch.device("cpu"), None, None)
+    passes = {}
+    for workers in (0, 2):
+        passes[workers] = list(
+            encode_corpus(
+                model, passages, spec, 8, torch.device("cpu"), fp32, show_progress=False, num_workers=workers
+            )
+        )
+    assert len(passes[0]) == len(passes[2]) > 3  # one item per pass, in order
+    for (v0, d0), (v2, d2) in zip(passes[0], passes[2]):
+        assert np.array_equal(d0, d2) and np.array_equal(v0, v2)
+    assert np.array_equal(
+        np.concatenate([d for _, d in passes[0]]), np.repeat(np.arange(23), _rows(passages, spec))
+    )
+
+
+def _rows(passages, spec) -> np.ndarray:
+    from SeDR.retrieval.encoding import corpus_segment_counts
+
+    return corpus_segment_counts(passages, spec)

@@ -2,9 +2,13 @@
 
 import json
 import math
+import os
 import pickle
 import random
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import ir_measures
 import numpy as np
@@ -12,6 +16,8 @@ import pytest
 
 from SeDR.core.errors import DataFormatError, MissingInputError, SeDRInputError
 from SeDR.retrieval import evaluation, ranking
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ranked(docs, start=100.0):
@@ -264,3 +270,35 @@ def test_judged_only_scores_condensed_rankings_and_judged_counts_the_full_ones()
     assert evaluation.compute_metrics(measures, qrels, run, judged_only=True) == pytest.approx(
         {"RR@10": 1 / 2, "Judged@2": 0.5}
     )
+
+
+# ------------------------------------------------------------------------------------ without ir_measures
+
+TINY_TRAIN = (
+    "--model_class SeDR --max_query_length 16 --max_seg_length 64 --max_seg_num 4 --max_bsize 6 "
+    "--preprocess_dir ./data/preprocess --hardneg_path ./data/hard_negative.json --init_path ./data/star "
+    "--output_dir ./data/models --logging_dir ./data/log --hardneg_topk 100 --cache_size 5 "
+    "--num_train_epochs 1"
+).split()
+
+
+@pytest.mark.slow
+def test_training_and_help_run_without_the_metric_library(root, tmp_path):
+    """On a machine with torch, transformers and numpy but no ir_measures (a bare CUDA torch image),
+    training and every script's --help work: the metric library is imported where metrics are computed."""
+    stub = tmp_path / "stub" / "ir_measures"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'ir_measures'\")\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stub.parent), str(ROOT)])}
+
+    def run(*argv):
+        return subprocess.run([sys.executable, *argv], cwd=root, env=env, capture_output=True, text=True)
+
+    blocked = run("-c", "import ir_measures")
+    assert blocked.returncode != 0 and "No module named 'ir_measures'" in blocked.stderr
+    for script in ("SeDR/train.py", "SeDR/inference.py", "SeDR_Longformer/train.py"):
+        done = run(str(ROOT / script), "--help")
+        assert done.returncode == 0 and "--tf32" in done.stdout, done.stderr[-2000:]
+    done = run(str(ROOT / "SeDR" / "train.py"), *TINY_TRAIN)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (root / "data" / "models" / "epoch-1-64-4-6-SeDR" / "model.safetensors").is_file()

@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from SeDR.training.optimizers import (
+    CPU_FOREACH_VALUES,
     Lamb,
     TransformersAdamW,
     build_optimizer,
     linear_schedule_with_warmup,
     linear_warmup_decay,
     parameter_groups,
+    sum_of_squares_norms,
     total_training_steps,
 )
 
@@ -204,3 +206,68 @@ def test_build_optimizer(name, cls):
     assert opt.param_groups[0]["betas"] == ((0.9, 0.999) if name == "lamb" else (0.9, 0.98))
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer("sgd", Named(), lr=1, weight_decay=0)
+
+
+# ------------------------------------------------------------------------------------ foreach LAMB
+
+
+def _lamb_problem(seed: int = 0):
+    """Tensors of mixed shapes in two decay groups (one larger than a CPU foreach chunk), one frozen."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(300, 40), (40,), (7, 7, 3), (1,), (CPU_FOREACH_VALUES + 5,), (5, 2)]
+    params = [torch.nn.Parameter(torch.randn(*s, generator=gen) * 0.3) for s in shapes]
+    grads = [[torch.randn(*s, generator=gen) * 1e-2 for s in shapes] for _ in range(4)]
+    return params, grads
+
+
+def _run_lamb(make, steps_grads, params):
+    opt = make([{"params": params[:3], "weight_decay": 0.01}, {"params": params[3:], "weight_decay": 0.0}])
+    for grads in steps_grads:
+        for i, (p, g) in enumerate(zip(params, grads)):
+            p.grad = None if i == 3 else g.clone()  # params[3] never has a gradient
+        opt.step()
+    return [p.detach() for p in params], opt
+
+
+def test_foreach_lamb_equals_the_loop_bit_for_bit():
+    start, grads = _lamb_problem()
+    loop, _ = _run_lamb(
+        lambda g: Lamb(g, lr=1e-2, eps=1e-8, foreach=False),
+        grads,
+        [torch.nn.Parameter(p.detach().clone()) for p in start],
+    )
+    fused, opt = _run_lamb(
+        lambda g: Lamb(g, lr=1e-2, eps=1e-8), grads, [torch.nn.Parameter(p.detach().clone()) for p in start]
+    )
+    for a, b in zip(loop, fused):
+        assert torch.equal(a, b)
+    assert not torch.equal(fused[0], start[0].detach()) and torch.equal(fused[3], start[3].detach())
+    assert opt.foreach and "foreach" not in opt.param_groups[0]  # saved states keep their layout
+
+
+def test_foreach_lamb_equals_torch_optimizer_lamb():
+    torch_optimizer = pytest.importorskip("torch_optimizer")
+    start, grads = _lamb_problem(1)
+    ours, _ = _run_lamb(  # the README's learning rate
+        lambda g: Lamb(g, lr=5e-5, eps=1e-8), grads, [torch.nn.Parameter(p.detach().clone()) for p in start]
+    )
+    ref, _ = _run_lamb(  # the original's rule: no bias correction, weight norm clamped at 10
+        lambda g: torch_optimizer.Lamb(g, lr=5e-5, eps=1e-8, clamp_value=10, debias=False),
+        grads,
+        [torch.nn.Parameter(p.detach().clone()) for p in start],
+    )
+    # torch_optimizer takes torch.norm where the original sums squares: trust ratios differ in the
+    # 7th digit, so a weight may round the other way.
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+    assert not torch.equal(ours[0], start[0].detach())
+
+
+def test_lamb_norms_are_the_square_root_of_the_sum_of_squares():
+    gen = torch.Generator().manual_seed(2)
+    tensors = [torch.randn(4000, 70, generator=gen) * 0.05, torch.randn(3, generator=gen)]
+    norms = sum_of_squares_norms(tensors)
+    for t, n in zip(tensors, norms):
+        assert torch.equal(n, t.pow(2).sum().sqrt())  # the original lamb.py's expression, bit for bit
+        exact = t.double().pow(2).sum().sqrt()
+        assert abs(float(n) - float(exact)) <= 1e-6 * float(exact)

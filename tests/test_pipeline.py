@@ -278,6 +278,40 @@ def test_a_moved_run_folder_resumes_to_the_uninterrupted_weights(root):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_collating_workers_give_the_in_line_weights(root):
+    """``--num_workers 2`` collates in worker processes; the plan, the Late-Cache order and the random
+    draws are those of the in-line loader, so a CPU run ends with the same weights bit for bit."""
+    argv = [
+        "--model_class",
+        "SeDR",
+        *SMALL,
+        *COMMON,
+        "--learning",
+        "1e-3",
+        "--warmup_steps",
+        "2",
+        "--hardneg_topk",
+        "100",
+        "--cache_size",
+        "5",
+        "--gradient_accumulation_steps",
+        "3",
+        "--num_train_epochs",
+        "2",
+    ]
+    in_line = train_script.main(argv + ["--output_dir", "./w0", "--num_workers", "0"])
+    workers = train_script.main(argv + ["--output_dir", "./w2", "--num_workers", "2"])
+    a, b = _weights(in_line[-1]), _weights(workers[-1])
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    h0, h2 = (json.loads((p[-1] / "train_history.json").read_text()) for p in (in_line, workers))
+    assert [(h["mean_loss"], h["micro_batches"]) for h in h0] == [
+        (h["mean_loss"], h["micro_batches"]) for h in h2
+    ]
+    assert json.loads((workers[-1] / "training_args.json").read_text())["num_workers"] == 2
+
+
 # SeDR's loss is averaged over B + C rows, so it grows while its Late-Cache fills
 # (docs/training.md#late-cache-layout): the cache-free variant shows learning on the same encoder.
 @pytest.mark.slow

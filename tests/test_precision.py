@@ -110,6 +110,27 @@ def test_inf_gradient_step_is_skipped_without_moving_the_schedule():
     assert (trainer.global_step, trainer.skipped_steps) == (1, 1)
 
 
+def test_the_scale_is_read_once_per_optimizer_step(monkeypatch):
+    """Clipping every micro-step needs the scale; reading the scaler's tensor is a host sync on a GPU,
+    so the float is read after each update only (the scale changes nowhere else)."""
+    precision = Precision(CPU, None, torch.amp.GradScaler("cpu", init_scale=SCALE, growth_interval=1))
+    reads = []
+    real = precision.scaler.get_scale
+    monkeypatch.setattr(precision.scaler, "get_scale", lambda: reads.append(1) or real())
+    model = toy_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(3):
+        for x, y in micro_batches(4):  # four micro-steps, four clips
+            precision.backward(torch.nn.functional.mse_loss(model(x), y))
+            precision.clip_(model.parameters(), 0.5)
+        assert precision.step(opt)
+        opt.zero_grad(set_to_none=True)
+        assert precision.scale() == SCALE * 2 ** (step + 1)  # growth_interval 1: doubles after each step
+    assert len(reads) == 1 + 3  # the first clip, then once after each update
+    precision.load_scaler_state(torch.amp.GradScaler("cpu", init_scale=8.0).state_dict())
+    assert precision.scale() == 8.0  # a resumed scaler's scale is read again
+
+
 TRAIN = [
     "--model_class",
     "SeDR",

@@ -7,6 +7,7 @@ import argparse
 import os
 
 from SeDR.core.constants import (
+    DEFAULT_DDP_TIMEOUT,
     MULTI_SEGMENT_RESERVE,
     SEARCH_BACKENDS,
     SINGLE_SEGMENT_RESERVE,
@@ -150,10 +151,33 @@ def add_runtime_args(parser):
     )
     g.add_argument("--seed", type=int, default=42, help="seed of python, numpy and torch")
     g.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let fp32 matmuls use TF32 tensor cores (Ampere or newer GPU; faster, ~1e-3 relative "
+        "rounding per product; the paper's runs were full fp32); on CPU: warn once, no effect",
+    )
+    g.add_argument(
+        "--num_workers",
+        type=NON_NEGATIVE,
+        default=None,
+        help="processes that collate batches ahead of the model (0: in line, in the main process); "
+        "default 2 on a GPU, 0 on a CPU. Results do not depend on it",
+    )
+    g.add_argument(
+        "--ddp_timeout",
+        type=POSITIVE,
+        default=DEFAULT_DDP_TIMEOUT,
+        help="under torchrun: seconds a rank may wait for the others (e.g. while rank 0 merges "
+        "the encoded shards) before the job stops",
+    )
+    g.add_argument(
         "--local_rank",
+        "--local-rank",
+        dest="local_rank",
         type=int,
         default=int(os.environ.get("LOCAL_RANK", -1)),
-        help="set by older launchers; torchrun sets LOCAL_RANK instead",
+        help="this process's GPU, as torch.distributed.launch passes it; must agree with LOCAL_RANK "
+        "(torchrun sets that instead)",
     )
     return g
 

@@ -27,6 +27,7 @@ from SeDR.core.outputs import (
 )
 from SeDR.core.runtime import (
     env_rank,
+    loader_workers,
     resolve_device,
     resolve_precision,
     setup_logging,
@@ -229,7 +230,15 @@ def encode_documents(
             out_dir, model.embedding_dim, prefix, info=info
         ) as writer:
             for vecs, doc_ids in encode_corpus(
-                model, passages, spec, args.max_bsize, device, precision, start, end
+                model,
+                passages,
+                spec,
+                args.max_bsize,
+                device,
+                precision,
+                start,
+                end,
+                num_workers=loader_workers(args.num_workers, device),
             ):
                 writer.append(vecs, doc_ids)
         logger.info(
@@ -382,6 +391,8 @@ def _inference(
         preprocess_fingerprint=preprocess_folder.preprocess_fingerprint(preprocess_dir),
         num_docs=len(passages),
     )
+    if precision.tf32:  # recorded when in effect only: earlier folders keep matching fp32 runs
+        identity["tf32"] = True
     logger.info(
         "model %s (%s), %d documents, L=%d M=%d -> %s",
         args.model_path,
@@ -393,7 +404,7 @@ def _inference(
     )
     rows = model.rows_per_document(torch.as_tensor(corpus_segment_counts(passages, spec))).numpy()
     result_bytes = check_before_encoding(args, preprocess_dir, out_dir.name, plan)
-    start_distributed(device, world_size)
+    start_distributed(device, world_size, args.ddp_timeout)
     held = None
     try:
         reuse = [False]
@@ -450,10 +461,10 @@ def run_inference(argv=None) -> Evaluation | None:
     """
     args = flags.build_inference_parser().parse_args(argv)
     flags.validate_inference_args(args)
-    rank, local_rank, world_size = env_rank()
+    rank, local_rank, world_size = env_rank(args.local_rank)
     setup_logging(rank)
     device = resolve_device(args.no_cuda, local_rank)
-    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False, tf32=args.tf32)
     model = load_model(args.model_path, model_class=args.model_class, max_seg_num=args.max_seg_num)
     spec = SegmentSpec(args.max_seg_length, args.max_seg_num, extra_reserve=model.extra_content_reserve)
     shard_id, num_shards = (rank, world_size) if world_size > 1 else (args.shard_id, args.num_shards)
@@ -469,7 +480,7 @@ def run_longformer_inference(argv=None) -> Evaluation:
     flags.validate_inference_args(args)
     setup_logging()
     device = resolve_device(args.no_cuda)
-    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False)
+    precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=False, tf32=args.tf32)
     model = load_longformer(args.model_path, max_seg_num=args.max_seg_num)
     check_doc_length(model, args.max_doc_length, args.model_path)
     return _inference(

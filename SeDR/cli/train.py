@@ -67,7 +67,7 @@ def warn_if_max_seg_num_unused(trainer: Trainer) -> None:
 
 
 def _train(args, build, trainer_cls, spec_of) -> Trainer:
-    rank, local_rank, world_size = env_rank()
+    rank, local_rank, world_size = env_rank(args.local_rank)
     setup_logging(rank)
     check_model_folder(args.init_path)
     require_hard_negative_file(args.hardneg_path)
@@ -79,8 +79,8 @@ def _train(args, build, trainer_cls, spec_of) -> Trainer:
     try:
         seed_everything(args.seed)  # before the model exists, as the original
         device = resolve_device(args.no_cuda, local_rank)
-        start_distributed(device, world_size)
-        precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=True)
+        start_distributed(device, world_size, args.ddp_timeout)
+        precision = resolve_precision(device, fp16=args.fp16, bf16=args.bf16, training=True, tf32=args.tf32)
         model = build()
         train_data = load_train_data(
             args.preprocess_dir, args.hardneg_path, spec_of(model), flags.train_split(args)

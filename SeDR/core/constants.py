@@ -46,3 +46,8 @@ SEARCH_BACKENDS = ("auto", "faiss", "torch")
 
 # Hard negatives kept per training query (docs/retrieval.md#hard-negative-generation).
 HARDNEG_LIST_LENGTH = 300
+
+# Seconds a rank waits in a collective under torchrun before the job stops (--ddp_timeout): long
+# enough for rank 0 to merge MS MARCO's encoded shards (about 23 GB) on a slow disk; torch's own
+# default is 10 minutes (docs/distributed.md#ddp).
+DEFAULT_DDP_TIMEOUT = 7200

@@ -312,7 +312,9 @@ def scatter_segments(seg: torch.Tensor, batch: SegmentBatch, width: int | None =
     """``R[b, k] = seg[seg_sep[b] + k]`` for ``k < s_b``, zeros elsewhere, out of place."""
     width = batch.max_seg_num if width is None else width
     doc = torch.repeat_interleave(
-        torch.arange(batch.num_docs, device=seg.device), batch.seg_counts.to(seg.device)
+        torch.arange(batch.num_docs, device=seg.device),
+        batch.seg_counts.to(seg.device),
+        output_size=batch.num_segments,  # known on the host: no sync on a GPU
     )
     slot = batch.segment_types().to(seg.device)
     out = seg.new_zeros(batch.num_docs, width, seg.shape[-1])  # (n_docs, M, d)
@@ -380,7 +382,9 @@ class SeDRTransformerHead(SeDRMaxP):
     def encode_segments(self, batch: SegmentBatch) -> torch.Tensor:
         R = self._slots(batch)
         doc = torch.repeat_interleave(
-            torch.arange(batch.num_docs, device=R.device), batch.seg_counts.to(R.device)
+            torch.arange(batch.num_docs, device=R.device),
+            batch.seg_counts.to(R.device),
+            output_size=batch.num_segments,
         )
         return R[doc, batch.segment_types().to(R.device)]  # (Σ s_b, d): real segments only
 

@@ -49,6 +49,31 @@ def collate_pass(
     )  # CLS/EOS/PAD of the backbone
 
 
+def _as_is(item):
+    """The loader's collate function: a pass is collated already (a module-level function, so worker
+    processes started by ``spawn`` can use it too)."""
+    return item
+
+
+class _Passes(torch.utils.data.Dataset):
+    """The forward passes of :func:`encode_corpus` as a dataset, so a ``DataLoader`` (with workers)
+    collates them in order ahead of the model."""
+
+    def __init__(self, model, passages, plan: list[list[int]], spec: SegmentSpec, **collate_kwargs):
+        self.passages, self.plan, self.spec, self.kwargs = passages, plan, spec, collate_kwargs
+        self.special_ids = model.special_ids
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int):
+        offsets = self.plan[i]
+        docs = [self.passages[d] for d in offsets]
+        return offsets, segmentation.collate_documents(
+            docs, offsets, self.spec, **self.kwargs, **self.special_ids
+        )
+
+
 @torch.inference_mode()
 def encode_corpus(
     model,
@@ -63,6 +88,7 @@ def encode_corpus(
     row_groups: bool = True,
     group_overhead: int = ROW_GROUP_OVERHEAD,
     show_progress: bool = True,
+    num_workers: int = 0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(vectors float32 [rows, d], doc offsets int32 [rows])`` for documents ``start..end-1``.
 
@@ -70,6 +96,11 @@ def encode_corpus(
     ``compact``) also buckets the rows of a pass by real width so the encoder runs each bucket at
     its own width (:func:`SeDR.data.preprocess_folder.plan_row_groups`, ``group_overhead`` tokens per bucket).
     Both leave the vectors unchanged up to float summation order (masked columns only).
+
+    ``num_workers`` processes collate the next passes while the model runs (pinned memory and an
+    asynchronous copy on a GPU), and each pass's vectors are copied back after the next pass is
+    queued, so on a GPU neither the collation nor the copy waits for the other. The passes and their
+    vectors are the same with any number of workers.
     """
     model.eval()
     seg_counts = corpus_segment_counts(passages, spec)
@@ -77,26 +108,37 @@ def encode_corpus(
     bar = progress(
         total=int(seg_counts[start:end].sum()), desc="encode documents", unit="seg", enabled=show_progress
     )
-    for offsets in document_batches(seg_counts, max_bsize, start, end):
-        batch = collate_pass(
-            model,
-            [passages[d] for d in offsets],
-            offsets,
-            spec,
-            compact=compact,
-            row_groups=row_groups,
-            group_overhead=group_overhead,
-        )
+    plan = list(document_batches(seg_counts, max_bsize, start, end))
+    passes = _Passes(
+        model, passages, plan, spec, compact=compact, row_groups=row_groups, group_overhead=group_overhead
+    )
+    loader = torch.utils.data.DataLoader(
+        passes,
+        batch_size=None,  # each item is a whole pass
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=_as_is,
+    )
+    pending = None  # the previous pass: its vectors are read once the next pass is queued
+    for offsets, batch in loader:
         with precision.autocast():
             vecs = model.encode_segments(batch.to(device))
-        rows = model.rows_per_document(batch.seg_counts).cpu().numpy()  # s_b, or K for multi-view models
-        doc_ids = np.repeat(np.asarray(offsets, dtype=np.int32), rows)
-        vecs = vecs.float().cpu().numpy()
-        if len(vecs) != len(doc_ids):
-            raise RuntimeError(f"model returned {len(vecs)} rows for {len(doc_ids)} expected")
-        bar.update(int(batch.seg_counts.sum()))
-        yield vecs, doc_ids
+        if pending is not None:
+            yield _finish(model, *pending, bar)
+        pending = (vecs, offsets, batch.seg_counts)
+    if pending is not None:
+        yield _finish(model, *pending, bar)
     bar.close()
+
+
+def _finish(model, vecs: torch.Tensor, offsets: list[int], seg_counts: torch.Tensor, bar):
+    rows = model.rows_per_document(seg_counts).cpu().numpy()  # s_b, or K for multi-view models
+    doc_ids = np.repeat(np.asarray(offsets, dtype=np.int32), rows)
+    vecs = vecs.float().cpu().numpy()
+    if len(vecs) != len(doc_ids):
+        raise RuntimeError(f"model returned {len(vecs)} rows for {len(doc_ids)} expected")
+    bar.update(int(seg_counts.sum()))
+    return vecs, doc_ids
 
 
 @torch.inference_mode()

@@ -19,10 +19,10 @@ import math
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import ir_measures
-from ir_measures import RR, Judged, R, nDCG
+if TYPE_CHECKING:  # imported where metrics are computed: training and encoding run without it
+    import ir_measures
 
 from SeDR.core.constants import EVAL_DOCS_KEPT, MRR_CUTOFF, SEGMENT_HITS, TREC_DOCS_KEPT
 from SeDR.core.errors import SeDRInputError
@@ -95,6 +95,8 @@ def _aggregate(measures: dict, qrels: Qrels, run: Run) -> dict[str, float]:
     """``{name: mean over all qrels queries}``; judged queries missing from ``run`` count 0."""
     if not qrels:
         return {name: 0.0 for name in measures}
+    import ir_measures  # here, not at import: training and encoding run without the metric library
+
     run = {q: docs for q, docs in run.items() if docs}
     values = ir_measures.calc_aggregate(list(measures.values()), qrels, run) if run and measures else {}
     return {name: float(values.get(m, 0.0)) for name, m in measures.items()}
@@ -127,6 +129,8 @@ Measures = dict[str, "ir_measures.Measure"]  # our name (as the user wrote it) -
 
 def default_measures(split: str) -> Measures:
     """Today's measures: MS MARCO dev's for ``dev``, TREC-DL's for every other split name."""
+    from ir_measures import RR, Judged, R, nDCG  # here: training and encoding run without it
+
     if SPLIT_KINDS.get(split, "trec") == "msmarco":
         return {
             f"MRR@{MRR_CUTOFF}": RR(rel=RELEVANCE_THRESHOLD) @ MRR_CUTOFF,
@@ -141,6 +145,8 @@ def default_measures(split: str) -> Measures:
 
 def parse_measures(text: str, flag: str = "--metrics") -> Measures:
     """``"nDCG@10,R@100,MRR@10"``: ir_measures names, each checked to have a provider installed."""
+    import ir_measures
+
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise SeDRInputError(f"{flag} {text!r}: give ir_measures names such as nDCG@10,R@100,MRR@10")

@@ -6,6 +6,7 @@ honoured, real mixed precision, gradient checkpointing, rows grouped by width, o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from SeDR.core.constants import TRAINING_ARGS
@@ -34,7 +36,7 @@ from SeDR.core.outputs import (
     read_saved_state,
 )
 from SeDR.core.progress import progress
-from SeDR.core.runtime import Precision, rng_state, set_rng_state
+from SeDR.core.runtime import Precision, loader_workers, rng_state, set_rng_state
 from SeDR.data import collation, preprocess_folder, segmentation
 from SeDR.data.sampling import ItemDataset, SegmentBudgetBatchSampler, without_hard_negatives
 from SeDR.data.segmentation import SegmentSpec
@@ -90,6 +92,8 @@ RESUMABLE_FLAGS = frozenset(
         "no_cuda",
         "local_rank",
         "use_gradient_checkpointing",
+        "num_workers",
+        "ddp_timeout",
     }
 )
 
@@ -200,9 +204,30 @@ def load_train_data(preprocess_dir, hardneg_path, spec: SegmentSpec, split: str 
     return TrainData(passages, queries, rel, hard, spec, seg_counts)
 
 
-def _fresh_window() -> dict:
+def _running_sum(device: torch.device) -> torch.Tensor:
+    """A float64 sum kept on the device: adding a step's loss is no host sync, and the float64
+    total equals the sum of the values read one by one (``.item()``), as the logs had it."""
+    return torch.zeros((), dtype=torch.float64, device=device)
+
+
+def _fresh_window(device: torch.device) -> dict:
     """Running sums between two log lines."""
-    return {"loss": 0.0, "acc": 0.0, "docs": 0, "n": 0, "t": time.time(), "segs": 0}
+    return {
+        "loss": _running_sum(device),
+        "acc": _running_sum(device),
+        "docs": 0,
+        "n": 0,
+        "t": time.time(),
+        "segs": 0,
+    }
+
+
+def uses_no_sync(args, world_size: int) -> bool:
+    """Whether DDP skips the all-reduce (``no_sync``) on the micro-steps of an accumulation cycle but
+    its last: only when nothing reads the partial sum in between. The clip after every micro-step
+    reads it (its coefficient comes from the norm of the sum averaged over the ranks), so with
+    clipping on every micro-step syncs, as before (docs/distributed.md#ddp-no-sync)."""
+    return world_size > 1 and args.gradient_accumulation_steps > 1 and args.max_grad_norm == -1
 
 
 class _TupleOutput(torch.nn.Module):
@@ -265,6 +290,8 @@ class Trainer:
                 device_ids=[device.index] if device.type == "cuda" else None,
                 static_graph=True,
             )
+        self.no_sync = uses_no_sync(args, world_size)
+        self.num_workers = loader_workers(args.num_workers, device)
         self.collator = collation.TrainCollator(
             train_data.passages,
             train_data.queries,
@@ -313,7 +340,26 @@ class Trainer:
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         ensure_writable(self.output_dir, need_bytes=4 * weights, what="the next checkpoint")
 
-    def save_epoch(self, epoch: int) -> Path:
+    def rank_state(self) -> dict:
+        """What differs between ranks: the Late-Cache and the random generators (the CPU's and the
+        GPU this rank uses)."""
+        return {
+            "device": str(self.device),
+            "rng": rng_state(self.device),
+            "cache": None if self.cache is None else self.cache.state_dict(),
+        }
+
+    def save_epoch(self, epoch: int) -> Path | None:
+        """Every rank hands its own state to rank 0, which writes the checkpoint folder (returned on
+        rank 0; ``None`` elsewhere). One file, renamed into place with the folder, holds every rank's
+        part, so no crash can leave ranks' states of different epochs (docs/training.md#resume)."""
+        mine = self.rank_state()
+        ranks = [mine]
+        if self.world_size > 1:
+            ranks = [None] * self.world_size if self.is_main else None
+            dist.gather_object(mine, ranks, dst=0)
+        if not self.is_main:
+            return None
         target = self.output_dir / self.name_of_epoch(epoch)
         state = {
             "epoch": epoch,
@@ -322,8 +368,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.precision.scaler is None else self.precision.scaler.state_dict(),
-            "rng": rng_state(),
-            "cache": None if self.cache is None else self.cache.state_dict(),
+            "world_size": self.world_size,
+            "ranks": ranks,  # rank r's rank_state() at index r
+            # Averaged over the ranks at the epoch's last micro-step, so equal on every rank.
             "leftover_grads": {
                 n: p.grad.detach().cpu() for n, p in self.model.named_parameters() if p.grad is not None
             },
@@ -361,21 +408,42 @@ class Trainer:
         logger.info("resuming from %s", folder)
         load_weights_into(self.model, folder)
         state = read_saved_state(folder / TRAINING_STATE, UNREADABLE_STATE_FIX)
+        saved_world = int(state.get("world_size", len(state.get("ranks", [None]))))
+        if "ranks" in state and saved_world != self.world_size:
+            raise SeDRInputError(
+                f"--resume from {folder}: it was saved by {saved_world} processes and this run has "
+                f"{self.world_size}; resume with {saved_world} (each rank continues its own Late-Cache "
+                "and random state) or start a new run"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.precision.scaler is not None and state["scaler"] is not None:
-            self.precision.scaler.load_state_dict(state["scaler"])
-        if self.cache is not None and state["cache"] is not None:
-            self.cache.load_state_dict(state["cache"])
+            self.precision.load_scaler_state(state["scaler"])
         params = dict(self.model.named_parameters())
         for n, g in state["leftover_grads"].items():
             params[n].grad = g.to(params[n].device)
-        set_rng_state(state["rng"])
+        self.restore_rank_state(state, folder)
         self.global_step = state["global_step"]
         self.skipped_steps = state.get("skipped_steps", 0)
         self.start_epoch = epoch
         if (folder / TRAIN_HISTORY).exists():
             self.history = json.loads((folder / TRAIN_HISTORY).read_text())
+
+    def restore_rank_state(self, state: dict, folder: Path) -> None:
+        """This rank's Late-Cache and random generators, from its own part of the saved state."""
+        if "ranks" in state:
+            mine = state["ranks"][self.rank]
+        else:  # written before the per-rank layout: rank 0's state only
+            mine = {"rng": state["rng"], "cache": state["cache"]}
+            if self.world_size > 1:
+                logger.warning(
+                    "%s holds the state of rank 0 only (an earlier layout): every rank restores it, "
+                    "so this resume is not exact",
+                    folder / TRAINING_STATE,
+                )
+        if self.cache is not None and mine["cache"] is not None:
+            self.cache.load_state_dict(mine["cache"])
+        set_rng_state(mine["rng"], self.device)
 
     # ---------------------------------------------------------------- loop
     def log_header(self) -> None:
@@ -405,6 +473,14 @@ class Trainer:
             a.optimizer_str,
             self.precision.name,
         )
+        if self.world_size > 1:
+            logger.info(
+                "  %d processes; gradients averaged %s",
+                self.world_size,
+                "at the last micro-step of each accumulation cycle (no_sync before)"
+                if self.no_sync
+                else "after every micro-step (the clip after every micro-step reads the average)",
+            )
 
     def _clip(self) -> None:
         if self.args.max_grad_norm != -1:
@@ -419,30 +495,55 @@ class Trainer:
             self.skipped_steps += 1
         self.optimizer.zero_grad(set_to_none=True)
 
+    def micro_step(self, batch, sync: bool = True) -> TrainOutput:
+        """Forward, backward (gradients added to the accumulation) and the clip of one micro-batch;
+        ``sync=False`` skips DDP's all-reduce (``no_sync``: the next synced micro-step averages the
+        whole local sum)."""
+        skip = not sync and self.world_size > 1
+        with self.forward_model.no_sync() if skip else contextlib.nullcontext():
+            with self.precision.autocast():
+                out = self.forward_model(batch, cache=self.cache, negatives_x_device=self.negatives_x_device)
+                if isinstance(out, tuple):
+                    out = TrainOutput(*out)
+            loss = out.loss
+            if self.args.gradient_accumulation_steps > 1:
+                loss = loss / self.args.gradient_accumulation_steps
+            self.precision.backward(loss)
+        self._clip()  # every micro-step, on the partial accumulation, in every precision
+        return out
+
     def train(self) -> list[Path]:
         a = self.args
         if a.resume:
             self.try_resume()
         if self.is_main:
-            from torch.utils.tensorboard import SummaryWriter  # slow import (TensorBoard): only when training
-
-            self.writer = SummaryWriter(
-                log_dir=str(Path(a.logging_dir) / self.name_of_epoch(0).replace("epoch-0-", ""))
+            self.writer = tensorboard_writer(
+                Path(a.logging_dir) / self.name_of_epoch(0).replace("epoch-0-", "")
             )
             self.log_header()
+        # Workers collate the next micro-batches while the model runs (pinned for an asynchronous
+        # copy to the GPU); the plan is the sampler's either way, so results do not depend on them.
+        # A new iterator every epoch (no persistent workers) draws the loader's seed from torch's
+        # generator every epoch, as the in-line loader does: dropout draws stay the same too.
         loader = torch.utils.data.DataLoader(
-            ItemDataset(), batch_sampler=self.sampler, collate_fn=self.collator, num_workers=0
+            ItemDataset(),
+            batch_sampler=self.sampler,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
         )
         accum = a.gradient_accumulation_steps
         saved: list[Path] = self.saved
         self.model.train()
         for epoch in range(self.start_epoch, self.epochs_to_run):
             self.sampler.set_epoch(epoch)
-            window = _fresh_window()
-            epoch_loss, epoch_acc, epoch_batches, t_epoch = 0.0, 0.0, 0, time.time()
+            window = _fresh_window(self.device)
+            epoch_loss, epoch_acc = _running_sum(self.device), _running_sum(self.device)
+            epoch_batches, t_epoch = 0, time.time()
+            n_micro = len(self.sampler)
             bar = progress(
                 loader,
-                total=len(self.sampler),
+                total=n_micro,
                 desc=f"epoch {epoch + 1}/{self.epochs_to_run}",
                 unit="batch",
                 enabled=self.is_main,
@@ -451,35 +552,28 @@ class Trainer:
                 if self.negatives_x_device:
                     batch = globalize_batch(batch, self.data.rel)  # masks over every rank's documents
                 batch = batch.to(self.device)
-                with self.precision.autocast():
-                    out = self.forward_model(
-                        batch, cache=self.cache, negatives_x_device=self.negatives_x_device
-                    )
-                    if isinstance(out, tuple):
-                        out = TrainOutput(*out)
-                loss = out.loss
-                if accum > 1:
-                    loss = loss / accum
-                self.precision.backward(loss)
-                self._clip()  # every micro-step, on the partial accumulation, in every precision
-                if (micro_step + 1) % accum == 0:
+                steps = (micro_step + 1) % accum == 0
+                # The epoch's last micro-step syncs too: leftover gradients are then equal on every rank.
+                out = self.micro_step(batch, sync=not self.no_sync or steps or micro_step + 1 == n_micro)
+                if steps:
                     self._optimizer_step()
-                window["loss"] += out.loss.item()
-                window["acc"] += float(out.accuracy)
-                epoch_loss += out.loss.item()
-                epoch_acc += float(out.accuracy)
+                loss_value, acc_value = out.loss.detach(), out.accuracy.detach()  # read at log lines only
+                window["loss"] += loss_value
+                window["acc"] += acc_value
+                epoch_loss += loss_value
+                epoch_acc += acc_value
                 epoch_batches += 1
                 window["docs"] += batch.num_queries
                 window["segs"] += batch.positives.num_segments + batch.negatives.num_segments
                 window["n"] += 1
                 if self.is_main and (micro_step + 1) % a.logging_steps == 0:
                     self._log(window, micro_step, bar)
-                    window = _fresh_window()
+                    window = _fresh_window(self.device)
             self.history.append(
                 {
                     "epoch": epoch + 1,
-                    "mean_loss": epoch_loss / max(epoch_batches, 1),
-                    "mean_accuracy": epoch_acc / max(epoch_batches, 1),
+                    "mean_loss": float(epoch_loss) / max(epoch_batches, 1),
+                    "mean_accuracy": float(epoch_acc) / max(epoch_batches, 1),
                     "micro_batches": epoch_batches,
                     "optimizer_steps": self.global_step,
                     "skipped_steps": self.skipped_steps,
@@ -491,7 +585,9 @@ class Trainer:
                     self._log(window, micro_step, bar)
                 if self.writer is not None:
                     self.writer.add_scalar("epoch/mean_loss", self.history[-1]["mean_loss"], epoch + 1)
-                saved.append(self.save_epoch(epoch + 1))
+            folder = self.save_epoch(epoch + 1)  # every rank hands its state to rank 0
+            if folder is not None:
+                saved.append(folder)
         if self.writer is not None:
             self.writer.close()
         return saved
@@ -500,7 +596,7 @@ class Trainer:
         n = max(w["n"], 1)
         lr = self.scheduler.get_last_lr()[0]
         elapsed = max(time.time() - w["t"], 1e-9)
-        loss, acc = w["loss"] / n, w["acc"] / n
+        loss, acc = float(w["loss"]) / n, float(w["acc"]) / n  # the host reads the device sums here
         docs_per_step = w["docs"] / n * self.args.gradient_accumulation_steps
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}")
         logger.info(
@@ -521,6 +617,19 @@ class Trainer:
             self.writer.add_scalar("train/segments_per_second", w["segs"] / elapsed, step)
             if self.cache is not None:
                 self.writer.add_scalar("train/cache_fill", len(self.cache), step)
+
+
+def tensorboard_writer(log_dir: Path):
+    """A TensorBoard writer, or None (one warning) where TensorBoard is not installed, as on a bare
+    CUDA torch image: training needs torch, transformers and numpy only; the log lines stay."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # slow import: only when training
+    except ImportError:
+        logger.warning(
+            "TensorBoard is not installed: no training curves in --logging_dir (pip install tensorboard)"
+        )
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 class LongformerTrainer(Trainer):
