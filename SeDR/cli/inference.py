@@ -16,7 +16,7 @@ import torch.distributed as dist
 from SeDR.cli import flags
 from SeDR.core.constants import EVAL_DOCS_KEPT, HARDNEG_LIST_LENGTH
 from SeDR.core.errors import OutputError
-from SeDR.core.outputs import RunLock, backup_name, ensure_writable, move_to_backup
+from SeDR.core.outputs import RunLock, backup_name, ensure_writable, fingerprint, move_to_backup
 from SeDR.core.runtime import (
     env_rank,
     resolve_device,
@@ -185,6 +185,16 @@ def backup_existing(path: Path) -> None:
         logger.warning("%s exists; the previous version is kept as %s", path, backup)
 
 
+def search_settings(args) -> exact_search.SearchSettings:
+    """The search's memory and threads from ``--search_block_rows``, ``--search_query_block``,
+    ``--search_threads`` (docs/scale.md#memory)."""
+    return exact_search.SearchSettings(
+        block_rows=getattr(args, "search_block_rows", exact_search.BLOCK_ROWS),
+        query_block=getattr(args, "search_query_block", exact_search.QUERY_BLOCK),
+        threads=getattr(args, "search_threads", 0),
+    )
+
+
 def search_and_evaluate(
     model, out_dir: Path, preprocess_dir: Path, args, device, precision, identity: dict | None = None
 ) -> Evaluation:
@@ -195,12 +205,15 @@ def search_and_evaluate(
         if not embedding_files.foreign_embeddings(out_dir)
         else embedding_files.load_segment_embeddings(out_dir, legacy_dim=model.embedding_dim)
     )
+    settings = search_settings(args)
+    exact = getattr(args, "doc_topk_exact", False)
     index = exact_search.build_index(
         emb.vectors,
         args.faiss_gpus,
         fp16=args.faiss_fp16,
         backend=args.search_backend,
         search_shards=args.search_shards,
+        settings=settings,
     )
     rankings = {}
     for split, k_docs in EVAL_DOCS_KEPT.items():
@@ -209,7 +222,10 @@ def search_and_evaluate(
             continue
         qcache = preprocess_folder.queries(preprocess_dir, split)
         qvecs = encode_queries(model, qcache, args.max_query_length, args.eval_batch_size, device, precision)
-        rankings[split] = retrieve_documents(index, emb.doc_ids, qvecs, range(len(qcache)), k_docs)
+        rankings[split] = retrieve_documents(
+            index, emb.doc_ids, qvecs, range(len(qcache)), k_docs, exact=exact
+        )
+        del qvecs
     evaluation = evaluate_rankings(
         rankings, preprocess_dir, out_dir, run_tag=out_dir.name, model_record=identity
     )
@@ -218,17 +234,41 @@ def search_and_evaluate(
     if getattr(args, "gen_hardneg", False):
         train_q = preprocess_folder.queries(preprocess_dir, "train")
         rel = preprocess_folder.load_rel(preprocess_dir / "train-qrel.tsv")
-        qvecs = encode_queries(model, train_q, args.max_query_length, args.eval_batch_size, device, precision)
-        hard = hard_negatives.hard_negatives_for_queries(index, emb.doc_ids, qvecs, range(len(train_q)), rel)
-        short = sum(1 for v in hard.values() if len(v) < HARDNEG_LIST_LENGTH)
         path = Path(args.hardneg_path)
-        backup_existing(path)
-        hard_negatives.write_hard_negatives(path, hard)
+        bs = args.eval_batch_size
+        block = max(bs, settings.query_block // bs * bs)  # whole encoding batches: the same query vectors
+
+        def encode(a: int, b: int):
+            return encode_queries(
+                model, train_q, args.max_query_length, bs, device, precision, offsets=range(a, b)
+            )
+
+        summary = hard_negatives.generate_hard_negatives(
+            index,
+            emb.doc_ids,
+            encode,
+            len(train_q),
+            rel,
+            path,
+            identity={
+                "model": identity,
+                "embeddings": {"rows": emb.num_rows, "info": emb.info},
+                "train_qrels": fingerprint([preprocess_dir / "train-qrel.tsv"]),
+                "max_query_length": args.max_query_length,
+                "eval_batch_size": bs,
+                "precision": precision.name,
+                "search": [args.search_backend, args.faiss_gpus, args.faiss_fp16, args.search_shards],
+                "exact": exact,
+            },
+            block_size=block,
+            exact=exact,
+            before_write=backup_existing,
+        )
         logger.info(
             "wrote hard negatives of %d training queries to %s (%d with fewer than %d)",
-            len(hard),
+            summary.queries,
             path,
-            short,
+            summary.short,
             HARDNEG_LIST_LENGTH,
         )
     return evaluation
