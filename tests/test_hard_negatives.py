@@ -202,3 +202,15 @@ def test_exact_hard_negatives_are_the_best_documents_over_every_row(tmp_path):
             )
         )
     assert missed > 0  # 8 segment hits alone would have missed documents
+
+
+def test_a_block_of_lists_at_once_equals_one_query_at_a_time():
+    rng = np.random.default_rng(2)
+    row_doc_ids = np.repeat(np.arange(40), rng.integers(1, 4, size=40))
+    rows = rng.integers(-1, len(row_doc_ids), size=(30, 50))  # -1: a missing hit
+    relevant = [rng.integers(0, 40, size=int(rng.integers(0, 5))).tolist() for _ in range(30)]
+    lengths, docs = hard_negatives.hard_negative_block(rows, row_doc_ids, relevant, keep=12)
+    ends = np.cumsum(lengths)
+    for i in range(30):
+        want = hard_negatives.select_hard_negatives(rows[i], row_doc_ids, relevant[i], keep=12)
+        assert docs[ends[i] - lengths[i] : ends[i]].tolist() == want

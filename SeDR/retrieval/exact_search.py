@@ -392,9 +392,13 @@ def stable_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
         fill = j < n_cut[:, None]
         slot = k - n_cut[:, None] + j
         col[part[:, None].expand_as(slot)[fill], slot[fill]] = first[fill]
-    col, order = col.sort(dim=1)
-    val, order = val.gather(1, order).sort(dim=1, descending=True, stable=True)
-    return val, col.gather(1, order)
+    # Values come sorted descending; only rows with equal neighbours need their columns put in order.
+    tied = (val[:, 1:] == val[:, :-1]).any(1).nonzero().squeeze(1) if val.shape[1] > 1 else short[:0]
+    if len(tied):
+        c, order = col[tied].sort(dim=1)
+        v, order = val[tied].gather(1, order).sort(dim=1, descending=True, stable=True)
+        val[tied], col[tied] = v, c.gather(1, order)
+    return val, col
 
 
 class TorchFlatIndex:
@@ -491,11 +495,13 @@ class TorchFlatIndex:
                             scores += shift
                         s, r = stable_topk(scores, min(kk, end - start))  # (n, <= k)
                         r += start
-                        # Earlier rows are in the running top-k: a stable sort keeps them first among ties.
-                        s, order = torch.cat([best_s, s], 1).sort(dim=1, descending=True, stable=True)
-                        r = torch.cat([best_r, r], 1).gather(1, order[:, :kk])
-                        best_s.copy_(s[:, :kk])
-                        best_r.copy_(r)
+                        if start == 0:  # the first chunk: nothing to merge with
+                            best_s[:, : s.shape[1]], best_r[:, : s.shape[1]] = s, r
+                        else:  # earlier rows are in the running top-k: a stable sort keeps them first on ties
+                            s, order = torch.cat([best_s, s], 1).sort(dim=1, descending=True, stable=True)
+                            r = torch.cat([best_r, r], 1).gather(1, order[:, :kk])
+                            best_s.copy_(s[:, :kk])
+                            best_r.copy_(r)
                         start = end
                 if self.settings.after_block:
                     self.settings.after_block(self.row_offset + lo, self.row_offset + hi)
