@@ -5,12 +5,13 @@ Builds segment-vector folders in the project's own format (``passages.memmap``, 
 stages of ``SeDR/inference.py`` on them, each in a fresh process: ``retrieve`` (dev-style ranking: 1,024
 segment hits per query, 101 documents) with the torch backend, with faiss and with faiss over
 ``--search_shards 3``, at growing row counts and query counts; ``hardneg`` (``--gen_hardneg``'s streamed
-hard negatives, 1,024 hits, 300 kept) at growing training-query counts, the query vectors made per
-block as the encoder would (no file). For every stage it prints wall and CPU time, the process's peak
-anonymous memory (RssAnon sampled every 2 ms, and its rise over the stage's start), and the bytes read
-from storage (``/proc/self/io``) with the vector file dropped from the page cache before the stage and
-each block dropped again once the scan leaves it (``SearchSettings.after_block``), so a second pass
-would read the file again, as on a machine whose RAM cannot hold it. Then the fitted growth exponents
+hard negatives, 1,024 hits, 300 kept) at growing training-query counts over 1,536 rows of 32-d, the
+query vectors made per block as the encoder would (no file). For every stage it prints wall and CPU
+time, the process's peak anonymous memory (RssAnon sampled every 2 ms, and its rise over the stage's
+start), and the bytes read from storage (``/proc/self/io``) with the vector file dropped from the page
+cache before the stage and each block dropped again once the scan leaves it
+(``SearchSettings.after_block``), so a second pass would read the file again, as on a machine whose RAM
+cannot hold it. Then the fitted growth exponents
 (slope of log metric over log size), the checks of docs/scale.md#acceptance, and the extrapolation to
 MS MARCO Document (docs/scale.md#ms-marco).
 
@@ -147,7 +148,7 @@ def child(args) -> dict:
                 index, emb.doc_ids, queries, range(args.queries), 101, show_progress=False
             )
         else:
-            rel = {q: [q % (int(emb.doc_ids[-1]) + 1)] for q in range(args.queries)}
+            rel = OneRelevant(int(emb.doc_ids[-1]) + 1)
             out = Path(args.folder) / f"hn-{args.queries}.json"
             hard_negatives.generate_hard_negatives(
                 index,
@@ -172,6 +173,17 @@ def child(args) -> dict:
     }
 
 
+class OneRelevant:
+    """Training qrels of one relevant document per query, without a dict per query (the pipeline's
+    ``load_rel`` dict is an input of the stage, about 150 bytes per training query)."""
+
+    def __init__(self, n_docs: int):
+        self.n_docs = n_docs
+
+    def get(self, q: int, default=()):
+        return (q % self.n_docs,)
+
+
 def make_folder(folder: Path, rows: int, dim: int) -> Path:
     """A complete segment-embedding folder of ``rows`` random unit vectors (documents of 1-4 rows)."""
     from SeDR.retrieval.embedding_files import SegmentEmbeddingWriter, embeddings_complete
@@ -193,7 +205,10 @@ def run_stage(stage: str, folder: Path, queries: int, backend="torch", shards=1,
     cmd += ["--backend", backend, "--shards", str(shards)]
     for k, v in kw.items():
         cmd += [f"--{k}", str(v)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # glibc's default mmap threshold grows as large blocks are freed, after which it keeps freed score
+    # blocks on its heap: a fixed threshold returns them, so RssAnon follows the live heap.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -280,11 +295,11 @@ def _groups(results):
 def extrapolate(results: list[dict], settings: dict) -> dict:
     """MS MARCO Document at default flags: CPU hours per core, bytes read, what fits
     (docs/scale.md#ms-marco)."""
-    big = {}
+    big = {}  # per backend the run with the most queries per call: reading the file costs CPU time too
     for r in results:
         if r["stage"] == "retrieve" and r["backend"] in ("torch", "faiss") and r["dim"] == 768:
             best = big.get(r["backend"])
-            if best is None or r["rows"] * r["queries"] > best["rows"] * best["queries"]:
+            if best is None or (r["queries"], r["rows"]) > (best["queries"], best["rows"]):
                 big[r["backend"]] = r
     hn = max((r for r in results if r["stage"] == "hardneg"), key=lambda r: r["queries"], default=None)
     ns = {b: r["cpu_s"] / (r["rows"] * r["queries"]) * 1e9 for b, r in big.items()}
@@ -302,7 +317,7 @@ def extrapolate(results: list[dict], settings: dict) -> dict:
             f"{big[b]['queries']} queries)"
         )
     if per_query_hn is not None:
-        print(f"  hard negatives besides the search: {per_query_hn * 1e6:.0f} us CPU per query")
+        print(f"  hard negatives besides the search: at most {per_query_hn * 1e6:.0f} us CPU per query")
     q_block = settings["query_block"]
     lines = [
         "| rows | file GiB | stage | queries | passes | CPU h per core (torch) | CPU h per core (faiss) "
@@ -377,24 +392,18 @@ def main(argv=None) -> int:
         for backend, shards in (("torch", 1), ("faiss", 1), ("faiss", 3)):
             results.append(run_stage("retrieve", folder, 64, backend, shards, **common))
             print(row_line(results[-1]), flush=True)
-    biggest = root / f"v{sizes[-1]}"
+    first = root / f"v{sizes[0]}"
     for n in query_counts:
         if n != 64:
-            results.append(run_stage("retrieve", biggest, n, "torch", **common))
+            results.append(run_stage("retrieve", first, n, "torch", **common))
             print(row_line(results[-1]), flush=True)
+    results.append(run_stage("retrieve", first, query_counts[-1], "faiss", **common))
+    print(row_line(results[-1]), flush=True)
     # More queries than the query block: one pass each block (the old loop searched 1,024 queries a call).
-    results.append(
-        run_stage(
-            "retrieve",
-            biggest,
-            4 * 128,
-            "torch",
-            **{**common, "query_block": 128, "block_rows": args.block_rows},
-        )
-    )
+    results.append(run_stage("retrieve", first, 4 * 128, "torch", **{**common, "query_block": 128}))
     results[-1]["backend"] = "torch, query block 128"
     print(row_line(results[-1]), flush=True)
-    small = make_folder(root / "hn64", 16_384, 64)
+    small = make_folder(root / "hn32", 1536, 32)  # hard negatives: the cost per query, not per row
     for n in train_counts:
         results.append(run_stage("hardneg", small, n, "torch", **common))
         print(row_line(results[-1]), flush=True)

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 PARTS_MANIFEST = "manifest.json"
 JSON_QUERIES_PER_WRITE = 1024  # queries formatted per write of the assembled file (memory only)
-SELECT_QUERIES = 4096  # queries whose hits are reduced to lists at once (memory only)
+SELECT_QUERIES = 1024  # queries whose hits are reduced to lists at once (memory only)
 
 
 def hard_negative_array(
@@ -80,22 +80,24 @@ def hard_negative_block(
     """:func:`hard_negative_array` of every query of a block at once: ``(lengths int32 [n], docs int32
     [sum])``, each query's documents best first (the same lists, without a Python loop over hits)."""
     rows = np.asarray(rows, dtype=np.int64)  # (n, H)
+    n, h = rows.shape
     docs = np.where(rows >= 0, np.asarray(row_doc_ids)[np.maximum(rows, 0)], -1).astype(np.int64)
-    order = np.argsort(docs, axis=1, kind="stable")  # equal documents keep their rank order
-    ranked = np.take_along_axis(docs, order, 1)
-    first = np.ones_like(ranked, dtype=bool)
-    first[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
-    kept = np.zeros_like(first)
-    np.put_along_axis(kept, order, first, 1)  # True at each document's first (= best) hit
+    # Sorting (document, rank) keys puts each document's hits together, best first: its first hit.
+    keys = np.sort(docs * h + np.arange(h), axis=1)
+    first = np.ones((n, h), dtype=bool)
+    first[:, 1:] = keys[:, 1:] // h != keys[:, :-1] // h
+    kept = np.zeros((n, h), dtype=bool)
+    i, j = np.nonzero(first)
+    kept[i, keys[i, j] % h] = True  # True at each document's first (= best) hit
     kept &= docs >= 0
     most = max((len(r) for r in relevant), default=0)
     if most:
-        rel = np.full((len(rows), most), -2, dtype=np.int64)
+        rel = np.full((n, most), -2, dtype=np.int64)
         for i, r in enumerate(relevant):
             rel[i, : len(r)] = list(r)
         for j in range(most):
             kept &= docs != rel[:, j : j + 1]
-    kept &= np.cumsum(kept, axis=1) <= keep
+    kept &= np.cumsum(kept, axis=1, dtype=np.int32) <= keep
     return kept.sum(1).astype(np.int32), docs[kept].astype(np.int32)
 
 
