@@ -169,7 +169,8 @@ def add_retrieval_args(parser, length_flag: str):
         "--search_threads",
         type=NON_NEGATIVE,
         default=0,
-        help="CPU threads of torch and faiss while searching; 0 = every core this process may use",
+        help="CPU threads of torch and faiss while searching; 0 keeps the process's own (torch: every "
+        "physical core; torchrun: one per rank)",
     )
     g.add_argument(
         "--doc_topk_exact",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +51,8 @@ class SearchSettings:
     ``block_rows``: rows per block of the scan (on the CPU the page-cache working set; on a GPU the
     vectors are resident and scanned as one block). ``query_block``: queries searched in one pass over
     the rows; their running top-k (``query_block x k x 12`` bytes) is the main heap cost.
-    ``threads``: CPU threads of torch and faiss during a search, 0 = every core this process may use.
+    ``threads``: CPU threads of torch and faiss during a search; 0 keeps the process's own (torch's default
+    is every physical core, faiss's every logical one; torchrun sets one per rank).
     ``after_block``: called with ``(first row, end row)`` of the vector array once a block is done
     (bench/scale.py drops it from the page cache to count what a second pass would read).
     """
@@ -67,8 +67,8 @@ class SearchSettings:
             raise ValueError(f"block_rows and query_block must be >= 1, threads >= 0: {self}")
 
     def cpu_threads(self) -> int:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return min(self.threads, cores) if self.threads else cores
+        """The torch threads a search runs with."""
+        return self.threads or torch.get_num_threads()
 
     def memory_plan(self, dim: int, k: int = SEGMENT_HITS, backend: str = "torch") -> str:
         """One line: what a search with these settings holds, printed before a search starts."""
@@ -88,7 +88,11 @@ class SearchSettings:
 
 @contextlib.contextmanager
 def cpu_threads(n: int, faiss_too: bool = False) -> Iterator[None]:
-    """``n`` torch (and faiss OpenMP) threads inside the block, the previous counts restored after."""
+    """``n`` torch (and faiss OpenMP) threads inside the block, the previous counts restored after; 0 changes
+    nothing (a matrix product of a few queries rounds differently with another thread count)."""
+    if not n:
+        yield
+        return
     before = torch.get_num_threads()
     faiss = _faiss() if faiss_too else None
     omp_before = faiss.omp_get_max_threads() if faiss is not None else None
@@ -333,7 +337,7 @@ class FaissFlatIndex:
                 progress(self.ntotal)
             return out_s, out_r
         faiss = _faiss()
-        with cpu_threads(self.settings.cpu_threads(), faiss_too=True):
+        with cpu_threads(self.settings.threads, faiss_too=True):
             for lo, hi in _blocks(self.ntotal, self.settings.block_rows):
                 block = np.ascontiguousarray(
                     self.vectors[lo:hi], dtype=np.float32
@@ -456,7 +460,7 @@ class TorchFlatIndex:
     def _threads(self):
         if self.device.type != "cpu":
             return contextlib.nullcontext()
-        return cpu_threads(self.settings.cpu_threads())
+        return cpu_threads(self.settings.threads)
 
     @torch.inference_mode()
     def search(self, queries: np.ndarray, k: int, progress=None) -> tuple[np.ndarray, np.ndarray]:
@@ -597,13 +601,9 @@ def build_index(
     settings: SearchSettings | None = None,
 ):
     """The search index for ``--search_backend``, ``--faiss_gpus``, ``--faiss_fp16`` and ``--search_shards``
-    (CPU only), made once per run; ``faiss_threads`` caps the CPU threads of a search (ADORE's
-    ``--faiss_omp_num_threads``) unless ``settings`` sets them."""
+    (CPU only), made once per run; ``faiss_threads`` sets faiss-cpu's OpenMP threads (ADORE's
+    ``--faiss_omp_num_threads``)."""
     settings = settings or SearchSettings()
-    if faiss_threads and not settings.threads:
-        settings = SearchSettings(
-            settings.block_rows, settings.query_block, int(faiss_threads), settings.after_block
-        )
     backend, ids = resolve_search_backend(backend, faiss_gpus)
     if backend == "faiss":
         if faiss_threads:
