@@ -258,6 +258,7 @@ def search_and_evaluate(
                 "eval_batch_size": bs,
                 "precision": precision.name,
                 "search": [args.search_backend, args.faiss_gpus, args.faiss_fp16, args.search_shards],
+                "threads": settings.cpu_threads(),  # a few queries' scores round by the thread count
                 "exact": exact,
             },
             block_size=block,
