@@ -121,6 +121,10 @@ def _worker(rank: int, world: int, port: int, root: str, task: str, out: str):
                 {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
                 Path(out) / f"rank{rank}{'_x' if x_device else ''}.pt",
             )
+        elif task == "infer_hardneg":
+            inference.main(
+                INFER + ["--output_dir", "./ddp-hn", "--gen_hardneg", "--hardneg_path", "./hn-ddp.json"]
+            )
         else:
             inference.main(INFER + ["--output_dir", "./ddp"])
 
@@ -428,3 +432,39 @@ def test_search_shards_flag_gives_the_flat_ranking(root):
         return [line.split()[:5] for line in (Path(folder) / "dev.trec").read_text().splitlines()]
 
     assert run_lines("flat") == run_lines("flat3")
+
+
+@pytest.mark.slow
+def test_torchrun_search_writes_what_one_process_writes_over_the_same_vectors(root, tmp_path):
+    """Under torchrun rank 0 searches the merged shards: its run files, metrics and hard negatives are
+    byte for byte those of one process searching the same vectors."""
+    import json
+    import shutil
+
+    _spawn("infer_hardneg", root, tmp_path)
+    single = root / "single-search"
+    single.mkdir()
+    for name in ("passages.memmap", "passages-id.memmap", "passages-meta.json"):
+        shutil.copy2(root / "ddp-hn" / name, single / name)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks: the query encoder's float sums depend on the thread count
+    try:
+        with cwd(root):
+            inference.main(
+                INFER
+                + ["--output_dir", "./single-search", "--reuse_embeddings", "--gen_hardneg"]
+                + ["--hardneg_path", "./hn.json"]
+            )
+    finally:
+        torch.set_num_threads(threads)
+    assert (root / "hn-ddp.json").read_bytes() == (root / "hn.json").read_bytes()
+    for split in ("dev", "test", "2020test"):
+        a, b = root / "ddp-hn", single
+        assert (a / f"{split}.msmarco.tsv").read_bytes() == (b / f"{split}.msmarco.tsv").read_bytes()
+        without_tag = [
+            [line.rsplit(" ", 1)[0] for line in (f / f"{split}.trec").read_text().splitlines()]
+            for f in (a, b)
+        ]
+        assert without_tag[0] == without_tag[1] and without_tag[0]
+    metrics = [json.loads((f / "metrics.json").read_text()) for f in (root / "ddp-hn", single)]
+    assert metrics[0]["splits"] == metrics[1]["splits"]

@@ -137,10 +137,21 @@ def every_index(vectors):
         "torch, chunks of 37 rows": exact_search.TorchFlatIndex(vectors, chunk_rows=37),
         "faiss, 3 shards": exact_search.ShardedCpuIndex(vectors, 3),
         "torch, 5 shards": exact_search.ShardedCpuIndex(
-            vectors, 5, lambda v: exact_search.TorchFlatIndex(v, chunk_rows=29)
+            vectors, 5, lambda v, offset: exact_search.TorchFlatIndex(v, chunk_rows=29)
         ),
         "torch, 3 devices": exact_search.TorchShardedIndex(vectors, ["cpu"] * 3, chunk_rows=50),
+        "faiss, blocks of 64 rows": exact_search.FaissFlatIndex(
+            vectors, show_progress=False, settings=blocks(64)
+        ),
+        "torch, blocks of 41 rows, chunks of 16": exact_search.TorchFlatIndex(
+            vectors, chunk_rows=16, settings=blocks(41)
+        ),
+        "faiss, 3 shards of blocks of 50 rows": exact_search.ShardedCpuIndex(vectors, 3, settings=blocks(50)),
     }
+
+
+def blocks(rows):
+    return exact_search.SearchSettings(block_rows=rows)
 
 
 @pytest.mark.parametrize("kind", ["integer", "duplicated", "normal"])
@@ -160,8 +171,12 @@ def test_faiss_alone_orders_ties_otherwise():
     """Why FaissFlatIndex reorders: raw faiss lists tied rows by descending id and keeps an arbitrary
     subset of the tied rows at the cut."""
     vectors, queries = tie_data("integer", np.random.default_rng(0))
+    import faiss
+
     index = exact_search.FaissFlatIndex(vectors, show_progress=False)
-    raw = index.index.search(queries, 10)[1]
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(vectors)
+    raw = flat.search(queries, 10)[1]
     assert not np.array_equal(raw, brute_force_topk(vectors, queries, 10)[1])
     np.testing.assert_array_equal(index.search(queries, 10)[1], brute_force_topk(vectors, queries, 10)[1])
 
@@ -328,3 +343,161 @@ def test_vectors_copied_to_a_device_in_blocks(monkeypatch):
     x = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
     out = exact_search._rows_on(x, torch.device("cpu"), torch.float16)  # the GPU path's copy, here on CPU
     assert out.dtype == torch.float16 and torch.equal(out, torch.from_numpy(x).half())
+
+
+# ------------------------------------------------------------------ one pass, memory settings, fp16, k caps
+
+
+def test_a_search_call_scans_each_row_block_once_whatever_the_number_of_queries():
+    """Blocks are the outer loop: every query of a call is scored against a block before the next one."""
+    rng = np.random.default_rng(3)
+    vectors, queries = tie_data("integer", rng, n=700)
+    queries = np.concatenate([queries] * 80)  # 2,400 queries: three kernel batches of at most 1,024
+    seen = []
+    settings = exact_search.SearchSettings(block_rows=128, after_block=lambda lo, hi: seen.append((lo, hi)))
+    blocks = [(lo, min(lo + 128, 700)) for lo in range(0, 700, 128)]
+    for make in (
+        lambda: exact_search.TorchFlatIndex(vectors, chunk_rows=48, settings=settings),
+        lambda: exact_search.FaissFlatIndex(vectors, show_progress=False, settings=settings),
+    ):
+        index = make()
+        for n in (1, 30, 2400):
+            seen.clear()
+            s, r = index.search(queries[:n], 50)
+            assert seen == blocks  # one pass
+            np.testing.assert_array_equal(r, brute_force_topk(vectors, queries[:n], 50)[1])
+        # Queries beyond the query block take one more pass each.
+        seen.clear()
+        limited = exact_search.SearchSettings(
+            block_rows=128, query_block=1000, after_block=settings.after_block
+        )
+        index.settings = limited
+        r = exact_search.search(index, queries, 50, show_progress=False)[1]
+        assert seen == blocks * 3
+        np.testing.assert_array_equal(r, brute_force_topk(vectors, queries, 50)[1])
+        index.settings = settings
+
+
+def test_sharded_search_builds_its_shards_once_and_scans_each_once(monkeypatch):
+    vectors, queries = tie_data("duplicated", np.random.default_rng(4), n=500)
+    made = []
+    seen = []
+    settings = exact_search.SearchSettings(block_rows=64, after_block=lambda lo, hi: seen.append((lo, hi)))
+
+    def shard(v, offset):
+        made.append(offset)
+        return exact_search.TorchFlatIndex(v, chunk_rows=32, settings=settings, row_offset=offset)
+
+    index = exact_search.ShardedCpuIndex(vectors, 3, shard)
+    for _ in range(2):
+        seen.clear()
+        np.testing.assert_array_equal(index.search(queries, 40)[1], brute_force_topk(vectors, queries, 40)[1])
+        covered = sorted(seen)
+        assert covered[0][0] == 0 and covered[-1][1] == 500
+        assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # every row once, in file offsets
+    assert made == [0, 166, 333]  # built once, not per call
+
+
+def test_block_and_query_block_sizes_change_no_float_result():
+    """Gaussian vectors: blocks that follow the chunk grid give bit-identical scores and rows."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((3000, 64)).astype(np.float32)
+    queries = rng.standard_normal((1300, 64)).astype(np.float32)
+    ref = exact_search.TorchFlatIndex(vectors, chunk_rows=256).search(queries, 100)
+    for block, query_block in ((512, 1300), (256, 700), (3000, 1024)):
+        settings = exact_search.SearchSettings(block_rows=block, query_block=query_block)
+        got = exact_search.search(
+            exact_search.TorchFlatIndex(vectors, chunk_rows=256, settings=settings), queries, 100, None, False
+        )
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+    whole = exact_search.FaissFlatIndex(vectors, show_progress=False).search(queries, 100)
+    blocked = exact_search.FaissFlatIndex(
+        vectors, show_progress=False, settings=exact_search.SearchSettings(block_rows=1024)
+    ).search(queries, 100)
+    np.testing.assert_array_equal(blocked[1], whole[1])
+    np.testing.assert_array_equal(blocked[0], whole[0])
+
+
+def test_search_threads_are_set_during_a_search_and_restored():
+    vectors, queries = tie_data("integer", np.random.default_rng(6))
+    before = torch.get_num_threads()
+    seen = []
+    settings = exact_search.SearchSettings(
+        threads=1, after_block=lambda lo, hi: seen.append(torch.get_num_threads())
+    )
+    exact_search.TorchFlatIndex(vectors, settings=settings).search(queries, 5)
+    assert seen == [1] and torch.get_num_threads() == before
+    seen.clear()
+    exact_search.TorchFlatIndex(
+        vectors, settings=exact_search.SearchSettings(after_block=settings.after_block)
+    ).search(queries, 5)
+    assert seen == [before]  # 0 keeps the process's own count
+
+
+def layer_normed_rows(n, direction, rng, shared):
+    """Rows like the model's vectors: a LayerNorm over a strong shared direction plus noise."""
+    x = torch.from_numpy(shared * direction + rng.standard_normal((n, len(direction))).astype(np.float32))
+    return torch.nn.functional.layer_norm(x, (len(direction),)).numpy()
+
+
+def test_fp16_storage_keeps_float32_scores_and_the_fp32_top_100():
+    rng = np.random.default_rng(7)
+    direction = rng.standard_normal(768).astype(np.float32)
+    rows = layer_normed_rows(20000, direction, rng, shared=3.0)
+    queries = layer_normed_rows(64, direction, rng, shared=3.0)
+    s32, r32 = exact_search.TorchFlatIndex(rows).search(queries, 100)
+    half = exact_search.TorchFlatIndex(rows, storage=torch.float16)
+    s16, r16 = half.search(queries, 100)
+    assert half.vectors.dtype == torch.float16 and s16.dtype == np.float32
+    overlap = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(r32, r16)])
+    assert overlap >= 0.999, overlap
+    np.testing.assert_allclose(s16, s32, rtol=0, atol=0.1)  # scores near 600: float16 steps are 0.5 there
+    # What rounding the scores themselves to float16 did: a handful of distinct scores, a worse top 100.
+    rounded = torch.from_numpy(queries).half().float() @ torch.from_numpy(rows).half().float().T
+    r_old = exact_search.stable_topk(rounded.half(), 100)[1].numpy()
+    old_overlap = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(r32, r_old)])
+    assert old_overlap < 0.99, old_overlap
+
+
+class KLimitedIndex:
+    """A faiss-gpu stand-in: a flat index that refuses k above 2048 as faiss-gpu does."""
+
+    def __init__(self, index):
+        self.index, self.asked = index, []
+
+    @property
+    def ntotal(self):
+        return self.index.ntotal
+
+    def search(self, q, k):
+        self.asked.append(k)
+        if k > 2048:
+            raise RuntimeError(f"k {k} exceeds the GPU maximum 2048")
+        return self.index.search(q, k)
+
+
+class KLimitedGpuFaiss(FakeGpuFaiss):
+    def index_cpu_to_gpu(self, res, gpu, index, co):
+        self.calls.append(("single", gpu, co.useFloat16))
+        self.gpu_index = KLimitedIndex(self.real.clone_index(index))
+        return self.gpu_index
+
+
+def test_every_faiss_gpu_call_is_capped_at_its_k_limit(monkeypatch):
+    fake = KLimitedGpuFaiss(n_gpus=1)
+    monkeypatch.setattr(exact_search, "_faiss", lambda: fake)
+    rng = np.random.default_rng(8)
+    vectors = rng.integers(-1, 2, size=(3000, 4)).astype(np.float32)  # scores in a few values: wide ties
+    queries = rng.integers(-1, 2, size=(5, 4)).astype(np.float32)
+    index = exact_search.build_index(vectors, [0], backend="faiss", show_progress=False)
+    s, r = index.search(queries, 2048)  # k + 1 and the widening loop would both ask more than 2048
+    assert max(fake.gpu_index.asked) <= 2048 and index.max_k == 2048
+    ref_s, ref_r = brute_force_topk(vectors, queries, 2048)
+    np.testing.assert_array_equal(s, ref_s)  # the right scores; at the cut, faiss's choice among tied rows
+    above = ref_s > ref_s[:, -1:]
+    np.testing.assert_array_equal(np.where(above, r, -1), np.where(above, ref_r, -1))
+    s, r = index.search(queries, 1000)  # within the limit the tie at the cut is resolved as everywhere
+    np.testing.assert_array_equal(r, brute_force_topk(vectors, queries, 1000)[1])
+    with pytest.raises(ValueError, match="at most 2048 rows"):
+        index.search(queries, 2049)

@@ -88,3 +88,59 @@ def test_read_ranked_run_orders_by_score_then_rank_then_file(tmp_path):
     rankings = {0: [(3, 1.0), (1, 1.0), (0, 1.0), (2, 0.5)]}
     ranking.write_trec_run(tmp_path / "own.trec", rankings, ids, "s")
     assert [d for d, _ in ranking.read_ranked_run(tmp_path / "own.trec")["q"]] == ["d3", "d1", "d0", "d2"]
+
+
+def test_original_ids_are_arrays_by_offset():
+    ids = ranking.OriginalIds.from_maps({501: 1, 77: 0}, {"dev": {9: 1, 4: 0}, "test": {"q-b": 0, "q-a": 1}})
+    assert ids.doc_numbers.tolist() == [77, 501] and ids.doc(1) == "D501"
+    assert (
+        ids.query_ids["dev"].dtype == np.int64 and ids.query("dev", 0) == "4" and ids.query("dev", 1) == "9"
+    )
+    assert ids.query("test", 0) == "q-b" and ids.query("test", 1) == "q-a"
+    with pytest.raises(ValueError):
+        ranking.OriginalIds.from_maps({5: 0, 6: 0}, {})  # two ids on one offset
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 22])
+def test_max_rows_per_document_across_chunks(chunk):
+    row_doc_ids = np.repeat(np.arange(6), [2, 5, 1, 3, 4, 1])
+    assert ranking.max_rows_per_document(row_doc_ids, chunk_rows=chunk) == 5
+    assert ranking.max_rows_per_document(np.repeat([0], 9), chunk_rows=chunk) == 9
+    assert ranking.max_rows_per_document(np.zeros(0, np.int32)) == 0
+
+
+def integer_documents(seed, n_docs=80, most=12):
+    """Documents of 1..``most`` rows with small-integer vectors: exact scores, many ties."""
+    rng = np.random.default_rng(seed)
+    row_doc_ids = np.repeat(np.arange(n_docs), rng.integers(1, most + 1, size=n_docs))
+    vectors = rng.integers(-2, 3, size=(len(row_doc_ids), 5)).astype(np.float32)
+    return vectors, row_doc_ids, rng.integers(-2, 3, size=(15, 5)).astype(np.float32)
+
+
+def brute_force_exact(vectors, row_doc_ids, q, k_docs):
+    """Every document by the max over all its rows; ties by document offset."""
+    seg = vectors.astype(np.float64) @ q.astype(np.float64)
+    best = np.full(row_doc_ids.max() + 1, -np.inf)
+    np.maximum.at(best, row_doc_ids, seg)
+    order = np.lexsort((np.arange(len(best)), -best))[:k_docs]
+    return order.tolist(), best[order]
+
+
+@pytest.mark.parametrize("kind", ["faiss", "torch"])
+def test_exact_document_ranking_equals_brute_force_max_over_every_segment(kind):
+    vectors, row_doc_ids, queries = integer_documents(0)
+    make = {
+        "faiss": lambda: exact_search.FaissFlatIndex(vectors, show_progress=False),
+        "torch": lambda: exact_search.TorchFlatIndex(vectors, chunk_rows=64),
+    }[kind]
+    args = (row_doc_ids, queries, range(len(queries)), 30)
+    exact = ranking.retrieve_documents(make(), *args, hits=20, exact=True, show_progress=False)
+    shallow = ranking.retrieve_documents(make(), *args, hits=20, show_progress=False)
+    for i, q in enumerate(queries):
+        docs, best = brute_force_exact(vectors, row_doc_ids, q, 30)
+        assert [d for d, _ in exact[i]] == docs
+        assert [s for _, s in exact[i]] == best.tolist()
+    assert any(len(shallow[i]) < 30 for i in shallow)  # 20 rows hold fewer than 30 documents
+    # Where the default's depth covers every row, it is the exact ranking.
+    deep = ranking.retrieve_documents(make(), *args, hits=len(vectors), show_progress=False)
+    assert deep == exact

@@ -420,3 +420,45 @@ def test_index_messages_name_the_index_and_its_command(base_root, tmp_path, caps
     assert msg.startswith(f"error: {emb}: ") and msg.endswith(
         "truncated; rebuild it with `python -m SeDR.index MODEL DOCS OUT --overwrite`"
     )
+
+
+def test_a_faiss_index_that_refuses_k_above_2048_answers_k_600(base_root, tmp_path, monkeypatch, caplog):
+    """A 4-segment index searched through a faiss-gpu stand-in (k <= 2048): the hit count stays within it."""
+    import logging
+
+    from test_exact_search import KLimitedGpuFaiss
+
+    from SeDR.retrieval import embedding_files, exact_search
+
+    r4 = Retriever.from_pretrained(
+        base_root[0] / "data" / "star", max_seg_length=32, max_seg_num=4, max_query_length=16
+    )
+    n_docs = 700
+    vecs = np.random.default_rng(0).standard_normal((4 * n_docs, r4.model.embedding_dim)).astype(np.float32)
+    folder = tmp_path / "index"
+    with embedding_files.SegmentEmbeddingWriter(
+        folder, vecs.shape[1], info={**r4.identity, "num_docs": n_docs}
+    ) as w:
+        w.append(vecs, np.repeat(np.arange(n_docs), 4))
+    (folder / "doc-ids.jsonl").write_text("".join(json.dumps(f"d{i}") + "\n" for i in range(n_docs)))
+    qv = r4.encode_queries(["alpha beta"], show_progress=False)[0]
+    best = (vecs @ qv).reshape(n_docs, 4).max(1)
+    exact = [f"d{i}" for i in np.argsort(-best, kind="stable")]
+    fake = KLimitedGpuFaiss(n_gpus=1)
+    monkeypatch.setattr(exact_search, "_faiss", lambda: fake)
+    with caplog.at_level(logging.WARNING, logger="SeDR.api.retriever"):
+        hits = r4.search(
+            r4.load_index(folder),
+            ["alpha beta"],
+            k=600,
+            faiss_gpus=[0],
+            search_backend="faiss",
+            show_progress=False,
+        )[0]
+    assert max(fake.gpu_index.asked) == 2048 and len(fake.gpu_index.asked) >= 1
+    assert 512 <= len(hits) <= 600 and [h.doc_id for h in hits[:512]] == exact[:512]  # (2048 - 1) // 4 + 1
+    assert any("at most 2048" in r.getMessage() for r in caplog.records)
+    torch_hits = r4.search(
+        r4.load_index(folder), ["alpha beta"], k=600, search_backend="torch", show_progress=False
+    )
+    assert [h.doc_id for h in torch_hits[0]] == exact[:600]

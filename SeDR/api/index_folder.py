@@ -10,6 +10,7 @@ name, and an existing one is never replaced without ``overwrite``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -69,6 +70,76 @@ def new_folder(out: Path, overwrite: bool) -> Iterator[Path]:
         yield tmp
 
 
+def id_hash(doc_id: str) -> int:
+    """A 64-bit hash of an id: duplicates and lookups by sorting arrays, not by a dict per document."""
+    return int.from_bytes(
+        hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "little", signed=True
+    )
+
+
+class StringTable:
+    """Strings by position in one UTF-8 buffer with int64 end offsets: the text plus 8 bytes per string
+    (a list of str costs about 60 bytes more each, a dict to find them 100 more)."""
+
+    def __init__(self, blob: bytes, ends: np.ndarray):
+        self.blob, self.ends = blob, np.asarray(ends, dtype=np.int64)
+        self._sorted = None  # (hashes ascending, positions), built on the first find()
+
+    @classmethod
+    def from_strings(cls, strings) -> StringTable:
+        buf, ends = bytearray(), array("q")
+        for text in strings:
+            buf += text.encode("utf-8")
+            ends.append(len(buf))
+        return cls(bytes(buf), np.frombuffer(ends, dtype=np.int64) if len(ends) else np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> str:
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        start = int(self.ends[i - 1]) if i else 0
+        return self.blob[start : int(self.ends[i])].decode("utf-8")
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (StringTable, list, tuple)) and list(self) == list(other)
+
+    __hash__ = None
+
+    def find(self, text: str) -> int:
+        """Position of ``text`` (KeyError if absent)."""
+        if self._sorted is None:
+            hashes = np.fromiter((id_hash(t) for t in self), dtype=np.int64, count=len(self))
+            order = np.argsort(hashes, kind="stable")
+            self._sorted = hashes[order], order
+        hashes, order = self._sorted
+        h = id_hash(text)
+        lo, hi = np.searchsorted(hashes, h, "left"), np.searchsorted(hashes, h, "right")
+        for i in order[lo:hi]:
+            if self[i] == text:
+                return int(i)
+        raise KeyError(text)
+
+
+def first_duplicate(hashes: np.ndarray, strings) -> tuple[int, int] | None:
+    """``(first, second)`` positions of the earliest repeated string (by its second occurrence), or None;
+    ``hashes`` are :func:`id_hash` of ``strings[i]``, equal hashes are compared as strings."""
+    order = np.argsort(hashes, kind="stable")
+    same = np.flatnonzero(hashes[order][1:] == hashes[order][:-1])
+    found = []
+    for j in same:
+        a, b = int(order[j]), int(order[j + 1])
+        if strings[a] == strings[b]:
+            found.append((a, b))
+    return min(found, key=lambda ab: ab[1]) if found else None
+
+
 class DocumentIndex:
     """An index folder opened for search: segment vectors (memory-mapped), document ids, optional texts.
 
@@ -81,7 +152,7 @@ class DocumentIndex:
         self.embeddings = embedding_files.load_segment_embeddings(self.folder, hint=REBUILD_HINT)
         self.info = self.embeddings.info
         with open(self.folder / DOC_IDS_FILE, encoding="utf-8") as f:
-            self.ids: list[str] = [json.loads(line) for line in f]
+            self.ids = StringTable.from_strings(json.loads(line) for line in f)
         if len(self.ids) != info.get("num_docs"):
             raise DataFormatError(
                 self.folder / DOC_IDS_FILE,
@@ -95,7 +166,7 @@ class DocumentIndex:
         self.first_row = np.searchsorted(self.embeddings.doc_ids, np.arange(len(self.ids) + 1)).astype(
             np.int64
         )
-        self._searcher, self._offsets = None, None
+        self._searcher = None
         if temporary:
             weakref.finalize(self, shutil.rmtree, str(self.folder.parent), True)
 
@@ -107,10 +178,8 @@ class DocumentIndex:
         return self.embeddings.num_rows
 
     def offset(self, doc_id: str) -> int:
-        """Position of ``doc_id`` in the index (the map is built on first use)."""
-        if self._offsets is None:
-            self._offsets = {d: i for i, d in enumerate(self.ids)}
-        return self._offsets[doc_id]
+        """Position of ``doc_id`` in the index (sorted id hashes, built on first use)."""
+        return self.ids.find(doc_id)
 
     def text(self, offset: int) -> str | None:
         """The text of document ``offset`` as it was indexed, or None if the index keeps no texts."""
@@ -121,11 +190,16 @@ class DocumentIndex:
             f.seek(start)
             return json.loads(f.read(end - start))
 
-    def searcher(self, faiss_gpus: Sequence[int] | None = None, backend: str = "auto"):
+    def searcher(
+        self,
+        faiss_gpus: Sequence[int] | None = None,
+        backend: str = "auto",
+        settings: exact_search.SearchSettings | None = None,
+    ):
         """The exact search index over the vectors, built once (the one place that picks a search backend)."""
         if self._searcher is None:
             self._searcher = exact_search.build_index(
-                self.embeddings.vectors, faiss_gpus, backend=backend, show_progress=False
+                self.embeddings.vectors, faiss_gpus, backend=backend, show_progress=False, settings=settings
             )
         return self._searcher
 
@@ -141,21 +215,19 @@ class DocumentIndex:
 
 
 class DocumentWriter:
-    """Streams document ids (and texts with their byte offsets) into an index folder;
-    refuses a repeated id."""
+    """Streams document ids (and texts with their byte offsets) into an index folder; a repeated id is
+    refused when the folder is closed (ids kept as 64-bit hashes, 8 bytes per document)."""
 
     def __init__(self, folder: Path, keep_texts: bool):
-        self.folder, self.seen, self.empty = folder, {}, 0
+        self.folder, self.count, self.empty = folder, 0, 0
+        self.hashes = array("q")
         self.ids = open(folder / DOC_IDS_FILE, "w", encoding="utf-8")
         self.texts = open(folder / TEXTS_FILE, "wb") if keep_texts else None
         self.offsets = array("q", [0])
 
     def add(self, doc_id: str, text: str, num_segments: int) -> None:
-        if doc_id in self.seen:
-            raise SeDRInputError(
-                f"document id {doc_id!r} appears twice (documents {self.seen[doc_id]} and {len(self.seen)})"
-            )
-        self.seen[doc_id] = len(self.seen)
+        self.hashes.append(id_hash(doc_id))
+        self.count += 1
         self.empty += num_segments == 0
         self.ids.write(json.dumps(doc_id, ensure_ascii=False) + "\n")
         if self.texts is not None:
@@ -168,3 +240,11 @@ class DocumentWriter:
         if self.texts is not None:
             self.texts.close()
             np.save(self.folder / TEXT_OFFSETS_FILE, np.asarray(self.offsets, dtype=np.int64))
+        hashes = np.frombuffer(self.hashes, dtype=np.int64) if self.count else np.zeros(0, np.int64)
+        if len(np.unique(hashes)) != len(hashes):
+            with open(self.folder / DOC_IDS_FILE, encoding="utf-8") as f:
+                ids = StringTable.from_strings(json.loads(line) for line in f)
+            twice = first_duplicate(hashes, ids)
+            if twice:
+                a, b = twice
+                raise SeDRInputError(f"document id {ids[a]!r} appears twice (documents {a} and {b})")

@@ -28,7 +28,6 @@ from SeDR.core.constants import (
     DEFAULT_MAX_DOC_CHARACTER,
     DEFAULT_MAX_QUERY_LENGTH,
     DEFAULT_MAX_SEQ_LENGTH,
-    SEGMENT_HITS,
     TRAINING_ARGS,
 )
 from SeDR.core.errors import SeDRInputError
@@ -43,7 +42,7 @@ from SeDR.modeling import load_model
 from SeDR.modeling.checkpoint import read_config_dict, recorded_class
 from SeDR.retrieval import embedding_files, exact_search
 from SeDR.retrieval.encoding import encode_corpus, encode_queries
-from SeDR.retrieval.ranking import unique_docs
+from SeDR.retrieval.ranking import exact_hits, unique_docs
 
 logger = logging.getLogger(__name__)
 
@@ -293,17 +292,17 @@ class Retriever:
                     self.model, rows, self.spec, batch_size, self.device, self.precision, show_progress=False
                 ):
                     writer.append(vecs, offsets[local])
-                bar.update(len(sink.seen) - bar.n)
-            if not sink.seen:
+                bar.update(sink.count - bar.n)
+            if not sink.count:
                 raise SeDRInputError("no documents to index")
-            writer.info["num_docs"] = len(sink.seen)
+            writer.info["num_docs"] = sink.count
             sink.close()
         bar.close()
         if sink.empty:
             logger.warning("%d documents have no text; they are kept but can never be retrieved", sink.empty)
         logger.info(
             "indexed %d documents (%d segment vectors) in %.1fs",
-            len(sink.seen),
+            sink.count,
             writer.rows,
             time.time() - t0,
         )
@@ -324,7 +323,7 @@ class Retriever:
                     rows, offsets, used = _Rows(), [], 0
                 if s:  # an empty document has no segment and no row
                     rows.append(np.asarray(ids, dtype=np.int64))
-                    offsets.append(len(sink.seen) - 1)
+                    offsets.append(sink.count - 1)
                     used += s
         yield np.asarray(offsets, dtype=np.int32), rows
 
@@ -386,13 +385,21 @@ class Retriever:
         queries = [queries] if isinstance(queries, str) else list(queries)
         qvecs = self.encode_queries(queries, batch_size, show_progress)
         # Top-k by best segment is exact when the hits hold (k-1) documents' rows plus one
-        # (docs/retrieval.md#maxp-exactness).
+        # (docs/retrieval.md#maxp-exactness); an index with a k limit (faiss-gpu) gets at most that many.
+        searcher = index.searcher(faiss_gpus, search_backend)
         max_rows = int(np.diff(index.first_row).max(initial=1))
-        hits = max(SEGMENT_HITS, (k - 1) * max_rows + 1)
+        hits = exact_hits(k, max_rows)
+        if searcher.max_k is not None and hits > searcher.max_k:
+            logger.warning(
+                "this index returns at most %d segment rows per query: the first %d documents are exact, "
+                "later ones may be missed (search_backend='torch' gives an exact top %d)",
+                searcher.max_k,
+                (searcher.max_k - 1) // max_rows + 1,
+                k,
+            )
+            hits = searcher.max_k
         out = []
-        for _, scores, rows in exact_search.iter_search(
-            index.searcher(faiss_gpus, search_backend), qvecs, hits, batch_size, show_progress, "search"
-        ):
+        for _, scores, rows in exact_search.iter_search(searcher, qvecs, hits, None, show_progress, "search"):
             for s, r in zip(scores, rows):
                 docs, best_rows, best = unique_docs(r, index.embeddings.doc_ids, s, k)
                 out.append(

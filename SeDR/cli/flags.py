@@ -10,6 +10,8 @@ from SeDR.core.constants import (
     DEFAULT_DDP_TIMEOUT,
     MULTI_SEGMENT_RESERVE,
     SEARCH_BACKENDS,
+    SEARCH_BLOCK_ROWS,
+    SEARCH_QUERY_BLOCK,
     SINGLE_SEGMENT_RESERVE,
 )
 from SeDR.core.errors import SeDRInputError
@@ -205,7 +207,34 @@ def add_retrieval_args(parser, length_flag: str):
         "--search_shards",
         type=POSITIVE,
         default=1,
-        help="CPU only: search N row shards one at a time and merge (bounds index memory)",
+        help="CPU only: search N contiguous row shards one after the other and merge (same results)",
+    )
+    g.add_argument(
+        "--search_block_rows",
+        type=POSITIVE,
+        default=SEARCH_BLOCK_ROWS,
+        help="rows per block of a search's scan over the vectors (the page-cache working set on a CPU; "
+        "docs/scale.md#memory)",
+    )
+    g.add_argument(
+        "--search_query_block",
+        type=POSITIVE,
+        default=SEARCH_QUERY_BLOCK,
+        help="queries searched in one pass over the vectors; their running top-k (this x hits x 12 bytes) "
+        "is the search's main memory, and more queries take more passes",
+    )
+    g.add_argument(
+        "--search_threads",
+        type=NON_NEGATIVE,
+        default=0,
+        help="CPU threads of torch and faiss while searching; 0 keeps the process's own (torch: every "
+        "physical core; torchrun: one per rank)",
+    )
+    g.add_argument(
+        "--doc_topk_exact",
+        action="store_true",
+        help="rank documents by their best segment over every row (enough segment hits for the exact top "
+        "documents and hard negatives); default: among the first 1,024 segment hits, as the original",
     )
     g.add_argument(
         "--output_dir",

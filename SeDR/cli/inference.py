@@ -22,6 +22,7 @@ from SeDR.core.outputs import (
     Claim,
     claim,
     ensure_writable,
+    fingerprint,
     keep_copy,
     move_to_backup,
 )
@@ -193,6 +194,13 @@ def check_before_encoding(args, preprocess_dir: Path, run_tag: str, plan: Evalua
     return results
 
 
+def keep_earlier_copy(path: Path) -> None:
+    """Never overwrite earlier results silently: an existing file is kept beside the new one."""
+    kept = keep_copy(path)
+    if kept is not None:
+        logger.warning("%s exists; the previous version is kept as %s", path, kept)
+
+
 def set_aside_results(out_dir: Path) -> None:
     """Result files of earlier embeddings move to a dated ``results.bak-*`` subfolder before
     new ones are written."""
@@ -303,6 +311,16 @@ def evaluation_plan(preprocess_dir: Path, args) -> EvaluationPlan:
     return EvaluationPlan(measures, labels, bool(getattr(args, "judged_only", False)))
 
 
+def search_settings(args) -> exact_search.SearchSettings:
+    """The search's memory and threads from ``--search_block_rows``, ``--search_query_block``,
+    ``--search_threads`` (docs/scale.md#memory)."""
+    return exact_search.SearchSettings(
+        block_rows=getattr(args, "search_block_rows", exact_search.BLOCK_ROWS),
+        query_block=getattr(args, "search_query_block", exact_search.QUERY_BLOCK),
+        threads=getattr(args, "search_threads", 0),
+    )
+
+
 def search_and_evaluate(
     model,
     out_dir: Path,
@@ -320,12 +338,15 @@ def search_and_evaluate(
         if not embedding_files.foreign_embeddings(out_dir)
         else embedding_files.load_segment_embeddings(out_dir, legacy_dim=model.embedding_dim)
     )
+    settings = search_settings(args)
+    exact = getattr(args, "doc_topk_exact", False)
     index = exact_search.build_index(
         emb.vectors,
         args.faiss_gpus,
         fp16=args.faiss_fp16,
         backend=args.search_backend,
         search_shards=args.search_shards,
+        settings=settings,
     )
     plan = plan or evaluation_plan(preprocess_dir, args)
     rankings = {}
@@ -333,7 +354,10 @@ def search_and_evaluate(
         qcache = preprocess_folder.queries(preprocess_dir, split)
         qvecs = encode_queries(model, qcache, args.max_query_length, args.eval_batch_size, device, precision)
         depth = ranking_depth(split, measures)
-        rankings[split] = retrieve_documents(index, emb.doc_ids, qvecs, range(len(qcache)), depth)
+        rankings[split] = retrieve_documents(
+            index, emb.doc_ids, qvecs, range(len(qcache)), depth, exact=exact
+        )
+        del qvecs
     evaluation = evaluate_rankings(
         rankings,
         preprocess_dir,
@@ -350,19 +374,42 @@ def search_and_evaluate(
         split = flags.train_split(args)
         train_q = preprocess_folder.queries(preprocess_dir, split)
         rel = preprocess_folder.load_rel(preprocess_dir / f"{split}-qrel.tsv")
-        qvecs = encode_queries(model, train_q, args.max_query_length, args.eval_batch_size, device, precision)
-        hard = hard_negatives.hard_negatives_for_queries(index, emb.doc_ids, qvecs, range(len(train_q)), rel)
-        short = sum(1 for v in hard.values() if len(v) < HARDNEG_LIST_LENGTH)
         path = Path(args.hardneg_path)
-        kept = keep_copy(path)  # never overwrite earlier results silently
-        if kept is not None:
-            logger.warning("%s exists; the previous version is kept as %s", path, kept)
-        hard_negatives.write_hard_negatives(path, hard)
+        bs = args.eval_batch_size
+        block = max(bs, settings.query_block // bs * bs)  # whole encoding batches: the same query vectors
+
+        def encode(a: int, b: int):
+            return encode_queries(
+                model, train_q, args.max_query_length, bs, device, precision, offsets=range(a, b)
+            )
+
+        summary = hard_negatives.generate_hard_negatives(
+            index,
+            emb.doc_ids,
+            encode,
+            len(train_q),
+            rel,
+            path,
+            identity={
+                "model": identity,
+                "embeddings": {"rows": emb.num_rows, "info": emb.info},
+                "train_qrels": fingerprint([preprocess_dir / f"{split}-qrel.tsv"]),
+                "max_query_length": args.max_query_length,
+                "eval_batch_size": bs,
+                "precision": precision.name,
+                "search": [args.search_backend, args.faiss_gpus, args.faiss_fp16, args.search_shards],
+                "threads": settings.cpu_threads(),  # a few queries' scores round by the thread count
+                "exact": exact,
+            },
+            block_size=block,
+            exact=exact,
+            before_write=keep_earlier_copy,
+        )
         logger.info(
             "wrote hard negatives of %d training queries to %s (%d with fewer than %d)",
-            len(hard),
+            summary.queries,
             path,
-            short,
+            summary.short,
             HARDNEG_LIST_LENGTH,
         )
     return evaluation

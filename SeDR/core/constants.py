@@ -43,6 +43,10 @@ EVAL_DOCS_KEPT = {"dev": DEV_DOCS_KEPT, "test": TREC_DOCS_KEPT, "2020test": TREC
 MRR_CUTOFF = 100
 # Exact search implementations (docs/search-backends.md#search).
 SEARCH_BACKENDS = ("auto", "faiss", "torch")
+# docs/scale.md#memory: rows per block of a search's scan over the vectors (a multiple of 2^16, the chunk of
+# a 1,024-query batch, and of faiss's 1,024-row tiles), queries whose running top-k one pass holds.
+SEARCH_BLOCK_ROWS = 1 << 18
+SEARCH_QUERY_BLOCK = 1 << 16
 
 # Hard negatives kept per training query (docs/retrieval.md#hard-negative-generation).
 HARDNEG_LIST_LENGTH = 300

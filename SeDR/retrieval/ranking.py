@@ -19,7 +19,7 @@ from SeDR.core.errors import DataFormatError, MissingInputError
 from SeDR.core.outputs import atomic_write_text
 from SeDR.data.msmarco_files import decode_line
 from SeDR.data.preprocess_folder import load_id_map
-from SeDR.retrieval.exact_search import SEARCH_BATCH, iter_search
+from SeDR.retrieval.exact_search import iter_search
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,30 @@ def rank_documents(
     return out
 
 
+def max_rows_per_document(row_doc_ids: np.ndarray, chunk_rows: int = 1 << 22) -> int:
+    """The most rows any document has (rows of a document are contiguous), read in chunks of the ids."""
+    most, run, last = 0, 0, None
+    for lo in range(0, len(row_doc_ids), chunk_rows):
+        ids = np.asarray(row_doc_ids[lo : lo + chunk_rows], dtype=np.int64)
+        starts = np.flatnonzero(np.diff(ids)) + 1  # first row of each new document inside the chunk
+        edges = np.concatenate([[0], starts, [len(ids)]])
+        lengths = np.diff(edges)
+        if last is not None and ids[0] == last:  # the first document continues the previous chunk's last
+            lengths[0] += run
+        else:
+            most = max(most, run)
+        most = max(most, int(lengths[:-1].max(initial=0)))
+        run, last = int(lengths[-1]), int(ids[-1])
+    return max(most, run)
+
+
+def exact_hits(k_docs: int, max_rows: int, hits: int = SEGMENT_HITS) -> int:
+    """Segment hits that make the first ``k_docs`` documents exact (docs/retrieval.md#maxp-exactness):
+    the rows above the best row of the document at rank ``k`` belong to the ``k - 1`` documents above it,
+    ``max_rows`` at most each, so ``(k - 1) * max_rows + 1`` rows hold it; never fewer than ``hits``."""
+    return max(int(hits), (int(k_docs) - 1) * int(max_rows) + 1)
+
+
 def retrieve_documents(
     index,
     row_doc_ids: np.ndarray,
@@ -75,11 +99,19 @@ def retrieve_documents(
     query_offsets: Sequence[int],
     k_docs: int,
     hits: int = SEGMENT_HITS,
-    batch_size: int = SEARCH_BATCH,
+    batch_size: int | None = None,
     show_progress: bool = True,
+    exact: bool = False,
 ) -> Rankings:
     """docs/retrieval.md#maxp-aggregation: search ``hits`` segment rows per query, keep the first ``k_docs``
-    unique documents (101 for dev, 100 for TREC-DL), each scored by its best segment among the hits."""
+    unique documents (101 for dev, 100 for TREC-DL), each scored by its best segment among the hits.
+
+    ``exact`` (``--doc_topk_exact``): search as many rows as make the ``k_docs`` documents exactly the
+    best by their best segment over every row (:func:`exact_hits`), not only over the first ``hits``.
+    Queries are searched ``batch_size`` at a time (default: the index's query block), one pass each.
+    """
+    if exact:
+        hits = exact_hits(k_docs, max_rows_per_document(row_doc_ids), hits)
     query_offsets = list(query_offsets)
     out: Rankings = {}
     for start, scores, rows in iter_search(index, queries, hits, batch_size, show_progress, "retrieve"):
@@ -99,52 +131,64 @@ def rank_consistent_scores(scores: Sequence[float]) -> np.ndarray:
     return out
 
 
+def _id_array(ids_by_offset: Mapping[int, int | str] | Mapping, n: int, what: str) -> np.ndarray:
+    """``{id: offset}`` over offsets ``0..n-1`` as an array of ids by offset (int64 if every id is an int)."""
+    ids = list(ids_by_offset.keys())
+    offsets = np.fromiter(ids_by_offset.values(), dtype=np.int64, count=n)
+    if n and (offsets.min() < 0 or offsets.max() >= n or len(np.unique(offsets)) != n):
+        raise ValueError(f"{what} does not map onto offsets 0..N-1")
+    if all(isinstance(i, (int, np.integer)) for i in ids):
+        out = np.empty(n, dtype=np.int64)
+    else:
+        ids = [str(i) for i in ids]
+        out = np.empty(n, dtype=f"U{max((len(i) for i in ids), default=1)}")
+    out[offsets] = ids
+    return out
+
+
 @dataclass
 class OriginalIds:
-    """Offset → original id maps: documents ``D<number>`` (inverse of ``pid2offset.pickle``) and
-    per-split query ids (inverse of ``{split}-qid2offset.pickle``). A collection's string document ids
-    (docs/own-collection.md#ids) are kept in ``doc_strings`` and returned exactly."""
+    """Offset → original id maps as arrays indexed by offset: documents ``D<number>`` (inverse of
+    ``pid2offset.pickle``) and per-split query ids (inverse of ``{split}-qid2offset.pickle``). A
+    collection's string document ids (docs/own-collection.md#ids) are kept in ``doc_strings`` and
+    returned exactly."""
 
-    doc_numbers: np.ndarray  # int64 [N_docs], MS MARCO number of each doc offset
-    query_ids: dict[str, dict[int, str]] = field(default_factory=dict)
-    doc_strings: list[str] | None = None  # a collection's document id of each offset
+    doc_numbers: np.ndarray  # int64 [N_docs], MS MARCO number of each doc offset (empty for a collection)
+    query_ids: dict[str, np.ndarray] = field(default_factory=dict)  # split -> ids [N_queries] by offset
+    doc_strings: np.ndarray | None = None  # a collection's document id of each offset
 
     @classmethod
     def from_maps(cls, pid2offset: Mapping, qid2offset_by_split: Mapping[str, Mapping]):
-        queries = {s: {int(off): str(qid) for qid, off in m.items()} for s, m in qid2offset_by_split.items()}
-        if isinstance(next(iter(pid2offset), None), str):  # a collection's ids (all strings)
-            names: list[str | None] = [None] * len(pid2offset)
-            for doc_id, off in pid2offset.items():
-                if not 0 <= off < len(names) or names[off] is not None:
-                    raise ValueError("pid2offset does not map onto offsets 0..N-1")
-                names[off] = doc_id
-            return cls(np.zeros(0, dtype=np.int64), queries, names)
-        n = len(pid2offset)
-        pids = np.fromiter(pid2offset.keys(), dtype=np.int64, count=n)
-        offsets = np.fromiter(pid2offset.values(), dtype=np.int64, count=n)
-        numbers = np.full(n, -1, dtype=np.int64)
-        if n and (offsets.min() < 0 or offsets.max() >= n):
-            raise ValueError("pid2offset does not map onto offsets 0..N-1")
-        numbers[offsets] = pids
-        if (numbers < 0).any():
-            raise ValueError("pid2offset does not map onto offsets 0..N-1")
-        return cls(numbers, queries)
+        queries = {s: _id_array(m, len(m), f"{s}-qid2offset") for s, m in qid2offset_by_split.items()}
+        return cls._with_docs(_id_array(pid2offset, len(pid2offset), "pid2offset"), queries)
+
+    @classmethod
+    def _with_docs(cls, doc_ids: np.ndarray, queries: dict[str, np.ndarray]) -> OriginalIds:
+        if doc_ids.dtype.kind == "i":
+            return cls(doc_ids, queries)
+        return cls(np.zeros(0, dtype=np.int64), queries, doc_ids)
 
     @classmethod
     def load(cls, preprocess_dir: str | Path, splits: Sequence[str]) -> OriginalIds:
+        """The maps of a preprocess folder, each pickle's dict dropped once it is an array."""
         folder = Path(preprocess_dir)
-        return cls.from_maps(
-            load_id_map(folder / "pid2offset.pickle"),
-            {s: load_id_map(folder / f"{s}-qid2offset.pickle") for s in splits},
-        )
+        pid2offset = load_id_map(folder / "pid2offset.pickle")
+        doc_ids = _id_array(pid2offset, len(pid2offset), "pid2offset")
+        del pid2offset
+        queries = {
+            s: _id_array(m, len(m), f"{s}-qid2offset")
+            for s in splits
+            for m in [load_id_map(folder / f"{s}-qid2offset.pickle")]
+        }
+        return cls._with_docs(doc_ids, queries)
 
     def doc(self, offset: int) -> str:
         if self.doc_strings is not None:
-            return self.doc_strings[offset]
+            return str(self.doc_strings[offset])
         return f"D{int(self.doc_numbers[offset])}"
 
     def query(self, split: str, offset: int) -> str:
-        return self.query_ids[split][int(offset)]
+        return str(self.query_ids[split][int(offset)])
 
 
 def rankings_to_run(
