@@ -7,7 +7,7 @@ One run, one random RoBERTa shared by both classes, MS MARCO-like documents at (
 
 * ``SeDR fixed``: every row padded to T = 505 positions, as the original did;
 * ``SeDR ours``: the batches of ``SeDR.retrieval.encoding.encode_corpus`` (``collate_pass`` with its
-  defaults): the rows of a pass are bucketed by real width (``SeDR.data.preprocess_folder.plan_row_groups``)
+  defaults): the rows of a pass are bucketed by real width (``SeDR.data.row_groups.plan_row_groups``)
   and each layer runs bucket by bucket, each on its own columns plus the placeholders, with the CLS broadcast
   across buckets. Dropped columns are masked padding, so the embeddings are the same up to float
   summation order: checked with ``allclose(atol=1e-5)`` against fixed padding, and ``ours`` is
@@ -19,7 +19,7 @@ Printed: segments/s, real tokens/s and processed/real tokens (processed = rows x
 layer runs on; real = attended tokens) of each scheme; the ideal bound of any padding scheme,
 processed tokens of fixed padding / real tokens; our speed-up over fixed padding and its share of
 that bound (target: within 5%). ``--overheads 0,64,256`` also times ``ours`` with other values of
-the per-group overhead constant (to choose ``SeDR.data.preprocess_folder.ROW_GROUP_OVERHEAD``).
+the per-group overhead constant (to choose ``SeDR.data.row_groups.ROW_GROUP_OVERHEAD``).
 
     python bench/batching.py                 # ~3-5 minutes on 2 loaded CPU cores
     python bench/batching.py --quick         # ~1 minute

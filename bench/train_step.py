@@ -10,7 +10,7 @@ Configurations (same random weights, same MS MARCO-like training batch, LAMB):
 * ``cache 50 + ckpt``: the same with gradient checkpointing;
 * ``cache 50, padded``: ``cache 50`` with every document row padded to ``T`` as the original did
   (the others are collated as the trainer does: ``row_groups=True``,
-  SeDR.data.preprocess_folder.plan_row_groups).
+  SeDR.data.row_groups.plan_row_groups).
 
 Time: min of ``--reps`` interleaved steps in one process, one torch thread by default
 (ratios to ``cache 0``). Memory: each configuration runs again in a fresh subprocess that resets the

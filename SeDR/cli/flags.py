@@ -365,7 +365,7 @@ def add_train_args(p, *, model_class: bool = True):
 
 def build_inference_parser() -> argparse.ArgumentParser:
     p = _parser(
-        "Encode every segment, search with faiss, rank documents by their best segment, "
+        "Encode every segment, search exactly, rank documents by their best segment, "
         "evaluate (docs/retrieval.md)."
     )
     add_data_args(p, query_length_default=32)

@@ -61,7 +61,7 @@ class RowGroups(_ByValue):
     Group ``g`` holds rows ``rows[start_g : start_g + sizes[g]]``; the encoder runs it on the
     columns ``[0, widths[g])`` plus the last ``P`` placeholder columns only. The dropped columns are
     masked padding of every row of the group, so the outputs are unchanged up to float summation
-    order (see :func:`SeDR.data.preprocess_folder.plan_row_groups` and :func:`SeDR.modeling.encoder.encode`).
+    order (see :func:`SeDR.data.row_groups.plan_row_groups` and :func:`SeDR.modeling.encoder.encode`).
 
     Attributes:
         rows: ``(n_seg,)`` int64 permutation of the batch rows, group after group.

@@ -94,7 +94,7 @@ def encode_corpus(
 
     ``compact`` trims the masked padding columns of each pass; ``row_groups`` (implies
     ``compact``) also buckets the rows of a pass by real width so the encoder runs each bucket at
-    its own width (:func:`SeDR.data.preprocess_folder.plan_row_groups`, ``group_overhead`` tokens per bucket).
+    its own width (:func:`SeDR.data.row_groups.plan_row_groups`, ``group_overhead`` tokens per bucket).
     Both leave the vectors unchanged up to float summation order (masked columns only).
 
     ``num_workers`` processes collate the next passes while the model runs (pinned memory and an

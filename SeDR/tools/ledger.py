@@ -199,7 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ledger", default=str(DEFAULT_LEDGER))
     parser.add_argument("--root", default=".", help="folder the ledger's ./data/... paths are relative to")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any number is FAIL")
-    parser.add_argument("--markdown", action="store_true", help="print the README's Markdown table instead")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the Markdown table of docs/reproduction.md#ledger instead",
+    )
     args = parser.parse_args(argv)
     ledger = load_ledger(args.ledger)
     if args.markdown:
